@@ -1,0 +1,65 @@
+"""Builders for job folders in tmp_path, and a way to run the CLI in-process."""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from txsend.cli import run_cli
+
+TEXT = "Hello {{ first_name }},\nyour plan is {{ plan }}.\n"
+HTML = "<p>Hello <b>{{ first_name }}</b>, your plan is {{ plan }}.</p>\n"
+
+
+def write_job(
+    folder: Path,
+    rows: int = 5,
+    *,
+    extra_yaml: str = "",
+    subject: str = "Welcome, {{ first_name }}!",
+    records: list[dict[str, str]] | None = None,
+) -> Path:
+    """A YAML job with text+HTML templates and `rows` recipients; returns the job path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "t.txt").write_text(TEXT, encoding="utf-8")
+    (folder / "t.html").write_text(HTML, encoding="utf-8")
+    if records is None:
+        records = [
+            {"email": f"user{i}@example.com", "first_name": f"User{i}", "plan": "pro"}
+            for i in range(rows)
+        ]
+    with (folder / "people.csv").open("w", newline="", encoding="utf-8") as out:
+        writer = csv.DictWriter(out, fieldnames=list(records[0]))
+        writer.writeheader()
+        writer.writerows(records)
+    job = folder / "job.yaml"
+    job.write_text(
+        "name: test-job\n"
+        'from: "Acme <noreply@acme.example>"\n'
+        f"subject: {subject!r}\n"
+        "text: t.txt\n"
+        "html: t.html\n"
+        "recipients:\n"
+        "  file: people.csv\n"
+        '  name: "{{ first_name }}"\n'
+        "headers: {X-Campaign: test}\n" + extra_yaml,
+        encoding="utf-8",
+    )
+    return job
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+def cli(capsys: pytest.CaptureFixture[str], *args: object) -> Result:
+    """Run `txsend ARGS` in this process and capture its output."""
+    code = run_cli([str(a) for a in args])
+    captured = capsys.readouterr()
+    return Result(code, captured.out, captured.err)

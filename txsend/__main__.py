@@ -1,0 +1,5 @@
+"""python -m txsend."""
+
+from txsend.cli import main
+
+main()

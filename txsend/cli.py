@@ -1,0 +1,472 @@
+"""The txsend command line: parse flags, call txsend.runner, print. Nothing else."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from txsend import __version__, runner, scaffold
+from txsend.errors import ExitCode, TxsendError, UsageError
+from txsend.jobfile import JobOverrides
+from txsend.models import State
+from txsend.report import Summary
+from txsend.stats import RunStats
+
+app = typer.Typer(
+    name="txsend",
+    help="Send bulk and transactional email from a YAML job or a CSV, resumably.\n\n"
+    "Exit codes: 0 all done, 1 some bounced/failed, 64 usage, 65 bad job or data, "
+    "66 missing file, 69 no relay reachable, 70 bug, 75 try again later, 78 configuration, "
+    "130/143 interrupted.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        sys.stdout.write(f"txsend {__version__}\n")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    """Send bulk and transactional email from a YAML job or a CSV, resumably."""
+
+
+JobArg = Annotated[
+    Path,
+    typer.Argument(
+        help="The job: a YAML job file, a CSV/JSONL alone (with --from/--subject/--text), "
+        "or a journal file.",
+        show_default=False,
+    ),
+]
+FromOpt = Annotated[
+    str | None, typer.Option("--from", help="From address (fills or overrides the job).")
+]
+SubjectOpt = Annotated[str | None, typer.Option(help="Subject template.")]
+TextOpt = Annotated[Path | None, typer.Option(help="Text template file.")]
+HtmlOpt = Annotated[Path | None, typer.Option(help="HTML template file.")]
+RelayOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--relay",
+        help="Relay URL smtp://[user@]host[:port][?tls=starttls|none] or smtps://...; "
+        "repeatable; replaces the job's relays. Default: the job's, else $TXSEND_RELAY.",
+    ),
+]
+JournalOpt = Annotated[
+    Path | None, typer.Option(help="Journal file (default: <job>.journal.db next to the job).")
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON summary on stdout.")]
+QuietOpt = Annotated[
+    bool, typer.Option("--quiet", "-q", help="Print only errors and the final line.")
+]
+
+
+def _overrides(
+    from_addr: str | None,
+    subject: str | None,
+    text: Path | None,
+    html: Path | None,
+    relay: list[str] | None,
+    journal: Path | None,
+) -> JobOverrides:
+    return JobOverrides(
+        from_addr=from_addr,
+        subject=subject,
+        text=text,
+        html=html,
+        relays=tuple(relay or ()),
+        journal=journal,
+    )
+
+
+def _err() -> Console:
+    # soft_wrap: never break a message at 80 columns when stderr is a file or a pipe
+    return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+@app.command()
+def run(
+    job: JobArg,
+    from_addr: FromOpt = None,
+    subject: SubjectOpt = None,
+    text: TextOpt = None,
+    html: HtmlOpt = None,
+    relay: RelayOpt = None,
+    journal: JournalOpt = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Render and journal every row; send nothing.")
+    ] = False,
+    limit: Annotated[
+        int | None, typer.Option(min=1, help="Send at most N rows in this run.")
+    ] = None,
+    concurrency: Annotated[
+        int | None,
+        typer.Option(min=1, max=1000, help="SMTP connections per relay (overrides the job)."),
+    ] = None,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Continue even though the job changed since its journal."),
+    ] = False,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Ingest the recipients into the journal and send every row not yet done."""
+    request = runner.RunRequest(
+        target=job,
+        overrides=_overrides(from_addr, subject, text, html, relay, journal),
+        force=force,
+        dry_run=dry_run,
+        limit=limit,
+        concurrency=concurrency,
+    )
+    _send(request, "run", json_out=json_out, quiet=quiet)
+
+
+@app.command()
+def resume(
+    job: JobArg,
+    relay: RelayOpt = None,
+    journal: JournalOpt = None,
+    limit: Annotated[
+        int | None, typer.Option(min=1, help="Send at most N rows in this run.")
+    ] = None,
+    concurrency: Annotated[
+        int | None,
+        typer.Option(min=1, max=1000, help="SMTP connections per relay (overrides the job)."),
+    ] = None,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Continue even though the job changed since its journal."),
+    ] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Render only; send nothing.")] = False,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Continue a job's journal: pending rows, deferred ones that are due, and unknown ones
+    (delivery.on_unknown: resend)."""
+    request = runner.RunRequest(
+        target=job,
+        overrides=_overrides(None, None, None, None, relay, journal),
+        resume=True,
+        force=force,
+        dry_run=dry_run,
+        limit=limit,
+        concurrency=concurrency,
+    )
+    _send(request, "resume", json_out=json_out, quiet=quiet)
+
+
+def _send(request: runner.RunRequest, command: str, *, json_out: bool, quiet: bool) -> None:
+    console = _err()
+    show_progress = console.is_terminal and not quiet and "NO_COLOR" not in os.environ
+    view = _ProgressView(console) if show_progress else None
+
+    def prepared(p: runner.Prepared) -> None:
+        if not quiet and p.ingest is not None:
+            i = p.ingest
+            console.print(
+                f"journal {p.journal.path}: {i.new} new rows, {i.existing} already known"
+                + (f", {i.duplicates} duplicate keys skipped" if i.duplicates else "")
+                + (f", {i.invalid} invalid rows skipped" if i.invalid else "")
+            )
+            for problem in i.problems:
+                console.print(f"  skipped {problem}")
+        if not quiet and p.recovered:
+            console.print(
+                f"{p.recovered} rows were mid-send when a previous run stopped: now 'unknown' "
+                f"(delivery.on_unknown: {p.job.delivery.on_unknown})"
+            )
+        if view is not None:
+            view.start(p.due)
+
+    try:
+        summary = runner.run(
+            request,
+            command,
+            on_prepared=prepared,
+            on_tick=view.update if view is not None else None,
+        )
+    finally:
+        if view is not None:
+            view.stop()
+    if json_out:
+        sys.stdout.write(json.dumps(summary.to_json(), indent=2) + "\n")
+    if not quiet:
+        _print_summary(console, summary)
+    console.print(_final_line(summary, request.target, command))
+    raise typer.Exit(summary.exit_code)
+
+
+class _ProgressView:
+    """Rich progress on a terminal: counts per outcome, rate, ETA."""
+
+    def __init__(self, console: Console) -> None:
+        self._progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total}"),
+            TextColumn("{task.fields[counts]}"),
+            TextColumn("{task.fields[rate]}"),
+            TimeRemainingColumn(),
+            console=console,
+            transient=True,
+        )
+        self._task: TaskID | None = None
+
+    def start(self, total: int) -> None:
+        self._progress.start()
+        self._task = self._progress.add_task("sending", total=total, counts="", rate="")
+
+    def update(self, stats: RunStats) -> None:
+        if self._task is None:
+            return
+        o = stats.outcomes
+        counts = (
+            f"sent {o[State.SENT]}  bounced {o[State.BOUNCED]}  deferred {o[State.DEFERRED]}"
+            + (f"  unknown {o[State.UNKNOWN]}" if o[State.UNKNOWN] else "")
+            + (f"  skipped {o[State.SKIPPED]}" if o[State.SKIPPED] else "")
+        )
+        self._progress.update(
+            self._task, completed=stats.attempted, counts=counts, rate=f"{stats.rate:.0f} msg/s"
+        )
+
+    def stop(self) -> None:
+        self._progress.stop()
+
+
+def _print_summary(console: Console, summary: Summary) -> None:
+    table = Table(title=f"txsend: {summary.job}", title_justify="left")
+    table.add_column("state")
+    table.add_column("this run", justify="right")
+    table.add_column("journal total", justify="right")
+    stats = summary.stats
+    for state in State:
+        now = stats.outcomes[state] if stats is not None else 0
+        total = summary.counts.get(state, 0)
+        if now or total:
+            table.add_row(state.value, str(now) if stats is not None else "-", str(total))
+    console.print(table)
+    if stats is None:
+        return
+    p50, p95 = stats.latency.percentile(50), stats.latency.percentile(95)
+    latency = (
+        f", SMTP transaction p50 {p50 * 1000:.1f} ms, p95 {p95 * 1000:.1f} ms"
+        if p50 is not None and p95 is not None
+        else ""
+    )
+    console.print(f"{stats.elapsed:.2f} s, {stats.rate:.1f} messages/s{latency}")
+    for name, relay in stats.relays.items():
+        if relay.last_error and (relay.connect_failures or not relay.connections):
+            console.print(f"relay {name}: {relay.last_error}")
+    if summary.dry_run:
+        console.print(f"dry run: {stats.queued} messages rendered, nothing sent")
+
+
+def _final_line(summary: Summary, target: Path, command: str) -> str:
+    c = summary.counts
+    parts = [f"{n} {s.value}" for s, n in c.items() if n]
+    line = f"{summary.job}: " + (", ".join(parts) or "no rows") + f" (exit {summary.exit_code})"
+    stats = summary.stats
+    if stats is not None and stats.stop_reason:
+        line += f"; stopped: {stats.stop_reason}"
+    if summary.exit_code in (ExitCode.TEMPFAIL, ExitCode.UNAVAILABLE, 130, 143):
+        line += f"\ncontinue with: txsend resume {target}"
+        if summary.next_attempt_at:
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(summary.next_attempt_at))
+            line += f" (next retry due {when})"
+    elif summary.exit_code == ExitCode.SOME_FAILED:
+        line += f"\nsee the failed rows with: txsend status {target}"
+    return line
+
+
+@app.command()
+def status(
+    job: JobArg,
+    journal: JournalOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Counts per state from the journal, the last run and the next retry time."""
+    summary = runner.status(job, _overrides(None, None, None, None, None, journal))
+    if json_out:
+        sys.stdout.write(json.dumps(summary.to_json(), indent=2) + "\n")
+        return
+    console = Console(highlight=False, soft_wrap=True)
+    _print_summary(console, summary)
+    if summary.next_attempt_at:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(summary.next_attempt_at))
+        console.print(f"next retry due {when}")
+
+
+@app.command()
+def validate(
+    job: JobArg,
+    from_addr: FromOpt = None,
+    subject: SubjectOpt = None,
+    text: TextOpt = None,
+    html: HtmlOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Load and render every row without sending; list every problem (exit 65 if any)."""
+    report = runner.validate(job, _overrides(from_addr, subject, text, html, None, None))
+    code = ExitCode.DATA if report.problems else ExitCode.OK
+    if json_out:
+        data: dict[str, Any] = {
+            "rows": report.rows,
+            "problems": report.problems,
+            "warnings": report.warnings,
+            "largest_message_bytes": report.largest,
+            "total_bytes": report.total_bytes,
+        }
+        sys.stdout.write(json.dumps(data, indent=2) + "\n")
+    console = _err()
+    for problem in report.problems:
+        console.print(f"error: {problem}")
+    for warning in report.warnings:
+        console.print(f"warning: {warning}")
+    console.print(
+        f"{job}: {report.rows} rows, {len(report.problems)} problems, "
+        f"largest message {report.largest} bytes"
+    )
+    raise typer.Exit(code)
+
+
+@app.command()
+def preview(
+    job: JobArg,
+    row: Annotated[int | None, typer.Option(min=1, help="Data row number (1 = first).")] = None,
+    key: Annotated[str | None, typer.Option(help="Row key.")] = None,
+    part: Annotated[
+        str | None,
+        typer.Option(help="Print only this part: text, html or subject.", show_default=False),
+    ] = None,
+    from_addr: FromOpt = None,
+    subject: SubjectOpt = None,
+    text: TextOpt = None,
+    html: HtmlOpt = None,
+) -> None:
+    """Print one fully rendered message (raw RFC 5322) or one of its parts on stdout."""
+    if row is not None and key is not None:
+        raise UsageError("pass --row or --key, not both")
+    if part is not None and part not in ("text", "html", "subject"):
+        raise UsageError(f"--part must be text, html or subject, not {part!r}")
+    data = runner.preview(
+        job,
+        _overrides(from_addr, subject, text, html, None, None),
+        row_number=row,
+        key=key,
+        part=part,
+    )
+    sys.stdout.buffer.write(data if data.endswith(b"\n") else data + b"\n")
+    sys.stdout.flush()
+
+
+@app.command()
+def init(
+    directory: Annotated[Path, typer.Argument(help="Folder to create the sample job in.")],
+) -> None:
+    """Write a working sample job into DIRECTORY (refuses to overwrite)."""
+    written = scaffold.write_sample(directory)
+    console = _err()
+    for path in written:
+        console.print(f"wrote {path}")
+    console.print(
+        f"try it: txsend sink --port 2525 & txsend run {directory / 'job.yaml'} "
+        "--relay smtp://127.0.0.1:2525"
+    )
+
+
+@app.command()
+def sink(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port (0: any free port).")] = 2525,
+    maildir: Annotated[
+        Path | None, typer.Option(help="Write every message into this Maildir.")
+    ] = None,
+    discard: Annotated[bool, typer.Option("--discard", help="Count messages only.")] = False,
+    port_file: Annotated[
+        Path | None, typer.Option(help="Write the listening port here once ready.")
+    ] = None,
+) -> None:
+    """A capture SMTP server for demos and tests; prints what it received on exit."""
+    from txsend.sink import format_stats, serve
+
+    console = _err()
+    stats = serve(
+        host,
+        port,
+        maildir=maildir,
+        discard=discard,
+        port_file=port_file,
+        on_ready=lambda h, p: console.print(f"txsend sink listening on {h}:{p}"),
+    )
+    sys.stdout.write(format_stats(stats) + "\n")
+
+
+def run_cli(argv: list[str]) -> int:
+    """Run the CLI on argv and return the exit code; every error becomes a message."""
+    command = typer.main.get_command(app)
+    try:
+        result = command.main(args=argv, prog_name="txsend", standalone_mode=False)
+    except typer.Abort:
+        return ExitCode.SIGINT
+    except TxsendError as exc:
+        console = _err()
+        console.print(f"txsend: error: {exc.message}", markup=False)
+        if exc.hint:
+            console.print(f"hint: {exc.hint}", markup=False)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        _err().print("txsend: interrupted; the journal is consistent: txsend resume JOB")
+        return ExitCode.SIGINT
+    except Exception as exc:
+        if _is_click_usage_error(exc):  # bad flags or arguments, already worded by click
+            exc.show()  # type: ignore[attr-defined]
+            return ExitCode.USAGE
+        # anything else is a bug: say where, and where to report it
+        frame = traceback.extract_tb(exc.__traceback__)[-1]
+        console = _err()
+        console.print(
+            f"txsend: internal error: {type(exc).__name__}: {exc} "
+            f"(at {Path(frame.filename).name}:{frame.lineno})",
+            markup=False,
+        )
+        console.print(
+            "this is a bug: please report it as an issue in the txsend repository, with "
+            "this output and the traceback that TXSEND_DEBUG=1 prints",
+            markup=False,
+        )
+        if os.environ.get("TXSEND_DEBUG"):
+            traceback.print_exc()
+        return ExitCode.SOFTWARE
+    return result if isinstance(result, int) else ExitCode.OK
+
+
+def _is_click_usage_error(exc: Exception) -> bool:
+    # Typer may vendor its own click; recognise its exceptions by shape, not by import.
+    return hasattr(exc, "show") and hasattr(exc, "exit_code") and hasattr(exc, "format_message")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    sys.exit(run_cli(sys.argv[1:]))

@@ -1,0 +1,451 @@
+"""The SQLite journal: one row per recipient key, the only importer of sqlite-utils.
+
+The interface is narrow (ingest, claim, mark_sending, record, counts, runs) so that a
+second backend (PostgreSQL, for several hosts on one job) can implement it.
+
+Crash protocol: a row is made `sending` in a committed transaction before its DATA
+command is sent, and `sent` after the relay's 250. A process that dies in between leaves
+rows in `sending`; `recover()` turns them into `unknown` (RFC 1047's window).
+
+Durability: WAL with synchronous=NORMAL. A committed transaction survives the process
+being killed at any moment (it is in the WAL file); only a power loss or kernel crash can
+roll back the last few commits.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from txsend.errors import ConfigError, JobError, RowError, TxsendError
+from txsend.models import State
+
+SCHEMA_VERSION = 1
+INGEST_BATCH = 1000
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A row taken from the journal to be rendered and sent."""
+
+    key: str
+    row: int
+    address: str
+    data: dict[str, Any]
+    message_id: str
+    attempts: int
+    state: State  # state before the claim: pending, deferred or unknown
+
+
+@dataclass(frozen=True)
+class Record:
+    """An outcome to write for one key."""
+
+    key: str
+    state: State
+    code: int | None = None
+    reply: str | None = None
+    relay: str | None = None
+    next_attempt_at: float | None = None
+
+
+@dataclass
+class IngestStats:
+    new: int = 0
+    existing: int = 0
+    duplicates: int = 0
+    invalid: int = 0
+    problems: list[str] = field(default_factory=list)  # first few skip reasons, for display
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    id: int
+    command: str
+    started_at: float
+    ended_at: float | None
+    exit_code: int | None
+    counts: dict[str, int]
+
+
+class Journal:
+    """A job's journal in one SQLite file."""
+
+    def __init__(self, path: Path, db: sqlite_utils.Database) -> None:
+        self.path = path
+        self._db = db
+        self._conn = db.conn
+        self._cursor = 0  # rowid after which the next claim starts
+
+    # --- opening -------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: Path, *, create: bool = True) -> Journal:
+        """Open (and with create, make) the journal file at path."""
+        if str(path).startswith(("postgresql://", "postgres://")):
+            raise ConfigError("PostgreSQL journals are not supported yet; use a file path")
+        if not create and not path.exists():
+            raise TxsendError(f"no journal at {path}", hint="run the job first: txsend run JOB")
+        existed = path.exists()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if not existed:
+                # the journal holds addresses: readable by its owner only
+                os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+            db = sqlite_utils.Database(path)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA busy_timeout=5000")
+        except (OSError, sqlite3.Error) as exc:
+            raise ConfigError(f"cannot open journal {path}: {exc}") from exc
+        journal = cls(path, db)
+        journal._migrate()
+        return journal
+
+    def _migrate(self) -> None:
+        db = self._db
+        with self._conn:
+            db.table("meta").create({"name": str, "value": str}, pk="name", if_not_exists=True)
+            version = self.get_meta("schema")
+            if version is not None and int(version) > SCHEMA_VERSION:
+                raise TxsendError(
+                    f"journal {self.path} was written by a newer txsend (schema {version})",
+                    hint="upgrade txsend",
+                )
+            db.table("messages").create(
+                {
+                    "key": str,
+                    "row": int,
+                    "address": str,
+                    "data": str,
+                    "message_id": str,
+                    "state": str,
+                    "attempts": int,
+                    "code": int,
+                    "reply": str,
+                    "relay": str,
+                    "run_id": int,
+                    "created_at": float,
+                    "updated_at": float,
+                    "sent_at": float,
+                    "next_attempt_at": float,
+                },
+                pk="key",
+                not_null={"row", "address", "data", "message_id", "state", "attempts"},
+                defaults={"attempts": 0},
+                if_not_exists=True,
+            )
+            db.table("messages").create_index(["state", "next_attempt_at"], if_not_exists=True)
+            db.table("skipped_rows").create(
+                {"row": int, "key": str, "reason": str, "created_at": float},
+                pk="row",
+                if_not_exists=True,
+            )
+            db.table("runs").create(
+                {
+                    "id": int,
+                    "command": str,
+                    "pid": int,
+                    "started_at": float,
+                    "ended_at": float,
+                    "exit_code": int,
+                    "fingerprint": str,
+                    "counts": str,
+                },
+                pk="id",
+                if_not_exists=True,
+            )
+            if version is None:
+                self.set_meta("schema", str(SCHEMA_VERSION))
+
+    def close(self) -> None:
+        """Checkpoint and close the database."""
+        self._conn.close()
+
+    # --- meta and fingerprint --------------------------------------------------------
+
+    def get_meta(self, name: str) -> str | None:
+        """A stored metadata value, or None."""
+        row = self._conn.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, name: str, value: str) -> None:
+        """Store a metadata value (the caller commits)."""
+        self._conn.execute(
+            "INSERT INTO meta(name, value) VALUES (?, ?) "
+            "ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+            (name, value),
+        )
+
+    def bind_job(self, job_name: str, fingerprint: dict[str, str], spec: dict[str, Any]) -> None:
+        """Tie a new journal to a job; refuse a journal made for another job name."""
+        stored = self.get_meta("job_name")
+        if stored is not None and stored != job_name:
+            raise JobError(
+                f"journal {self.path} belongs to job {stored!r}, not {job_name!r}",
+                hint="pass --journal with another path, or keep the job's name",
+            )
+        with self._conn:
+            self.set_meta("job_name", job_name)
+            self.set_meta("fingerprint", json.dumps(fingerprint, sort_keys=True))
+            self.set_meta("job_spec", json.dumps(spec, sort_keys=True))
+
+    def changes_since(self, fingerprint: dict[str, str]) -> list[str]:
+        """What differs between the stored job fingerprint and this one (empty: same job)."""
+        stored_text = self.get_meta("fingerprint")
+        if stored_text is None:
+            return []
+        stored: dict[str, str] = json.loads(stored_text)
+        changes = []
+        for name in sorted(set(stored) | set(fingerprint)):
+            if name not in stored:
+                changes.append(f"{name} was added")
+            elif name not in fingerprint:
+                changes.append(f"{name} is no longer used")
+            elif stored[name] != fingerprint[name]:
+                changes.append(f"{name} changed")
+        return changes
+
+    def job_spec(self) -> dict[str, Any] | None:
+        """How the job was defined when the journal was made (job file path, flags)."""
+        text = self.get_meta("job_spec")
+        return None if text is None else dict(json.loads(text))
+
+    # --- ingest ----------------------------------------------------------------------
+
+    def ingest(self, rows: Iterable[Any], new_message_id: Callable[[], str]) -> IngestStats:
+        """Add rows (Row or RowError) not seen before, in batches; idempotent."""
+        stats = IngestStats()
+        iterator = iter(rows)
+        while batch := list(islice(iterator, INGEST_BATCH)):
+            self._ingest_batch(batch, new_message_id, stats)
+        with self._conn:
+            self.set_meta("ingest_complete", "1")
+        return stats
+
+    def _ingest_batch(
+        self, batch: list[Any], new_message_id: Callable[[], str], stats: IngestStats
+    ) -> None:
+        now = time.time()
+        keys = [r.key for r in batch if not isinstance(r, RowError)]
+        known: dict[str, int] = {}
+        for chunk in _chunks(keys, 500):
+            marks = ",".join("?" * len(chunk))
+            for key, row in self._conn.execute(
+                f"SELECT key, row FROM messages WHERE key IN ({marks})", chunk
+            ):
+                known[key] = row
+        new_rows = []
+        skipped = []
+        for item in batch:
+            if isinstance(item, RowError):
+                stats.invalid += 1
+                skipped.append((item.row, item.key, item.reason, now))
+                self._note(stats, str(item))
+                continue
+            first = known.get(item.key)
+            if first is None:
+                known[item.key] = item.number
+                new_rows.append(
+                    (
+                        item.key,
+                        item.number,
+                        item.address,
+                        json.dumps(item.data, ensure_ascii=False, default=str),
+                        new_message_id(),
+                        State.PENDING.value,
+                        now,
+                        now,
+                    )
+                )
+                stats.new += 1
+            elif first == item.number:
+                stats.existing += 1
+            else:
+                stats.duplicates += 1
+                reason = f"duplicate key (first seen in row {first})"
+                skipped.append((item.number, item.key, reason, now))
+                self._note(stats, f"row {item.number}: key {item.key!r}: {reason}")
+        with self._conn:
+            self._conn.executemany(
+                "INSERT INTO messages(key, row, address, data, message_id, state, attempts, "
+                "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?)",
+                new_rows,
+            )
+            self._conn.executemany(
+                "INSERT OR IGNORE INTO skipped_rows(row, key, reason, created_at) "
+                "VALUES (?, ?, ?, ?)",
+                skipped,
+            )
+
+    @staticmethod
+    def _note(stats: IngestStats, problem: str) -> None:
+        if len(stats.problems) < 20:
+            stats.problems.append(problem)
+
+    def ingest_complete(self) -> bool:
+        """True once every row of the data file has been ingested."""
+        return self.get_meta("ingest_complete") == "1"
+
+    # --- the send cycle --------------------------------------------------------------
+
+    def recover(self) -> int:
+        """Turn rows a dead run left in `sending` into `unknown`; returns how many."""
+        with self._conn:
+            cur = self._conn.execute(
+                "UPDATE messages SET state = ?, updated_at = ?, "
+                "reply = 'run ended after DATA started, before the reply was recorded' "
+                "WHERE state = ?",
+                (State.UNKNOWN.value, time.time(), State.SENDING.value),
+            )
+        return cur.rowcount
+
+    def claim(
+        self, limit: int, *, include_unknown: bool, now: float | None = None
+    ) -> list[Claimed]:
+        """The next rows due for sending, in data order; each row is claimed once per run."""
+        states = [State.PENDING.value, State.DEFERRED.value]
+        if include_unknown:
+            states.append(State.UNKNOWN.value)
+        marks = ",".join("?" * len(states))
+        rows = self._conn.execute(
+            "SELECT rowid, key, row, address, data, message_id, attempts, state FROM messages "
+            f"WHERE rowid > ? AND state IN ({marks}) "
+            "AND (next_attempt_at IS NULL OR next_attempt_at <= ?) "
+            "ORDER BY rowid LIMIT ?",
+            (self._cursor, *states, time.time() if now is None else now, limit),
+        ).fetchall()
+        if rows:
+            self._cursor = rows[-1][0]
+        return [
+            Claimed(key, row, address, json.loads(data), message_id, attempts, State(state))
+            for _, key, row, address, data, message_id, attempts, state in rows
+        ]
+
+    def write(self, sending: Sequence[tuple[str, int]], records: Sequence[Record]) -> None:
+        """Commit, in one transaction, rows entering `sending` (key, run id) and outcomes."""
+        now = time.time()
+        with self._conn:
+            if sending:
+                self._conn.executemany(
+                    "UPDATE messages SET state = 'sending', attempts = attempts + 1, "
+                    "run_id = ?, updated_at = ? WHERE key = ?",
+                    [(run_id, now, key) for key, run_id in sending],
+                )
+            if records:
+                self._conn.executemany(
+                    "UPDATE messages SET state = ?, code = ?, reply = ?, relay = ?, "
+                    "next_attempt_at = ?, updated_at = ?, "
+                    "sent_at = CASE WHEN ? = 'sent' THEN ? ELSE sent_at END WHERE key = ?",
+                    [
+                        (
+                            r.state.value,
+                            r.code,
+                            r.reply,
+                            r.relay,
+                            r.next_attempt_at,
+                            now,
+                            r.state.value,
+                            now,
+                            r.key,
+                        )
+                        for r in records
+                    ],
+                )
+
+    # --- reading ---------------------------------------------------------------------
+
+    def counts(self) -> dict[State, int]:
+        """Rows per state, skipped data rows included."""
+        counts = dict.fromkeys(State, 0)
+        for state, n in self._conn.execute("SELECT state, count(*) FROM messages GROUP BY state"):
+            counts[State(state)] += n
+        (skipped,) = self._conn.execute("SELECT count(*) FROM skipped_rows").fetchone()
+        counts[State.SKIPPED] += skipped
+        return counts
+
+    def next_attempt_at(self) -> float | None:
+        """The earliest retry time among deferred rows."""
+        (value,) = self._conn.execute(
+            "SELECT min(next_attempt_at) FROM messages WHERE state = 'deferred'"
+        ).fetchone()
+        return None if value is None else float(value)
+
+    def rows_in(self, states: Iterable[State], limit: int = 1000) -> Iterator[dict[str, Any]]:
+        """Rows in the given states (key, row, address, state, code, reply), in data order."""
+        wanted = [s.value for s in states]
+        marks = ",".join("?" * len(wanted))
+        cur = self._conn.execute(
+            "SELECT key, row, address, state, code, reply, attempts FROM messages "
+            f"WHERE state IN ({marks}) ORDER BY rowid LIMIT ?",
+            (*wanted, limit),
+        )
+        names = [d[0] for d in cur.description]
+        for values in cur:
+            yield dict(zip(names, values, strict=True))
+
+    def skipped_rows(self, limit: int = 1000) -> Iterator[dict[str, Any]]:
+        """Data rows that never became messages (duplicate key, invalid row)."""
+        cur = self._conn.execute(
+            "SELECT row, key, reason FROM skipped_rows ORDER BY row LIMIT ?", (limit,)
+        )
+        for row, key, reason in cur:
+            yield {"row": row, "key": key, "reason": reason}
+
+    def find(self, key: str) -> Claimed | None:
+        """One row by key."""
+        found = self._conn.execute(
+            "SELECT key, row, address, data, message_id, attempts, state FROM messages "
+            "WHERE key = ?",
+            (key,),
+        ).fetchone()
+        if found is None:
+            return None
+        key, row, address, data, message_id, attempts, state = found
+        return Claimed(key, row, address, json.loads(data), message_id, attempts, State(state))
+
+    # --- runs ------------------------------------------------------------------------
+
+    def start_run(self, command: str) -> int:
+        """Record the start of a run; returns its id."""
+        with self._conn:
+            cur = self._conn.execute(
+                "INSERT INTO runs(command, pid, started_at, fingerprint) VALUES (?, ?, ?, ?)",
+                (command, os.getpid(), time.time(), self.get_meta("fingerprint")),
+            )
+        assert cur.lastrowid is not None
+        return cur.lastrowid
+
+    def finish_run(self, run_id: int, exit_code: int) -> None:
+        """Record the end of a run with the journal's counts at that moment."""
+        counts = {s.value: n for s, n in self.counts().items() if n}
+        with self._conn:
+            self._conn.execute(
+                "UPDATE runs SET ended_at = ?, exit_code = ?, counts = ? WHERE id = ?",
+                (time.time(), exit_code, json.dumps(counts), run_id),
+            )
+
+    def last_run(self) -> RunInfo | None:
+        """The most recent run, finished or not."""
+        found = self._conn.execute(
+            "SELECT id, command, started_at, ended_at, exit_code, counts FROM runs "
+            "ORDER BY id DESC LIMIT 1"
+        ).fetchone()
+        if found is None:
+            return None
+        run_id, command, started, ended, code, counts = found
+        return RunInfo(run_id, command, started, ended, code, json.loads(counts or "{}"))
+
+
+def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

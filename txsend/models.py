@@ -1,0 +1,138 @@
+"""Plain data shared by every stage: job configuration, rows, states, outcomes. No I/O."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+
+class State(StrEnum):
+    """Journal state of one recipient row (SPEC.md, "Journal states")."""
+
+    PENDING = "pending"
+    SENDING = "sending"
+    SENT = "sent"
+    BOUNCED = "bounced"
+    DEFERRED = "deferred"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    UNKNOWN = "unknown"
+
+
+TERMINAL_STATES = frozenset({State.SENT, State.BOUNCED, State.FAILED, State.SKIPPED})
+
+
+class TlsMode(StrEnum):
+    STARTTLS = "starttls"
+    IMPLICIT = "implicit"
+    NONE = "none"
+
+
+@dataclass(frozen=True)
+class RelayConfig:
+    """One SMTP relay from the job's `relays:` list (or --relay / TXSEND_RELAY)."""
+
+    url: str  # as written, without any password; safe to print
+    host: str
+    port: int
+    tls: TlsMode
+    username: str | None = None
+    password_env: str | None = None
+    password_file: Path | None = None
+    password_cmd: str | None = None
+    allow_insecure_auth: bool = False
+    ca_file: Path | None = None
+    connections: int = 4
+    messages_per_connection: int = 100
+    rate: str | None = None
+    priority: int = 0
+    weight: int = 1
+
+    @property
+    def name(self) -> str:
+        """Short label for reports and logs: host:port."""
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class RecipientsSpec:
+    file: Path
+    to: str = "email"  # column holding the address
+    name: str | None = None  # display-name template
+    key: str | None = None  # column holding the unique key; None = the address
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    connect: float = 30.0
+    command: float = 60.0
+    data_end: float = 600.0  # RFC 5321 section 4.5.3.2
+
+
+@dataclass(frozen=True)
+class Delivery:
+    on_unknown: str = "resend"  # or "skip"
+    timeouts: Timeouts = field(default_factory=Timeouts)
+
+
+@dataclass(frozen=True)
+class Template:
+    """A template source and where it came from, for error messages."""
+
+    source: str
+    origin: str  # file path, or "job.yaml:12" for inline templates
+    path: Path | None = None  # set when the template is a file (fingerprinted)
+
+
+@dataclass(frozen=True)
+class Job:
+    """A fully loaded job: everything needed to render and send, nothing opened yet."""
+
+    name: str
+    source: Path  # the YAML job file, or the CSV for a CSV-alone job
+    base_dir: Path  # folder relative paths are resolved against
+    from_addr: str  # "Name <addr>" as written (may be a template-free string)
+    subject: Template
+    recipients: RecipientsSpec
+    journal: Path
+    text: Template | None = None
+    html: Template | None = None
+    reply_to: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    relays: tuple[RelayConfig, ...] = ()
+    delivery: Delivery = field(default_factory=Delivery)
+    max_message_size: int = 10 * 1024 * 1024
+    # CLI flags that defined a CSV-alone job; stored in the journal so `resume` can rebuild it
+    overrides: dict[str, str] = field(default_factory=dict)
+
+    def input_files(self) -> list[Path]:
+        """Every file whose content defines what is sent (for the journal fingerprint)."""
+        files = [self.source]
+        for tpl in (self.subject, self.text, self.html):
+            if tpl is not None and tpl.path is not None:
+                files.append(tpl.path)
+        if self.recipients.file != self.source:
+            files.append(self.recipients.file)
+        return files
+
+
+@dataclass(frozen=True)
+class Row:
+    """One recipient row as read from the data file."""
+
+    number: int  # 1-based data row number (CSV: excluding the header; JSONL: line number)
+    key: str
+    address: str
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class RenderedMessage:
+    """What the transport needs for one transaction."""
+
+    key: str
+    mail_from: str  # envelope sender (bare address)
+    rcpt_to: str  # envelope recipient (bare address)
+    data: bytes  # RFC 5322 message, CRLF line endings, not dot-stuffed

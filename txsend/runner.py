@@ -1,0 +1,330 @@
+"""Use cases behind the commands: run/resume, validate, preview, status.
+
+Each function takes plain arguments, returns data, and raises TxsendError subclasses;
+the CLI only parses flags and prints.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from txsend.credentials import relay_password
+from txsend.engine import Engine, SendOptions
+from txsend.errors import ConfigError, JobError, RowError, UsageError
+from txsend.jobfile import JobOverrides, iter_rows, load_job
+from txsend.journal import IngestStats, Journal
+from txsend.lock import journal_lock
+from txsend.models import Job, Row, State
+from txsend.render import Renderer, message_id_domain, new_message_id
+from txsend.report import Summary, decide_exit_code
+from txsend.stats import RunStats
+
+JOURNAL_SUFFIXES = (".db", ".sqlite", ".sqlite3")
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """What `txsend run` / `txsend resume` were asked to do."""
+
+    target: Path
+    overrides: JobOverrides = field(default_factory=JobOverrides)
+    resume: bool = False
+    force: bool = False
+    dry_run: bool = False
+    limit: int | None = None
+    concurrency: int | None = None
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A job opened for sending: the CLI shows `due` as the progress total."""
+
+    job: Job
+    journal: Journal
+    ingest: IngestStats | None
+    due: int
+    recovered: int
+
+
+def load(target: Path, overrides: JobOverrides) -> Job:
+    """Load a job file, a CSV/JSONL alone, or the job a journal file was made for."""
+    if target.suffix.lower() in JOURNAL_SUFFIXES and target.exists():
+        return job_from_journal(target, overrides)
+    return load_job(target, overrides)
+
+
+def job_from_journal(path: Path, overrides: JobOverrides) -> Job:
+    """Rebuild the job a journal belongs to, from what the journal recorded."""
+    journal = Journal.open(path, create=False)
+    try:
+        spec = journal.job_spec()
+    finally:
+        journal.close()
+    if spec is None:
+        raise UsageError(f"{path} is a journal without a job", hint="run the job file instead")
+    stored = spec.get("overrides", {})
+    relays = overrides.relays or tuple(r for r in stored.get("relay", "").split(",") if r)
+    merged = JobOverrides(
+        from_addr=overrides.from_addr or stored.get("from"),
+        subject=overrides.subject or stored.get("subject"),
+        text=overrides.text or _path(stored.get("text")),
+        html=overrides.html or _path(stored.get("html")),
+        relays=relays,
+        journal=path,
+        name=overrides.name or stored.get("name"),
+    )
+    return load_job(Path(spec["source"]), merged)
+
+
+def _path(value: str | None) -> Path | None:
+    return None if value is None else Path(value)
+
+
+def fingerprint(job: Job) -> dict[str, str]:
+    """Hashes of what defines the messages, by name, so a change can be described."""
+
+    def digest(text: str) -> str:
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    parts = {
+        "from": digest(job.from_addr),
+        "reply_to": digest(job.reply_to or ""),
+        "subject": digest(job.subject.source),
+        "headers": digest(repr(sorted(job.headers.items()))),
+        "recipients settings": digest(
+            repr((job.recipients.to, job.recipients.name, job.recipients.key))
+        ),
+    }
+    for label, tpl in (("text", job.text), ("html", job.html)):
+        if tpl is not None:
+            parts[f"{label} template {tpl.origin}"] = digest(tpl.source)
+    sha = hashlib.sha256()
+    with job.recipients.file.open("rb") as data:
+        for block in iter(lambda: data.read(1 << 20), b""):
+            sha.update(block)
+    parts[f"data file {job.recipients.file.name}"] = sha.hexdigest()[:16]
+    return parts
+
+
+def prepare(job: Job, journal: Journal, request: RunRequest) -> Prepared:
+    """Bind, check and ingest the journal; recover rows a dead run left in `sending`."""
+    prints = fingerprint(job)
+    changes = journal.changes_since(prints)
+    if changes and not request.force:
+        raise JobError(
+            f"the job changed since its journal {journal.path} was made: " + "; ".join(changes),
+            hint="pass --force to continue with the changed job, or --journal NEW for a new one",
+        )
+    spec = {"source": str(job.source.resolve()), "overrides": job.overrides}
+    journal.bind_job(job.name, prints, spec)
+    stats = None
+    if changes or not journal.ingest_complete():
+        domain = message_id_domain(job.from_addr)
+        stats = journal.ingest(iter_rows(job), lambda: new_message_id(domain))
+    recovered = journal.recover()
+    counts = journal.counts()
+    due = counts[State.PENDING] + counts[State.DEFERRED]
+    if job.delivery.on_unknown == "resend":
+        due += counts[State.UNKNOWN]
+    if request.limit is not None:
+        due = min(due, request.limit)
+    return Prepared(job, journal, stats, due, recovered)
+
+
+def relays_with_passwords(job: Job) -> list[tuple[Any, str | None]]:
+    """Each relay with its password; ConfigError (78) before anything is sent."""
+    if not job.relays:
+        raise ConfigError(
+            "no relay to send through",
+            hint="add relays: to the job, pass --relay smtp://host:port, or set TXSEND_RELAY",
+        )
+    return [(relay, relay_password(relay)) for relay in job.relays]
+
+
+def send(
+    prepared: Prepared,
+    request: RunRequest,
+    command: str,
+    on_tick: Callable[[RunStats], None] | None = None,
+) -> Summary:
+    """Send what is due, record the run, and return its summary."""
+    job, journal = prepared.job, prepared.journal
+    relays = [] if request.dry_run else relays_with_passwords(job)
+    renderer = Renderer(job)
+    run_id = journal.start_run(command)
+    options = SendOptions(
+        run_id=run_id,
+        concurrency=request.concurrency,
+        limit=request.limit,
+        dry_run=request.dry_run,
+        resend_unknown=job.delivery.on_unknown == "resend",
+    )
+    engine = Engine(job, journal, renderer, relays, options, on_tick)
+    engine.stats.unknown_recovered = prepared.recovered
+    exit_code = 70
+    try:
+        stats = asyncio.run(_run_with_signals(engine))
+        counts = journal.counts()
+        exit_code = decide_exit_code(counts, stats, resend_unknown=options.resend_unknown)
+    finally:
+        journal.finish_run(run_id, exit_code)
+    return Summary(
+        job.name, run_id, counts, stats, journal.next_attempt_at(), exit_code, request.dry_run
+    )
+
+
+async def _run_with_signals(engine: Engine) -> RunStats:
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, engine.request_stop, signum)
+    try:
+        return await engine.run()
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+
+
+def run(
+    request: RunRequest,
+    command: str,
+    on_prepared: Callable[[Prepared], None] | None = None,
+    on_tick: Callable[[RunStats], None] | None = None,
+) -> Summary:
+    """`txsend run` / `resume`: everything from the job file to the summary."""
+    job = load(request.target, request.overrides)
+    if request.resume and not job.journal.exists():
+        raise UsageError(
+            f"no journal at {job.journal} to resume", hint=f"start it: txsend run {request.target}"
+        )
+    if not request.dry_run:
+        relays_with_passwords(job)  # a missing secret is reported before any work
+    with journal_lock(job.journal):
+        journal = Journal.open(job.journal)
+        try:
+            prepared = prepare(job, journal, request)
+            if on_prepared is not None:
+                on_prepared(prepared)
+            return send(prepared, request, command, on_tick)
+        finally:
+            journal.close()
+
+
+def status(target: Path, overrides: JobOverrides) -> Summary:
+    """Counts per state, the last run and the next retry time, from the journal only."""
+    job = load(target, overrides)
+    journal = Journal.open(job.journal, create=False)
+    try:
+        last = journal.last_run()
+        return Summary(
+            job.name,
+            last.id if last else None,
+            journal.counts(),
+            None,
+            journal.next_attempt_at(),
+            last.exit_code if last and last.exit_code is not None else 0,
+        )
+    finally:
+        journal.close()
+
+
+@dataclass
+class ValidationReport:
+    rows: int = 0
+    problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    largest: int = 0
+    total_bytes: int = 0
+
+
+def validate(target: Path, overrides: JobOverrides, max_listed: int = 200) -> ValidationReport:
+    """Render every row without sending; list each problem with its row and key."""
+    job = load(target, overrides)
+    renderer = Renderer(job)
+    report = ValidationReport()
+    seen: dict[bytes, int] = {}
+    domain = message_id_domain(job.from_addr)
+    for item in iter_rows(job):
+        if isinstance(item, RowError):
+            _note(report.problems, str(item), max_listed)
+            continue
+        report.rows += 1
+        digest = hashlib.blake2b(item.key.encode(), digest_size=8).digest()
+        first = seen.setdefault(digest, item.number)
+        if first != item.number:
+            _note(
+                report.warnings,
+                f"row {item.number}: key {item.key!r}: duplicate of row {first}; "
+                "it will be skipped",
+                max_listed,
+            )
+            continue
+        try:
+            message = renderer.render(item, new_message_id(domain))
+        except RowError as exc:
+            _note(report.problems, str(exc), max_listed)
+            continue
+        size = len(message.data)
+        report.total_bytes += size
+        report.largest = max(report.largest, size)
+        if size > job.max_message_size:
+            _note(
+                report.problems,
+                f"row {item.number}: key {item.key!r}: message is {size} bytes, over "
+                f"max_message_size ({job.max_message_size})",
+                max_listed,
+            )
+    if not job.relays:
+        report.warnings.append("no relay configured: pass --relay or set TXSEND_RELAY when sending")
+    return report
+
+
+def _note(items: list[str], text: str, limit: int) -> None:
+    if len(items) < limit:
+        items.append(text)
+    elif len(items) == limit:
+        items.append("... more problems not listed")
+
+
+def preview(
+    target: Path,
+    overrides: JobOverrides,
+    *,
+    row_number: int | None = None,
+    key: str | None = None,
+    part: str | None = None,
+) -> bytes:
+    """One fully rendered message (raw RFC 5322), or one part of it."""
+    job = load(target, overrides)
+    renderer = Renderer(job)
+    row = _find_row(job, row_number, key)
+    if part is not None:
+        return renderer.render_part(row, part).encode()
+    message_id = None
+    if job.journal.exists():
+        journal = Journal.open(job.journal, create=False)
+        try:
+            found = journal.find(row.key)
+        finally:
+            journal.close()
+        message_id = found.message_id if found else None
+    message_id = message_id or new_message_id(message_id_domain(job.from_addr))
+    return renderer.render(row, message_id).data
+
+
+def _find_row(job: Job, row_number: int | None, key: str | None) -> Row:
+    wanted = row_number if row_number is not None or key is not None else 1
+    for item in iter_rows(job):
+        if isinstance(item, RowError):
+            if item.row == wanted and key is None:
+                raise item
+            continue
+        if (key is not None and item.key == key) or (key is None and item.number == wanted):
+            return item
+    what = f"key {key!r}" if key is not None else f"row {wanted}"
+    raise UsageError(f"{job.recipients.file}: no {what}")

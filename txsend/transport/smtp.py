@@ -1,0 +1,153 @@
+"""One reusable SMTP connection to a relay (aiosmtplib), with its errors mapped once."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+from collections.abc import Awaitable, Callable
+from functools import cache
+
+import aiosmtplib
+
+from txsend.models import RelayConfig, RenderedMessage, Timeouts, TlsMode
+from txsend.transport.base import Phase, RelayDown, SendResult
+
+# Replies that make no sense for one message but say the session is over (RFC 5321 3.8).
+_SESSION_CLOSING = 421
+
+
+@cache
+def local_hostname() -> str:
+    """Our name in EHLO; resolved once (socket.getfqdn can take seconds without DNS)."""
+    name = socket.gethostname()
+    return name if "." in name else "localhost"
+
+
+class SmtpConnection:
+    """A connection that carries many transactions until closed or lost."""
+
+    def __init__(self, relay: RelayConfig, password: str | None, timeouts: Timeouts) -> None:
+        self.relay = relay
+        self._password = password
+        self._timeouts = timeouts
+        self._smtp: aiosmtplib.SMTP | None = None
+        self.transactions = 0  # transactions on the current connection
+
+    @property
+    def is_open(self) -> bool:
+        """True while the connection is usable."""
+        return self._smtp is not None and self._smtp.is_connected
+
+    async def open(self) -> None:
+        """Connect, EHLO, STARTTLS and AUTH as the relay wants; RelayDown on any failure."""
+        relay = self.relay
+        tls_context = None
+        if relay.tls is not TlsMode.NONE:
+            tls_context = ssl.create_default_context(
+                cafile=str(relay.ca_file) if relay.ca_file else None
+            )
+        smtp = aiosmtplib.SMTP(
+            hostname=relay.host,
+            port=relay.port,
+            username=relay.username if self._password is not None else None,
+            password=self._password,
+            local_hostname=local_hostname(),
+            timeout=self._timeouts.connect,
+            use_tls=relay.tls is TlsMode.IMPLICIT,
+            start_tls=relay.tls is TlsMode.STARTTLS,
+            tls_context=tls_context,
+        )
+        try:
+            await smtp.connect()
+        except aiosmtplib.SMTPAuthenticationError as exc:
+            smtp.close()
+            raise RelayDown(
+                f"{relay.url}: authentication refused: {exc.code} {exc.message}",
+                code=exc.code,
+                auth=True,
+            ) from None
+        except aiosmtplib.SMTPResponseException as exc:
+            smtp.close()
+            raise RelayDown(f"{relay.url}: {exc.code} {exc.message}", code=exc.code) from None
+        except (aiosmtplib.SMTPException, OSError, ssl.SSLError) as exc:
+            smtp.close()
+            raise RelayDown(f"{relay.url}: {_describe(exc)}") from None
+        self._smtp = smtp
+        self.transactions = 0
+
+    async def send(
+        self, message: RenderedMessage, before_data: Callable[[], Awaitable[None]]
+    ) -> SendResult:
+        """One transaction: MAIL, RCPT, then `before_data()` (journal commit), then DATA."""
+        smtp = self._smtp
+        if smtp is None:
+            return SendResult(Phase.CONNECT, None, "not connected")
+        command_timeout = self._timeouts.command
+        self.transactions += 1
+        try:
+            await smtp.mail(message.mail_from, timeout=command_timeout)
+        except aiosmtplib.SMTPResponseException as exc:
+            return await self._refused(Phase.MAIL, exc)
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            return self._lost(Phase.MAIL, exc)
+        try:
+            await smtp.rcpt(message.rcpt_to, timeout=command_timeout)
+        except aiosmtplib.SMTPResponseException as exc:
+            return await self._refused(Phase.RCPT, exc)
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            return self._lost(Phase.RCPT, exc)
+
+        await before_data()
+        try:
+            reply = await smtp.data(message.data, timeout=self._timeouts.data_end)
+        except aiosmtplib.SMTPResponseException as exc:
+            return await self._refused(Phase.DATA_END, exc)
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            # The message may have reached the relay: RFC 1047's window.
+            return self._lost(Phase.DATA_END, exc)
+        return SendResult(Phase.DONE, reply.code, reply.message)
+
+    async def _refused(self, phase: Phase, exc: aiosmtplib.SMTPResponseException) -> SendResult:
+        if exc.code == _SESSION_CLOSING:
+            await self.close()
+        elif self._smtp is not None and self._smtp.is_connected:
+            try:
+                await self._smtp.rset(timeout=self._timeouts.command)
+            except (aiosmtplib.SMTPException, OSError):
+                self._abandon()
+        return SendResult(phase, exc.code, exc.message)
+
+    def _lost(self, phase: Phase, exc: BaseException) -> SendResult:
+        self._abandon()
+        return SendResult(phase, None, _describe(exc))
+
+    def _abandon(self) -> None:
+        if self._smtp is not None:
+            self._smtp.close()
+        self._smtp = None
+
+    async def close(self) -> None:
+        """QUIT politely if possible; never raises."""
+        smtp, self._smtp = self._smtp, None
+        if smtp is None:
+            return
+        try:
+            if smtp.is_connected:
+                await smtp.quit(timeout=5)
+        except (aiosmtplib.SMTPException, OSError):
+            pass
+        finally:
+            smtp.close()
+
+
+def _describe(exc: BaseException) -> str:
+    """A one-line reason for a failure without a reply."""
+    if isinstance(exc, aiosmtplib.SMTPTimeoutError | TimeoutError):
+        return f"timed out ({exc})" if str(exc) else "timed out"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, aiosmtplib.SMTPConnectError) and "refused" in str(exc).lower():
+        return "connection refused"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS failed: {exc.reason or exc}"
+    return str(exc) or type(exc).__name__
