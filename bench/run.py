@@ -414,13 +414,21 @@ def print_table(info: dict[str, Any], results: list[Result]) -> None:
             f"{r.cpu_per_1000:>12.3f}{r.maxrss_mb:>13.1f}" + ("" if r.ok else "  FAILED")
         )
     print()
+    by_name = {r.client: r for r in results}
     for r in results:
-        if r.sink_cpu is not None and r.seconds > 0 and r.client != "reference (send phase)":
-            share = r.sink_cpu / r.seconds * 100
-            print(
-                f"smtp-sink during {r.client.split(' ')[0]}: counted {r.sink_counted} "
-                f"messages, used {r.sink_cpu:.2f} s CPU ({share:.0f}% of one core)"
-            )
+        if r.sink_cpu is None or r.seconds <= 0 or r.client == "reference (send phase)":
+            continue
+        # While the messages flowed: the reference's send phase, txsend's whole run.
+        phase = by_name.get("reference (send phase)")
+        window = r.seconds
+        if r.client.startswith("reference") and phase is not None and phase.seconds > 0:
+            window = phase.seconds
+        per_msg = r.sink_cpu / r.sink_counted * 1000 if r.sink_counted else 0.0
+        print(
+            f"smtp-sink during {r.client.split(' ')[0]}: counted {r.sink_counted} messages, "
+            f"used {r.sink_cpu:.2f} s CPU ({r.sink_cpu / window * 100:.0f}% of one core "
+            f"while sending, {per_msg:.2f} ms per message)"
+        )
     for r in results:
         if r.ok:
             for line in r.detail:

@@ -48,8 +48,8 @@ class GroupCommitter:
         self._sending.append((key, self._run_id))
         self._waiters.append(future)
         self._wake.set()
-        # shield: a cancelled worker must not cancel the commit other workers wait on
-        await asyncio.shield(future)
+        # each waiter has its own future: a cancelled worker cancels only its wait
+        await future
 
     def record(self, record: Record) -> None:
         """Queue an outcome; committed within max_delay."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import ssl
 from collections.abc import Awaitable, Callable
@@ -14,6 +15,7 @@ from txsend.transport.base import Phase, RelayDown, SendResult
 
 # Replies that make no sense for one message but say the session is over (RFC 5321 3.8).
 _SESSION_CLOSING = 421
+_ACCEPTED = {Phase.MAIL: (250,), Phase.RCPT: (250, 251)}
 
 
 @cache
@@ -59,6 +61,8 @@ class SmtpConnection:
         )
         try:
             await smtp.connect()
+            if smtp.last_ehlo_response is None:  # connect() greets only for TLS or AUTH
+                await smtp.ehlo()
         except aiosmtplib.SMTPAuthenticationError as exc:
             smtp.close()
             raise RelayDown(
@@ -82,40 +86,42 @@ class SmtpConnection:
         smtp = self._smtp
         if smtp is None:
             return SendResult(Phase.CONNECT, None, "not connected")
-        command_timeout = self._timeouts.command
         self.transactions += 1
-        try:
-            await smtp.mail(message.mail_from, timeout=command_timeout)
-        except aiosmtplib.SMTPResponseException as exc:
-            return await self._refused(Phase.MAIL, exc)
-        except (aiosmtplib.SMTPException, OSError) as exc:
-            return self._lost(Phase.MAIL, exc)
-        try:
-            await smtp.rcpt(message.rcpt_to, timeout=command_timeout)
-        except aiosmtplib.SMTPResponseException as exc:
-            return await self._refused(Phase.RCPT, exc)
-        except (aiosmtplib.SMTPException, OSError) as exc:
-            return self._lost(Phase.RCPT, exc)
+        # Addresses were validated by the renderer, so the commands are built directly
+        # rather than through aiosmtplib's per-call address parsing.
+        for phase, verb, argument in (
+            (Phase.MAIL, b"MAIL", b"FROM:<" + message.mail_from.encode() + b">"),
+            (Phase.RCPT, b"RCPT", b"TO:<" + message.rcpt_to.encode() + b">"),
+        ):
+            try:
+                # one timer per command (asyncio.timeout) instead of aiosmtplib's wait_for
+                async with asyncio.timeout(self._timeouts.command):
+                    reply = await smtp.execute_command(verb, argument, timeout=None)
+            except (aiosmtplib.SMTPException, OSError) as exc:
+                return self._lost(phase, exc)
+            if reply.code not in _ACCEPTED[phase]:
+                return await self._refused(phase, reply.code, reply.message)
 
         await before_data()
         try:
-            reply = await smtp.data(message.data, timeout=self._timeouts.data_end)
+            async with asyncio.timeout(self._timeouts.data_end):
+                reply = await smtp.data(message.data, timeout=None)
         except aiosmtplib.SMTPResponseException as exc:
-            return await self._refused(Phase.DATA_END, exc)
+            return await self._refused(Phase.DATA_END, exc.code, exc.message)
         except (aiosmtplib.SMTPException, OSError) as exc:
             # The message may have reached the relay: RFC 1047's window.
             return self._lost(Phase.DATA_END, exc)
         return SendResult(Phase.DONE, reply.code, reply.message)
 
-    async def _refused(self, phase: Phase, exc: aiosmtplib.SMTPResponseException) -> SendResult:
-        if exc.code == _SESSION_CLOSING:
+    async def _refused(self, phase: Phase, code: int, text: str) -> SendResult:
+        if code == _SESSION_CLOSING:
             await self.close()
         elif self._smtp is not None and self._smtp.is_connected:
             try:
                 await self._smtp.rset(timeout=self._timeouts.command)
             except (aiosmtplib.SMTPException, OSError):
                 self._abandon()
-        return SendResult(phase, exc.code, exc.message)
+        return SendResult(phase, code, text)
 
     def _lost(self, phase: Phase, exc: BaseException) -> SendResult:
         self._abandon()
