@@ -432,3 +432,35 @@ def test_second_run_while_locked_exits_75(
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
     assert proc.returncode == 143, err
+
+
+def test_failover_to_next_priority_relay(
+    tmp_path: Path, smtp_server: ScriptedServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead_port = s.getsockname()[1]
+    job = write_job(
+        tmp_path,
+        rows=6,
+        extra_yaml="relays:\n"
+        f"  - url: smtp://127.0.0.1:{dead_port}?tls=none\n    priority: 0\n"
+        f"  - url: {smtp_server.url}\n    priority: 1\n",
+    )
+    result = cli(capsys, "run", job, "--json")
+    assert result.code == 0, result.err
+    assert len(smtp_server.received) == 6
+    assert f'"127.0.0.1:{dead_port}"' in result.out
+    assert "connection refused" in result.out
+
+
+def test_quiet_prints_only_the_final_line(
+    tmp_path: Path, smtp_server: ScriptedServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    job = write_job(tmp_path, rows=2)
+    result = cli(capsys, "run", job, "--relay", smtp_server.url, "--quiet")
+    assert result.code == 0
+    assert result.out == ""
+    assert result.err.strip() == "test-job: 2 sent (exit 0)"

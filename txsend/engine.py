@@ -72,7 +72,6 @@ class Engine:
         self._committer: GroupCommitter | None = None
         self._workers: set[asyncio.Task[None]] = set()
         self._dead_relays: set[str] = set()
-        self._ever_connected = False
         self._stopping = False
         self._abandoned = 0  # rendered rows dropped from the queue by a stop
         self._queued_items = 0  # messages (not end markers) in the queue
@@ -128,11 +127,6 @@ class Engine:
             self.stats.stop_reason = "interrupted"
         self._drain_queue()
         loop.call_later(self.options.grace, self._cancel_workers)
-
-    @property
-    def ever_connected(self) -> bool:
-        """True if any relay accepted a connection during this run."""
-        return self._ever_connected
 
     # --- producer --------------------------------------------------------------------
 
@@ -243,22 +237,25 @@ class Engine:
                 delay *= 2
                 continue
             counters.connections += 1
-            self._ever_connected = True
         return True
 
     async def _next(self) -> _Item | None:
-        if self._stopping:
-            return None
-        if self._returned:
-            return self._returned.popleft()
-        item = await self._queue.get()
-        if item is not None:
-            self._queued_items -= 1
-        else:
-            self._queue.put_nowait(None)  # the end marker stays for the other workers
+        """The next message to send: a handed-back one first; None when the work is over."""
+        while not self._stopping:
             if self._returned:
                 return self._returned.popleft()
-        return item
+            item = await self._queue.get()
+            if item is None:
+                self._queue.put_nowait(None)  # the end marker stays for the other workers
+                if not self._returned:
+                    return None
+                continue
+            self._queued_items -= 1
+            if self._stopping:
+                self._abandoned += 1
+                return None
+            return item
+        return None
 
     async def _mark_sending(self, key: str) -> None:
         assert self._committer is not None

@@ -847,7 +847,7 @@ def _check_address(section: _Map, key: str, value: str, *, single: bool) -> None
 
 def _address_problem(value: str, *, single: bool) -> str | None:
     if "{{" in value or "{%" in value:
-        return None  # a template: render checks the result
+        return "must be a fixed address, not a template"
     pairs = getaddresses([value])
     if not pairs or any("@" not in addr for _, addr in pairs):
         return f"not an email address: {value!r} (write e.g. 'Acme <noreply@acme.example>')"

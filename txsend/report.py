@@ -68,8 +68,8 @@ def decide_exit_code(counts: dict[State, int], stats: RunStats, *, resend_unknow
     if stats.signal is not None:
         return ExitCode.SIGTERM if stats.signal == 15 else ExitCode.SIGINT
     if stats.unreachable:
-        sent_now = sum(r.connections for r in stats.relays.values())
-        return ExitCode.TEMPFAIL if sent_now else ExitCode.UNAVAILABLE
+        ever_connected = any(r.connections for r in stats.relays.values())
+        return ExitCode.TEMPFAIL if ever_connected else ExitCode.UNAVAILABLE
     waiting = counts[State.DEFERRED] + counts[State.SENDING]
     if resend_unknown:
         waiting += counts[State.UNKNOWN]

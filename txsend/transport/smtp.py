@@ -150,9 +150,8 @@ def _describe(exc: BaseException) -> str:
     """A one-line reason for a failure without a reply."""
     if isinstance(exc, aiosmtplib.SMTPTimeoutError | TimeoutError):
         return f"timed out ({exc})" if str(exc) else "timed out"
-    if isinstance(exc, ConnectionRefusedError):
-        return "connection refused"
-    if isinstance(exc, aiosmtplib.SMTPConnectError) and "refused" in str(exc).lower():
+    causes = [exc, exc.__cause__, exc.__context__]
+    if any(isinstance(c, ConnectionRefusedError) for c in causes):
         return "connection refused"
     if isinstance(exc, ssl.SSLError):
         return f"TLS failed: {exc.reason or exc}"
