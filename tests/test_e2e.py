@@ -464,3 +464,54 @@ def test_quiet_prints_only_the_final_line(
     assert result.code == 0
     assert result.out == ""
     assert result.err.strip() == "test-job: 2 sent (exit 0)"
+
+
+def test_connections_are_reused_up_to_messages_per_connection(
+    tmp_path: Path, smtp_server: ScriptedServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    job = write_job(
+        tmp_path,
+        rows=10,
+        extra_yaml=f"relays:\n  - url: {smtp_server.url}\n"
+        "    connections: 1\n    messages_per_connection: 3\n",
+    )
+    assert cli(capsys, "run", job).code == 0
+    assert len(smtp_server.received) == 10
+    assert smtp_server.connections == 4  # 3 + 3 + 3 + 1
+
+
+def test_service_closing_421_defers_and_reconnects(
+    tmp_path: Path, smtp_server: ScriptedServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    smtp_server.rcpt_replies["user1@example.com"] = "421 4.7.0 closing, come back later"
+    job = write_job(tmp_path, rows=4)
+    result = cli(capsys, "run", job, "--relay", smtp_server.url, "--concurrency", "1")
+    assert result.code == 75
+    states = journal_states(tmp_path / "job.journal.db")
+    assert states.pop("user1@example.com") == "deferred"
+    assert set(states.values()) == {"sent"}
+    assert smtp_server.connections == 2  # the 421 closed the session; a new one went on
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["sample_jobs/welcome.yaml"],
+        [
+            "sample_jobs/newsletter.csv",
+            "--from",
+            "News <news@acme.example>",
+            "--subject",
+            "This week in {{ topic }}",
+            "--text",
+            "sample_jobs/newsletter.txt",
+        ],
+    ],
+)
+def test_sample_jobs_validate(args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    root = Path(__file__).resolve().parent.parent
+    result = cli(
+        capsys, "validate", *[str(root / a) if a.startswith("sample_") else a for a in args]
+    )
+    assert result.code == 0, result.err
+    assert " 0 problems" in result.err

@@ -57,24 +57,28 @@ JobArg = Annotated[
         help="The job: a YAML job file, a CSV/JSONL alone (with --from/--subject/--text), "
         "or a journal file.",
         show_default=False,
+        metavar="JOB",
     ),
 ]
 FromOpt = Annotated[
-    str | None, typer.Option("--from", help="From address (fills or overrides the job).")
+    str | None,
+    typer.Option("--from", metavar="ADDRESS", help="From address (fills or overrides the job)."),
 ]
-SubjectOpt = Annotated[str | None, typer.Option(help="Subject template.")]
-TextOpt = Annotated[Path | None, typer.Option(help="Text template file.")]
-HtmlOpt = Annotated[Path | None, typer.Option(help="HTML template file.")]
+SubjectOpt = Annotated[str | None, typer.Option(metavar="TEMPLATE", help="Subject template.")]
+TextOpt = Annotated[Path | None, typer.Option(metavar="FILE", help="Text template file.")]
+HtmlOpt = Annotated[Path | None, typer.Option(metavar="FILE", help="HTML template file.")]
 RelayOpt = Annotated[
     list[str] | None,
     typer.Option(
         "--relay",
+        metavar="URL",
         help="Relay URL smtp://[user@]host[:port][?tls=starttls|none] or smtps://...; "
         "repeatable; replaces the job's relays. Default: the job's, else $TXSEND_RELAY.",
     ),
 ]
 JournalOpt = Annotated[
-    Path | None, typer.Option(help="Journal file (default: <job>.journal.db next to the job).")
+    Path | None,
+    typer.Option(metavar="PATH", help="Journal file (default: <job>.journal.db next to the job)."),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON summary on stdout.")]
 QuietOpt = Annotated[
@@ -118,11 +122,13 @@ def run(
         bool, typer.Option("--dry-run", help="Render and journal every row; send nothing.")
     ] = False,
     limit: Annotated[
-        int | None, typer.Option(min=1, help="Send at most N rows in this run.")
+        int | None, typer.Option(min=1, metavar="N", help="Send at most N rows in this run.")
     ] = None,
     concurrency: Annotated[
         int | None,
-        typer.Option(min=1, max=1000, help="SMTP connections per relay (overrides the job)."),
+        typer.Option(
+            min=1, max=1000, metavar="N", help="SMTP connections per relay (overrides the job)."
+        ),
     ] = None,
     force: Annotated[
         bool,
@@ -149,11 +155,13 @@ def resume(
     relay: RelayOpt = None,
     journal: JournalOpt = None,
     limit: Annotated[
-        int | None, typer.Option(min=1, help="Send at most N rows in this run.")
+        int | None, typer.Option(min=1, metavar="N", help="Send at most N rows in this run.")
     ] = None,
     concurrency: Annotated[
         int | None,
-        typer.Option(min=1, max=1000, help="SMTP connections per relay (overrides the job)."),
+        typer.Option(
+            min=1, max=1000, metavar="N", help="SMTP connections per relay (overrides the job)."
+        ),
     ] = None,
     force: Annotated[
         bool,

@@ -7,38 +7,34 @@ prints.
 
 from __future__ import annotations
 
-import csv
 import datetime
 import difflib
-import io
 import ipaddress
-import json
 import os
 import re
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from email.utils import getaddresses
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import yaml
 
-from txsend.errors import ConfigError, JobError, MissingInputError, RowError, UsageError
+from txsend.errors import ConfigError, JobError, MissingInputError, UsageError
 from txsend.models import (
     Delivery,
     Job,
     RecipientsSpec,
     RelayConfig,
-    Row,
     Template,
     Timeouts,
     TlsMode,
 )
+from txsend.recipients import JSONL_SUFFIXES, MissingColumn, check_header, is_jsonl
 
 __all__ = [
     "JobOverrides",
-    "iter_rows",
     "load_job",
     "parse_duration",
     "parse_relay_url",
@@ -62,8 +58,7 @@ class JobOverrides:
 _NO_OVERRIDES = JobOverrides()
 
 _YAML_SUFFIXES = frozenset({".yaml", ".yml"})
-_JSONL_SUFFIXES = frozenset({".jsonl", ".ndjson"})
-_LIST_SUFFIXES = frozenset({".csv", ".tsv"}) | _JSONL_SUFFIXES
+_LIST_SUFFIXES = frozenset({".csv", ".tsv"}) | JSONL_SUFFIXES
 
 _TOP_KEYS = frozenset(
     [
@@ -148,11 +143,6 @@ _DURATION_UNITS = {
 }
 
 # Catches two addresses in one cell, or "Name <addr>" where a bare address belongs.
-_NOT_IN_ADDRESS = re.compile(r"[\s<>,;]")
-
-_SNIFF_BYTES = 64 * 1024
-_DELIMITERS = ",;\t|"
-_UTF8_HINT = "save the file as UTF-8 (in Excel: Save As > CSV UTF-8)"
 
 
 # --------------------------------------------------------------------------- sizes, durations
@@ -707,10 +697,10 @@ def _load_list_job(
         )
     source = _absolute(path)
     recipients = RecipientsSpec(file=source)
-    if not _is_jsonl(source):
+    if not is_jsonl(source):
         try:
-            _csv_layout(source, recipients)  # the address column must exist before sending
-        except _MissingColumn as exc:
+            check_header(source, recipients)  # the address column must exist before sending
+        except MissingColumn as exc:
             exc.hint = (
                 "a CSV-alone job reads the addresses from the 'email' column; "
                 "to use another column, write a job file with recipients.to"
@@ -903,11 +893,11 @@ def _job_recipients(root: _Map, base: Path) -> RecipientsSpec:
         name=section.opt_str("name"),
         key=(key.strip() if (key := section.opt_str("key")) is not None else None),
     )
-    if not _is_jsonl(resolved):
+    if not is_jsonl(resolved):
         # A missing address column is a job problem: find it now, not halfway through a run.
         try:
-            _csv_layout(resolved, spec)
-        except _MissingColumn as exc:
+            check_header(resolved, spec)
+        except MissingColumn as exc:
             line = section.line_of(exc.role)
             exc.hint = f"set recipients.{exc.role} to one of the columns ({root.display}:{line})"
             raise
@@ -1001,271 +991,3 @@ def _absolute(path: Path) -> Path:
 
 def _is_postgres(value: str) -> bool:
     return re.match(r"postgres(ql)?:/", value.strip(), re.IGNORECASE) is not None
-
-
-def _is_jsonl(path: Path) -> bool:
-    return path.suffix.lower() in _JSONL_SUFFIXES
-
-
-def _show(path: Path) -> str:
-    """A data file's name for messages: relative to the current folder when inside it."""
-    try:
-        return str(path.relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
-
-
-# --------------------------------------------------------------------------- rows
-
-
-def iter_rows(job: Job) -> Iterator[Row | RowError]:
-    """Stream the recipient rows; a bad row is yielded as a RowError, a bad file raises."""
-    if _is_jsonl(job.recipients.file):
-        yield from _iter_jsonl(job.recipients)
-    else:
-        yield from _iter_csv(job.recipients)
-
-
-@dataclass(frozen=True)
-class _CsvLayout:
-    delimiter: str
-    skipinitialspace: bool
-    header: list[str]
-    to_column: int
-    key_column: int | None
-
-
-class _MissingColumn(JobError):
-    """The address or key column is not in the header; role is "to" or "key"."""
-
-    def __init__(self, message: str, *, file: str, role: str) -> None:
-        super().__init__(message, file=file, line=1)
-        self.role = role
-
-
-class _Undecodable(Exception):
-    def __init__(self, line: int, error: UnicodeDecodeError) -> None:
-        super().__init__(line)
-        self.line = line
-        self.error = error
-
-
-def _decoded_lines(handle: BinaryIO) -> Iterator[str]:
-    """Lines decoded one at a time, so a bad byte is pinned to its line."""
-    for number, raw in enumerate(handle, start=1):
-        try:
-            yield raw.decode("utf-8-sig" if number == 1 else "utf-8")
-        except UnicodeDecodeError as exc:
-            raise _Undecodable(number, exc) from None
-
-
-def _open_data(path: Path) -> BinaryIO:
-    try:
-        return path.open("rb")
-    except FileNotFoundError:
-        raise MissingInputError(f"recipients file not found: {_show(path)}") from None
-    except OSError as exc:
-        raise MissingInputError(f"cannot read {_show(path)}: {exc.strerror}") from None
-
-
-def _reader(lines: Iterator[str], delimiter: str, skipinitialspace: bool) -> Any:
-    # Only the delimiter (and skipinitialspace) come from the sniffer: it guesses
-    # doublequote=False when the sample has no "" and may pick ' as the quote, both of
-    # which would misread later rows. strict makes a broken quote an error, not a
-    # silently merged row.
-    return csv.reader(
-        lines,
-        delimiter=delimiter,
-        quotechar='"',
-        doublequote=True,
-        skipinitialspace=skipinitialspace,
-        strict=True,
-    )
-
-
-def _csv_layout(path: Path, spec: RecipientsSpec) -> _CsvLayout:
-    """Sniff the delimiter and read the header; JobError if the address column is missing."""
-    display = _show(path)
-    with _open_data(path) as handle:
-        sample_bytes = handle.read(_SNIFF_BYTES)
-    if len(sample_bytes) == _SNIFF_BYTES and b"\n" in sample_bytes:
-        sample_bytes = sample_bytes[: sample_bytes.rindex(b"\n") + 1]  # whole lines only
-    sample = sample_bytes.decode("utf-8-sig", errors="replace")
-    if not sample.strip():
-        raise JobError(
-            "the file is empty; a header row naming the columns is required",
-            file=display,
-            hint=f"the first line should be e.g.: {spec.to},first_name",
-        )
-    try:
-        sniffed = csv.Sniffer().sniff(sample, delimiters=_DELIMITERS)
-        first = (sniffed.delimiter, bool(sniffed.skipinitialspace))
-    except csv.Error:
-        first = _guess_from_header(sample.partition("\n")[0])
-    # If the sniffed delimiter does not yield the address column, try the others in turn.
-    candidates = [first] + [(d, False) for d in _DELIMITERS if d != first[0]]
-    headers = []
-    for delimiter, skip in candidates:
-        try:
-            header = [
-                name.strip()
-                for name in next(_reader(io.StringIO(sample, newline=""), delimiter, skip))
-            ]
-        except (csv.Error, StopIteration):
-            continue
-        headers.append(header)
-        to_column = _column(header, spec.to)
-        if to_column is not None:
-            break
-    else:
-        shown = headers[0] if headers else []
-        raise _MissingColumn(
-            f"no column {spec.to!r} in the header (columns: {', '.join(shown) or 'none'})"
-            + _suggest(spec.to, shown),
-            file=display,
-            role="to",
-        )
-    seen: set[str] = set()
-    for name in header:
-        if name and name in seen:
-            raise JobError(f"column {name!r} appears twice in the header", file=display, line=1)
-        seen.add(name)
-    key_column = None
-    if spec.key is not None:
-        key_column = _column(header, spec.key)
-        if key_column is None:
-            raise _MissingColumn(
-                f"no key column {spec.key!r} in the header (columns: {', '.join(header)})"
-                + _suggest(spec.key, header),
-                file=display,
-                role="key",
-            )
-    return _CsvLayout(delimiter, skip, header, to_column, key_column)
-
-
-def _guess_from_header(line: str) -> tuple[str, bool]:
-    """Delimiter and skipinitialspace from the header line, when the sniffer gives up."""
-    delimiter = max(_DELIMITERS, key=line.count)
-    if not line.count(delimiter):
-        return ",", False  # a single column: the excel dialect
-    return delimiter, line.count(delimiter) == line.count(delimiter + " ")
-
-
-def _column(header: list[str], name: str) -> int | None:
-    """Index of a column; an exact match wins, else a unique case-insensitive one."""
-    if name in header:
-        return header.index(name)
-    folded = [i for i, column in enumerate(header) if column.casefold() == name.casefold()]
-    return folded[0] if len(folded) == 1 else None
-
-
-def _suggest(name: str, choices: list[str]) -> str:
-    close = difflib.get_close_matches(name, [c for c in choices if c], n=1, cutoff=0.6)
-    return f"; did you mean {close[0]!r}?" if close else ""
-
-
-def _iter_csv(spec: RecipientsSpec) -> Iterator[Row | RowError]:
-    layout = _csv_layout(spec.file, spec)
-    display = _show(spec.file)
-    width = len(layout.header)
-    with _open_data(spec.file) as handle:
-        reader = _reader(_decoded_lines(handle), layout.delimiter, layout.skipinitialspace)
-        number = -1  # the header is row 0
-        while True:
-            start_line = reader.line_num + 1
-            try:
-                fields: list[str] = next(reader)
-            except StopIteration:
-                return
-            except _Undecodable as exc:
-                where = "the header" if number < 0 else f"row {number + 1}"
-                bad = exc.error.object[exc.error.start]
-                raise JobError(
-                    f"{where}: not valid UTF-8 (byte 0x{bad:02x})",
-                    file=display,
-                    line=exc.line,
-                    hint=_UTF8_HINT,
-                ) from None
-            except csv.Error as exc:
-                raise JobError(
-                    f"row {number + 1}: cannot read CSV: {exc}",
-                    file=display,
-                    line=start_line,
-                    hint="check the quoting: a field with a quote inside must be "
-                    'written "like ""this"""',
-                ) from None
-            number += 1
-            if number == 0:
-                continue  # the header, already read by _csv_layout
-            if not "".join(fields).strip():
-                continue  # blank line or an all-empty spreadsheet row
-            if len(fields) != width:
-                yield RowError(
-                    f"has {len(fields)} fields but the header has {width} columns", row=number
-                )
-                continue
-            data = {name: value for name, value in zip(layout.header, fields, strict=True) if name}
-            key = fields[layout.key_column].strip() if layout.key_column is not None else None
-            yield _make_row(number, fields[layout.to_column], key, spec, data)
-
-
-def _iter_jsonl(spec: RecipientsSpec) -> Iterator[Row | RowError]:
-    display = _show(spec.file)
-    with _open_data(spec.file) as handle:
-        lines = _decoded_lines(handle)
-        number = 0
-        while True:
-            try:
-                text = next(lines)
-            except StopIteration:
-                return
-            except _Undecodable as exc:
-                bad = exc.error.object[exc.error.start]
-                raise JobError(
-                    f"row {exc.line}: not valid UTF-8 (byte 0x{bad:02x})",
-                    file=display,
-                    line=exc.line,
-                    hint="save the file as UTF-8",
-                ) from None
-            number += 1
-            if not text.strip():
-                continue
-            try:
-                data = json.loads(text)
-            except json.JSONDecodeError as exc:
-                yield RowError(f"not valid JSON: {exc.msg} (column {exc.colno})", row=number)
-                continue
-            if not isinstance(data, dict):
-                yield RowError(f"expected a JSON object, got {_kind(data)}", row=number)
-                continue
-            address = data.get(spec.to)
-            key = data.get(spec.key) if spec.key is not None else None
-            if isinstance(key, (int, float)) and not isinstance(key, bool):
-                key = str(key)
-            if key is not None and not isinstance(key, str):
-                yield RowError(f"key {spec.key!r} must be a string, got {_kind(key)}", row=number)
-                continue
-            if address is not None and not isinstance(address, str):
-                yield RowError(
-                    f"address {spec.to!r} must be a string, got {_kind(address)}",
-                    row=number,
-                    key=key.strip() if key else None,
-                )
-                continue
-            yield _make_row(number, address or "", key.strip() if key else None, spec, data)
-
-
-def _make_row(
-    number: int, raw_address: str, key: str | None, spec: RecipientsSpec, data: dict[str, Any]
-) -> Row | RowError:
-    address = raw_address.strip()
-    if spec.key is not None and not key:
-        return RowError(f"missing key (no value in {spec.key!r})", row=number, key=None)
-    if not address:
-        return RowError(f"missing address (no value in {spec.to!r})", row=number, key=key)
-    local, at, domain = address.rpartition("@")
-    if not (local and at and domain) or _NOT_IN_ADDRESS.search(address):
-        return RowError(
-            f"not an email address: {address!r}", row=number, key=key if key else address
-        )
-    return Row(number=number, key=key if key else address, address=address, data=data)

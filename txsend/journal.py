@@ -26,7 +26,7 @@ from typing import Any
 
 import sqlite_utils
 
-from txsend.errors import ConfigError, JobError, RowError, TxsendError
+from txsend.errors import ConfigError, JobError, MissingInputError, RowError
 from txsend.models import State
 
 SCHEMA_VERSION = 1
@@ -94,7 +94,9 @@ class Journal:
         if str(path).startswith(("postgresql://", "postgres://")):
             raise ConfigError("PostgreSQL journals are not supported yet; use a file path")
         if not create and not path.exists():
-            raise TxsendError(f"no journal at {path}", hint="run the job first: txsend run JOB")
+            raise MissingInputError(
+                f"no journal at {path}", hint="run the job first: txsend run JOB"
+            )
         existed = path.exists()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -117,7 +119,7 @@ class Journal:
             db.table("meta").create({"name": str, "value": str}, pk="name", if_not_exists=True)
             version = self.get_meta("schema")
             if version is not None and int(version) > SCHEMA_VERSION:
-                raise TxsendError(
+                raise ConfigError(
                     f"journal {self.path} was written by a newer txsend (schema {version})",
                     hint="upgrade txsend",
                 )

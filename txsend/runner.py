@@ -17,10 +17,11 @@ from typing import Any
 from txsend.credentials import relay_password
 from txsend.engine import Engine, SendOptions
 from txsend.errors import ConfigError, JobError, RowError, UsageError
-from txsend.jobfile import JobOverrides, iter_rows, load_job
+from txsend.jobfile import JobOverrides, load_job
 from txsend.journal import IngestStats, Journal
 from txsend.lock import journal_lock
 from txsend.models import Job, Row, State
+from txsend.recipients import iter_rows
 from txsend.render import Renderer, message_id_domain, new_message_id
 from txsend.report import Summary, decide_exit_code
 from txsend.stats import RunStats
