@@ -9,11 +9,18 @@ import subprocess
 from collections.abc import Mapping
 
 from txsend.errors import ConfigError
-from txsend.models import RelayConfig, TlsMode
+from txsend.models import RelayConfig
+
+# For a relay given as --relay or TXSEND_RELAY, which has no password_env of its own.
+FALLBACK_ENV = "TXSEND_RELAY_PASSWORD"
 
 
 def relay_password(relay: RelayConfig, env: Mapping[str, str] = os.environ) -> str | None:
-    """The relay's password, or None when it needs none; ConfigError (78) when it is missing."""
+    """The relay's password, or None when it needs none; ConfigError (78) when it is missing.
+
+    Whether a password may be used at all (a user in the URL, TLS or allow_insecure_auth)
+    is checked when the relay URL is parsed.
+    """
     if relay.password_env:
         value = env.get(relay.password_env)
         if not value:
@@ -55,19 +62,12 @@ def relay_password(relay: RelayConfig, env: Mapping[str, str] = os.environ) -> s
     else:
         password = None
 
-    if password is not None and relay.username is None:
-        raise ConfigError(
-            f"relay {relay.url}: a password source is set but the URL names no user",
-            hint="write the user in the URL: smtp://USER@host:587",
-        )
-    if relay.username is not None and password is None:
-        raise ConfigError(
-            f"relay {relay.url}: the URL names user {relay.username!r} but no password source",
-            hint="add password_env: VARIABLE (or password_file) to the relay",
-        )
-    if password is not None and relay.tls is TlsMode.NONE and not relay.allow_insecure_auth:
-        raise ConfigError(
-            f"relay {relay.url}: refusing to send a password without TLS",
-            hint="use tls=starttls or smtps://, or set allow_insecure_auth: true for a test relay",
-        )
+    if password is None and relay.username is not None:
+        password = env.get(FALLBACK_ENV) or None
+        if password is None:
+            raise ConfigError(
+                f"relay {relay.url}: the URL names user {relay.username!r} but no password source",
+                hint=f"add password_env: VARIABLE (or password_file) to the relay in the job, "
+                f"or export {FALLBACK_ENV} for a --relay / TXSEND_RELAY URL",
+            )
     return password

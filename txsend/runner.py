@@ -9,10 +9,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from txsend.credentials import relay_password
 from txsend.engine import Engine, SendOptions
@@ -20,7 +19,7 @@ from txsend.errors import ConfigError, JobError, RowError, UsageError
 from txsend.jobfile import JobOverrides, load_job
 from txsend.journal import IngestStats, Journal
 from txsend.lock import journal_lock
-from txsend.models import Job, Row, State
+from txsend.models import Job, RelayConfig, Row, State
 from txsend.recipients import iter_rows
 from txsend.render import Renderer, message_id_domain, new_message_id
 from txsend.report import Summary, decide_exit_code
@@ -138,7 +137,7 @@ def prepare(job: Job, journal: Journal, request: RunRequest) -> Prepared:
     return Prepared(job, journal, stats, due, recovered)
 
 
-def relays_with_passwords(job: Job) -> list[tuple[Any, str | None]]:
+def relays_with_passwords(job: Job) -> list[tuple[RelayConfig, str | None]]:
     """Each relay with its password; ConfigError (78) before anything is sent."""
     if not job.relays:
         raise ConfigError(
@@ -152,11 +151,11 @@ def send(
     prepared: Prepared,
     request: RunRequest,
     command: str,
+    relays: Sequence[tuple[RelayConfig, str | None]],
     on_tick: Callable[[RunStats], None] | None = None,
 ) -> Summary:
-    """Send what is due, record the run, and return its summary."""
+    """Send what is due through relays (with their passwords); record the run."""
     job, journal = prepared.job, prepared.journal
-    relays = [] if request.dry_run else relays_with_passwords(job)
     renderer = Renderer(job)
     run_id = journal.start_run(command)
     options = SendOptions(
@@ -203,15 +202,15 @@ def run(
         raise UsageError(
             f"no journal at {job.journal} to resume", hint=f"start it: txsend run {request.target}"
         )
-    if not request.dry_run:
-        relays_with_passwords(job)  # a missing secret is reported before any work
+    # a missing secret is reported before any work, and each password is read once
+    relays = [] if request.dry_run else relays_with_passwords(job)
     with journal_lock(job.journal):
         journal = Journal.open(job.journal)
         try:
             prepared = prepare(job, journal, request)
             if on_prepared is not None:
                 on_prepared(prepared)
-            return send(prepared, request, command, on_tick)
+            return send(prepared, request, command, relays, on_tick)
         finally:
             journal.close()
 
