@@ -515,3 +515,23 @@ def test_sample_jobs_validate(args: list[str], capsys: pytest.CaptureFixture[str
     )
     assert result.code == 0, result.err
     assert " 0 problems" in result.err
+
+
+def test_fixed_data_with_force_sends_the_skipped_row(
+    tmp_path: Path, smtp_server: ScriptedServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = [
+        {"email": "a@example.com", "first_name": "Ann", "plan": "x"},
+        {"email": "b@example.com", "first_name": "B\nob", "plan": "x"},
+    ]
+    job = write_job(tmp_path, records=bad)
+    assert cli(capsys, "run", job, "--relay", smtp_server.url).code == 0
+    assert len(smtp_server.received) == 1
+    bad[1]["first_name"] = "Bob"
+    write_job(tmp_path, records=bad)
+    refused = cli(capsys, "run", job, "--relay", smtp_server.url)
+    assert refused.code == 65 and "data file people.csv changed" in refused.err
+    forced = cli(capsys, "run", job, "--relay", smtp_server.url, "--force")
+    assert forced.code == 0, forced.err
+    assert [r.rcpt_tos[0] for r in smtp_server.received] == ["a@example.com", "b@example.com"]
+    assert smtp_server.received[1].message["To"] == "Bob <b@example.com>"

@@ -157,3 +157,35 @@ def test_mark_sending_is_durable_before_it_returns(tmp_path: Path) -> None:
 
     assert asyncio.run(main()) == "sending"
     journal.close()
+
+
+def test_refresh_takes_new_data_for_undelivered_rows_only(journal: Journal) -> None:
+    journal.ingest(rows(4), new_id_factory())
+    journal.write(
+        [],
+        [
+            Record("k1@example.com", State.SENT, 250, "ok"),
+            Record("k2@example.com", State.SKIPPED, None, "line break in Subject"),
+        ],
+    )
+    changed = [
+        Row(1, "k1@example.com", "k1@example.com", {"n": "new"}),
+        Row(2, "k2@example.com", "k2@example.com", {"n": "fixed"}),
+        Row(3, "k5@example.com", "k5@example.com", {"n": 5}),  # new key
+        Row(4, "k3@example.com", "k3@example.com", {"n": "moved"}),  # k4 left the file
+        Row(5, "k3@example.com", "k3@example.com", {"n": "dup"}),
+    ]
+    stats = journal.ingest(changed, new_id_factory(), refresh=True)
+    assert (stats.new, stats.existing, stats.duplicates) == (1, 3, 1)
+
+    def get(key: str) -> tuple[State, object, int]:
+        found = journal.find(key)
+        assert found is not None
+        return found.state, found.data["n"], found.row
+
+    assert get("k1@example.com") == (State.SENT, 1, 1)  # delivered: keeps what was sent
+    assert get("k2@example.com") == (State.PENDING, "fixed", 2)  # render failure: redone
+    assert get("k3@example.com") == (State.PENDING, "moved", 4)
+    assert get("k4@example.com") == (State.SKIPPED, 4, 4)  # gone from the data file
+    assert get("k5@example.com") == (State.PENDING, 5, 3)
+    assert [r["reason"] for r in journal.skipped_rows()] == ["duplicate key (first seen in row 4)"]

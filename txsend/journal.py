@@ -31,6 +31,12 @@ from txsend.models import State
 
 SCHEMA_VERSION = 1
 INGEST_BATCH = 1000
+# Rows whose message was never accepted by a relay and may be rendered again from new data:
+# not yet sent, or refused by txsend itself (render error, too large) rather than a relay.
+_REDOABLE = (
+    "(state IN ('pending', 'deferred', 'unknown', 'skipped') "
+    "OR (state = 'failed' AND code IS NULL))"
+)
 
 
 @dataclass(frozen=True)
@@ -224,13 +230,34 @@ class Journal:
 
     # --- ingest ----------------------------------------------------------------------
 
-    def ingest(self, rows: Iterable[Any], new_message_id: Callable[[], str]) -> IngestStats:
-        """Add rows (Row or RowError) not seen before, in batches; idempotent."""
+    def ingest(
+        self, rows: Iterable[Any], new_message_id: Callable[[], str], *, refresh: bool = False
+    ) -> IngestStats:
+        """Add rows (Row or RowError) not seen before, in batches; idempotent.
+
+        With refresh (the data or templates changed and the user passed --force), rows not
+        yet delivered take the new data and are rendered again, and rows that left the
+        data file are skipped. Delivered rows keep what was sent.
+        """
         stats = IngestStats()
+        if refresh:
+            with self._conn:
+                # a negative row number marks "not seen yet in this pass"
+                self._conn.execute("UPDATE messages SET row = -row WHERE row > 0")
+                self._conn.execute("DELETE FROM skipped_rows")
+                self.set_meta("ingest_complete", "0")
         iterator = iter(rows)
         while batch := list(islice(iterator, INGEST_BATCH)):
             self._ingest_batch(batch, new_message_id, stats)
         with self._conn:
+            if refresh:
+                self._conn.execute(
+                    "UPDATE messages SET state = 'skipped', updated_at = ?, "
+                    "reply = 'no longer in the data file' "
+                    f"WHERE row < 0 AND {_REDOABLE}",
+                    (time.time(),),
+                )
+                self._conn.execute("UPDATE messages SET row = -row WHERE row < 0")
             self.set_meta("ingest_complete", "1")
         return stats
 
@@ -247,6 +274,7 @@ class Journal:
             ):
                 known[key] = row
         new_rows = []
+        refreshed = []
         skipped = []
         for item in batch:
             if isinstance(item, RowError):
@@ -255,21 +283,15 @@ class Journal:
                 self._note(stats, str(item))
                 continue
             first = known.get(item.key)
+            data = json.dumps(item.data, ensure_ascii=False, default=str)
             if first is None:
-                known[item.key] = item.number
                 new_rows.append(
-                    (
-                        item.key,
-                        item.number,
-                        item.address,
-                        json.dumps(item.data, ensure_ascii=False, default=str),
-                        new_message_id(),
-                        State.PENDING.value,
-                        now,
-                        now,
-                    )
+                    (item.key, item.number, item.address, data, new_message_id(), now, now)
                 )
                 stats.new += 1
+            elif first < 0:  # refresh pass: first sight of a known key
+                refreshed.append((item.number, item.address, data, now, item.key))
+                stats.existing += 1
             elif first == item.number:
                 stats.existing += 1
             else:
@@ -277,11 +299,22 @@ class Journal:
                 reason = f"duplicate key (first seen in row {first})"
                 skipped.append((item.number, item.key, reason, now))
                 self._note(stats, f"row {item.number}: key {item.key!r}: {reason}")
+                continue
+            known[item.key] = item.number
         with self._conn:
             self._conn.executemany(
                 "INSERT INTO messages(key, row, address, data, message_id, state, attempts, "
-                "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?)",
+                "created_at, updated_at) VALUES (?, ?, ?, ?, ?, 'pending', 0, ?, ?)",
                 new_rows,
+            )
+            self._conn.executemany(
+                "UPDATE messages SET row = ?1, "
+                f"address = CASE WHEN {_REDOABLE} THEN ?2 ELSE address END, "
+                f"data = CASE WHEN {_REDOABLE} THEN ?3 ELSE data END, "
+                f"state = CASE WHEN {_REDOABLE} AND state IN ('skipped', 'failed') "
+                "THEN 'pending' ELSE state END, "
+                "updated_at = ?4 WHERE key = ?5",
+                refreshed,
             )
             self._conn.executemany(
                 "INSERT OR IGNORE INTO skipped_rows(row, key, reason, created_at) "

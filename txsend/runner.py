@@ -126,7 +126,9 @@ def prepare(job: Job, journal: Journal, request: RunRequest) -> Prepared:
     stats = None
     if changes or not journal.ingest_complete():
         domain = message_id_domain(job.from_addr)
-        stats = journal.ingest(iter_rows(job), lambda: new_message_id(domain))
+        stats = journal.ingest(
+            iter_rows(job), lambda: new_message_id(domain), refresh=bool(changes)
+        )
     recovered = journal.recover()
     counts = journal.counts()
     due = counts[State.PENDING] + counts[State.DEFERRED]
