@@ -4,23 +4,32 @@ The server runs on its own event loop in a background thread, bound to 127.0.0.1
 free port. Every script attribute (``rcpt_replies``, ``mail_reply``, ``data_reply``,
 ``data_delay``, ``disconnect_after``, ``credentials``) is read when the command arrives,
 so a test can change the script between sends.
+
+TLS is optional: ``ScriptedServer(tls_context=...)`` offers STARTTLS (and, with
+``require_starttls=True``, refuses mail before it), ``implicit_tls=True`` as well makes the
+listener speak TLS from the first byte (smtps). ``make_tls_files`` writes a throwaway CA and
+a server certificate for 127.0.0.1 and localhost with the ``openssl`` command line.
 """
 
 from __future__ import annotations
 
 import asyncio
 import email.policy
+import os
+import ssl
+import subprocess
 import threading
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.parser import BytesParser
+from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
-from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session, TLSSetupException
 
-__all__ = ["Received", "ScriptedServer"]
+__all__ = ["Received", "ScriptedServer", "TlsFiles", "make_tls_files"]
 
 _T = TypeVar("_T")
 _HOST = "127.0.0.1"
@@ -37,6 +46,7 @@ class Received:
     data: bytes  # as received, after dot-unstuffing by aiosmtpd
     mail_options: list[str] = field(default_factory=list)
     login: str | None = None  # the AUTH user of the session, if any
+    tls: bool = False  # the transaction ran over TLS (after STARTTLS, or implicit TLS)
 
     @property
     def message(self) -> EmailMessage:
@@ -92,6 +102,7 @@ class _Handler:
             data=bytes(envelope.original_content or b""),
             mail_options=list(envelope.mail_options),
             login=login,
+            tls=_is_tls(server.transport),
         )
         if owner._take_disconnect():
             owner._record(received, dropped=True)
@@ -105,8 +116,17 @@ class _Handler:
         return reply
 
     async def handle_exception(self, error: Exception) -> str:
+        if isinstance(error, TLSSetupException):
+            # The client gave up the STARTTLS handshake (e.g. it does not trust the
+            # certificate): a refusal by the peer, not a failure of the handler.
+            self.owner._count_tls(failed=True)
+            return "454 4.7.0 TLS handshake failed"  # never sent: aiosmtpd closes
         self.owner.errors.append(error)
         return f"500 test-smtpd: {type(error).__name__}: {error}"
+
+
+def _is_tls(transport: asyncio.BaseTransport | None) -> bool:
+    return transport is not None and transport.get_extra_info("ssl_object") is not None
 
 
 class _TrackedSMTP(SMTP):
@@ -114,8 +134,16 @@ class _TrackedSMTP(SMTP):
 
     def __init__(self, handler: _Handler, *, sessions: set[SMTP], **kwargs: Any) -> None:
         super().__init__(handler, **kwargs)
+        self._owner = handler.owner
         self._sessions = sessions
         sessions.add(self)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # Called once with the TCP (or, for implicit TLS, the TLS) transport, and again
+        # with the TLS transport once a STARTTLS handshake completed.
+        super().connection_made(transport)
+        if _is_tls(transport):
+            self._owner._count_tls()
 
     def connection_lost(self, error: Exception | None) -> None:
         self._sessions.discard(self)
@@ -123,9 +151,24 @@ class _TrackedSMTP(SMTP):
 
 
 class ScriptedServer:
-    """A test SMTP server on 127.0.0.1 whose replies are scripted by attributes."""
+    """A test SMTP server on 127.0.0.1 whose replies are scripted by attributes.
 
-    def __init__(self) -> None:
+    TLS (all off by default): ``tls_context`` (a server-side SSLContext, read per
+    connection) offers STARTTLS; ``require_starttls`` then answers 530 to mail commands
+    before it; ``implicit_tls`` (read by ``start()``) wraps the listener itself in
+    ``tls_context``, as an smtps relay does. AUTH, when ``credentials`` are scripted, is
+    offered without TLS on a plain server, only after STARTTLS on a STARTTLS server, and
+    from the start with implicit TLS. ``tls_sessions`` counts completed handshakes,
+    ``tls_failures`` STARTTLS handshakes the client abandoned.
+    """
+
+    def __init__(
+        self,
+        *,
+        tls_context: ssl.SSLContext | None = None,
+        implicit_tls: bool = False,
+        require_starttls: bool = False,
+    ) -> None:
         self.host: str = _HOST
         self.port: int = 0
         self.received: list[Received] = []
@@ -137,6 +180,11 @@ class ScriptedServer:
         self.credentials: dict[str, str] = {}  # user -> password; non-empty: AUTH required
         self.connections: int = 0
         self.errors: list[Exception] = []  # exceptions raised inside the handler
+        self.tls_context: ssl.SSLContext | None = tls_context
+        self.implicit_tls: bool = implicit_tls
+        self.require_starttls: bool = require_starttls
+        self.tls_sessions: int = 0  # TLS handshakes completed (STARTTLS or implicit)
+        self.tls_failures: int = 0  # STARTTLS handshakes that failed
         self._disconnect_after: int | None = None
         self._disconnect_base = 0
         self._cond = threading.Condition()
@@ -171,17 +219,31 @@ class ScriptedServer:
             (self.dropped if dropped else self.received).append(received)
             self._cond.notify_all()
 
+    def _count_tls(self, *, failed: bool = False) -> None:
+        with self._cond:
+            if failed:
+                self.tls_failures += 1
+            else:
+                self.tls_sessions += 1
+
     # -- lifecycle ------------------------------------------------------------
 
     @property
     def url(self) -> str:
-        """The relay URL txsend understands for this server."""
+        """The relay URL txsend understands for this server (no user, no CA file)."""
+        if self.implicit_tls:
+            return f"smtps://{self.host}:{self.port}"
+        if self.tls_context is not None:
+            return f"smtp://{self.host}:{self.port}?tls=starttls"
         return f"smtp://{self.host}:{self.port}?tls=none"
 
     def start(self) -> None:
         """Bind 127.0.0.1 on a free port and serve from a background thread."""
         if self._thread is not None:
             raise RuntimeError("server already started")
+        if self.implicit_tls and self.tls_context is None:
+            raise ValueError("implicit_tls needs a tls_context")
+        listener_tls = self.tls_context if self.implicit_tls else None
         loop = asyncio.new_event_loop()
         ready = threading.Event()
 
@@ -196,7 +258,13 @@ class ScriptedServer:
         ready.wait()
         try:
             self._server = self._call(
-                loop.create_server(self._factory, host=self.host, port=0, reuse_address=True)
+                loop.create_server(
+                    self._factory,
+                    host=self.host,
+                    port=0,
+                    reuse_address=True,
+                    ssl=listener_tls,
+                )
             )
         except BaseException:
             self._shutdown_loop()
@@ -237,6 +305,7 @@ class ScriptedServer:
     def _factory(self) -> SMTP:
         self.connections += 1
         auth = bool(self.credentials)
+        starttls = None if self.implicit_tls else self.tls_context
         return _TrackedSMTP(
             _Handler(self),
             sessions=self._sessions,
@@ -245,8 +314,12 @@ class ScriptedServer:
             enable_SMTPUTF8=True,
             hostname=_SERVER_NAME,
             ident="test-smtpd",
-            auth_require_tls=not auth,  # offer AUTH without TLS only when scripted
+            # A plain or implicit-TLS server offers AUTH only when scripted (aiosmtpd does
+            # not see implicit TLS); a STARTTLS server only after STARTTLS.
+            auth_require_tls=starttls is not None or not auth,
             authenticator=self._authenticate if auth else None,
+            tls_context=starttls,
+            require_starttls=starttls is not None and self.require_starttls,
             loop=self._loop,
         )
 
@@ -294,3 +367,66 @@ class ScriptedServer:
         loop.close()
         self._loop = None
         self._thread = None
+
+
+# --------------------------------------------------------------------------- certificates
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """PEM files of a throwaway CA and a server certificate it signed."""
+
+    ca_file: Path  # the CA certificate: what a client trusts (a job's ca_file:)
+    cert_file: Path  # the server certificate, for 127.0.0.1 and localhost
+    key_file: Path  # the server's private key
+
+    def server_context(self) -> ssl.SSLContext:
+        """A server-side SSLContext presenting the certificate (no client certificates)."""
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(self.cert_file, self.key_file)
+        return context
+
+
+_CA_EXTENSIONS = (
+    "basicConstraints=critical,CA:TRUE",
+    "keyUsage=critical,keyCertSign,cRLSign",
+    "subjectKeyIdentifier=hash",
+)
+_SERVER_EXTENSIONS = (
+    "basicConstraints=critical,CA:FALSE\n"
+    "keyUsage=critical,digitalSignature\n"
+    "extendedKeyUsage=serverAuth\n"
+    f"subjectAltName=IP:{_HOST},DNS:localhost\n"
+    "subjectKeyIdentifier=hash\n"
+    "authorityKeyIdentifier=keyid,issuer\n"
+)
+
+
+def make_tls_files(folder: Path, *, openssl: str = "openssl", days: int = 2) -> TlsFiles:
+    """Write a new CA and a server certificate for 127.0.0.1/localhost into `folder`.
+
+    Uses the openssl command line (EC P-256 keys); CalledProcessError says what failed.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    files = TlsFiles(folder / "ca.pem", folder / "server.pem", folder / "server.key")
+    ca_key, csr, extensions = folder / "ca.key", folder / "server.csr", folder / "server.ext"
+    extensions.write_text(_SERVER_EXTENSIONS, encoding="ascii")
+    new_key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    ca_req = ["req", "-x509", *new_key, "-keyout", str(ca_key), "-out", str(files.ca_file)]
+    ca_req += ["-days", str(days), "-subj", "/CN=txsend test CA"]
+    for extension in _CA_EXTENSIONS:
+        ca_req += ["-addext", extension]
+    server_req = ["req", "-new", *new_key, "-keyout", str(files.key_file), "-out", str(csr)]
+    server_req += ["-subj", "/CN=localhost"]
+    sign = ["x509", "-req", "-in", str(csr), "-CA", str(files.ca_file), "-CAkey", str(ca_key)]
+    sign += ["-set_serial", f"0x{os.urandom(8).hex()}", "-days", str(days)]
+    sign += ["-extfile", str(extensions), "-out", str(files.cert_file)]
+    for command in (ca_req, server_req, sign):
+        subprocess.run(
+            [openssl, *command],
+            check=True,
+            capture_output=True,
+            stdin=subprocess.DEVNULL,
+            timeout=60,
+        )
+    return files
