@@ -92,9 +92,11 @@ def test_csv_alone_job(
     assert got["b@example.com"]["Subject"] == "News for Bob"
     assert got["b@example.com"].get_content().replace("\r\n", "\n") == "Hi Bob\n"
     assert got["b@example.com"].get_content_type() == "text/plain"
-    # the CSV-alone job resumes from its journal alone (flags were recorded)
+    # the CSV-alone job resumes by its journal or its CSV alone (flags were recorded)
     again = cli(capsys, "resume", tmp_path / "list.journal.db", "--relay", smtp_server.url)
     assert again.code == 0, again.err
+    status = cli(capsys, "status", data)
+    assert status.code == 0, status.err
     assert len(smtp_server.received) == 3
 
 

@@ -35,6 +35,7 @@ from txsend.recipients import JSONL_SUFFIXES, MissingColumn, check_header, is_js
 
 __all__ = [
     "JobOverrides",
+    "default_journal",
     "load_job",
     "parse_duration",
     "parse_relay_url",
@@ -58,7 +59,7 @@ class JobOverrides:
 _NO_OVERRIDES = JobOverrides()
 
 _YAML_SUFFIXES = frozenset({".yaml", ".yml"})
-_LIST_SUFFIXES = frozenset({".csv", ".tsv"}) | JSONL_SUFFIXES
+LIST_SUFFIXES = frozenset({".csv", ".tsv"}) | JSONL_SUFFIXES
 
 _TOP_KEYS = frozenset(
     [
@@ -586,7 +587,7 @@ def load_job(
     suffix = path.suffix.lower()
     if suffix in _YAML_SUFFIXES:
         return _load_yaml_job(path, display, overrides, env)
-    if suffix in _LIST_SUFFIXES:
+    if suffix in LIST_SUFFIXES:
         return _load_list_job(path, display, overrides, env)
     raise UsageError(
         f"cannot tell what kind of job {display} is",
@@ -725,6 +726,11 @@ def _load_list_job(
     )
 
 
+def default_journal(source: Path) -> Path:
+    """Where a job's journal lives unless the job or --journal says otherwise."""
+    return source.parent / f"{source.stem}.journal.db"
+
+
 def _finish(
     *,
     name: str,
@@ -784,7 +790,7 @@ def _finish(
             raise ConfigError("--journal: PostgreSQL journals are not supported yet")
         journal = _absolute(overrides.journal)
     if journal is None:
-        journal = source.parent / f"{source.stem}.journal.db"
+        journal = default_journal(source)
     # Both are guaranteed by the callers' required-key checks; this narrows the types.
     assert from_addr is not None and subject is not None
     return Job(

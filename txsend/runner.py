@@ -16,7 +16,7 @@ from pathlib import Path
 from txsend.credentials import relay_password
 from txsend.engine import Engine, SendOptions
 from txsend.errors import ConfigError, JobError, RowError, UsageError
-from txsend.jobfile import JobOverrides, load_job
+from txsend.jobfile import LIST_SUFFIXES, JobOverrides, default_journal, load_job
 from txsend.journal import IngestStats, Journal
 from txsend.lock import journal_lock
 from txsend.models import Job, RelayConfig, Row, State
@@ -56,7 +56,16 @@ def load(target: Path, overrides: JobOverrides) -> Job:
     """Load a job file, a CSV/JSONL alone, or the job a journal file was made for."""
     if target.suffix.lower() in JOURNAL_SUFFIXES and target.exists():
         return job_from_journal(target, overrides)
+    if target.suffix.lower() in LIST_SUFFIXES and not _defines_message(overrides):
+        # a CSV-alone job run before: its flags are in the journal
+        journal = overrides.journal or default_journal(target)
+        if journal.exists():
+            return job_from_journal(journal, overrides)
     return load_job(target, overrides)
+
+
+def _defines_message(overrides: JobOverrides) -> bool:
+    return any((overrides.from_addr, overrides.subject, overrides.text, overrides.html))
 
 
 def job_from_journal(path: Path, overrides: JobOverrides) -> Job:
