@@ -96,19 +96,6 @@ def rows_of(job: Job) -> list[Row | RowError]:
     return list(iter_rows(job))
 
 
-def csv_job(folder: Path, content: str | bytes, *, name: str = "list.csv", **spec: str) -> Job:
-    """A minimal YAML job over a recipients file with the given raw content."""
-    data = content.encode("utf-8") if isinstance(content, str) else content
-    (folder / name).write_bytes(data)
-    extra = "".join(f"  {key}: {value}\n" for key, value in spec.items())
-    job = folder / "job.yaml"
-    job.write_text(
-        "from: noreply@acme.example\nsubject: Hi\ntext_inline: x\n"
-        f"recipients:\n  file: {name}\n{extra}"
-    )
-    return load_job(job)
-
-
 # --------------------------------------------------------------------------- YAML jobs
 
 

@@ -81,6 +81,21 @@ JournalOpt = Annotated[
     typer.Option(metavar="PATH", help="Journal file (default: <job>.journal.db next to the job)."),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON summary on stdout.")]
+LimitOpt = Annotated[
+    int | None, typer.Option(min=1, metavar="N", help="Send at most N rows in this run.")
+]
+ConcurrencyOpt = Annotated[
+    int | None,
+    typer.Option(
+        min=1, max=1000, metavar="N", help="SMTP connections per relay (overrides the job)."
+    ),
+]
+ForceOpt = Annotated[
+    bool, typer.Option("--force", help="Continue even though the job changed since its journal.")
+]
+DryRunOpt = Annotated[
+    bool, typer.Option("--dry-run", help="Render and journal every row; send nothing.")
+]
 QuietOpt = Annotated[
     bool, typer.Option("--quiet", "-q", help="Print only errors and the final line.")
 ]
@@ -118,22 +133,10 @@ def run(
     html: HtmlOpt = None,
     relay: RelayOpt = None,
     journal: JournalOpt = None,
-    dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Render and journal every row; send nothing.")
-    ] = False,
-    limit: Annotated[
-        int | None, typer.Option(min=1, metavar="N", help="Send at most N rows in this run.")
-    ] = None,
-    concurrency: Annotated[
-        int | None,
-        typer.Option(
-            min=1, max=1000, metavar="N", help="SMTP connections per relay (overrides the job)."
-        ),
-    ] = None,
-    force: Annotated[
-        bool,
-        typer.Option("--force", help="Continue even though the job changed since its journal."),
-    ] = False,
+    dry_run: DryRunOpt = False,
+    limit: LimitOpt = None,
+    concurrency: ConcurrencyOpt = None,
+    force: ForceOpt = False,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -154,20 +157,10 @@ def resume(
     job: JobArg,
     relay: RelayOpt = None,
     journal: JournalOpt = None,
-    limit: Annotated[
-        int | None, typer.Option(min=1, metavar="N", help="Send at most N rows in this run.")
-    ] = None,
-    concurrency: Annotated[
-        int | None,
-        typer.Option(
-            min=1, max=1000, metavar="N", help="SMTP connections per relay (overrides the job)."
-        ),
-    ] = None,
-    force: Annotated[
-        bool,
-        typer.Option("--force", help="Continue even though the job changed since its journal."),
-    ] = False,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Render only; send nothing.")] = False,
+    limit: LimitOpt = None,
+    concurrency: ConcurrencyOpt = None,
+    force: ForceOpt = False,
+    dry_run: DryRunOpt = False,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
