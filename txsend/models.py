@@ -72,9 +72,30 @@ class Timeouts:
 
 
 @dataclass(frozen=True)
+class RetryPolicy:
+    """delivery.retry: exponential backoff with jitter between attempts of one row."""
+
+    attempts: int = 5  # attempts in all, the first included
+    backoff: float = 30.0  # seconds before the second attempt
+    max_backoff: float = 1800.0
+    max_age: float = 2 * 86400.0  # seconds since the row's first attempt
+
+
+@dataclass(frozen=True)
+class AbortPolicy:
+    """delivery.abort_on: stop taking work when the rolling failure rate exceeds error_rate."""
+
+    error_rate: float  # 0 < rate <= 1
+    min_messages: int = 100  # the rolling window, and the least outcomes before judging
+
+
+@dataclass(frozen=True)
 class Delivery:
     on_unknown: str = "resend"  # or "skip"
     timeouts: Timeouts = field(default_factory=Timeouts)
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    abort_on: AbortPolicy | None = None
+    give_up_unreachable: float = 120.0  # seconds with no relay reachable before stopping
 
 
 @dataclass(frozen=True)
@@ -104,6 +125,7 @@ class Job:
     relays: tuple[RelayConfig, ...] = ()
     delivery: Delivery = field(default_factory=Delivery)
     max_message_size: int = 10 * 1024 * 1024
+    suppress: tuple[Path, ...] = ()  # files of addresses never to send to
     # CLI flags that defined a CSV-alone job; stored in the journal so `resume` can rebuild it
     overrides: dict[str, str] = field(default_factory=dict)
 
