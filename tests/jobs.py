@@ -21,8 +21,13 @@ def write_job(
     extra_yaml: str = "",
     subject: str = "Welcome, {{ first_name }}!",
     records: list[dict[str, str]] | None = None,
+    delivery: str = "  retry: {backoff: 10m, max_backoff: 1h}\n  give_up_unreachable: 1s\n",
 ) -> Path:
-    """A YAML job with text+HTML templates and `rows` recipients; returns the job path."""
+    """A YAML job with text+HTML templates and `rows` recipients; returns the job path.
+
+    By default a deferred row is retried only after 10 minutes (so a run ends with it
+    deferred, exit 75) and a run gives up on unreachable relays after one second.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "t.txt").write_text(TEXT, encoding="utf-8")
     (folder / "t.html").write_text(HTML, encoding="utf-8")
@@ -45,7 +50,9 @@ def write_job(
         "recipients:\n"
         "  file: people.csv\n"
         '  name: "{{ first_name }}"\n'
-        "headers: {X-Campaign: test}\n" + extra_yaml,
+        "headers: {X-Campaign: test}\n"
+        + (f"delivery:\n{delivery}" if delivery else "")
+        + extra_yaml,
         encoding="utf-8",
     )
     return job

@@ -126,7 +126,10 @@ class _Handler:
 
 
 def _is_tls(transport: asyncio.BaseTransport | None) -> bool:
-    return transport is not None and transport.get_extra_info("ssl_object") is not None
+    """True for an open transport that speaks TLS."""
+    if transport is None or transport.is_closing():
+        return False  # a closed TLS transport may no longer answer get_extra_info()
+    return transport.get_extra_info("ssl_object") is not None
 
 
 class _TrackedSMTP(SMTP):
@@ -337,10 +340,21 @@ class ScriptedServer:
         if self._server is not None:
             self._server.close()
         for smtp in list(self._sessions):
-            if smtp.transport is not None:
-                smtp.transport.close()
+            transport = smtp.transport
+            if transport is None or transport.is_closing():
+                continue  # already on its way out (closing a TLS transport twice breaks it)
+            if isinstance(transport, asyncio.Transport) and _is_tls(transport):
+                transport.abort()  # close() would wait for the client's TLS close_notify
+            else:
+                transport.close()
         if self._server is not None:
             await self._server.wait_closed()
+        # Let closing connections (a TLS close takes a round trip) reach connection_lost().
+        deadline = asyncio.get_running_loop().time() + 2
+        while any(smtp.transport is not None for smtp in self._sessions):
+            if asyncio.get_running_loop().time() > deadline:
+                break
+            await asyncio.sleep(0.01)
         # Two turns: connection_lost() runs, then the cancelled session tasks finish.
         await asyncio.sleep(0)
         await asyncio.sleep(0)

@@ -15,7 +15,7 @@ from txsend.jobfile import (
     parse_relay_url,
     parse_size,
 )
-from txsend.models import Job, Row, TlsMode
+from txsend.models import AbortPolicy, Delivery, Job, RetryPolicy, Row, TlsMode
 from txsend.recipients import iter_rows
 
 REPO = Path(__file__).resolve().parent.parent
@@ -53,12 +53,12 @@ relays:
   - url: smtps://backup.acme.example
     priority: 1
 delivery:
-  retry: {attempts: 5, backoff: 30s}
-  abort_on: {error_rate: 0.2, min_messages: 100}
+  retry: {attempts: 4, backoff: 10s, max_backoff: 5m, max_age: 1d}
+  abort_on: {error_rate: 0.2, min_messages: 50}
   on_unknown: skip
   give_up_unreachable: 2m
   timeouts: {connect: 10s, command: 1m, data_end: 600}
-suppress: [suppressed.csv]
+suppress: [suppressed.csv, lists/bounced.txt]
 journal: state/welcome.db
 """
 
@@ -73,8 +73,12 @@ def make_job(
     recipients: str = RECIPIENTS,
     templates: bool = True,
 ) -> Path:
-    """Write a job file, a recipients.csv and (optionally) two templates into folder."""
+    """Write a job file, a recipients.csv, two suppression lists and (optionally) two
+    templates into folder."""
     (folder / "recipients.csv").write_text(recipients, encoding="utf-8")
+    (folder / "suppressed.csv").write_text("email,reason\nbob@example.com,complaint\n")
+    (folder / "lists").mkdir(exist_ok=True)
+    (folder / "lists" / "bounced.txt").write_text("carol@example.com\n")
     if templates:
         (folder / "templates").mkdir(exist_ok=True)
         (folder / "templates" / "welcome.txt").write_text("Hi {{ first_name }}\n")
@@ -127,6 +131,12 @@ def test_full_yaml_job_round_trip(tmp_path: Path) -> None:
     assert job.delivery.timeouts.connect == 10.0
     assert job.delivery.timeouts.command == 60.0
     assert job.delivery.timeouts.data_end == 600.0
+    assert job.delivery.retry == RetryPolicy(
+        attempts=4, backoff=10.0, max_backoff=300.0, max_age=86400.0
+    )
+    assert job.delivery.abort_on == AbortPolicy(error_rate=0.2, min_messages=50)
+    assert job.delivery.give_up_unreachable == 120.0
+    assert job.suppress == (tmp_path / "suppressed.csv", tmp_path / "lists" / "bounced.txt")
     assert job.overrides == {}
 
     first, second = job.relays
@@ -169,7 +179,11 @@ def test_defaults(tmp_path: Path) -> None:
     assert job.html is None
     assert job.recipients.to == "email" and job.recipients.key is None
     assert job.max_message_size == 10 * 1024 * 1024
-    assert job.delivery.on_unknown == "resend"
+    assert job.delivery == Delivery()
+    assert job.delivery.retry == RetryPolicy()
+    assert job.delivery.abort_on is None
+    assert job.delivery.give_up_unreachable == 120.0
+    assert job.suppress == ()
 
 
 def test_numeric_name_is_accepted(tmp_path: Path) -> None:
@@ -220,6 +234,14 @@ def test_numeric_name_is_accepted(tmp_path: Path) -> None:
             "job.yaml:6: delivery.timeouts.connect: not a duration",
         ),
         (MINIMAL_JOB + "delivery:\n  retry: 5\n", "job.yaml:6: delivery.retry: expected a mapping"),
+        (
+            MINIMAL_JOB + "relays:\n  - url: smtp://a\n    rate: 0/s\n",
+            "job.yaml:7: relays[0].rate: a rate must be positive",
+        ),
+        (
+            MINIMAL_JOB + "relays:\n  - url: smtp://a\n    rate: 5\n",
+            "job.yaml:7: relays[0].rate: expected a rate like 50/s",
+        ),
         (MINIMAL_JOB + "max_message_size: huge\n", "job.yaml:5: max_message_size: not a size"),
         (MINIMAL_JOB + "dkim: yes\n", "job.yaml:5: dkim: expected a mapping"),
         (MINIMAL_JOB + "inline_css: 1\n", "job.yaml:5: inline_css: expected true or false"),
@@ -385,6 +407,212 @@ def test_address_column_missing_is_a_job_error(tmp_path: Path) -> None:
     ) as caught:
         load_job(path, env={})
     assert caught.value.hint is not None and "job.yaml:4" in caught.value.hint
+
+
+# --------------------------------------------------------------------------- delivery, suppress
+
+DELIVERY_JOB = (
+    MINIMAL_JOB
+    + """\
+delivery:
+  retry:
+    attempts: 3
+    backoff: 1m
+    max_backoff: 1h
+    max_age: 12h
+  abort_on:
+    error_rate: 0.05
+  give_up_unreachable: 10m
+"""
+)
+
+
+def test_delivery_block_mappings(tmp_path: Path) -> None:
+    job = load_job(make_job(tmp_path, DELIVERY_JOB, templates=False), env={})
+    assert job.delivery.retry == RetryPolicy(
+        attempts=3, backoff=60.0, max_backoff=3600.0, max_age=43200.0
+    )
+    assert job.delivery.abort_on == AbortPolicy(error_rate=0.05, min_messages=100)
+    assert job.delivery.give_up_unreachable == 600.0
+    assert job.delivery.on_unknown == "resend"
+
+
+def test_retry_keys_left_out_keep_defaults(tmp_path: Path) -> None:
+    job = load_job(
+        make_job(tmp_path, MINIMAL_JOB + "delivery: {retry: {attempts: 2}}\n", templates=False),
+        env={},
+    )
+    assert job.delivery.retry == RetryPolicy(attempts=2)
+    assert job.delivery.abort_on is None
+
+
+def test_long_backoff_alone_raises_the_default_ceiling(tmp_path: Path) -> None:
+    job = load_job(
+        make_job(tmp_path, MINIMAL_JOB + "delivery: {retry: {backoff: 2h}}\n", templates=False),
+        env={},
+    )
+    assert (job.delivery.retry.backoff, job.delivery.retry.max_backoff) == (7200.0, 7200.0)
+
+
+def test_abort_on_error_rate_of_one_and_integer_forms(tmp_path: Path) -> None:
+    job = load_job(
+        make_job(
+            tmp_path,
+            MINIMAL_JOB + "delivery: {abort_on: {error_rate: 1, min_messages: 1}}\n",
+            templates=False,
+        ),
+        env={},
+    )
+    assert job.delivery.abort_on == AbortPolicy(error_rate=1.0, min_messages=1)
+
+
+@pytest.mark.parametrize(
+    ("delivery", "expected"),
+    [
+        ("  retry: {attempts: 0}\n", "job.yaml:6: delivery.retry.attempts: must be at least 1"),
+        ("  retry: {attempts: five}\n", "job.yaml:6: delivery.retry.attempts: expected a whole"),
+        ("  retry: {attempts: 2.5}\n", "job.yaml:6: delivery.retry.attempts: expected a whole"),
+        ("  retry: {attempts: true}\n", "job.yaml:6: delivery.retry.attempts: expected a whole"),
+        ("  retry: {backoff: soon}\n", "job.yaml:6: delivery.retry.backoff: not a duration"),
+        ("  retry: {backoff: 0}\n", "job.yaml:6: delivery.retry.backoff: a duration must be"),
+        ("  retry: {max_age: -1d}\n", "job.yaml:6: delivery.retry.max_age: not a duration"),
+        (
+            "  retry:\n    backoff: 1m\n    max_backoff: 30s\n",
+            "job.yaml:8: delivery.retry.max_backoff: must be at least backoff (60s), got 30s",
+        ),
+        (
+            "  retry: {attempt: 3}\n",
+            "job.yaml:6: delivery.retry.attempt: unknown key (did you mean 'attempts'?)",
+        ),
+        ("  abort_on: 0.2\n", "job.yaml:6: delivery.abort_on: expected a mapping"),
+        (
+            "  abort_on: {error_rate: 0}\n",
+            "job.yaml:6: delivery.abort_on.error_rate: must be above 0 and at most 1, got 0",
+        ),
+        (
+            "  abort_on: {error_rate: 1.5}\n",
+            "job.yaml:6: delivery.abort_on.error_rate: must be above 0 and at most 1, got 1.5",
+        ),
+        (
+            "  abort_on: {error_rate: 20}\n",
+            "job.yaml:6: delivery.abort_on.error_rate: must be above 0 and at most 1, got 20 "
+            "(for 20% write 0.2)",
+        ),
+        ("  abort_on: {error_rate: -0.1}\n", "job.yaml:6: delivery.abort_on.error_rate: must be"),
+        ("  abort_on: {error_rate: .nan}\n", "job.yaml:6: delivery.abort_on.error_rate: must be"),
+        (
+            "  abort_on: {error_rate: high}\n",
+            "job.yaml:6: delivery.abort_on.error_rate: expected a number between 0 and 1",
+        ),
+        (
+            "  abort_on: {error_rate: 20%}\n",
+            "job.yaml:6: delivery.abort_on.error_rate: expected a number between 0 and 1",
+        ),
+        (
+            "  abort_on:\n    min_messages: 10\n",
+            "job.yaml:6: missing required key 'delivery.abort_on.error_rate'",
+        ),
+        (
+            "  abort_on:\n    error_rate: 0.1\n    min_messages: 0\n",
+            "job.yaml:8: delivery.abort_on.min_messages: must be at least 1, got 0",
+        ),
+        (
+            "  abort_on: {error_rate: 0.1, min_messages: lots}\n",
+            "job.yaml:6: delivery.abort_on.min_messages: expected a whole number",
+        ),
+        (
+            "  abort_on: {error_rate: 0.1, max_messages: 3}\n",
+            "job.yaml:6: delivery.abort_on.max_messages: unknown key "
+            "(did you mean 'min_messages'?)",
+        ),
+        (
+            "  on_unknown: skip\n  give_up_unreachable: never\n",
+            "job.yaml:7: delivery.give_up_unreachable: not a duration",
+        ),
+        (
+            "  give_up_unreachable: 0s\n",
+            "job.yaml:6: delivery.give_up_unreachable: a duration must be positive",
+        ),
+    ],
+)
+def test_delivery_errors_name_file_and_line(tmp_path: Path, delivery: str, expected: str) -> None:
+    path = make_job(tmp_path, MINIMAL_JOB + "delivery:\n" + delivery, templates=False)
+    with pytest.raises(JobError) as caught:
+        load_job(path, env={})
+    assert str(caught.value).startswith(f"{tmp_path}/{expected}")
+    assert caught.value.file == str(path)
+
+
+def test_suppress_single_string(tmp_path: Path) -> None:
+    job = load_job(
+        make_job(tmp_path, MINIMAL_JOB + "suppress: lists/bounced.txt\n", templates=False),
+        env={},
+    )
+    assert job.suppress == (tmp_path / "lists" / "bounced.txt",)
+
+
+def test_suppress_paths_are_absolute_and_deduplicated(tmp_path: Path) -> None:
+    (tmp_path / "job").mkdir()
+    path = make_job(
+        tmp_path / "job",
+        MINIMAL_JOB
+        + "suppress:\n  - suppressed.csv\n  - ./suppressed.csv\n  - ../global.txt\n  - "
+        + str(tmp_path / "abs.txt")
+        + "\n",
+        templates=False,
+    )
+    (tmp_path / "global.txt").write_text("x@example.com\n")
+    (tmp_path / "abs.txt").write_text("y@example.com\n")
+    job = load_job(path, env={})
+    assert job.suppress == (
+        tmp_path / "job" / "suppressed.csv",
+        tmp_path / "global.txt",
+        tmp_path / "abs.txt",
+    )
+    assert all(p.is_absolute() for p in job.suppress)
+
+
+def test_suppress_empty_list(tmp_path: Path) -> None:
+    job = load_job(make_job(tmp_path, MINIMAL_JOB + "suppress: []\n", templates=False), env={})
+    assert job.suppress == ()
+
+
+def test_missing_suppression_file_names_file_and_line(tmp_path: Path) -> None:
+    path = make_job(
+        tmp_path, MINIMAL_JOB + "suppress:\n  - suppressed.csv\n  - gone.txt\n", templates=False
+    )
+    with pytest.raises(MissingInputError) as caught:
+        load_job(path, env={})
+    assert str(caught.value) == f"{path}:7: suppress[1]: suppression file not found: gone.txt"
+    assert caught.value.hint is not None and str(tmp_path / "gone.txt") in caught.value.hint
+    assert caught.value.exit_code == 66
+
+    path = make_job(tmp_path, MINIMAL_JOB + "suppress: gone.txt\n", templates=False)
+    with pytest.raises(MissingInputError, match=r"job\.yaml:5: suppress: suppression file not fo"):
+        load_job(path, env={})
+
+
+@pytest.mark.parametrize(
+    ("suppress", "expected"),
+    [
+        ("suppress: 5\n", "job.yaml:5: suppress: expected a list, got the number 5"),
+        ("suppress: {file: a.csv}\n", "job.yaml:5: suppress: expected a list, got a mapping"),
+        ("suppress:\n  - suppressed.csv\n  - 7\n", "job.yaml:7: suppress[1]: expected a file path"),
+        ('suppress: [""]\n', "job.yaml:5: suppress[0]: expected a file path"),
+        ("suppress: [lists]\n", "job.yaml:5: suppress[0]: lists is not a file"),
+    ],
+)
+def test_suppress_errors_name_file_and_line(tmp_path: Path, suppress: str, expected: str) -> None:
+    path = make_job(tmp_path, MINIMAL_JOB + suppress, templates=False)
+    with pytest.raises(JobError) as caught:
+        load_job(path, env={})
+    assert str(caught.value).startswith(f"{tmp_path}/{expected}")
+
+
+def test_later_keys_are_still_only_accepted(tmp_path: Path) -> None:
+    path = make_job(tmp_path, MINIMAL_JOB + "attachments: [{path: nowhere.pdf}]\n")
+    job = load_job(path, env={})  # not opened yet: a missing attachment is not an error here
+    assert not hasattr(job, "attachments")
 
 
 # --------------------------------------------------------------------------- overrides
@@ -704,3 +932,40 @@ def test_sample_newsletter_job() -> None:
     job = load_job(folder / "newsletter.csv", overrides, env={})
     rows = rows_of(job)
     assert rows and all(isinstance(r, Row) for r in rows)
+
+
+# --------------------------------------------------------------------------- --abort-on-error-rate
+
+
+def test_abort_on_error_rate_override_keeps_min_messages(tmp_path: Path) -> None:
+    path = make_job(tmp_path, FULL_JOB)
+    job = load_job(path, JobOverrides(abort_on_error_rate=0.5), env={})
+    assert job.delivery.abort_on == AbortPolicy(error_rate=0.5, min_messages=50)
+    assert job.delivery.retry.attempts == 4  # the rest of delivery untouched
+    assert job.delivery.on_unknown == "skip"
+    assert job.overrides == {"abort_on_error_rate": "0.5"}
+
+
+def test_abort_on_error_rate_override_without_abort_on(tmp_path: Path) -> None:
+    job = load_job(make_job(tmp_path, MINIMAL_JOB), JobOverrides(abort_on_error_rate=1.0), env={})
+    assert job.delivery.abort_on == AbortPolicy(error_rate=1.0, min_messages=100)
+    assert job.overrides == {"abort_on_error_rate": "1.0"}
+    assert float(job.overrides["abort_on_error_rate"]) == 1.0  # round-trips for resume
+
+
+def test_abort_on_error_rate_override_on_csv_alone_job(tmp_path: Path) -> None:
+    data = tmp_path / "list.csv"
+    data.write_text("email\na@example.com\n")
+    overrides = JobOverrides(
+        from_addr="a@acme.example", subject="s", html=data, abort_on_error_rate=0.25
+    )
+    job = load_job(data, overrides, env={})
+    assert job.delivery.abort_on == AbortPolicy(error_rate=0.25)
+    assert job.overrides["abort_on_error_rate"] == "0.25"
+    assert job.suppress == ()
+
+
+@pytest.mark.parametrize("rate", [0.0, -0.5, 1.01, 20.0, float("nan"), float("inf")])
+def test_bad_abort_on_error_rate_override_is_a_usage_error(tmp_path: Path, rate: float) -> None:
+    with pytest.raises(UsageError, match="--abort-on-error-rate must be above 0 and at most 1"):
+        load_job(make_job(tmp_path, MINIMAL_JOB), JobOverrides(abort_on_error_rate=rate), env={})

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import mailbox
 import os
+import random
 import signal
 import smtplib
 import socket
@@ -11,15 +13,16 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
 from tests.smtpd import ScriptedServer
+from txsend.cli import run_cli
 from txsend.errors import ConfigError
-from txsend.sink import SinkStats, format_stats, serve
+from txsend.sink import FaultRule, Faults, SinkStats, format_stats, serve
 
 
 @dataclass
@@ -289,3 +292,353 @@ def test_data_over_the_size_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert at_limit[0].startswith(b"250")
     assert over == [b"552 Error: Too much mail data", b"250 OK", b"221 Bye"]
     assert stats.messages == 1
+
+
+# -- fault injection ----------------------------------------------------------------
+
+
+def _faults(*rules: str, **options: object) -> Faults:
+    return Faults.from_options(rules, **options)  # type: ignore[arg-type]
+
+
+@contextlib.contextmanager
+def _raw(port: int) -> Iterator[Callable[[bytes | None], bytes]]:
+    """A bare SMTP client: send(line or None) writes it and returns the next reply's last
+    line (b"" once the server has closed the connection)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        reader = sock.makefile("rb")
+
+        def send(line: bytes | None) -> bytes:
+            if line is not None:
+                sock.sendall(line)
+            while True:
+                reply = reader.readline()
+                if reply[3:4] != b"-":
+                    return reply.rstrip(b"\r\n")
+
+        try:
+            yield send
+        finally:
+            reader.close()
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected", "reply"),
+    [
+        ("rcpt:451:0.3", FaultRule("rcpt", 451, probability=0.3), "451 4.3.0 try again later"),
+        ("dot:554:every=10", FaultRule("dot", 554, every=10), "554 5.7.1 transaction failed"),
+        ("mail:421", FaultRule("mail", 421), "421 4.3.2 service not available, closing"),
+        ("rcpt:550:match=@bounce.", FaultRule("rcpt", 550, match="@bounce."), "550 5.1.1 no such"),
+        (
+            "RCPT:452:every=2:match=x@y:4.2.2 mailbox full: sorry",
+            FaultRule("rcpt", 452, every=2, match="x@y", text="4.2.2 mailbox full: sorry"),
+            "452 4.2.2 mailbox full: sorry",
+        ),
+        ("connect:554:1", FaultRule("connect", 554), "554 5.7.1 no SMTP service here"),
+        ("ehlo:503:0.25:go away", FaultRule("ehlo", 503, 0.25, text="go away"), "503 go away"),
+    ],
+)
+def test_rule_syntax(spec: str, expected: FaultRule, reply: str) -> None:
+    rule = FaultRule.parse(spec)
+    assert rule == expected
+    assert rule.reply.startswith(reply)
+    assert rule.text or rule.reply.endswith(" (txsend sink fault)")
+    assert FaultRule.parse(rule.spec) == rule
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "nonsense",
+        "rcpt",
+        "rcpt:250",
+        "rcpt:45",
+        "rcpt:4510",
+        "helo:451",
+        "rcpt:451:0",
+        "rcpt:451:1.5",
+        "rcpt:451:-0.5",
+        "rcpt:451:nan",
+        "rcpt:451:every=0",
+        "rcpt:451:every=x",
+        "rcpt:451:0.5:every=2",
+        "rcpt:451:every=2:every=3",
+        "rcpt:451:match=",
+        "dot:451:match=x",
+    ],
+)
+def test_bad_rule_is_a_config_error(spec: str) -> None:
+    with pytest.raises(ConfigError, match="bad --fail rule") as info:
+        Faults.from_options([spec])
+    assert info.value.hint is not None
+    assert "expected COMMAND:CODE[:PROBABILITY | :every=N][:match=TEXT]" in info.value.hint
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"delay": "soon"},
+        {"delay": "-1s"},
+        {"delay_command": "nan"},
+        {"greylist": "-1"},
+        {"disconnect_after": 0},
+    ],
+)
+def test_bad_fault_options(options: dict[str, object]) -> None:
+    with pytest.raises(ConfigError):
+        Faults.from_options([], **options)  # type: ignore[arg-type]
+
+
+def test_fault_options_parse() -> None:
+    faults = _faults(delay="50ms", delay_command="0.2", greylist="0", seed=3)
+    assert (faults.delay, faults.delay_command, faults.greylist, faults.seed) == (0.05, 0.2, 0, 3)
+    assert faults.active
+    assert _faults(greylist="1m").greylist == 60
+    assert not _faults(seed=3).active
+
+
+@pytest.mark.parametrize(
+    "cli_args",
+    [["--fail", "nonsense"], ["--delay", "soon"], ["--greylist", "-1"]],
+)
+def test_cli_bad_fault_exits_78_before_binding(
+    cli_args: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    port_file = tmp_path / "port"
+    with socket.socket() as busy:  # binding would fail with "already in use"
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        code = run_cli(
+            ["sink", "--port", str(port), "--port-file", str(port_file), "--discard", *cli_args]
+        )
+    err = capsys.readouterr().err
+    assert code == 78, err
+    assert "already in use" not in err
+    assert not port_file.exists()
+    if cli_args[0] == "--fail":
+        assert "txsend: error: bad --fail rule 'nonsense'" in err
+        assert "hint: expected COMMAND:CODE" in err
+
+
+_CONVERSATION: list[tuple[str, bytes | None, bytes]] = [
+    ("connect", None, b"220 "),
+    ("ehlo", b"EHLO client.example\r\n", b"250 "),
+    ("mail", b"MAIL FROM:<a@acme.example>\r\n", b"250 "),
+    ("rcpt", b"RCPT TO:<b@example.com>\r\n", b"250 "),
+    ("data", b"DATA\r\n", b"354 "),
+    ("dot", b"Subject: x\r\n\r\nhello\r\n.\r\n", b"250 "),
+]
+_CODES = {"connect": 554, "ehlo": 550, "mail": 451, "rcpt": 550, "data": 554, "dot": 452}
+
+
+@pytest.mark.parametrize("close", [False, True], ids=["code", "421"])
+@pytest.mark.parametrize("command", [step[0] for step in _CONVERSATION])
+def test_fault_at_each_command(command: str, close: bool, tmp_path: Path) -> None:
+    code = 421 if close else _CODES[command]
+    rule = FaultRule(command, code)
+    sink = _start(tmp_path, discard=True, faults=_faults(f"{command}:{code}"))
+    try:
+        with _raw(sink.port) as send:
+            for step, line, ok in _CONVERSATION:
+                reply = send(line)
+                if step == command:
+                    assert reply == rule.reply.encode()
+                    break
+                assert reply.startswith(ok), (step, reply)
+            if close:  # 421: the server closes the connection after the reply
+                assert send(None) == b""
+            elif command == "connect":  # RFC 5321 3.1: only QUIT from here on
+                assert send(b"EHLO client.example\r\n").startswith(b"503 5.5.1 ")
+                assert send(b"QUIT\r\n").startswith(b"221 ")
+                assert send(None) == b""
+            else:  # the connection goes on
+                assert send(b"NOOP\r\n") == b"250 OK"
+                assert send(b"QUIT\r\n").startswith(b"221 ")
+    finally:
+        stats = sink.finish()
+    assert stats.faults == {rule.label: 1}
+    assert stats.messages == 0
+    assert stats.greylisted is None
+    assert format_stats(stats).endswith(f", 1 faults injected ({command} {code}: 1)")
+
+
+def test_every_nth_message(tmp_path: Path) -> None:
+    maildir = tmp_path / "box"
+    sink = _start(tmp_path, maildir=maildir, faults=_faults("dot:451:every=3"))
+    failed = []
+    try:
+        with smtplib.SMTP("127.0.0.1", sink.port, timeout=10) as client:
+            for i in range(1, 11):
+                try:
+                    client.sendmail("a@acme.example", [f"user{i}@example.com"], _message(i))
+                except smtplib.SMTPDataError as exc:
+                    assert (exc.smtp_code, exc.smtp_error) == (
+                        451,
+                        b"4.3.0 try again later (txsend sink fault)",
+                    )
+                    failed.append(i)
+    finally:
+        stats = sink.finish()
+    assert failed == [3, 6, 9]
+    assert (stats.messages, stats.faults) == (7, {"dot 451": 3})
+    assert len(list((maildir / "new").iterdir())) == 7  # refused messages are not stored
+
+
+def test_match_and_rule_order(tmp_path: Path) -> None:
+    faults = _faults("rcpt:550:match=@bounce.", "rcpt:452:every=2:match=@full.", "rcpt:451:every=3")
+    sink = _start(tmp_path, discard=True, faults=faults)
+    codes = []
+    try:
+        with smtplib.SMTP("127.0.0.1", sink.port, timeout=10) as client:
+            client.ehlo()
+            client.mail("a@acme.example")
+            for rcpt in [
+                "x@bounce.example",  # rule 1
+                "y@example.com",  # rule 3 sees it: 1
+                "Z@Bounce.Example",  # rule 1 (case-insensitive)
+                "a@full.example",  # rule 2: 1; rule 3: 2
+                "b@full.example",  # rule 2: 2, fires
+                "c@example.com",  # rule 3: 3, fires
+                "d@example.com",  # rule 3: 4
+            ]:
+                codes.append(client.rcpt(rcpt)[0])
+    finally:
+        stats = sink.finish()
+    assert codes == [550, 250, 550, 250, 452, 451, 250]
+    assert stats.faults == {"rcpt 550": 2, "rcpt 452": 1, "rcpt 451": 1}
+
+
+def _rcpt_pattern(port: int, count: int) -> list[bool]:
+    """Whether each of `count` RCPTs was refused."""
+    with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+        client.ehlo()
+        client.mail("a@acme.example")
+        return [client.rcpt(f"user{i}@example.com")[0] == 451 for i in range(count)]
+
+
+def test_seed_makes_probability_reproducible(tmp_path: Path) -> None:
+    patterns = []
+    for seed in (42, 42, 43):
+        sink = _start(tmp_path, discard=True, faults=_faults("rcpt:451:0.5", seed=seed))
+        try:
+            patterns.append(_rcpt_pattern(sink.port, 40))
+        finally:
+            stats = sink.finish()
+        assert stats.faults == {"rcpt 451": sum(patterns[-1])}
+    rng = random.Random(42)
+    assert patterns[0] == patterns[1] == [rng.random() < 0.5 for _ in range(40)]
+    assert 0 < sum(patterns[0]) < 40
+    assert patterns[2] != patterns[0]
+
+
+def test_greylist_any_retry_passes(tmp_path: Path) -> None:
+    sink = _start(tmp_path, discard=True, faults=_faults(greylist="0"))
+    try:
+        with smtplib.SMTP("127.0.0.1", sink.port, timeout=10) as client:
+            client.ehlo()
+            client.mail("a@acme.example")
+            assert client.rcpt("b@example.com") == (450, b"4.2.0 Greylisted, try again later")
+            assert client.rcpt("b@example.com")[0] == 250
+            assert client.rcpt("c@example.com")[0] == 450  # another pair
+        with smtplib.SMTP("127.0.0.1", sink.port, timeout=10) as client:
+            assert client.sendmail("A@acme.example", ["B@example.com"], _message(1)) == {}
+            with pytest.raises(smtplib.SMTPRecipientsRefused):
+                client.sendmail("other@acme.example", ["b@example.com"], _message(2))
+    finally:
+        stats = sink.finish()
+    assert (stats.messages, stats.greylisted, stats.faults) == (1, 3, None)
+    assert format_stats(stats).endswith(" s, 3 greylisted")
+
+
+def test_greylist_holds_retries_for_seconds(tmp_path: Path) -> None:
+    sink = _start(tmp_path, discard=True, faults=_faults(greylist="1"))
+    try:
+        with smtplib.SMTP("127.0.0.1", sink.port, timeout=10) as client:
+            client.ehlo()
+            client.mail("a@acme.example")
+            first = time.monotonic()
+            held = (450, b"4.2.0 Greylisted, try again in 1 second")
+            assert client.rcpt("b@example.com") == held
+            assert client.rcpt("b@example.com") == held  # too early
+            assert time.monotonic() - first < 1
+            time.sleep(max(0.0, first + 1.1 - time.monotonic()))
+            assert client.rcpt("b@example.com")[0] == 250
+    finally:
+        stats = sink.finish()
+    assert stats.greylisted == 2
+
+
+def test_disconnect_after_nth_message(tmp_path: Path) -> None:
+    maildir = tmp_path / "box"
+    sink = _start(tmp_path, maildir=maildir, faults=_faults(disconnect_after=3))
+    try:
+        with smtplib.SMTP("127.0.0.1", sink.port, timeout=10) as client:
+            for i in (1, 2):
+                client.sendmail("a@acme.example", ["b@example.com"], _message(i))
+        with _raw(sink.port) as send:  # the 3rd message, on another connection
+            for _, line, ok in _CONVERSATION[:-1]:
+                assert send(line).startswith(ok)
+            assert send(_message(3) + b".\r\n") == b""  # closed, no reply at all
+        with smtplib.SMTP("127.0.0.1", sink.port, timeout=10) as client:  # only once
+            for i in (4, 5):
+                client.sendmail("a@acme.example", ["b@example.com"], _message(i))
+    finally:
+        stats = sink.finish()
+    assert (stats.messages, stats.connections, stats.faults) == (4, 3, {"disconnect": 1})
+    assert len(list((maildir / "new").iterdir())) == 4
+
+
+def test_disconnect_seen_by_smtplib(tmp_path: Path) -> None:
+    sink = _start(tmp_path, discard=True, faults=_faults(disconnect_after=1))
+    try:
+        with (
+            smtplib.SMTP("127.0.0.1", sink.port, timeout=10) as client,
+            pytest.raises(smtplib.SMTPServerDisconnected),
+        ):
+            client.sendmail("a@acme.example", ["b@example.com"], _message(1))
+    finally:
+        stats = sink.finish()
+    assert stats.messages == 0
+
+
+def test_delays(tmp_path: Path) -> None:
+    sink = _start(tmp_path, discard=True, faults=_faults(delay="300ms", delay_command="0.1"))
+    try:
+        with smtplib.SMTP("127.0.0.1", sink.port, timeout=10) as client:
+            started = time.monotonic()
+            assert client.noop()[0] == 250
+            assert time.monotonic() - started >= 0.1
+            client.ehlo()
+            client.mail("a@acme.example")
+            client.rcpt("b@example.com")
+            started = time.monotonic()
+            assert client.data(_message(1))[0] == 250
+            assert time.monotonic() - started >= 0.1 + 0.3  # the 354, then the final reply
+    finally:
+        stats = sink.finish()
+    assert stats.messages == 1
+    assert stats.faults is None  # delays are not faults
+
+
+def test_dot_delay_only(tmp_path: Path) -> None:
+    sink = _start(tmp_path, discard=True, faults=_faults(delay="0.2"))
+    try:
+        with smtplib.SMTP("127.0.0.1", sink.port, timeout=10) as client:
+            client.ehlo()
+            started = time.monotonic()
+            client.sendmail("a@acme.example", ["b@example.com"], _message(1))
+            assert time.monotonic() - started >= 0.2
+    finally:
+        sink.finish()
+
+
+def test_format_stats_with_faults() -> None:
+    stats = SinkStats(messages=95, recipients=95, bytes=1000, connections=3, seconds=1.25)
+    plain = "sink: 95 messages, 95 recipients, 1000 bytes, 3 connections in 1.2 s"
+    assert format_stats(stats) == plain
+    stats.faults = {"rcpt 451": 8, "dot 554": 4}
+    stats.greylisted = 3
+    assert format_stats(stats) == (
+        plain + ", 12 faults injected (rcpt 451: 8, dot 554: 4), 3 greylisted"
+    )

@@ -96,6 +96,15 @@ ForceOpt = Annotated[
 DryRunOpt = Annotated[
     bool, typer.Option("--dry-run", help="Render and journal every row; send nothing.")
 ]
+AbortOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--abort-on-error-rate",
+        metavar="RATE",
+        help="Stop taking work when more than RATE (0-1) of the recent messages bounced, "
+        "failed or went unknown (replaces delivery.abort_on.error_rate).",
+    ),
+]
 QuietOpt = Annotated[
     bool, typer.Option("--quiet", "-q", help="Print only errors and the final line.")
 ]
@@ -108,6 +117,7 @@ def _overrides(
     html: Path | None,
     relay: list[str] | None,
     journal: Path | None,
+    abort_on_error_rate: float | None = None,
 ) -> JobOverrides:
     return JobOverrides(
         from_addr=from_addr,
@@ -116,6 +126,7 @@ def _overrides(
         html=html,
         relays=tuple(relay or ()),
         journal=journal,
+        abort_on_error_rate=abort_on_error_rate,
     )
 
 
@@ -137,13 +148,14 @@ def run(
     limit: LimitOpt = None,
     concurrency: ConcurrencyOpt = None,
     force: ForceOpt = False,
+    abort_on_error_rate: AbortOpt = None,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Ingest the recipients into the journal and send every row not yet done."""
     request = runner.RunRequest(
         target=job,
-        overrides=_overrides(from_addr, subject, text, html, relay, journal),
+        overrides=_overrides(from_addr, subject, text, html, relay, journal, abort_on_error_rate),
         force=force,
         dry_run=dry_run,
         limit=limit,
@@ -161,6 +173,7 @@ def resume(
     concurrency: ConcurrencyOpt = None,
     force: ForceOpt = False,
     dry_run: DryRunOpt = False,
+    abort_on_error_rate: AbortOpt = None,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -168,7 +181,7 @@ def resume(
     (delivery.on_unknown: resend)."""
     request = runner.RunRequest(
         target=job,
-        overrides=_overrides(None, None, None, None, relay, journal),
+        overrides=_overrides(None, None, None, None, relay, journal, abort_on_error_rate),
         resume=True,
         force=force,
         dry_run=dry_run,
@@ -408,10 +421,67 @@ def sink(
     port_file: Annotated[
         Path | None, typer.Option(help="Write the listening port here once ready.")
     ] = None,
+    fail: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--fail",
+            metavar="RULE",
+            help="Inject a fault: COMMAND:CODE[:PROBABILITY | :every=N][:match=TEXT][:TEXT], "
+            "COMMAND one of connect, ehlo, mail, rcpt, data, dot (the reply after the "
+            "message); e.g. rcpt:451:0.3, dot:554:every=10, mail:421, "
+            "rcpt:550:match=@bounce. (match=: an address containing TEXT). 421 closes the "
+            "connection. Repeatable; the first rule that fires answers.",
+        ),
+    ] = None,
+    seed: Annotated[
+        int | None,
+        typer.Option(
+            metavar="N", help="Seed for the probability of --fail rules (repeatable runs)."
+        ),
+    ] = None,
+    disconnect_after: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            metavar="N",
+            help="Drop the connection without a reply right after the final dot of the Nth "
+            "message (counted across connections; once); that message is not stored.",
+        ),
+    ] = None,
+    delay: Annotated[
+        str | None,
+        typer.Option(
+            metavar="DURATION",
+            help="Wait this long (50ms, 1s, 0.2) before each reply to a message's final dot.",
+        ),
+    ] = None,
+    delay_command: Annotated[
+        str | None,
+        typer.Option(
+            metavar="DURATION",
+            help="Wait this long before every other reply (greeting, EHLO, MAIL, RCPT, ...).",
+        ),
+    ] = None,
+    greylist: Annotated[
+        str | None,
+        typer.Option(
+            metavar="SECONDS",
+            help="Greylist: the first RCPT of each (sender, recipient) pair gets 450 4.2.0; "
+            "a retry SECONDS later passes (0: any retry).",
+        ),
+    ] = None,
 ) -> None:
     """A capture SMTP server for demos and tests; prints what it received on exit."""
-    from txsend.sink import format_stats, serve
+    from txsend.sink import Faults, format_stats, serve
 
+    faults = Faults.from_options(  # checked before anything is bound
+        fail or (),
+        seed=seed,
+        disconnect_after=disconnect_after,
+        delay=delay,
+        delay_command=delay_command,
+        greylist=greylist,
+    )
     console = _err()
     stats = serve(
         host,
@@ -420,6 +490,7 @@ def sink(
         discard=discard,
         port_file=port_file,
         on_ready=lambda h, p: console.print(f"txsend sink listening on {h}:{p}"),
+        faults=faults,
     )
     sys.stdout.write(format_stats(stats) + "\n")
 

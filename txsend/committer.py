@@ -60,6 +60,10 @@ class GroupCommitter:
         elif self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(self._max_delay, self._wake.set)
 
+    def flush(self) -> None:
+        """Commit everything queued now (before reading the journal back)."""
+        self._flush()
+
     async def close(self) -> None:
         """Commit everything queued and stop the flusher."""
         if self._task is not None:

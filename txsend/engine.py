@@ -1,33 +1,44 @@
-"""The async pipeline: journal → render → bounded queue → relay connections → journal.
+"""The async pipeline: journal → render → dispatcher → relay connections → journal.
 
-One producer claims rows from the journal and renders them into a bounded queue, so
-memory stays flat for any list size. Each relay gets `connections` workers; each worker
-keeps one SMTP connection for up to `messages_per_connection` transactions. Every
-outcome is classified in one place (`_settle`) and written through the group committer.
+The producer claims due rows from the journal (pending first, then deferred rows whose
+retry time comes during the run) and renders them; a semaphore bounds how many are in
+the pipeline, so memory stays flat for any list size. The dispatcher gives each message
+to a relay (`RelayPool.choose`: priority, then weight, skipping open circuits); each
+relay has `connections` workers, each keeping one SMTP connection for up to
+`messages_per_connection` transactions. Every outcome is classified by
+`txsend.classify` and settled in one place (`_settle`), written through the group
+committer.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 
+from txsend.classify import Verdict, classify
 from txsend.committer import GroupCommitter
 from txsend.errors import RowError
-from txsend.journal import Journal, Record
+from txsend.journal import Claimed, Journal, Record
 from txsend.models import Job, RelayConfig, RenderedMessage, Row, State
+from txsend.ratelimit import limiter_for
+from txsend.relaypool import Circuit, RelayPool, RelayState
 from txsend.render import Renderer
 from txsend.stats import RunStats
+from txsend.suppress import SuppressionList
 from txsend.transport import Phase, RelayDown, SendResult, SmtpConnection
 
 CLAIM_BATCH = 256
-CONNECT_ATTEMPTS = 3  # per worker, before it gives its relay up
-CONNECT_BACKOFF = 0.5  # seconds, doubled per attempt
-LOST_BEFORE_DATA_RETRIES = 2  # a message whose connection drops before DATA is retried
+RETRY_WAIT_IN_RUN = 60.0  # a run waits for deferred rows due within this many seconds
+RATE_MAX_WAIT = 60.0  # longer than this for a rate slot: the relay's quota is spent
+CONNECT_PAUSE = 0.2  # seconds a worker waits after a failed connection
+RELAY_FAULT_RETRIES = 3  # hand-backs of a message refused or lost for the relay's sake
+_END = None  # end marker in the queues
 
 
 @dataclass(frozen=True)
@@ -43,13 +54,17 @@ class SendOptions:
 
 @dataclass
 class _Item:
-    key: str
+    claimed: Claimed
     message: RenderedMessage
-    tries: int = 0
+    relay_faults: int = 0  # hand-backs after a failure that was the relay's, not the row's
+
+    @property
+    def key(self) -> str:
+        return self.claimed.key
 
 
 class Engine:
-    """Sends a job's due rows once; returns what happened as RunStats."""
+    """Sends a job's due rows; returns what happened as RunStats."""
 
     def __init__(
         self,
@@ -59,6 +74,7 @@ class Engine:
         relays: Sequence[tuple[RelayConfig, str | None]],
         options: SendOptions,
         on_tick: Callable[[RunStats], None] | None = None,
+        suppressions: SuppressionList | None = None,
     ) -> None:
         self.job = job
         self.journal = journal
@@ -66,96 +82,125 @@ class Engine:
         self.options = options
         self.stats = RunStats()
         self._on_tick = on_tick
-        self._tiers = _priority_tiers(relays)
-        self._queue: asyncio.Queue[_Item | None] = asyncio.Queue()
-        self._returned: deque[_Item] = deque()
+        self._suppressions = suppressions if suppressions is not None else SuppressionList()
+        self._policy = job.delivery.retry
+        self._pool = RelayPool(
+            [
+                RelayState(config, password, limiter_for(config, journal))
+                for config, password in relays
+            ]
+        )
+        self._ready: asyncio.Queue[_Item | None] = asyncio.Queue()
+        self._relay_queues: dict[str, asyncio.Queue[_Item | None]] = {}
+        self._in_pipeline: set[str] = set()
         self._committer: GroupCommitter | None = None
         self._workers: set[asyncio.Task[None]] = set()
-        self._dead_relays: set[str] = set()
+        self._slots: asyncio.Semaphore | None = None
         self._stopping = False
-        self._abandoned = 0  # rendered rows dropped from the queue by a stop
-        self._queued_items = 0  # messages (not end markers) in the queue
         self._producer_done = False
-        self._all_done = asyncio.Event()
+        self._errors: deque[bool] = deque(maxlen=self._abort_window())
+        self._random = random.Random()
 
     # --- entry points ----------------------------------------------------------------
 
     async def run(self) -> RunStats:
-        """Send everything due (or up to --limit); stop early on request or relay loss."""
-        first_tier = self._tiers[0] if self._tiers else []
-        size = max(64, 4 * sum(self._connections(r) for r, _ in first_tier))
-        self._queue = asyncio.Queue(maxsize=size)
+        """Send everything due (or up to --limit); stop early on request, abort or relay loss."""
+        connections = sum(self._connections(r.config) for r in self._pool.relays)
+        self._slots = asyncio.Semaphore(max(64, 4 * connections))
         committer = self._committer = GroupCommitter(self.journal, self.options.run_id)
         committer.start()
         ticker = asyncio.create_task(self._tick(), name="progress")
         producer = asyncio.create_task(self._produce(), name="producer")
+        dispatcher: asyncio.Task[None] | None = None
+        sending = not self.options.dry_run and self._pool.relays
+        if sending:
+            self._start_workers()
+            dispatcher = asyncio.create_task(self._dispatch(), name="dispatcher")
         try:
-            if not self.options.dry_run and self._tiers:
-                self._start_tier()
-                await producer
-                await self._all_done.wait()
-            else:
-                await producer
+            await producer
+            if dispatcher is not None:
+                await dispatcher
+                await asyncio.gather(*self._workers)
         finally:
-            producer.cancel()
-            for task in list(self._workers):
+            tasks = [producer, *self._workers, *([dispatcher] if dispatcher else [])]
+            for task in tasks:
                 task.cancel()
-            await asyncio.gather(producer, *self._workers, return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
             ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await ticker
             await committer.close()
             self.stats.ended = time.monotonic()
+            self._collect_relay_stats()
             if self._on_tick is not None:
                 self._on_tick(self.stats)
-        self._drain_queue()
-        self.stats.not_sent = self._abandoned + len(self._returned)
+        self.stats.not_sent = len(self._in_pipeline)
         if self.stats.stop_reason == "no relay reachable":
             self.stats.unreachable = True
+            self.stats.ever_connected = self._pool.ever_connected
         return self.stats
 
-    def request_stop(self, signum: int | None = None) -> None:
+    def request_stop(self, signum: int | None = None, reason: str | None = None) -> None:
         """Stop taking work; in-flight transactions get `grace` seconds, a second call none."""
-        loop = asyncio.get_running_loop()
         if self._stopping:
-            for task in list(self._workers):
-                task.cancel()
+            if signum is not None:
+                for task in list(self._workers):
+                    task.cancel()
             return
         self._stopping = True
         if signum is not None:
             self.stats.signal = signum
             self.stats.stop_reason = "interrupted"
-        self._drain_queue()
-        loop.call_later(self.options.grace, self._cancel_workers)
+        elif reason is not None:
+            self.stats.stop_reason = reason
+        self._ready.put_nowait(_END)  # wake the dispatcher
+        asyncio.get_running_loop().call_later(self.options.grace, self._cancel_workers)
 
     # --- producer --------------------------------------------------------------------
 
     async def _produce(self) -> None:
         remaining = self.options.limit
+        first_pass = True
         try:
             while not self._stopping and (remaining is None or remaining > 0):
                 size = CLAIM_BATCH if remaining is None else min(CLAIM_BATCH, remaining)
-                batch = self.journal.claim(size, include_unknown=self.options.resend_unknown)
+                batch: list[Claimed] = []
+                if first_pass:
+                    batch = self.journal.claim(size, include_unknown=self.options.resend_unknown)
+                    first_pass = bool(batch)
+                if not batch and not self.options.dry_run:
+                    batch = self.journal.claim_retries(size, busy=self._in_pipeline)
                 if not batch:
+                    if await self._wait_for_retries():
+                        continue
                     break
                 if remaining is not None:
                     remaining -= len(batch)
                 for claimed in batch:
                     if self._stopping:
                         break
-                    row = Row(claimed.row, claimed.key, claimed.address, claimed.data)
-                    message = self._render(row, claimed.message_id)
-                    if message is None:
-                        continue
-                    self.stats.queued += 1
-                    if self.options.dry_run:
-                        continue
-                    self._queued_items += 1
-                    await self._queue.put(_Item(claimed.key, message))
-            await self._queue.put(None)
+                    await self._admit(claimed)
         finally:
             self._producer_done = True
-            self._check_done()
+            self._maybe_finished()
+
+    async def _admit(self, claimed: Claimed) -> None:
+        """Suppress, render and queue one claimed row."""
+        suppressed = self._suppressions.reason(claimed.address)
+        if suppressed is not None:
+            self._record(claimed.key, State.SKIPPED, reply=f"suppressed: {suppressed}")
+            return
+        row = Row(claimed.row, claimed.key, claimed.address, claimed.data)
+        message = self._render(row, claimed.message_id)
+        if message is None:
+            return
+        self.stats.queued += 1
+        if self.options.dry_run:
+            return
+        assert self._slots is not None
+        await self._slots.acquire()
+        self._in_pipeline.add(claimed.key)
+        self._ready.put_nowait(_Item(claimed, message))
 
     def _render(self, row: Row, message_id: str) -> RenderedMessage | None:
         try:
@@ -173,89 +218,149 @@ class Engine:
             return None
         return message
 
+    async def _wait_for_retries(self) -> bool:
+        """Nothing is due now: wait for a retry due soon, or say the run is over."""
+        if self.options.dry_run or self._stopping:
+            return False
+        assert self._committer is not None
+        self._committer.flush()  # deferrals recorded a moment ago must be visible
+        due = self.journal.next_attempt_at()
+        wait = None if due is None else due - time.time()
+        if not self._in_pipeline and (wait is None or wait > RETRY_WAIT_IN_RUN):
+            return False
+        await asyncio.sleep(0.2 if wait is None else min(max(wait, 0.05), 0.5))
+        return True
+
+    # --- dispatcher ------------------------------------------------------------------
+
+    async def _dispatch(self) -> None:
+        """Give each ready message to a relay; stop when the work is over or relays are."""
+        unreachable_since: float | None = None
+        give_up = self.job.delivery.give_up_unreachable
+        while True:
+            item = await self._ready.get()
+            if item is _END:
+                if self._stopping or self._finished():
+                    break
+                continue
+            if self._stopping:
+                self._drop(item)
+                continue
+            relay = self._pool.choose()
+            while relay is None and not self._stopping:
+                now = time.monotonic()
+                if self._pool.all_dead:
+                    self.request_stop(reason="no relay reachable")
+                    break
+                unreachable_since = unreachable_since or now
+                if now - unreachable_since >= give_up:
+                    self.request_stop(reason="no relay reachable")
+                    break
+                pause = self._pool.next_change()
+                await asyncio.sleep(0.5 if pause is None else min(max(pause, 0.05), 1.0))
+                relay = self._pool.choose()
+            if relay is None:
+                self._drop(item)
+                continue
+            unreachable_since = None
+            await self._relay_queues[relay.name].put(item)
+        for relay in self._pool.relays:
+            queue = self._relay_queues[relay.name]
+            while not queue.empty():  # a stop leaves assigned messages unsent
+                if (assigned := queue.get_nowait()) is not None:
+                    self._drop(assigned)
+            for _ in range(self._connections(relay.config)):
+                queue.put_nowait(_END)
+        # what is still ready stays as it is in the journal
+        while not self._ready.empty():
+            leftover = self._ready.get_nowait()
+            if leftover is not None:
+                self._drop(leftover)
+
+    def _finished(self) -> bool:
+        return self._producer_done and not self._in_pipeline
+
+    def _maybe_finished(self) -> None:
+        if self._finished():
+            self._ready.put_nowait(_END)
+
+    def _hand_back(self, item: _Item) -> None:
+        """A message its relay could not take: to the dispatcher again."""
+        self._ready.put_nowait(item)
+
+    def _drop(self, item: _Item) -> None:
+        """Leave a message unsent this run (its row stays due in the journal)."""
+        self._release(item.key)
+
+    def _release(self, key: str) -> None:
+        if key in self._in_pipeline:
+            self._in_pipeline.discard(key)
+            assert self._slots is not None
+            self._slots.release()
+            self._maybe_finished()
+
     # --- workers ---------------------------------------------------------------------
 
-    def _start_tier(self) -> bool:
-        """Start the workers of the most preferred priority whose relays are not dead."""
-        for tier in self._tiers:
-            live = [(r, p) for r, p in tier if r.url not in self._dead_relays]
-            if not live:
-                continue
-            for relay, password in live:
-                for n in range(self._connections(relay)):
-                    task = asyncio.create_task(
-                        self._worker(relay, password), name=f"{relay.name}#{n}"
-                    )
-                    self._workers.add(task)
-                    task.add_done_callback(self._worker_exited)
-            return True
-        return False
+    def _start_workers(self) -> None:
+        for relay in self._pool.relays:
+            count = self._connections(relay.config)
+            self._relay_queues[relay.name] = asyncio.Queue(maxsize=count)
+            for n in range(count):
+                task = asyncio.create_task(self._worker(relay), name=f"{relay.name}#{n}")
+                self._workers.add(task)
+                task.add_done_callback(self._worker_exited)
 
     def _connections(self, relay: RelayConfig) -> int:
         return self.options.concurrency or relay.connections
 
-    async def _worker(self, relay: RelayConfig, password: str | None) -> None:
-        connection = SmtpConnection(relay, password, self.job.delivery.timeouts)
-        counters = self.stats.relay(relay.name)
+    async def _worker(self, relay: RelayState) -> None:
+        queue = self._relay_queues[relay.name]
+        connection = SmtpConnection(relay.config, relay.password, self.job.delivery.timeouts)
         try:
-            while not self._stopping:
-                item = await self._next()
-                if item is None:
-                    return
-                if not await self._connect(connection, item):
-                    return
-                started = time.perf_counter()
-                result = await connection.send(item.message, partial(self._mark_sending, item.key))
-                self._settle(item, result, relay, time.perf_counter() - started)
-                if connection.transactions >= relay.messages_per_connection:
-                    await connection.close()
+            while (item := await queue.get()) is not _END:
+                if self._stopping:
+                    self._drop(item)
+                elif not await self._ready_to_send(relay, connection):
+                    self._hand_back(item)
+                else:
+                    await self._send(relay, connection, item)
         finally:
-            counters.workers_exited += 1
             await asyncio.shield(connection.close())
 
-    async def _connect(self, connection: SmtpConnection, item: _Item) -> bool:
-        """Open the connection if needed; on giving up, hand the item back and say False."""
-        relay = connection.relay
-        counters = self.stats.relay(relay.name)
-        delay = CONNECT_BACKOFF
-        attempt = 0
-        while not connection.is_open:
-            if relay.url in self._dead_relays or self._stopping:
-                self._returned.append(item)
+    async def _ready_to_send(self, relay: RelayState, connection: SmtpConnection) -> bool:
+        """Wait out throttling and rate limits, and connect; False hands the message back."""
+        if relay.circuit in (Circuit.OPEN, Circuit.DEAD):
+            return False
+        pause = relay.paused_until - time.monotonic()
+        if pause > 0:
+            await asyncio.sleep(pause)
+        if relay.limiter is not None:
+            wait = await relay.limiter.acquire(RATE_MAX_WAIT)
+            if wait > 0:
+                relay.quota_until = time.monotonic() + wait
+                relay.events.append(f"rate {relay.config.rate} spent for {wait:.0f} s")
                 return False
-            attempt += 1
-            try:
-                await connection.open()
-            except RelayDown as exc:
-                counters.connect_failures += 1
-                counters.last_error = str(exc)
-                if exc.auth or attempt >= CONNECT_ATTEMPTS:
-                    self._dead_relays.add(relay.url)
-                    self._returned.append(item)
-                    return False
-                await asyncio.sleep(delay)
-                delay *= 2
-                continue
-            counters.connections += 1
+        if connection.is_open:
+            return True
+        counters = self.stats.relay(relay.name)
+        try:
+            await connection.open()
+        except RelayDown as exc:
+            counters.connect_failures += 1
+            relay.failed(str(exc), now=time.monotonic(), fatal=exc.auth)
+            await asyncio.sleep(CONNECT_PAUSE)
+            return False
+        counters.connections += 1
+        relay.ever_connected = True
         return True
 
-    async def _next(self) -> _Item | None:
-        """The next message to send: a handed-back one first; None when the work is over."""
-        while not self._stopping:
-            if self._returned:
-                return self._returned.popleft()
-            item = await self._queue.get()
-            if item is None:
-                self._queue.put_nowait(None)  # the end marker stays for the other workers
-                if not self._returned:
-                    return None
-                continue
-            self._queued_items -= 1
-            if self._stopping:
-                self._abandoned += 1
-                return None
-            return item
-        return None
+    async def _send(self, relay: RelayState, connection: SmtpConnection, item: _Item) -> None:
+        started = time.perf_counter()
+        result = await connection.send(item.message, partial(self._mark_sending, item.key))
+        verdict = classify(result.phase, result.code, result.text)
+        self._settle(item, result, verdict, relay, time.perf_counter() - started)
+        if verdict.reconnect or connection.transactions >= relay.config.messages_per_connection:
+            await connection.close()
 
     async def _mark_sending(self, key: str) -> None:
         assert self._committer is not None
@@ -265,29 +370,8 @@ class Engine:
         self._workers.discard(task)
         if not task.cancelled() and task.exception() is not None:
             self.stats.stop_reason = f"internal error: {task.exception()!r}"
-            self._stopping = True
-        if self._workers:
-            return
-        work_left = bool(self._returned) or not self._producer_done or self._queued_items > 0
-        if work_left and not self._stopping and self._start_tier():
-            return
-        if work_left and not self._stopping:
-            self.stats.stop_reason = "no relay reachable"
-            self._stopping = True
-            self._drain_queue()
-        self._check_done()
-
-    def _check_done(self) -> None:
-        if self._producer_done and not self._workers:
-            self._all_done.set()
-
-    def _drain_queue(self) -> None:
-        """Empty the queue (its rows stay as they are in the journal) and wake idle workers."""
-        while not self._queue.empty():
-            if self._queue.get_nowait() is not None:
-                self._abandoned += 1
-                self._queued_items -= 1
-        self._queue.put_nowait(None)
+            if not self._stopping:
+                self.request_stop()
 
     def _cancel_workers(self) -> None:
         for task in list(self._workers):
@@ -295,37 +379,94 @@ class Engine:
 
     # --- outcomes --------------------------------------------------------------------
 
-    def _settle(self, item: _Item, result: SendResult, relay: RelayConfig, latency: float) -> None:
-        """Classify one transaction's result and record it (the only place that does)."""
-        counters = self.stats.relay(relay.name)
-        if result.accepted:
-            state = State.SENT
-        elif result.code is None and result.phase is Phase.DATA_END:
-            state = State.UNKNOWN  # the message may have been delivered (RFC 1047)
-        elif result.code is None:
-            item.tries += 1
-            if item.tries <= LOST_BEFORE_DATA_RETRIES and not self._stopping:
-                self._returned.append(item)
-                counters.last_error = result.reply
+    def _settle(
+        self,
+        item: _Item,
+        result: SendResult,
+        verdict: Verdict,
+        relay: RelayState,
+        latency: float,
+    ) -> None:
+        """Apply one transaction's verdict: relay health, retries, the journal row."""
+        now = time.monotonic()
+        reached_data = result.phase in (Phase.DATA, Phase.DATA_END, Phase.DONE)
+        lost = result.code is None
+        if verdict.slow_down:
+            relay.throttled(now)
+        if verdict.relay_fault or verdict.slow_down or lost or result.code == 421:
+            relay.failed(verdict.reason or result.reply, now=now)
+            # Not the recipient's doing: the message goes to a relay again (this one after
+            # reconnecting, or another) a few times before it is deferred.
+            if (verdict.relay_fault or result.code == 421 or not reached_data) and (
+                item.relay_faults < RELAY_FAULT_RETRIES and not self._stopping
+            ):
+                item.relay_faults += 1
+                self._hand_back(item)
                 return
-            state = State.DEFERRED
-        elif result.code >= 500:
-            state = State.BOUNCED
         else:
-            state = State.DEFERRED
+            relay.succeeded()
+
+        state = verdict.state
+        next_attempt_at = None
+        reply = result.reply
+        if state is State.DEFERRED:
+            next_attempt_at, expired = self._retry_time(item.claimed, verdict)
+            if expired:
+                state, next_attempt_at = State.FAILED, None
+                reply = f"{reply} (gave up: {expired})"
         if state is State.SENT:
             self.stats.latency.add(latency)
-        counters.outcomes[state] += 1
-        if state is not State.SENT:
-            counters.last_error = result.reply
+        self.stats.relay(relay.name).outcomes[state] += 1
+        if verdict.suppress:
+            self._suppressions.add(item.claimed.address, "hard bounce in this job")
         self._record(
             item.key,
             state,
             code=result.code,
-            reply=result.reply,
+            reply=reply,
             relay=relay.name,
-            next_attempt_at=time.time() if state is State.DEFERRED else None,
+            next_attempt_at=next_attempt_at,
+            attempt=not reached_data,
+            suppress="hard bounce in this job" if verdict.suppress else None,
+            address=item.claimed.address,
         )
+        self._release(item.key)
+        self._judge_error_rate(state)
+
+    def _retry_time(self, claimed: Claimed, verdict: Verdict) -> tuple[float | None, str | None]:
+        """When to try a deferred row again, or why it is given up (delivery.retry)."""
+        policy = self._policy
+        attempts = claimed.attempts + 1
+        now = time.time()
+        first = claimed.first_attempt_at or now
+        if attempts >= policy.attempts:
+            return None, f"{attempts} attempts"
+        if now - first >= policy.max_age:
+            return None, f"older than {policy.max_age:.0f} s"
+        delay = min(policy.max_backoff, policy.backoff * 2.0 ** (attempts - 1))
+        delay *= self._random.uniform(0.8, 1.2)  # jitter: retries of a batch spread out
+        if verdict.retry_after is not None:
+            delay = max(delay, verdict.retry_after)
+        return now + delay, None
+
+    def _abort_window(self) -> int:
+        policy = self.job.delivery.abort_on
+        return policy.min_messages if policy is not None else 1
+
+    def _judge_error_rate(self, state: State) -> None:
+        """delivery.abort_on: stop taking work when the recent failure rate is too high."""
+        policy = self.job.delivery.abort_on
+        if policy is None or state is State.DEFERRED:
+            return
+        self._errors.append(state in (State.BOUNCED, State.FAILED, State.UNKNOWN))
+        if len(self._errors) < policy.min_messages or self._stopping:
+            return
+        rate = sum(self._errors) / len(self._errors)
+        if rate > policy.error_rate:
+            self.request_stop(
+                reason=f"error rate {rate:.0%} over the last {len(self._errors)} messages "
+                f"exceeds abort_on.error_rate {policy.error_rate:.0%}"
+            )
 
     def _record(
         self,
@@ -336,10 +477,22 @@ class Engine:
         reply: str | None = None,
         relay: str | None = None,
         next_attempt_at: float | None = None,
+        attempt: bool = False,
+        suppress: str | None = None,
+        address: str | None = None,
     ) -> None:
         assert self._committer is not None
-        self._committer.record(Record(key, state, code, reply, relay, next_attempt_at))
+        self._committer.record(
+            Record(key, state, code, reply, relay, next_attempt_at, attempt, suppress, address)
+        )
         self.stats.outcomes[state] += 1
+
+    def _collect_relay_stats(self) -> None:
+        for relay in self._pool.relays:
+            counters = self.stats.relay(relay.name)
+            counters.last_error = relay.last_error
+            counters.events = list(relay.events)
+            counters.circuit = relay.circuit.value
 
     async def _tick(self) -> None:
         if self._on_tick is None:
@@ -347,13 +500,3 @@ class Engine:
         while True:
             self._on_tick(self.stats)
             await asyncio.sleep(self.options.tick)
-
-
-def _priority_tiers(
-    relays: Sequence[tuple[RelayConfig, str | None]],
-) -> list[list[tuple[RelayConfig, str | None]]]:
-    """Relays grouped by priority, most preferred (lowest number) first."""
-    tiers: dict[int, list[tuple[RelayConfig, str | None]]] = {}
-    for relay, password in relays:
-        tiers.setdefault(relay.priority, []).append((relay, password))
-    return [tiers[p] for p in sorted(tiers)]

@@ -10,10 +10,11 @@ from __future__ import annotations
 import datetime
 import difflib
 import ipaddress
+import math
 import os
 import re
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from email.utils import getaddresses
 from pathlib import Path
 from typing import Any
@@ -23,14 +24,17 @@ import yaml
 
 from txsend.errors import ConfigError, JobError, MissingInputError, UsageError
 from txsend.models import (
+    AbortPolicy,
     Delivery,
     Job,
     RecipientsSpec,
     RelayConfig,
+    RetryPolicy,
     Template,
     Timeouts,
     TlsMode,
 )
+from txsend.ratelimit import parse_rate
 from txsend.recipients import JSONL_SUFFIXES, MissingColumn, check_header, is_jsonl
 
 __all__ = [
@@ -54,6 +58,7 @@ class JobOverrides:
     relays: tuple[str, ...] = ()  # --relay URLs; replace the job's relays
     journal: Path | None = None
     name: str | None = None
+    abort_on_error_rate: float | None = None  # --abort-on-error-rate; replaces abort_on.error_rate
 
 
 _NO_OVERRIDES = JobOverrides()
@@ -76,6 +81,7 @@ _TOP_KEYS = frozenset(
         "relays",
         "delivery",
         "max_message_size",
+        "suppress",
         "journal",
     ]
 )
@@ -87,12 +93,12 @@ _LATER_TOP_KEYS: dict[str, tuple[type, ...]] = {
     "attachments": (list,),
     "unsubscribe": (dict,),
     "dkim": (dict,),
-    "suppress": (list, str),
     "markdown": (str,),
 }
 _RECIPIENTS_KEYS = frozenset({"file", "to", "name", "key"})
-_DELIVERY_KEYS = frozenset({"on_unknown", "timeouts"})
-_LATER_DELIVERY_KEYS: dict[str, tuple[type, ...]] = {"retry": (dict,), "abort_on": (dict,)}
+_DELIVERY_KEYS = frozenset({"on_unknown", "timeouts", "retry", "abort_on", "give_up_unreachable"})
+_RETRY_KEYS = ("attempts", "backoff", "max_backoff", "max_age")
+_ABORT_KEYS = ("error_rate", "min_messages")
 _TIMEOUT_KEYS = ("connect", "command", "data_end")
 _ON_UNKNOWN = ("resend", "skip")
 
@@ -116,7 +122,6 @@ _RELAY_INT_LIMITS: dict[str, tuple[int | None, int | None]] = {
     "priority": (None, None),
     "weight": (1, None),
 }
-_RATE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*/\s*(s|min|h|day)\s*\Z")
 
 # RFC 5322 section 3.6.8: field-name = 1*ftext, printable US-ASCII except ":".
 _FIELD_NAME = re.compile(r"[\x21-\x39\x3b-\x7e]+\Z")
@@ -294,12 +299,11 @@ def _relay_option(name: str, value: Any) -> Any:
             raise ValueError(f"expected a file path, got {_kind(value)}")
         return Path(value)
     if name == "rate":
-        if not isinstance(value, str) or _RATE.match(value) is None:
+        if not isinstance(value, str):
             raise ValueError(
-                f"expected a rate like 50/s, 600/min, 1000/h or 10000/day, got {value!r}"
+                f"expected a rate like 50/s, 600/min, 1000/h or 10000/day, got {_kind(value)}"
             )
-        if float(value.split("/")[0]) <= 0:
-            raise ValueError(f"a rate must be positive, got {value!r}")
+        parse_rate(value)  # ValueError says what is wrong
         return value.strip()
     # password_env, password_cmd
     if not isinstance(value, str) or not value.strip():
@@ -552,6 +556,30 @@ class _Map:
         except ValueError as exc:
             raise self.error(key, str(exc)) from None
 
+    def opt_int(self, key: str, minimum: int) -> int | None:
+        value = self.value(key)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.error(key, f"expected a whole number, got {_kind(value)}")
+        if value < minimum:
+            raise self.error(key, f"must be at least {minimum}, got {value}")
+        return value
+
+    def opt_fraction(self, key: str) -> float | None:
+        """A number with 0 < value <= 1 (a rate or share)."""
+        value = self.value(key)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise self.error(
+                key, f"expected a number between 0 and 1 (e.g. 0.2), got {_kind(value)}"
+            )
+        problem = _fraction_problem(float(value))
+        if problem:
+            raise self.error(key, problem)
+        return float(value)
+
     def check_shapes(self, shapes: Mapping[str, tuple[type, ...]]) -> None:
         """Loosely type-check keys that are accepted but not used yet."""
         for key, types in shapes.items():
@@ -560,6 +588,16 @@ class _Map:
                 continue
             wanted = " or ".join(_TYPE_NAMES[t] for t in types)
             raise self.error(key, f"expected {wanted}, got {_kind(value)}")
+
+
+def _fraction_problem(value: float) -> str | None:
+    if math.isfinite(value) and 0 < value <= 1:
+        return None
+    if math.isfinite(value) and 1 < value <= 100:
+        return (
+            f"must be above 0 and at most 1, got {value:g} (for {value:g}% write {value / 100:g})"
+        )
+    return f"must be above 0 and at most 1, got {value:g}"
 
 
 def _bool_as_number(value: object, types: tuple[type, ...]) -> bool:
@@ -644,6 +682,7 @@ def _load_yaml_job(
     headers = _job_headers(root)
     relays = _job_relays(root, base)
     delivery = _job_delivery(root)
+    suppress = _job_suppress(root, base)
     max_size = 10 * 1024 * 1024
     if root.value("max_message_size") is not None:
         try:
@@ -674,6 +713,7 @@ def _load_yaml_job(
         relays=relays,
         delivery=delivery,
         max_message_size=max_size,
+        suppress=suppress,
         overrides=overrides,
         env=env,
     )
@@ -721,6 +761,7 @@ def _load_list_job(
         relays=(),
         delivery=Delivery(),
         max_message_size=10 * 1024 * 1024,
+        suppress=(),
         overrides=overrides,
         env=env,
     )
@@ -746,6 +787,7 @@ def _finish(
     relays: tuple[RelayConfig, ...],
     delivery: Delivery,
     max_message_size: int,
+    suppress: tuple[Path, ...],
     overrides: JobOverrides,
     env: Mapping[str, str],
 ) -> Job:
@@ -785,6 +827,14 @@ def _finish(
             for url in env["TXSEND_RELAY"].split(",")
             if url.strip()
         )
+    if overrides.abort_on_error_rate is not None:
+        rate = float(overrides.abort_on_error_rate)
+        problem = _fraction_problem(rate)
+        if problem:
+            raise UsageError(f"--abort-on-error-rate {problem}", hint="e.g. 0.2 for 20%")
+        min_messages = delivery.abort_on.min_messages if delivery.abort_on is not None else 100
+        delivery = replace(delivery, abort_on=AbortPolicy(rate, min_messages))
+        recorded["abort_on_error_rate"] = repr(rate)
     if overrides.journal is not None:
         if _is_postgres(str(overrides.journal)):
             raise ConfigError("--journal: PostgreSQL journals are not supported yet")
@@ -808,6 +858,7 @@ def _finish(
         relays=relays,
         delivery=delivery,
         max_message_size=max_message_size,
+        suppress=suppress,
         overrides=recorded,
     )
 
@@ -975,9 +1026,7 @@ def _job_delivery(root: _Map) -> Delivery:
     section = root.opt_map("delivery")
     if section is None:
         return Delivery()
-    section.check_keys(_DELIVERY_KEYS | _LATER_DELIVERY_KEYS.keys() | {"give_up_unreachable"})
-    section.check_shapes(_LATER_DELIVERY_KEYS)
-    section.opt_duration("give_up_unreachable")  # checked now, used later
+    section.check_keys(_DELIVERY_KEYS)
     on_unknown = section.opt_str("on_unknown") or "resend"
     if on_unknown not in _ON_UNKNOWN:
         raise section.error("on_unknown", f"expected resend or skip, got {on_unknown!r}")
@@ -987,7 +1036,95 @@ def _job_delivery(root: _Map) -> Delivery:
         section_t.check_keys(_TIMEOUT_KEYS)
         values = {key: section_t.opt_duration(key) for key in _TIMEOUT_KEYS}
         timeouts = Timeouts(**{key: value for key, value in values.items() if value is not None})
-    return Delivery(on_unknown=on_unknown, timeouts=timeouts)
+    give_up = section.opt_duration("give_up_unreachable")
+    return Delivery(
+        on_unknown=on_unknown,
+        timeouts=timeouts,
+        retry=_job_retry(section),
+        abort_on=_job_abort_on(section),
+        give_up_unreachable=give_up if give_up is not None else Delivery.give_up_unreachable,
+    )
+
+
+def _job_retry(delivery: _Map) -> RetryPolicy:
+    """delivery.retry; keys left out keep RetryPolicy's defaults."""
+    section = delivery.opt_map("retry")
+    if section is None:
+        return RetryPolicy()
+    section.check_keys(_RETRY_KEYS)
+    default = RetryPolicy()
+    attempts = section.opt_int("attempts", 1)
+    backoff = section.opt_duration("backoff")
+    max_backoff = section.opt_duration("max_backoff")
+    max_age = section.opt_duration("max_age")
+    backoff = default.backoff if backoff is None else backoff
+    if max_backoff is None:
+        # A long backoff alone raises the ceiling rather than being cut down by the default.
+        max_backoff = max(default.max_backoff, backoff)
+    elif max_backoff < backoff:
+        raise section.error(
+            "max_backoff",
+            f"must be at least backoff ({_seconds(backoff)}), got {_seconds(max_backoff)}",
+        )
+    return RetryPolicy(
+        attempts=default.attempts if attempts is None else attempts,
+        backoff=backoff,
+        max_backoff=max_backoff,
+        max_age=default.max_age if max_age is None else max_age,
+    )
+
+
+def _job_abort_on(delivery: _Map) -> AbortPolicy | None:
+    """delivery.abort_on; None (never abort) when absent."""
+    section = delivery.opt_map("abort_on")
+    if section is None:
+        return None
+    section.check_keys(_ABORT_KEYS)
+    error_rate = section.opt_fraction("error_rate")
+    if error_rate is None:
+        raise section.missing(
+            "error_rate", hint="e.g. abort_on: {error_rate: 0.2, min_messages: 100}"
+        )
+    min_messages = section.opt_int("min_messages", 1)
+    if min_messages is None:
+        return AbortPolicy(error_rate=error_rate)
+    return AbortPolicy(error_rate=error_rate, min_messages=min_messages)
+
+
+def _seconds(value: float) -> str:
+    return f"{value:g}s"
+
+
+def _job_suppress(root: _Map, base: Path) -> tuple[Path, ...]:
+    """suppress: one file or a list of files of addresses never to send to."""
+    value = root.value("suppress")
+    if isinstance(value, str):
+        items: list[tuple[Any, int | None]] = [(value, root.line_of("suppress"))]
+        names = ["suppress"]
+    else:
+        items = root.opt_list("suppress")
+        names = [f"suppress[{index}]" for index in range(len(items))]
+    files: list[Path] = []
+    for (item, line), name in zip(items, names, strict=True):
+        if isinstance(item, bool) or not isinstance(item, str) or not item.strip():
+            raise JobError(
+                f"{name}: expected a file path, got {_kind(item)}",
+                file=root.display,
+                line=line,
+                hint="e.g. suppress: [suppressed.csv]",
+            )
+        resolved = _absolute(base / item.strip())
+        where = f"{root.display}:{line}: {name}" if line else f"{root.display}: {name}"
+        if not resolved.exists():
+            raise MissingInputError(
+                f"{where}: suppression file not found: {item.strip()}",
+                hint=f"looked for {resolved}; paths are relative to the job file's folder",
+            )
+        if not resolved.is_file():
+            raise JobError(f"{name}: {item.strip()} is not a file", file=root.display, line=line)
+        if resolved not in files:
+            files.append(resolved)
+    return tuple(files)
 
 
 def _absolute(path: Path) -> Path:

@@ -18,7 +18,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -50,6 +50,7 @@ class Claimed:
     message_id: str
     attempts: int
     state: State  # state before the claim: pending, deferred or unknown
+    first_attempt_at: float | None = None  # wall clock, for delivery.retry.max_age
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,9 @@ class Record:
     reply: str | None = None
     relay: str | None = None
     next_attempt_at: float | None = None
+    attempt: bool = False  # a transaction that ended before DATA: count it as an attempt
+    suppress: str | None = None  # add the address to the job's suppressions (a hard bounce)
+    address: str | None = None
 
 
 @dataclass
@@ -145,6 +149,7 @@ class Journal:
                     "created_at": float,
                     "updated_at": float,
                     "sent_at": float,
+                    "first_attempt_at": float,
                     "next_attempt_at": float,
                 },
                 pk="key",
@@ -156,6 +161,16 @@ class Journal:
             db.table("skipped_rows").create(
                 {"row": int, "key": str, "reason": str, "created_at": float},
                 pk="row",
+                if_not_exists=True,
+            )
+            db.table("suppressions").create(
+                {"address": str, "reason": str, "created_at": float},
+                pk="address",
+                if_not_exists=True,
+            )
+            db.table("rate_windows").create(
+                {"relay": str, "window_start": float, "count": int},
+                pk=("relay", "window_start"),
                 if_not_exists=True,
             )
             db.table("runs").create(
@@ -344,16 +359,18 @@ class Journal:
             )
         return cur.rowcount
 
+    _CLAIM_COLUMNS = "rowid, key, row, address, data, message_id, attempts, state, first_attempt_at"
+
     def claim(
         self, limit: int, *, include_unknown: bool, now: float | None = None
     ) -> list[Claimed]:
-        """The next rows due for sending, in data order; each row is claimed once per run."""
+        """The next rows due for sending, in data order; each row is claimed once per pass."""
         states = [State.PENDING.value, State.DEFERRED.value]
         if include_unknown:
             states.append(State.UNKNOWN.value)
         marks = ",".join("?" * len(states))
         rows = self._conn.execute(
-            "SELECT rowid, key, row, address, data, message_id, attempts, state FROM messages "
+            f"SELECT {self._CLAIM_COLUMNS} FROM messages "
             f"WHERE rowid > ? AND state IN ({marks}) "
             "AND (next_attempt_at IS NULL OR next_attempt_at <= ?) "
             "ORDER BY rowid LIMIT ?",
@@ -361,10 +378,19 @@ class Journal:
         ).fetchall()
         if rows:
             self._cursor = rows[-1][0]
-        return [
-            Claimed(key, row, address, json.loads(data), message_id, attempts, State(state))
-            for _, key, row, address, data, message_id, attempts, state in rows
-        ]
+        return [_claimed(values) for values in rows]
+
+    def claim_retries(
+        self, limit: int, *, busy: Collection[str], now: float | None = None
+    ) -> list[Claimed]:
+        """Deferred rows whose retry time has come, except those still in the pipeline."""
+        rows = self._conn.execute(
+            f"SELECT {self._CLAIM_COLUMNS} FROM messages "
+            "WHERE state = 'deferred' AND next_attempt_at <= ? "
+            "ORDER BY next_attempt_at, rowid LIMIT ?",
+            (time.time() if now is None else now, limit + len(busy)),
+        ).fetchall()
+        return [_claimed(values) for values in rows if values[1] not in busy][:limit]
 
     def write(self, sending: Sequence[tuple[str, int]], records: Sequence[Record]) -> None:
         """Commit, in one transaction, rows entering `sending` (key, run id) and outcomes."""
@@ -373,14 +399,18 @@ class Journal:
             if sending:
                 self._conn.executemany(
                     "UPDATE messages SET state = 'sending', attempts = attempts + 1, "
-                    "run_id = ?, updated_at = ? WHERE key = ?",
+                    "first_attempt_at = coalesce(first_attempt_at, ?2), "
+                    "run_id = ?1, updated_at = ?2 WHERE key = ?3",
                     [(run_id, now, key) for key, run_id in sending],
                 )
             if records:
                 self._conn.executemany(
-                    "UPDATE messages SET state = ?, code = ?, reply = ?, relay = ?, "
-                    "next_attempt_at = ?, updated_at = ?, "
-                    "sent_at = CASE WHEN ? = 'sent' THEN ? ELSE sent_at END WHERE key = ?",
+                    "UPDATE messages SET state = ?1, code = ?2, reply = ?3, relay = ?4, "
+                    "next_attempt_at = ?5, updated_at = ?6, "
+                    "attempts = attempts + ?7, "
+                    "first_attempt_at = CASE WHEN ?7 THEN coalesce(first_attempt_at, ?6) "
+                    "ELSE first_attempt_at END, "
+                    "sent_at = CASE WHEN ?1 = 'sent' THEN ?6 ELSE sent_at END WHERE key = ?8",
                     [
                         (
                             r.state.value,
@@ -389,11 +419,19 @@ class Journal:
                             r.relay,
                             r.next_attempt_at,
                             now,
-                            r.state.value,
-                            now,
+                            int(r.attempt),
                             r.key,
                         )
                         for r in records
+                    ],
+                )
+                self._conn.executemany(
+                    "INSERT OR IGNORE INTO suppressions(address, reason, created_at) "
+                    "VALUES (?, ?, ?)",
+                    [
+                        (r.address.lower(), r.suppress, now)
+                        for r in records
+                        if r.suppress and r.address
                     ],
                 )
 
@@ -439,14 +477,32 @@ class Journal:
     def find(self, key: str) -> Claimed | None:
         """One row by key."""
         found = self._conn.execute(
-            "SELECT key, row, address, data, message_id, attempts, state FROM messages "
-            "WHERE key = ?",
-            (key,),
+            f"SELECT {self._CLAIM_COLUMNS} FROM messages WHERE key = ?", (key,)
         ).fetchone()
-        if found is None:
-            return None
-        key, row, address, data, message_id, attempts, state = found
-        return Claimed(key, row, address, json.loads(data), message_id, attempts, State(state))
+        return None if found is None else _claimed(found)
+
+    def suppressed(self) -> Iterator[tuple[str, str]]:
+        """Addresses this job must not send to again (its own hard bounces), with reasons."""
+        yield from self._conn.execute("SELECT address, reason FROM suppressions")
+
+    # --- rate-limit windows (txsend.ratelimit.WindowStore) -----------------------
+
+    def window_count(self, relay: str, window_start: float) -> int:
+        """Messages sent through relay in the quota window starting at window_start."""
+        found = self._conn.execute(
+            "SELECT count FROM rate_windows WHERE relay = ? AND window_start = ?",
+            (relay, window_start),
+        ).fetchone()
+        return 0 if found is None else int(found[0])
+
+    def add_to_window(self, relay: str, window_start: float, n: int) -> None:
+        """Count n more messages in a quota window (committed at once: cron runs share it)."""
+        with self._conn:
+            self._conn.execute(
+                "INSERT INTO rate_windows(relay, window_start, count) VALUES (?, ?, ?) "
+                "ON CONFLICT(relay, window_start) DO UPDATE SET count = count + excluded.count",
+                (relay, window_start, n),
+            )
 
     # --- runs ------------------------------------------------------------------------
 
@@ -479,6 +535,11 @@ class Journal:
             return None
         run_id, command, started, ended, code, counts = found
         return RunInfo(run_id, command, started, ended, code, json.loads(counts or "{}"))
+
+
+def _claimed(values: tuple[Any, ...]) -> Claimed:
+    _, key, row, address, data, message_id, attempts, state, first = values
+    return Claimed(key, row, address, json.loads(data), message_id, attempts, State(state), first)
 
 
 def _chunks(items: list[str], size: int) -> Iterator[list[str]]:

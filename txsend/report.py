@@ -52,6 +52,8 @@ class Summary:
                         "connect_failures": r.connect_failures,
                         "outcomes": {s.value: n for s, n in sorted(r.outcomes.items()) if n},
                         "last_error": r.last_error,
+                        "circuit": r.circuit,
+                        "events": r.events,
                     }
                     for name, r in stats.relays.items()
                 },
@@ -68,8 +70,7 @@ def decide_exit_code(counts: dict[State, int], stats: RunStats, *, resend_unknow
     if stats.signal is not None:
         return ExitCode.SIGTERM if stats.signal == 15 else ExitCode.SIGINT
     if stats.unreachable:
-        ever_connected = any(r.connections for r in stats.relays.values())
-        return ExitCode.TEMPFAIL if ever_connected else ExitCode.UNAVAILABLE
+        return ExitCode.TEMPFAIL if stats.ever_connected else ExitCode.UNAVAILABLE
     waiting = counts[State.DEFERRED] + counts[State.SENDING]
     if resend_unknown:
         waiting += counts[State.UNKNOWN]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import signal
+import ssl
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,8 @@ from txsend.recipients import iter_rows
 from txsend.render import Renderer, message_id_domain, new_message_id
 from txsend.report import Summary, decide_exit_code
 from txsend.stats import RunStats
+from txsend.suppress import load_suppressions
+from txsend.transport.smtp import tls_context_for
 
 JOURNAL_SUFFIXES = (".db", ".sqlite", ".sqlite3")
 
@@ -87,8 +90,15 @@ def job_from_journal(path: Path, overrides: JobOverrides) -> Job:
         relays=relays,
         journal=path,
         name=overrides.name or stored.get("name"),
+        abort_on_error_rate=overrides.abort_on_error_rate
+        if overrides.abort_on_error_rate is not None
+        else _float(stored.get("abort_on_error_rate")),
     )
     return load_job(Path(spec["source"]), merged)
+
+
+def _float(value: str | None) -> float | None:
+    return None if value is None else float(value)
 
 
 def _path(value: str | None) -> Path | None:
@@ -155,6 +165,15 @@ def relays_with_passwords(job: Job) -> list[tuple[RelayConfig, str | None]]:
             "no relay to send through",
             hint="add relays: to the job, pass --relay smtp://host:port, or set TXSEND_RELAY",
         )
+    for relay in job.relays:
+        try:
+            tls_context_for(relay)
+        except (OSError, ssl.SSLError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise ConfigError(
+                f"relay {relay.url}: cannot load ca_file {relay.ca_file}: {reason}",
+                hint="ca_file must be a PEM file of CA certificates",
+            ) from None
     return [(relay, relay_password(relay)) for relay in job.relays]
 
 
@@ -176,7 +195,10 @@ def send(
         dry_run=request.dry_run,
         resend_unknown=job.delivery.on_unknown == "resend",
     )
-    engine = Engine(job, journal, renderer, relays, options, on_tick)
+    suppressions = load_suppressions(job.suppress)
+    for address, reason in journal.suppressed():
+        suppressions.add(address, reason)
+    engine = Engine(job, journal, renderer, relays, options, on_tick, suppressions)
     engine.stats.unknown_recovered = prepared.recovered
     exit_code = 70
     try:

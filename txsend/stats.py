@@ -48,9 +48,10 @@ class LatencyHistogram:
 class RelayStats:
     connections: int = 0
     connect_failures: int = 0
-    workers_exited: int = 0
     outcomes: Counter[State] = field(default_factory=Counter)
     last_error: str | None = None
+    circuit: str = "closed"
+    events: list[str] = field(default_factory=list)  # circuit changes, quota spent
 
 
 @dataclass
@@ -67,6 +68,7 @@ class RunStats:
     unknown_recovered: int = 0  # rows a dead run left in `sending`
     stop_reason: str | None = None
     unreachable: bool = False
+    ever_connected: bool = False
     signal: int | None = None
 
     @property

@@ -43,16 +43,10 @@ class SmtpConnection:
     async def open(self) -> None:
         """Connect, EHLO, STARTTLS and AUTH as the relay wants; RelayDown on any failure."""
         relay = self.relay
-        tls_context = None
-        if relay.tls is not TlsMode.NONE:
-            tls_context = ssl.create_default_context(
-                cafile=str(relay.ca_file) if relay.ca_file else None
-            )
+        tls_context = tls_context_for(relay)
         smtp = aiosmtplib.SMTP(
             hostname=relay.host,
             port=relay.port,
-            username=relay.username if self._password is not None else None,
-            password=self._password,
             local_hostname=local_hostname(),
             timeout=self._timeouts.connect,
             use_tls=relay.tls is TlsMode.IMPLICIT,
@@ -61,20 +55,24 @@ class SmtpConnection:
         )
         try:
             await smtp.connect()
-            if smtp.last_ehlo_response is None:  # connect() greets only for TLS or AUTH
+            if smtp.last_ehlo_response is None:  # connect() greets only for STARTTLS
                 await smtp.ehlo()
+            # AUTH here rather than in connect(): on a refusal the connection is still ours
+            # to close properly
+            if self._password is not None and relay.username is not None:
+                await smtp.login(relay.username, self._password)
         except aiosmtplib.SMTPAuthenticationError as exc:
-            smtp.close()
+            await _shut(smtp)
             raise RelayDown(
                 f"{relay.url}: authentication refused: {exc.code} {exc.message}",
                 code=exc.code,
                 auth=True,
             ) from None
         except aiosmtplib.SMTPResponseException as exc:
-            smtp.close()
+            await _shut(smtp)
             raise RelayDown(f"{relay.url}: {exc.code} {exc.message}", code=exc.code) from None
         except (aiosmtplib.SMTPException, OSError, ssl.SSLError) as exc:
-            smtp.close()
+            await _shut(smtp)
             raise RelayDown(f"{relay.url}: {_describe(exc)}") from None
         self._smtp = smtp
         self.transactions = 0
@@ -144,6 +142,27 @@ class SmtpConnection:
             pass
         finally:
             smtp.close()
+
+
+@cache
+def _tls_context(ca_file: str | None) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=ca_file)
+
+
+def tls_context_for(relay: RelayConfig) -> ssl.SSLContext | None:
+    """The relay's verifying TLS context, built once per CA file; OSError/SSLError if bad."""
+    if relay.tls is TlsMode.NONE:
+        return None
+    return _tls_context(str(relay.ca_file) if relay.ca_file else None)
+
+
+async def _shut(smtp: aiosmtplib.SMTP) -> None:
+    """Drop a connection that failed to open and let its socket close before returning."""
+    transport = smtp.transport
+    smtp.close()
+    if isinstance(transport, asyncio.WriteTransport):
+        transport.abort()
+        await asyncio.sleep(0)  # let connection_lost run: no socket outlives the run
 
 
 def _describe(exc: BaseException) -> str:

@@ -1,0 +1,205 @@
+"""Per-relay send rates (a relay's ``rate:``), shared by all of that relay's connections.
+
+Two kinds of limit, chosen by the unit of the rate:
+
+* ``N/s`` and ``N/min`` are a *pace*: a token bucket refilled continuously at N/per
+  tokens a second. Its capacity (the largest burst) is:
+
+  - ``/s``: ``max(1, N / 10)``, a tenth of a second's worth, so 100/s may burst 10
+    messages and then goes at 100 a second (300 messages take at least 2.9 s). Small
+    bursts keep the connections busy without a provider ever seeing more than N in
+    any one second.
+  - ``/min``: 1, so the messages are evenly spaced (60/min is one a second). A minute's
+    worth in one burst is exactly what such limits are there to prevent.
+
+  The bucket starts full and lives only in this process.
+
+* ``N/h`` and ``N/day`` are a *quota*: a budget per clock-aligned UTC hour or UTC day,
+  counted in a ``WindowStore`` (the journal) so that a second run, e.g. the next cron
+  invocation in the same hour, sees what the first one already used. Within the
+  window nothing paces the messages; once the budget is spent, ``reserve`` answers the
+  seconds until the window ends. A fractional N allows ``ceil(N)`` messages.
+
+Nothing here sleeps except ``RateLimiter.acquire``; the clocks are injectable for tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from txsend.models import RelayConfig
+
+__all__ = [
+    "MemoryWindowStore",
+    "Rate",
+    "RateLimiter",
+    "WindowStore",
+    "limiter_for",
+    "parse_rate",
+]
+
+_UNITS = {"s": 1.0, "min": 60.0, "h": 3600.0, "day": 86400.0}
+_RATE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*/\s*(s|min|h|day)\s*\Z")
+_EXAMPLES = "50/s, 600/min, 1000/h or 10000/day"
+# Float slack: a bucket refilled for exactly the wait it was told holds 0.999999... tokens.
+_EPSILON = 1e-9
+
+
+@dataclass(frozen=True)
+class Rate:
+    """``count`` messages per ``per`` seconds (1, 60, 3600 or 86400)."""
+
+    count: float
+    per: float
+
+    @property
+    def is_quota(self) -> bool:
+        """True for /h and /day: a budget per clock window, persisted across runs."""
+        return self.per >= 3600.0
+
+    @property
+    def per_second(self) -> float:
+        return self.count / self.per
+
+    def __str__(self) -> str:
+        unit = next(name for name, seconds in _UNITS.items() if seconds == self.per)
+        return f"{self.count:g}/{unit}"
+
+
+def parse_rate(text: str) -> Rate:
+    """A Rate from "50/s", "600/min", "1000/h", "10000/day" (N may be a decimal > 0)."""
+    match = _RATE.match(text) if isinstance(text, str) else None
+    if match is None:
+        raise ValueError(f"expected a rate like {_EXAMPLES}, got {text!r}")
+    count = float(match.group(1))
+    if not count > 0 or not math.isfinite(count):
+        raise ValueError(f"a rate must be positive, got {text!r}")
+    return Rate(count=count, per=_UNITS[match.group(2)])
+
+
+class WindowStore(Protocol):
+    """Where quota windows are counted (the journal, so that later runs see them)."""
+
+    def window_count(self, relay: str, window_start: float) -> int: ...
+
+    def add_to_window(self, relay: str, window_start: float, n: int) -> None: ...
+
+
+class MemoryWindowStore:
+    """A WindowStore in a dict: one process's count, forgotten when it exits."""
+
+    def __init__(self) -> None:
+        self.counts: dict[tuple[str, float], int] = {}
+
+    def window_count(self, relay: str, window_start: float) -> int:
+        return self.counts.get((relay, window_start), 0)
+
+    def add_to_window(self, relay: str, window_start: float, n: int) -> None:
+        key = (relay, window_start)
+        self.counts[key] = self.counts.get(key, 0) + n
+
+
+class RateLimiter:
+    """One relay's rate. Create one per relay and share it between its connections.
+
+    ``reserve`` is synchronous and does not yield, so connections running as tasks on
+    one event loop cannot interleave inside it.
+    """
+
+    def __init__(
+        self,
+        rate: Rate,
+        relay: str,
+        store: WindowStore | None,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.rate = rate
+        self.relay = relay  # the store's key for this relay's quota windows
+        self._store: WindowStore = store if store is not None else MemoryWindowStore()
+        self._clock = clock
+        self._wall = wall
+        if rate.per <= 1.0:
+            self.capacity = max(1.0, rate.count / 10.0)
+        else:
+            self.capacity = 1.0
+        self._tokens = self.capacity
+        self._refilled_at = clock()
+
+    def reserve(self) -> float:
+        """Take one send slot: 0.0 if the message may go now, else seconds to wait.
+
+        When the answer is not 0.0 no slot was taken; ask again after waiting.
+        """
+        if self.rate.is_quota:
+            return self._reserve_quota()
+        return self._reserve_token()
+
+    async def acquire(self, max_wait: float) -> float:
+        """Wait (sleeping) for a slot; 0.0 once taken.
+
+        If the next slot is more than ``max_wait`` seconds away, returns that wait
+        without taking a slot or sleeping; the caller decides (e.g. stop until the
+        hour's quota renews, and leave the rows pending).
+        """
+        while True:
+            wait = self.reserve()
+            if wait <= 0.0:
+                return 0.0
+            if wait > max_wait:
+                return wait
+            await asyncio.sleep(wait)
+
+    def window_end(self) -> float | None:
+        """For a quota: wall-clock time the current window ends; None for a pace."""
+        if not self.rate.is_quota:
+            return None
+        return self._window_start(self._wall()) + self.rate.per
+
+    # ----------------------------------------------------------------- internals
+
+    def _reserve_token(self) -> float:
+        now = self._clock()
+        elapsed = max(0.0, now - self._refilled_at)
+        self._refilled_at = now
+        self._tokens = min(self.capacity, self._tokens + elapsed * self.rate.per_second)
+        if self._tokens >= 1.0 - _EPSILON:
+            self._tokens = max(0.0, self._tokens - 1.0)
+            return 0.0
+        return (1.0 - self._tokens) / self.rate.per_second
+
+    def _window_start(self, now: float) -> float:
+        # POSIX time has no leap seconds, so whole multiples of 3600 / 86400 since the
+        # epoch are the starts of UTC hours / UTC days.
+        return math.floor(now / self.rate.per) * self.rate.per
+
+    def _reserve_quota(self) -> float:
+        now = self._wall()
+        start = self._window_start(now)
+        if self._store.window_count(self.relay, start) < self.rate.count:
+            self._store.add_to_window(self.relay, start, 1)
+            return 0.0
+        return max(start + self.rate.per - now, _EPSILON)
+
+
+def limiter_for(
+    relay: RelayConfig,
+    store: WindowStore | None,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    wall: Callable[[], float] = time.time,
+) -> RateLimiter | None:
+    """The limiter for a relay's ``rate:`` (None when it has none).
+
+    Quota windows are keyed by the relay's URL (it names the account: user, host and
+    port; it never holds a password).
+    """
+    if relay.rate is None:
+        return None
+    return RateLimiter(parse_rate(relay.rate), relay.url, store, clock=clock, wall=wall)
