@@ -36,3 +36,11 @@ def test_flag_is_documented(command: str, flag: str) -> None:
 def test_exit_codes_are_documented() -> None:
     for code in ("64", "65", "66", "69", "70", "75", "78", "130 / 143"):
         assert f"| {code} |" in README
+
+
+def test_classification_table_is_documented() -> None:
+    from txsend.classify import RULES
+
+    for number, rule in enumerate(RULES, 1):
+        condition, outcome = rule.describe()
+        assert f"| {number} | {condition} | {outcome} |" in README

@@ -252,6 +252,11 @@ class Engine:
                 if self._pool.all_dead:
                     self.request_stop(reason="no relay reachable")
                     break
+                spent = self._pool.quota_spent_until()
+                if spent is not None:
+                    until = time.strftime("%H:%M:%S", time.localtime(time.time() + spent))
+                    self.request_stop(reason=f"relay rate quota spent until {until}")
+                    break
                 unreachable_since = unreachable_since or now
                 if now - unreachable_since >= give_up:
                     self.request_stop(reason="no relay reachable")

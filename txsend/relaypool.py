@@ -149,6 +149,14 @@ class RelayPool:
                 times.append(relay.quota_until)
         return max(0.0, min(times) - now) if times else None
 
+    def quota_spent_until(self) -> float | None:
+        """Seconds until a quota frees up, when spent quotas are all that keeps relays idle."""
+        now = self._clock()
+        usable = [r for r in self.relays if r.circuit is not Circuit.DEAD]
+        if not usable or any(r.quota_until <= now for r in usable):
+            return None
+        return min(r.quota_until for r in usable) - now
+
     @property
     def ever_connected(self) -> bool:
         """True if any relay accepted a connection during the run."""
