@@ -402,7 +402,8 @@ class Engine:
             relay.failed(verdict.reason or result.reply, now=now)
             # Not the recipient's doing: the message goes to a relay again (this one after
             # reconnecting, or another) a few times before it is deferred.
-            if (verdict.relay_fault or result.code == 421 or not reached_data) and (
+            handed_back = result.code == 421 or (lost and result.phase is not Phase.DATA_END)
+            if (verdict.relay_fault or handed_back) and (
                 item.relay_faults < RELAY_FAULT_RETRIES and not self._stopping
             ):
                 item.relay_faults += 1

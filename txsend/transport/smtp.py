@@ -16,6 +16,8 @@ from txsend.transport.base import Phase, RelayDown, SendResult
 # Replies that make no sense for one message but say the session is over (RFC 5321 3.8).
 _SESSION_CLOSING = 421
 _ACCEPTED = {Phase.MAIL: (250,), Phase.RCPT: (250, 251)}
+_START_MAIL_INPUT = 354
+_COMPLETED = 250
 
 
 @cache
@@ -102,13 +104,26 @@ class SmtpConnection:
 
         await before_data()
         try:
+            async with asyncio.timeout(self._timeouts.command):
+                reply = await smtp.execute_command(b"DATA", timeout=None)
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            return self._lost(Phase.DATA, exc)
+        if reply.code != _START_MAIL_INPUT:
+            return await self._refused(Phase.DATA, reply.code, reply.message)
+        protocol = smtp.protocol
+        if protocol is None:
+            return self._lost(Phase.DATA, aiosmtplib.SMTPServerDisconnected("connection lost"))
+        try:
+            # The renderer's output is CRLF throughout, so dot-stuffing is all that is left
+            # (RFC 5321 4.5.2); the final reply gets its own, long timeout (4.5.3.2).
+            protocol.write(dot_stuff(message.data))
             async with asyncio.timeout(self._timeouts.data_end):
-                reply = await smtp.data(message.data, timeout=None)
-        except aiosmtplib.SMTPResponseException as exc:
-            return await self._refused(Phase.DATA_END, exc.code, exc.message)
+                reply = await protocol.read_response(timeout=None)
         except (aiosmtplib.SMTPException, OSError) as exc:
             # The message may have reached the relay: RFC 1047's window.
             return self._lost(Phase.DATA_END, exc)
+        if reply.code != _COMPLETED:
+            return await self._refused(Phase.DATA_END, reply.code, reply.message)
         return SendResult(Phase.DONE, reply.code, reply.message)
 
     async def _refused(self, phase: Phase, code: int, text: str) -> SendResult:
@@ -135,13 +150,24 @@ class SmtpConnection:
         smtp, self._smtp = self._smtp, None
         if smtp is None:
             return
+        transport = smtp.transport  # quit() forgets it; we still have to see it closed
         try:
             if smtp.is_connected:
                 await smtp.quit(timeout=5)
         except (aiosmtplib.SMTPException, OSError):
             pass
         finally:
-            smtp.close()
+            await _shut(smtp, transport)
+
+
+def dot_stuff(data: bytes) -> bytes:
+    """The DATA payload of a CRLF message: leading dots doubled, then the final dot."""
+    if not data.endswith(b"\r\n"):
+        data += b"\r\n"
+    stuffed = data.replace(b"\r\n.", b"\r\n..")
+    if stuffed.startswith(b"."):
+        stuffed = b"." + stuffed
+    return stuffed + b".\r\n"
 
 
 @cache
@@ -156,9 +182,10 @@ def tls_context_for(relay: RelayConfig) -> ssl.SSLContext | None:
     return _tls_context(str(relay.ca_file) if relay.ca_file else None)
 
 
-async def _shut(smtp: aiosmtplib.SMTP) -> None:
-    """Drop a connection that failed to open and let its socket close before returning."""
-    transport = smtp.transport
+async def _shut(smtp: aiosmtplib.SMTP, transport: asyncio.BaseTransport | None = None) -> None:
+    """Drop a connection and let its socket close before returning (a TLS close would
+    otherwise wait for the peer, and a run could end with the socket still open)."""
+    transport = transport or smtp.transport
     smtp.close()
     if isinstance(transport, asyncio.WriteTransport):
         transport.abort()
