@@ -18,7 +18,7 @@ import random
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 
 from txsend.classify import Verdict, classify
@@ -38,6 +38,7 @@ RETRY_WAIT_IN_RUN = 60.0  # a run waits for deferred rows due within this many s
 RATE_MAX_WAIT = 60.0  # longer than this for a rate slot: the relay's quota is spent
 CONNECT_PAUSE = 0.2  # seconds a worker waits after a failed connection
 RELAY_FAULT_RETRIES = 3  # hand-backs of a message refused or lost for the relay's sake
+MAX_HAND_BACKS = 10  # ... however many other relays there are
 _END = None  # end marker in the queues
 
 
@@ -57,6 +58,7 @@ class _Item:
     claimed: Claimed
     message: RenderedMessage
     relay_faults: int = 0  # hand-backs after a failure that was the relay's, not the row's
+    failed_relays: set[str] = field(default_factory=set)  # relays that failed it this run
 
     @property
     def key(self) -> str:
@@ -169,6 +171,8 @@ class Engine:
                     batch = self.journal.claim(size, include_unknown=self.options.resend_unknown)
                     first_pass = bool(batch)
                 if not batch and not self.options.dry_run:
+                    assert self._committer is not None
+                    self._committer.flush()  # a row deferred a moment ago: not due again yet
                     batch = self.journal.claim_retries(size, busy=self._in_pipeline)
                 if not batch:
                     if await self._wait_for_retries():
@@ -246,7 +250,7 @@ class Engine:
             if self._stopping:
                 self._drop(item)
                 continue
-            relay = self._pool.choose()
+            relay = self._pool.choose(item.failed_relays)
             while relay is None and not self._stopping:
                 now = time.monotonic()
                 if self._pool.all_dead:
@@ -263,7 +267,7 @@ class Engine:
                     break
                 pause = self._pool.next_change()
                 await asyncio.sleep(0.5 if pause is None else min(max(pause, 0.05), 1.0))
-                relay = self._pool.choose()
+                relay = self._pool.choose(item.failed_relays)
             if relay is None:
                 self._drop(item)
                 continue
@@ -325,6 +329,10 @@ class Engine:
             while (item := await queue.get()) is not _END:
                 if self._stopping:
                     self._drop(item)
+                elif suppressed := self._suppressions.reason(item.claimed.address):
+                    # a bounce since the row was rendered (rendering runs ahead)
+                    self._record(item.key, State.SKIPPED, reply=f"suppressed: {suppressed}")
+                    self._release(item.key)
                 elif not await self._ready_to_send(relay, connection):
                     self._hand_back(item)
                 else:
@@ -403,8 +411,17 @@ class Engine:
             # Not the recipient's doing: the message goes to a relay again (this one after
             # reconnecting, or another) a few times before it is deferred.
             handed_back = result.code == 421 or (lost and result.phase is not Phase.DATA_END)
-            if (verdict.relay_fault or handed_back) and (
-                item.relay_faults < RELAY_FAULT_RETRIES and not self._stopping
+            item.failed_relays.add(relay.name)
+            # Not the recipient's doing: another relay may take it now; failing that, this
+            # one a few times more (a throttling relay is not pressed: the row is deferred).
+            may_retry = self._pool.has_other(item.failed_relays) or (
+                item.relay_faults < RELAY_FAULT_RETRIES and not verdict.slow_down
+            )
+            if (
+                (verdict.relay_fault or verdict.slow_down or handed_back)
+                and may_retry
+                and item.relay_faults < MAX_HAND_BACKS
+                and not self._stopping
             ):
                 item.relay_faults += 1
                 self._hand_back(item)

@@ -10,7 +10,7 @@ with a longer cool-down.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -113,13 +113,18 @@ class RelayPool:
         self.relays = list(relays)
         self._clock = clock
 
-    def choose(self) -> RelayState | None:
-        """The relay for the next message: best priority with a healthy relay, by weight."""
+    def choose(self, avoid: Collection[str] = ()) -> RelayState | None:
+        """The relay for the next message: best priority with a healthy relay, by weight.
+
+        Relays named in avoid (they already failed this message) are passed over while
+        another relay is available.
+        """
         now = self._clock()
+        available = [relay for relay in self.relays if relay.available(now)]
+        preferred = [relay for relay in available if relay.name not in avoid]
         by_priority: dict[int, list[RelayState]] = {}
-        for relay in self.relays:
-            if relay.available(now):
-                by_priority.setdefault(relay.config.priority, []).append(relay)
+        for relay in preferred or available:
+            by_priority.setdefault(relay.config.priority, []).append(relay)
         if not by_priority:
             return None
         candidates = by_priority[min(by_priority)]
@@ -135,6 +140,12 @@ class RelayPool:
         if best.circuit is Circuit.HALF_OPEN:
             best.probing = True
         return best
+
+    def has_other(self, avoid: Collection[str]) -> bool:
+        """True if a relay not named in avoid could take a message now or soon."""
+        return any(
+            relay.circuit is not Circuit.DEAD and relay.name not in avoid for relay in self.relays
+        )
 
     def next_change(self) -> float | None:
         """Seconds until some unavailable relay may become available (None: never)."""
