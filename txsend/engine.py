@@ -102,6 +102,7 @@ class Engine:
         self._producer_done = False
         self._errors: deque[bool] = deque(maxlen=self._abort_window())
         self._random = random.Random()
+        self._crash: BaseException | None = None
 
     # --- entry points ----------------------------------------------------------------
 
@@ -136,6 +137,8 @@ class Engine:
             self._collect_relay_stats()
             if self._on_tick is not None:
                 self._on_tick(self.stats)
+        if self._crash is not None:
+            raise self._crash
         self.stats.not_sent = len(self._in_pipeline)
         if self.stats.stop_reason == "no relay reachable":
             self.stats.unreachable = True
@@ -381,10 +384,10 @@ class Engine:
 
     def _worker_exited(self, task: asyncio.Task[None]) -> None:
         self._workers.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            self.stats.stop_reason = f"internal error: {task.exception()!r}"
+        if not task.cancelled() and task.exception() is not None and self._crash is None:
+            self._crash = task.exception()  # a bug: re-raised when the run is wound up
             if not self._stopping:
-                self.request_stop()
+                self.request_stop(reason="internal error")
 
     def _cancel_workers(self) -> None:
         for task in list(self._workers):
