@@ -554,3 +554,25 @@ def test_fixed_data_with_force_sends_the_skipped_row(
     assert forced.code == 0, forced.err
     assert [r.rcpt_tos[0] for r in smtp_server.received] == ["a@example.com", "b@example.com"]
     assert smtp_server.received[1].message["To"] == "Bob <b@example.com>"
+
+
+def test_a_bug_in_a_worker_is_an_internal_error(
+    tmp_path: Path,
+    smtp_server: ScriptedServer,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import txsend.engine
+
+    def broken(*args: object) -> None:
+        raise RuntimeError("classifier exploded")
+
+    monkeypatch.setattr(txsend.engine, "classify", broken)
+    job = write_job(tmp_path, rows=3)
+    result = cli(capsys, "run", job, "--relay", smtp_server.url, "--concurrency", "1")
+    assert result.code == 70
+    assert "internal error: RuntimeError: classifier exploded" in result.err
+    assert "Traceback" not in result.err
+    # the message that reached DATA is in the RFC 1047 window; nothing is lost
+    states = Counter(journal_states(tmp_path / "job.journal.db").values())
+    assert states["sending"] == 1 and states["pending"] == 2

@@ -159,6 +159,7 @@ class Engine:
         elif reason is not None:
             self.stats.stop_reason = reason
         self._ready.put_nowait(_END)  # wake the dispatcher
+        self._drain_relay_queues()  # and unblock it if it waits on a relay's full queue
         asyncio.get_running_loop().call_later(self.options.grace, self._cancel_workers)
 
     # --- producer --------------------------------------------------------------------
@@ -276,18 +277,27 @@ class Engine:
                 continue
             unreachable_since = None
             await self._relay_queues[relay.name].put(item)
+        self._drain_relay_queues()
         for relay in self._pool.relays:
-            queue = self._relay_queues[relay.name]
-            while not queue.empty():  # a stop leaves assigned messages unsent
-                if (assigned := queue.get_nowait()) is not None:
-                    self._drop(assigned)
             for _ in range(self._connections(relay.config)):
-                queue.put_nowait(_END)
+                self._relay_queues[relay.name].put_nowait(_END)
         # what is still ready stays as it is in the journal
         while not self._ready.empty():
             leftover = self._ready.get_nowait()
             if leftover is not None:
                 self._drop(leftover)
+
+    def _drain_relay_queues(self) -> None:
+        """Take back messages assigned to relays but not started (a stop leaves them unsent)."""
+        for queue in self._relay_queues.values():
+            ends = 0
+            while not queue.empty():
+                if (assigned := queue.get_nowait()) is not None:
+                    self._drop(assigned)
+                else:
+                    ends += 1
+            for _ in range(ends):  # end markers stay for the workers
+                queue.put_nowait(_END)
 
     def _finished(self) -> bool:
         return self._producer_done and not self._in_pipeline
