@@ -103,6 +103,7 @@ class Engine:
         self._errors: deque[bool] = deque(maxlen=self._abort_window())
         self._random = random.Random()
         self._crash: BaseException | None = None
+        self._limited_to: set[str] = set()  # with --limit: the rows this run took on
 
     # --- entry points ----------------------------------------------------------------
 
@@ -165,25 +166,24 @@ class Engine:
     # --- producer --------------------------------------------------------------------
 
     async def _produce(self) -> None:
-        remaining = self.options.limit
+        remaining = self.options.limit  # --limit counts rows, not their retries
         first_pass = True
         try:
-            while not self._stopping and (remaining is None or remaining > 0):
-                size = CLAIM_BATCH if remaining is None else min(CLAIM_BATCH, remaining)
+            while not self._stopping:
                 batch: list[Claimed] = []
-                if first_pass:
+                if first_pass and (remaining is None or remaining > 0):
+                    size = CLAIM_BATCH if remaining is None else min(CLAIM_BATCH, remaining)
                     batch = self.journal.claim(size, include_unknown=self.options.resend_unknown)
                     first_pass = bool(batch)
+                    if remaining is not None:
+                        remaining -= len(batch)
+                        self._limited_to.update(c.key for c in batch)
                 if not batch and not self.options.dry_run:
-                    assert self._committer is not None
-                    self._committer.flush()  # a row deferred a moment ago: not due again yet
-                    batch = self.journal.claim_retries(size, busy=self._in_pipeline)
+                    batch = self._due_retries()
                 if not batch:
                     if await self._wait_for_retries():
                         continue
                     break
-                if remaining is not None:
-                    remaining -= len(batch)
                 for claimed in batch:
                     if self._stopping:
                         break
@@ -191,6 +191,15 @@ class Engine:
         finally:
             self._producer_done = True
             self._maybe_finished()
+
+    def _due_retries(self) -> list[Claimed]:
+        """Deferred rows due now (with --limit, only this run's rows)."""
+        assert self._committer is not None
+        self._committer.flush()  # a row deferred a moment ago is not due again yet
+        batch = self.journal.claim_retries(CLAIM_BATCH, busy=self._in_pipeline)
+        if self.options.limit is not None:
+            batch = [c for c in batch if c.key in self._limited_to]
+        return batch
 
     async def _admit(self, claimed: Claimed) -> None:
         """Suppress, render and queue one claimed row."""
@@ -265,8 +274,11 @@ class Engine:
                     until = time.strftime("%H:%M:%S", time.localtime(time.time() + spent))
                     self.request_stop(reason=f"relay rate quota spent until {until}")
                     break
-                unreachable_since = unreachable_since or now
-                if now - unreachable_since >= give_up:
+                if not self._pool.all_unhealthy:
+                    unreachable_since = None  # only paused (throttled): wait, it is no outage
+                elif unreachable_since is None:
+                    unreachable_since = now
+                elif now - unreachable_since >= give_up:
                     self.request_stop(reason="no relay reachable")
                     break
                 pause = self._pool.next_change()
@@ -354,20 +366,27 @@ class Engine:
             await asyncio.shield(connection.close())
 
     async def _ready_to_send(self, relay: RelayState, connection: SmtpConnection) -> bool:
-        """Wait out throttling and rate limits, and connect; False hands the message back."""
-        if relay.circuit in (Circuit.OPEN, Circuit.DEAD):
-            return False
+        """Wait out throttling, connect, take a rate slot; False hands the message back."""
         pause = relay.paused_until - time.monotonic()
         if pause > 0:
+            if self._pool.has_other({relay.name}):
+                return False  # throttled: another relay takes the message meanwhile
             await asyncio.sleep(pause)
+        if relay.circuit in (Circuit.OPEN, Circuit.DEAD):  # also: it opened during the pause
+            return False
+        if not connection.is_open and not await self._connect(relay, connection):
+            return False
         if relay.limiter is not None:
+            # after connecting: a relay that cannot be reached spends none of its quota
             wait = await relay.limiter.acquire(RATE_MAX_WAIT)
             if wait > 0:
                 relay.quota_until = time.monotonic() + wait
                 relay.events.append(f"rate {relay.config.rate} spent for {wait:.0f} s")
                 return False
-        if connection.is_open:
-            return True
+        return True
+
+    async def _connect(self, relay: RelayState, connection: SmtpConnection) -> bool:
+        """Open the worker's connection; a failure counts against the relay's health."""
         counters = self.stats.relay(relay.name)
         try:
             await connection.open()
@@ -478,7 +497,7 @@ class Engine:
         if attempts >= policy.attempts:
             return None, f"{attempts} attempts"
         if now - first >= policy.max_age:
-            return None, f"older than {policy.max_age:.0f} s"
+            return None, f"older than max_age ({policy.max_age:g} s)"
         delay = min(policy.max_backoff, policy.backoff * 2.0 ** (attempts - 1))
         delay *= self._random.uniform(0.8, 1.2)  # jitter: retries of a batch spread out
         if verdict.retry_after is not None:

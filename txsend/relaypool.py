@@ -57,7 +57,7 @@ class RelayState:
 
     def available(self, now: float) -> bool:
         """May a new message be assigned to this relay now?"""
-        if self.circuit is Circuit.DEAD or now < self.quota_until:
+        if self.circuit is Circuit.DEAD or now < self.quota_until or now < self.paused_until:
             return False
         if self.circuit is Circuit.OPEN:
             if now < self.retry_at:
@@ -158,6 +158,8 @@ class RelayPool:
                 times.append(relay.retry_at)
             if relay.quota_until > now:
                 times.append(relay.quota_until)
+            if relay.paused_until > now:
+                times.append(relay.paused_until)
         return max(0.0, min(times) - now) if times else None
 
     def quota_spent_until(self) -> float | None:
@@ -172,6 +174,11 @@ class RelayPool:
     def ever_connected(self) -> bool:
         """True if any relay accepted a connection during the run."""
         return any(relay.ever_connected for relay in self.relays)
+
+    @property
+    def all_unhealthy(self) -> bool:
+        """True when every relay's circuit is open or dead (not merely paused)."""
+        return all(relay.circuit in (Circuit.OPEN, Circuit.DEAD) for relay in self.relays)
 
     @property
     def all_dead(self) -> bool:
