@@ -111,6 +111,7 @@ _RELAY_OPTIONS = frozenset(
         "ca_file",
         "connections",
         "messages_per_connection",
+        "max_recipients",
         "rate",
         "priority",
         "weight",
@@ -119,6 +120,7 @@ _RELAY_OPTIONS = frozenset(
 _RELAY_INT_LIMITS: dict[str, tuple[int | None, int | None]] = {
     "connections": (1, 1000),
     "messages_per_connection": (1, None),
+    "max_recipients": (1, None),
     "priority": (None, None),
     "weight": (1, None),
 }

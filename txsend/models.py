@@ -46,6 +46,9 @@ class RelayConfig:
     ca_file: Path | None = None
     connections: int = 4
     messages_per_connection: int = 100
+    # RCPTs per transaction the relay allows; txsend sends one personalised message per
+    # recipient, so every transaction has one RCPT and any limit >= 1 is met.
+    max_recipients: int = 100
     rate: str | None = None
     priority: int = 0
     weight: int = 1
