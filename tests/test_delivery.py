@@ -28,8 +28,9 @@ from typing import Any
 import pytest
 
 from tests.jobs import cli, write_job
+from tests.sinks import RunningSink, running_sink
 from tests.smtpd import ScriptedServer
-from txsend.sink import Faults, SinkStats, serve
+from txsend.sink import Faults
 
 # in-run retries: the second attempt ~50 ms after the first, the third ~100 ms later
 FAST_RETRY = (
@@ -120,65 +121,11 @@ def keyed_job(
     return job
 
 
-@dataclass
-class Sink:
-    """txsend's own sink (txsend.sink.serve) running in a thread."""
-
-    port: int
-    stop: threading.Event
-    thread: threading.Thread
-    result: list[SinkStats]
-    errors: list[BaseException]
-
-    @property
-    def url(self) -> str:
-        return f"smtp://127.0.0.1:{self.port}?tls=none"
-
-    def finish(self) -> SinkStats:
-        self.stop.set()
-        self.thread.join(timeout=10)
-        assert not self.thread.is_alive()
-        if self.errors:
-            raise self.errors[0]
-        return self.result[0]
-
-
 @contextmanager
-def txsend_sink(tmp_path: Path, faults: Faults) -> Iterator[Sink]:
-    stop, ready = threading.Event(), threading.Event()
-    sink = Sink(0, stop, threading.Thread(target=lambda: None), [], [])
-
-    def on_ready(host: str, port: int) -> None:
-        sink.port = port
-        ready.set()
-
-    def run() -> None:
-        try:
-            sink.result.append(
-                serve(
-                    "127.0.0.1",
-                    0,
-                    discard=True,
-                    port_file=tmp_path / "sink.port",
-                    on_ready=on_ready,
-                    stop_event=stop,
-                    faults=faults,
-                )
-            )
-        except BaseException as exc:
-            sink.errors.append(exc)
-            ready.set()
-
-    sink.thread = threading.Thread(target=run, name="txsend-sink", daemon=True)
-    sink.thread.start()
-    try:
-        assert ready.wait(10), "the sink did not start"
-        if sink.errors:
-            raise sink.errors[0]
+def txsend_sink(tmp_path: Path, faults: Faults) -> Iterator[RunningSink]:
+    """txsend's own sink with faults, discarding messages."""
+    with running_sink(tmp_path, discard=True, faults=faults) as sink:
         yield sink
-    finally:
-        stop.set()
-        sink.thread.join(timeout=10)
 
 
 # --- retries ------------------------------------------------------------------------

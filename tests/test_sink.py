@@ -14,77 +14,21 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
+from tests.sinks import RunningSink, start_sink
 from tests.smtpd import ScriptedServer
 from txsend.cli import run_cli
 from txsend.errors import ConfigError
 from txsend.sink import FaultRule, Faults, SinkStats, format_stats, serve
 
 
-@dataclass
-class RunningSink:
-    port: int
-    stop: threading.Event
-    thread: threading.Thread
-    result: list[SinkStats] = field(default_factory=list)
-    errors: list[BaseException] = field(default_factory=list)
-
-    def finish(self) -> SinkStats:
-        self.stop.set()
-        self.thread.join(timeout=10)
-        assert not self.thread.is_alive()
-        if self.errors:
-            raise self.errors[0]
-        return self.result[0]
-
-
-def _start(tmp_path: Path, **kwargs: object) -> RunningSink:
-    port_file = tmp_path / "sink.port"
-    stop = threading.Event()
-    ready = threading.Event()
-    sink = RunningSink(port=0, stop=stop, thread=threading.Thread(target=lambda: None))
-    seen: list[tuple[str, int]] = []
-
-    def on_ready(host: str, port: int) -> None:
-        assert port_file.read_text() == f"{port}\n"  # written before on_ready
-        seen.append((host, port))
-        ready.set()
-
-    def run() -> None:
-        try:
-            sink.result.append(
-                serve(
-                    "127.0.0.1",
-                    0,
-                    port_file=port_file,
-                    on_ready=on_ready,
-                    stop_event=stop,
-                    **kwargs,  # type: ignore[arg-type]
-                )
-            )
-        except BaseException as exc:
-            sink.errors.append(exc)
-            ready.set()
-
-    sink.thread = threading.Thread(target=run, daemon=True)
-    sink.thread.start()
-    assert ready.wait(10)
-    if sink.errors:
-        raise sink.errors[0]
-    host, sink.port = seen[0]
-    assert host == "127.0.0.1"
-    assert sink.port > 0
-    return sink
-
-
 @pytest.fixture
 def maildir_sink(tmp_path: Path) -> Iterator[tuple[RunningSink, Path]]:
     maildir = tmp_path / "Maildir"
-    sink = _start(tmp_path, maildir=maildir)
+    sink = start_sink(tmp_path, maildir=maildir)
     try:
         yield sink, maildir
     finally:
@@ -134,7 +78,7 @@ def test_maildir_capture_and_stats(maildir_sink: tuple[RunningSink, Path], tmp_p
 
 
 def test_discard_counts_only(tmp_path: Path) -> None:
-    sink = _start(tmp_path, discard=True)
+    sink = start_sink(tmp_path, discard=True)
     try:
         with smtplib.SMTP("127.0.0.1", sink.port, timeout=10) as client:
             client.sendmail("a@acme.example", ["b@example.com", "c@example.com"], _message(1))
@@ -262,7 +206,7 @@ def test_data_reader_matches_aiosmtpd(
     wire = stuffed + b".\r\n"
     expected = _converse(smtp_server.port, wire)
     maildir = tmp_path / "box"
-    sink = _start(tmp_path, maildir=maildir)
+    sink = start_sink(tmp_path, maildir=maildir)
     try:
         got = _converse(sink.port, wire)
     finally:
@@ -283,7 +227,7 @@ def test_data_reader_matches_aiosmtpd(
 
 def test_data_over_the_size_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("txsend.sink.MAX_MESSAGE_SIZE", 1000)
-    sink = _start(tmp_path, discard=True)
+    sink = start_sink(tmp_path, discard=True)
     try:
         at_limit = _converse(sink.port, b"y" * 998 + b"\r\n.\r\n")
         over = _converse(sink.port, (b"z" * 98 + b".\r\n") * 11 + b".\r\n")
@@ -437,7 +381,7 @@ _CODES = {"connect": 554, "ehlo": 550, "mail": 451, "rcpt": 550, "data": 554, "d
 def test_fault_at_each_command(command: str, close: bool, tmp_path: Path) -> None:
     code = 421 if close else _CODES[command]
     rule = FaultRule(command, code)
-    sink = _start(tmp_path, discard=True, faults=_faults(f"{command}:{code}"))
+    sink = start_sink(tmp_path, discard=True, faults=_faults(f"{command}:{code}"))
     try:
         with _raw(sink.port) as send:
             for step, line, ok in _CONVERSATION:
@@ -465,7 +409,7 @@ def test_fault_at_each_command(command: str, close: bool, tmp_path: Path) -> Non
 
 def test_every_nth_message(tmp_path: Path) -> None:
     maildir = tmp_path / "box"
-    sink = _start(tmp_path, maildir=maildir, faults=_faults("dot:451:every=3"))
+    sink = start_sink(tmp_path, maildir=maildir, faults=_faults("dot:451:every=3"))
     failed = []
     try:
         with smtplib.SMTP("127.0.0.1", sink.port, timeout=10) as client:
@@ -487,7 +431,7 @@ def test_every_nth_message(tmp_path: Path) -> None:
 
 def test_match_and_rule_order(tmp_path: Path) -> None:
     faults = _faults("rcpt:550:match=@bounce.", "rcpt:452:every=2:match=@full.", "rcpt:451:every=3")
-    sink = _start(tmp_path, discard=True, faults=faults)
+    sink = start_sink(tmp_path, discard=True, faults=faults)
     codes = []
     try:
         with smtplib.SMTP("127.0.0.1", sink.port, timeout=10) as client:
@@ -520,7 +464,7 @@ def _rcpt_pattern(port: int, count: int) -> list[bool]:
 def test_seed_makes_probability_reproducible(tmp_path: Path) -> None:
     patterns = []
     for seed in (42, 42, 43):
-        sink = _start(tmp_path, discard=True, faults=_faults("rcpt:451:0.5", seed=seed))
+        sink = start_sink(tmp_path, discard=True, faults=_faults("rcpt:451:0.5", seed=seed))
         try:
             patterns.append(_rcpt_pattern(sink.port, 40))
         finally:
@@ -533,7 +477,7 @@ def test_seed_makes_probability_reproducible(tmp_path: Path) -> None:
 
 
 def test_greylist_any_retry_passes(tmp_path: Path) -> None:
-    sink = _start(tmp_path, discard=True, faults=_faults(greylist="0"))
+    sink = start_sink(tmp_path, discard=True, faults=_faults(greylist="0"))
     try:
         with smtplib.SMTP("127.0.0.1", sink.port, timeout=10) as client:
             client.ehlo()
@@ -552,7 +496,7 @@ def test_greylist_any_retry_passes(tmp_path: Path) -> None:
 
 
 def test_greylist_holds_retries_for_seconds(tmp_path: Path) -> None:
-    sink = _start(tmp_path, discard=True, faults=_faults(greylist="1"))
+    sink = start_sink(tmp_path, discard=True, faults=_faults(greylist="1"))
     try:
         with smtplib.SMTP("127.0.0.1", sink.port, timeout=10) as client:
             client.ehlo()
@@ -571,7 +515,7 @@ def test_greylist_holds_retries_for_seconds(tmp_path: Path) -> None:
 
 def test_disconnect_after_nth_message(tmp_path: Path) -> None:
     maildir = tmp_path / "box"
-    sink = _start(tmp_path, maildir=maildir, faults=_faults(disconnect_after=3))
+    sink = start_sink(tmp_path, maildir=maildir, faults=_faults(disconnect_after=3))
     try:
         with smtplib.SMTP("127.0.0.1", sink.port, timeout=10) as client:
             for i in (1, 2):
@@ -590,7 +534,7 @@ def test_disconnect_after_nth_message(tmp_path: Path) -> None:
 
 
 def test_disconnect_seen_by_smtplib(tmp_path: Path) -> None:
-    sink = _start(tmp_path, discard=True, faults=_faults(disconnect_after=1))
+    sink = start_sink(tmp_path, discard=True, faults=_faults(disconnect_after=1))
     try:
         with (
             smtplib.SMTP("127.0.0.1", sink.port, timeout=10) as client,
@@ -603,7 +547,7 @@ def test_disconnect_seen_by_smtplib(tmp_path: Path) -> None:
 
 
 def test_delays(tmp_path: Path) -> None:
-    sink = _start(tmp_path, discard=True, faults=_faults(delay="300ms", delay_command="0.1"))
+    sink = start_sink(tmp_path, discard=True, faults=_faults(delay="300ms", delay_command="0.1"))
     try:
         with smtplib.SMTP("127.0.0.1", sink.port, timeout=10) as client:
             started = time.monotonic()
@@ -622,7 +566,7 @@ def test_delays(tmp_path: Path) -> None:
 
 
 def test_dot_delay_only(tmp_path: Path) -> None:
-    sink = _start(tmp_path, discard=True, faults=_faults(delay="0.2"))
+    sink = start_sink(tmp_path, discard=True, faults=_faults(delay="0.2"))
     try:
         with smtplib.SMTP("127.0.0.1", sink.port, timeout=10) as client:
             client.ehlo()
