@@ -59,6 +59,7 @@ SESSION_REFUSED = Verdict(
     DEFERRED, reason="relay refused session", relay_fault=True, reconnect=True
 )
 SENDER = Verdict(DEFERRED, reason="sender refused", relay_fault=True)
+UNVERIFIED = Verdict(DEFERRED, reason="sender not verified", relay_fault=True)
 BAD_MAILBOX = Verdict(BOUNCED, reason="5.1.1 bad mailbox", suppress=True)
 BAD_SYSTEM = Verdict(BOUNCED, reason="5.1.2 bad destination system")
 PERMANENT = Verdict(BOUNCED, reason="permanent failure")
@@ -207,6 +208,13 @@ CASES: dict[str, Case] = {
         550,
         "5.1.2 <a@nowhere.invalid>: Recipient address rejected: Domain not found",
         BAD_SYSTEM,
+    ),
+    "ses-554-not-verified": Case(
+        D,
+        554,
+        "Message rejected: Email address is not verified. The following identities failed "
+        "the check in region EU-WEST-1: noreply@acme.example",
+        UNVERIFIED,
     ),
     "gmail-552-5.2.2-full": Case(
         R, 552, "5.2.2 The email account that you tried to reach is over quota.", FULL

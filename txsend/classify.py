@@ -183,6 +183,12 @@ RULES: tuple[Rule, ...] = (
         Verdict(State.DEFERRED, relay_fault=True, reason="sender refused"),
     ),
     Rule(
+        "5yz saying the sender is not verified (e.g. SES '554 Message rejected: "
+        "Email address is not verified')",
+        lambda r: r.klass == 5 and "not verified" in r.lowered,
+        Verdict(State.DEFERRED, relay_fault=True, reason="sender not verified"),
+    ),
+    Rule(
         "5yz with X.1.1 or X.1.10 (bad mailbox, null MX)",
         lambda r: r.klass == 5 and (r.subject(1, 1) or r.subject(1, 10)),
         Verdict(State.BOUNCED, suppress=True, reason="5.1.1 bad mailbox"),
