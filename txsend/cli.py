@@ -272,7 +272,7 @@ class _ProgressView:
 def _print_summary(console: Console, summary: Summary) -> None:
     table = Table(title=f"txsend: {summary.job}", title_justify="left")
     table.add_column("state")
-    table.add_column("this run", justify="right")
+    table.add_column("outcomes this run", justify="right")
     table.add_column("journal total", justify="right")
     stats = summary.stats
     for state in State:
