@@ -453,19 +453,6 @@ class Journal:
         ).fetchone()
         return None if value is None else float(value)
 
-    def rows_in(self, states: Iterable[State], limit: int = 1000) -> Iterator[dict[str, Any]]:
-        """Rows in the given states (key, row, address, state, code, reply), in data order."""
-        wanted = [s.value for s in states]
-        marks = ",".join("?" * len(wanted))
-        cur = self._conn.execute(
-            "SELECT key, row, address, state, code, reply, attempts FROM messages "
-            f"WHERE state IN ({marks}) ORDER BY rowid LIMIT ?",
-            (*wanted, limit),
-        )
-        names = [d[0] for d in cur.description]
-        for values in cur:
-            yield dict(zip(names, values, strict=True))
-
     def skipped_rows(self, limit: int = 1000) -> Iterator[dict[str, Any]]:
         """Data rows that never became messages (duplicate key, invalid row)."""
         cur = self._conn.execute(
