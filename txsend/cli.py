@@ -297,6 +297,10 @@ def _print_summary(console: Console, summary: Summary) -> None:
         console.print(f"dry run: {stats.queued} messages rendered, nothing sent")
 
 
+def _local_time(timestamp: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(timestamp))
+
+
 def _final_line(summary: Summary, target: Path, command: str) -> str:
     c = summary.counts
     parts = [f"{n} {s.value}" for s, n in c.items() if n]
@@ -307,8 +311,7 @@ def _final_line(summary: Summary, target: Path, command: str) -> str:
     if summary.exit_code in (ExitCode.TEMPFAIL, ExitCode.UNAVAILABLE, 130, 143):
         line += f"\ncontinue with: txsend resume {target}"
         if summary.next_attempt_at:
-            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(summary.next_attempt_at))
-            line += f" (next retry due {when})"
+            line += f" (next retry due {_local_time(summary.next_attempt_at)})"
     elif summary.exit_code == ExitCode.SOME_FAILED:
         line += f"\nsee the failed rows with: txsend status {target}"
     return line
@@ -328,8 +331,7 @@ def status(
     console = Console(highlight=False, soft_wrap=True)
     _print_summary(console, summary)
     if summary.next_attempt_at:
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(summary.next_attempt_at))
-        console.print(f"next retry due {when}")
+        console.print(f"next retry due {_local_time(summary.next_attempt_at)}")
 
 
 @app.command()
