@@ -188,6 +188,7 @@ class ScriptedServer:
         self.require_starttls: bool = require_starttls
         self.tls_sessions: int = 0  # TLS handshakes completed (STARTTLS or implicit)
         self.tls_failures: int = 0  # STARTTLS handshakes that failed
+        self.smtputf8: bool = True  # offer SMTPUTF8 (RFC 6531) in the EHLO reply
         self._disconnect_after: int | None = None
         self._disconnect_base = 0
         self._cond = threading.Condition()
@@ -314,7 +315,7 @@ class ScriptedServer:
             sessions=self._sessions,
             data_size_limit=_DATA_SIZE_LIMIT,
             decode_data=False,
-            enable_SMTPUTF8=True,
+            enable_SMTPUTF8=self.smtputf8,
             hostname=_SERVER_NAME,
             ident="test-smtpd",
             # A plain or implicit-TLS server offers AUTH only when scripted (aiosmtpd does

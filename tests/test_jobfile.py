@@ -83,6 +83,9 @@ def make_job(
         (folder / "templates").mkdir(exist_ok=True)
         (folder / "templates" / "welcome.txt").write_text("Hi {{ first_name }}\n")
         (folder / "templates" / "welcome.html").write_text("<p>Hi {{ first_name }}</p>\n")
+    (folder / "files").mkdir(exist_ok=True)
+    (folder / "files" / "terms.pdf").write_bytes(b"%PDF-1.4 terms\n")
+    (folder / "dkim.pem").write_text("key file contents are checked when the job is rendered\n")
     path = folder / name
     path.write_text(textwrap.dedent(job), encoding="utf-8")
     return path
@@ -376,9 +379,21 @@ def test_template_bom_is_stripped(tmp_path: Path) -> None:
     assert job.text is not None and job.text.source == "Hello\n"
 
 
-def test_later_keys_are_accepted(tmp_path: Path) -> None:
+def test_content_keys_are_loaded(tmp_path: Path) -> None:
     job = load_job(make_job(tmp_path, FULL_JOB), env={})
-    assert not hasattr(job, "dkim")
+    content = job.content
+    assert content.inline_css is True
+    assert content.transactional is False
+    assert content.feedback_id == "welcome:acme:mail:acme"
+    assert [a.path for a in content.attachments] == ["files/terms.pdf"]
+    assert content.attachments[0].origin == f"{tmp_path / 'job.yaml'}:18"
+    assert content.unsubscribe is not None
+    assert content.unsubscribe.url == "https://acme.example/u/{{ token }}"
+    assert content.unsubscribe.one_click is True
+    assert content.dkim is not None
+    assert (content.dkim.domain, content.dkim.selector) == ("acme.example", "s1")
+    assert content.dkim.key_file == tmp_path / "dkim.pem"
+    assert content.dkim.algorithm == "rsa-sha256"
 
 
 def test_postgres_journal_is_refused(tmp_path: Path) -> None:
@@ -609,10 +624,13 @@ def test_suppress_errors_name_file_and_line(tmp_path: Path, suppress: str, expec
     assert str(caught.value).startswith(f"{tmp_path}/{expected}")
 
 
-def test_later_keys_are_still_only_accepted(tmp_path: Path) -> None:
+def test_missing_fixed_attachment_is_found_at_load(tmp_path: Path) -> None:
     path = make_job(tmp_path, MINIMAL_JOB + "attachments: [{path: nowhere.pdf}]\n")
-    job = load_job(path, env={})  # not opened yet: a missing attachment is not an error here
-    assert not hasattr(job, "attachments")
+    with pytest.raises(MissingInputError, match=r"job\.yaml:5: attachments\[0\]\.path: "):
+        load_job(path, env={})
+    # a per-recipient path is checked per row, when it is rendered
+    path.write_text(MINIMAL_JOB + "attachments: ['{{ email }}.pdf']\n")
+    assert load_job(path, env={}).content.attachments[0].path == "{{ email }}.pdf"
 
 
 # --------------------------------------------------------------------------- overrides

@@ -353,18 +353,36 @@ def validate(
             "warnings": report.warnings,
             "largest_message_bytes": report.largest,
             "total_bytes": report.total_bytes,
+            "messages_over_1mb": report.over_1mb,
+            "messages_with_long_lines": report.long_lines,
+            "attachments": [{"file": name, "bytes": size} for name, size in report.attachments],
+            "largest_row_attachment_bytes": report.largest_row_attachment,
         }
         sys.stdout.write(json.dumps(data, indent=2) + "\n")
     console = _err()
     for problem in report.problems:
-        console.print(f"error: {problem}")
+        console.print(f"error: {problem}", markup=False)
     for warning in report.warnings:
-        console.print(f"warning: {warning}")
+        console.print(f"warning: {warning}", markup=False)
+    for name, size in report.attachments:
+        console.print(f"attachment {name}: {_size(size)}", markup=False)
+    if report.largest_row_attachment:
+        console.print(f"largest per-recipient attachment {_size(report.largest_row_attachment)}")
     console.print(
         f"{job}: {report.rows} rows, {len(report.problems)} problems, "
-        f"largest message {report.largest} bytes"
+        f"{_size(report.total_bytes)} in all, largest message {_size(report.largest)}",
+        markup=False,
     )
     raise typer.Exit(code)
+
+
+def _size(size: int) -> str:
+    """Bytes for people: 512 bytes, 879 KB, 1.2 MB (powers of 1024, as max_message_size)."""
+    if size < 1024:
+        return f"{size} bytes"
+    if size < 1024 * 1024:
+        return f"{size / 1024:.0f} KB"
+    return f"{size / 1024 / 1024:.1f} MB"
 
 
 @app.command()

@@ -23,7 +23,7 @@ from functools import partial
 
 from txsend.classify import Verdict, classify
 from txsend.committer import GroupCommitter
-from txsend.errors import RowError
+from txsend.errors import RowError, RowFailed
 from txsend.journal import Claimed, Journal, Record
 from txsend.models import Job, RelayConfig, RenderedMessage, Row, State
 from txsend.ratelimit import limiter_for
@@ -222,6 +222,9 @@ class Engine:
     def _render(self, row: Row, message_id: str) -> RenderedMessage | None:
         try:
             message = self.renderer.render(row, message_id)
+        except RowFailed as exc:
+            self._record(row.key, State.FAILED, reply=exc.reason)
+            return None
         except RowError as exc:
             self._record(row.key, State.SKIPPED, reply=exc.reason)
             return None
@@ -400,6 +403,15 @@ class Engine:
         return True
 
     async def _send(self, relay: RelayState, connection: SmtpConnection, item: _Item) -> None:
+        if item.message.smtputf8 and not connection.offers_smtputf8:
+            # RFC 6531 section 3.2: such a message is not sent without SMTPUTF8.
+            reason = (
+                f"the address has a non-ASCII local part, which needs SMTPUTF8; "
+                f"relay {relay.name} does not offer it"
+            )
+            self._record(item.key, State.FAILED, reply=reason, relay=relay.name)
+            self._release(item.key)
+            return
         started = time.perf_counter()
         result = await connection.send(item.message, partial(self._mark_sending, item.key))
         verdict = classify(result.phase, result.code, result.text)

@@ -3,6 +3,8 @@
     TxsendError                 70  root; anything unexpected is a bug
     ├── UsageError              64  bad command-line use
     ├── JobError                65  bad job file, template or data (file:line / row key)
+    │   └── RowError                one row cannot be rendered: skipped
+    │       └── RowFailed           one row's message cannot be built: failed
     ├── MissingInputError       66  an input file does not exist
     ├── UnreachableError        69  no relay reachable, or authentication refused
     ├── TemporaryError          75  deferred rows remain, run aborted, journal locked
@@ -87,6 +89,11 @@ class RowError(JobError):
         self.reason = message
         self.row = row
         self.key = key
+
+
+class RowFailed(RowError):
+    """The row's message cannot be built or sent as asked (an attachment missing or outside
+    the job's folder, a size over max_message_size): the row is `failed`, not skipped."""
 
 
 class MissingInputError(TxsendError):

@@ -25,6 +25,7 @@ import yaml
 from txsend.errors import ConfigError, JobError, MissingInputError, UsageError
 from txsend.models import (
     AbortPolicy,
+    Content,
     Delivery,
     Job,
     RecipientsSpec,
@@ -85,16 +86,6 @@ _TOP_KEYS = frozenset(
         "journal",
     ]
 )
-# Keys of SPEC.md whose features come later: accepted and shape-checked, not used yet.
-_LATER_TOP_KEYS: dict[str, tuple[type, ...]] = {
-    "inline_css": (bool,),
-    "transactional": (bool,),
-    "feedback_id": (str,),
-    "attachments": (list,),
-    "unsubscribe": (dict,),
-    "dkim": (dict,),
-    "markdown": (str,),
-}
 _RECIPIENTS_KEYS = frozenset({"file", "to", "name", "key"})
 _DELIVERY_KEYS = frozenset({"on_unknown", "timeouts", "retry", "abort_on", "give_up_unreachable"})
 _RETRY_KEYS = ("attempts", "backoff", "max_backoff", "max_age")
@@ -454,14 +445,6 @@ def _kind(value: object) -> str:
     return type(value).__name__
 
 
-_TYPE_NAMES: dict[type, str] = {
-    bool: "true or false",
-    str: "a string",
-    list: "a list",
-    dict: "a mapping",
-}
-
-
 class _Map:
     """Typed, line-aware access to one mapping of the job file."""
 
@@ -582,15 +565,6 @@ class _Map:
             raise self.error(key, problem)
         return float(value)
 
-    def check_shapes(self, shapes: Mapping[str, tuple[type, ...]]) -> None:
-        """Loosely type-check keys that are accepted but not used yet."""
-        for key, types in shapes.items():
-            value = self.value(key)
-            if value is None or (isinstance(value, types) and not _bool_as_number(value, types)):
-                continue
-            wanted = " or ".join(_TYPE_NAMES[t] for t in types)
-            raise self.error(key, f"expected {wanted}, got {_kind(value)}")
-
 
 def _fraction_problem(value: float) -> str | None:
     if math.isfinite(value) and 0 < value <= 1:
@@ -600,10 +574,6 @@ def _fraction_problem(value: float) -> str | None:
             f"must be above 0 and at most 1, got {value:g} (for {value:g}% write {value / 100:g})"
         )
     return f"must be above 0 and at most 1, got {value:g}"
-
-
-def _bool_as_number(value: object, types: tuple[type, ...]) -> bool:
-    return isinstance(value, bool) and bool not in types
 
 
 # --------------------------------------------------------------------------- load_job
@@ -650,8 +620,10 @@ def _load_yaml_job(
             line=1,
         )
     root = _Map(display, data)
-    root.check_keys(_TOP_KEYS | _LATER_TOP_KEYS.keys())
-    root.check_shapes(_LATER_TOP_KEYS)
+    # Imported here: jobcontent builds on this module's helpers.
+    from txsend.jobcontent import CONTENT_KEYS, load_content
+
+    root.check_keys(_TOP_KEYS | CONTENT_KEYS)
 
     name = _job_name(root)
     from_addr = root.opt_str("from")
@@ -673,9 +645,16 @@ def _load_yaml_job(
         raise root.missing("subject", hint='e.g. subject: "Welcome, {{ first_name }}!"')
     text = _job_template(root, "text", base)
     html = _job_template(root, "html", base)
-    if text is None and html is None and overrides.text is None and overrides.html is None:
+    content = load_content(root, base, has_body=text is not None or html is not None)
+    if (
+        text is None
+        and html is None
+        and content.markdown is None
+        and overrides.text is None
+        and overrides.html is None
+    ):
         raise JobError(
-            "a job needs a body: text, text_inline, html or html_inline",
+            "a job needs a body: text, text_inline, html, html_inline or markdown",
             file=display,
             hint="e.g. text: templates/message.txt (relative to the job file)",
         )
@@ -718,6 +697,7 @@ def _load_yaml_job(
         suppress=suppress,
         overrides=overrides,
         env=env,
+        content=content,
     )
 
 
@@ -792,6 +772,7 @@ def _finish(
     suppress: tuple[Path, ...],
     overrides: JobOverrides,
     env: Mapping[str, str],
+    content: Content | None = None,
 ) -> Job:
     """Apply the command-line overrides and defaults that both kinds of job share."""
     recorded: dict[str, str] = {}
@@ -862,6 +843,7 @@ def _finish(
         max_message_size=max_message_size,
         suppress=suppress,
         overrides=recorded,
+        content=content or Content(),
     )
 
 

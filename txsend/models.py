@@ -111,6 +111,55 @@ class Template:
 
 
 @dataclass(frozen=True)
+class AttachmentSpec:
+    """One entry of `attachments:`; `path` may be a template (per-recipient files)."""
+
+    path: str  # relative to the job's folder, which it may not leave
+    origin: str  # "job.yaml:12", for error messages
+    content_type: str | None = None  # None: guessed from the file name
+    filename: str | None = None  # name shown to the reader; None: the file's own name
+    compress: str | None = None  # "zip": send the file inside a .zip archive
+    compress_over: int = 0  # only zip files larger than this many bytes
+
+
+@dataclass(frozen=True)
+class Unsubscribe:
+    """`unsubscribe:` → List-Unsubscribe (RFC 2369) and List-Unsubscribe-Post (RFC 8058)."""
+
+    url: str | None  # template; https required for one_click
+    mailto: str | None  # template; address, optionally ?subject=...
+    one_click: bool = False
+    origin: str = ""
+
+
+@dataclass(frozen=True)
+class DkimSpec:
+    """`dkim:`: sign every message with this key (DKIM, RFC 6376)."""
+
+    domain: str
+    selector: str
+    key_file: Path
+    algorithm: str = "rsa-sha256"
+    headers: tuple[str, ...] | None = None  # None: the default signed header list
+
+
+@dataclass(frozen=True)
+class Content:
+    """Everything about a message's content beyond from/subject/text/html."""
+
+    markdown: Template | None = None  # produces both the html and the text part
+    auto_text: bool = True  # an html-only job gets a text part made from the html
+    inline_css: bool = False
+    transactional: bool = False
+    auto_submitted: bool | None = None  # None: on for transactional jobs
+    precedence: str | None = None  # "bulk" or "list" when asked
+    feedback_id: str | None = None  # template
+    attachments: tuple[AttachmentSpec, ...] = ()
+    unsubscribe: Unsubscribe | None = None
+    dkim: DkimSpec | None = None
+
+
+@dataclass(frozen=True)
 class Job:
     """A fully loaded job: everything needed to render and send, nothing opened yet."""
 
@@ -129,6 +178,7 @@ class Job:
     delivery: Delivery = field(default_factory=Delivery)
     max_message_size: int = 10 * 1024 * 1024
     suppress: tuple[Path, ...] = ()  # files of addresses never to send to
+    content: Content = field(default_factory=Content)
     # CLI flags that defined a CSV-alone job; stored in the journal so `resume` can rebuild it
     overrides: dict[str, str] = field(default_factory=dict)
 
@@ -161,3 +211,4 @@ class RenderedMessage:
     mail_from: str  # envelope sender (bare address)
     rcpt_to: str  # envelope recipient (bare address)
     data: bytes  # RFC 5322 message, CRLF line endings, not dot-stuffed
+    smtputf8: bool = False  # the recipient's local part is not ASCII: needs SMTPUTF8

@@ -9,6 +9,7 @@ tests compare the fast path against.
 
 from __future__ import annotations
 
+import base64
 import binascii
 import re
 import secrets
@@ -19,14 +20,21 @@ from email.headerregistry import Address
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import formataddr, formatdate
-from types import CodeType
-from typing import Any
+from types import CodeType, ModuleType
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
 
+import idna
 import jinja2
 from jinja2.sandbox import SandboxedEnvironment
 
-from txsend.errors import JobError, RowError, UsageError
-from txsend.models import Job, RenderedMessage, Row, Template
+from txsend.attachments import Part, PathEscapes, attachment_part, confine, inline_part
+from txsend.errors import JobError, MissingInputError, RowError, RowFailed, UsageError
+from txsend.mime import Framer, normalise_body, text_leaf
+from txsend.models import AttachmentSpec, Content, Job, RenderedMessage, Row, Template
+
+if TYPE_CHECKING:
+    from txsend.signing import DkimSigner
 
 CRLF = "\r\n"
 MAX_LINE = 998  # RFC 5322 section 2.1.1: MUST
@@ -42,6 +50,8 @@ _ENCODED_WORD = re.compile(r"=\?[^?\s]*\?[bBqQ]\?")
 # so that no folded line is blank.
 _FOLD_POINT = re.compile(r"(?<=\S)[ \t](?=[ \t]*\S)")
 _LOCAL_PART = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+"
+# RFC 6531 section 3.3: with SMTPUTF8, any non-ASCII character is atext too.
+_LOCAL_PART_UTF8 = re.compile(r"(?:[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]|[^\x00-\x7f])+")
 _DOMAIN = r"(?:[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*|\[[A-Za-z0-9:.]+\])"
 _ADDR_SPEC = re.compile(f"{_LOCAL_PART}@{_DOMAIN}")
 _LOCAL_PART_RE = re.compile(_LOCAL_PART)
@@ -66,6 +76,10 @@ _RESERVED_HEADERS = frozenset(
     }
 )
 _PARTS = ("text", "html", "subject")
+# A cid: URL in an attribute or url(...) (RFC 2392); the name is a file in the job's folder.
+_CID = re.compile(r"""\bcid:([^"'\s)>]+)""", re.IGNORECASE)
+_BAD_FILENAME = frozenset("/\\\r\n\x00\t\x7f")
+_CID_OF = re.compile(r"Content-ID: <([^>]*)>")
 
 
 def message_id_domain(from_addr: str) -> str:
@@ -86,11 +100,6 @@ def new_message_id(domain: str) -> str:
 def _finalize(value: Any) -> Any:
     # JSONL null would otherwise render as the word "None" in a customer's email.
     return "" if value is None else value
-
-
-def _new_boundary() -> str:
-    # "=_" cannot occur in quoted-printable output, so only 7bit parts can ever clash.
-    return "=_txsend_" + secrets.token_hex(12)
 
 
 class _Compiled:
@@ -178,14 +187,26 @@ class _Fields:
     headers: tuple[tuple[str, str], ...]
     text: str | None
     html: str | None
+    images: tuple[Part, ...]
+    files: tuple[Part, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _RowFile:
+    """An attachment whose path or file name depends on the row."""
+
+    spec: AttachmentSpec
+    path: _Compiled
+    filename: _Compiled | None
 
 
 class Renderer:
     """Turns recipient rows into complete RFC 5322 messages for one job."""
 
     def __init__(self, job: Job) -> None:
-        """Compile every template and precompute everything constant for the job."""
-        if job.text is None and job.html is None:
+        """Compile every template, read shared files, precompute everything constant."""
+        content = job.content
+        if job.text is None and job.html is None and content.markdown is None:
             raise JobError("the job has neither a text nor an html template", file=str(job.source))
         self.job = job
         common: dict[str, Any] = {"undefined": jinja2.StrictUndefined, "finalize": _finalize}
@@ -194,21 +215,27 @@ class Renderer:
         # Header templates drop one trailing newline (Jinja's default): a subject kept in
         # a file nearly always ends with one, and it must not count as header injection.
         header_env = SandboxedEnvironment(autoescape=False, keep_trailing_newline=False, **common)
+        self._header_env = header_env
         source = str(job.source)
 
         self._subject = self._compile(header_env, job.subject, strip=True)
         self._text = self._compile(body_env, job.text) if job.text else None
         self._html = self._compile(html_env, job.html) if job.html else None
+        # Markdown is rendered by Jinja without escaping, then to HTML with raw HTML
+        # escaped (htmlparts), so data cannot inject markup either way.
+        self._markdown = self._compile(body_env, content.markdown) if content.markdown else None
+        self._auto_text = content.auto_text and self._text is None and self._markdown is None
+        # Imported only for jobs that use them: they cost a tenth of a second at startup.
+        self._htmlparts: ModuleType | None = None
+        if self._markdown is not None or content.inline_css or self._auto_text:
+            from txsend import htmlparts
+
+            self._htmlparts = htmlparts
+        self._css = htmlparts.CssInliner() if content.inline_css else None
+        self._html_memo: tuple[str, str, str | None] | None = None
         self._name: _Compiled | None = None
         if job.recipients.name:
-            self._name = _Compiled(
-                header_env,
-                job.recipients.name,
-                label=f"{source} (recipients.name)",
-                file=source,
-                base_line=None,
-                strip=True,
-            )
+            self._name = self._header_template(job.recipients.name, "recipients.name")
 
         self._headers: list[tuple[str, _Compiled]] = []
         for hname, hvalue in job.headers.items():
@@ -216,23 +243,14 @@ class Renderer:
                 raise JobError(f"invalid header name {hname!r}", file=source)
             if hname.lower() in _RESERVED_HEADERS:
                 raise JobError(f"header {hname!r} is set by txsend itself", file=source)
-            compiled = _Compiled(
-                header_env,
-                str(hvalue),
-                label=f"{source} (headers.{hname})",
-                file=source,
-                base_line=None,
-                strip=True,
-            )
-            if compiled.constant is not None and _BAD_HEADER_CHAR.search(compiled.constant):
-                raise JobError(f"line break or control character in header {hname}", file=source)
-            self._headers.append((hname, compiled))
+            self._add_header(hname, str(hvalue), f"headers.{hname}")
+        self._add_content_headers(content)
         self._headers_constant = all(c.constant is not None for _, c in self._headers)
         # MIME-Version and every constant custom header, in job order, as one string.
         self._after_mid = "MIME-Version: 1.0\r\n"
         if self._headers_constant:
             self._after_mid += "".join(
-                f"{n}: {_unstructured(n, c.constant or '')}\r\n" for n, c in self._headers
+                f"{n}: {_header_value(n, c.constant or '')}\r\n" for n, c in self._headers
             )
 
         from_name, from_addr = self._job_mailbox(job.from_addr, "From")
@@ -250,10 +268,52 @@ class Renderer:
             self._check_constant_header("Subject", self._subject.constant)
             self._subject_const = _unstructured("Subject", self._subject.constant)
 
-        self._boundary = _new_boundary()
-        self._mime = _MimeLayout(self._boundary)
+        self._framer = Framer()
         self._date_sec = -1
         self._date = ""
+        self._base = job.base_dir
+        # Attachments whose path is fixed are read and encoded once for the whole run.
+        self._files: list[Part | _RowFile] = []
+        for spec in content.attachments:
+            path = self._header_template(spec.path, "attachments.path", origin=spec.origin)
+            filename = None
+            if spec.filename is not None:
+                filename = self._header_template(
+                    spec.filename, "attachments.filename", origin=spec.origin
+                )
+            if path.constant is not None and (filename is None or filename.constant is not None):
+                fixed_name = filename.constant if filename is not None else None
+                self._files.append(self._fixed_attachment(spec, path.constant, fixed_name))
+            else:
+                self._files.append(_RowFile(spec, path, filename))
+        self._images: dict[str, Part] = {}
+        # For `validate`: messages whose text had lines over 998 (quoted-printable sent),
+        # and the largest per-recipient attachment seen.
+        self.long_line_messages = 0
+        self.largest_row_attachment = 0
+        self.signer: DkimSigner | None = None
+        if content.dkim is not None:
+            from txsend.signing import DkimSigner
+
+            dkim = content.dkim
+            self.signer = DkimSigner(
+                domain=dkim.domain,
+                selector=dkim.selector,
+                key_file=dkim.key_file,
+                algorithm=dkim.algorithm,
+                headers=dkim.headers,
+                source=source,
+            )
+
+    @property
+    def fixed_attachments(self) -> list[tuple[str, int]]:
+        """(file name, size as sent) of each attachment every message carries."""
+        return [(p.filename, p.size) for p in self._files if isinstance(p, Part)]
+
+    @property
+    def has_text_part(self) -> bool:
+        """Whether messages carry a text/plain part (written, from Markdown, or auto)."""
+        return self._text is not None or self._markdown is not None or self._auto_text
 
     def _compile(
         self, env: SandboxedEnvironment, tpl: Template, *, strip: bool = False
@@ -269,6 +329,73 @@ class Renderer:
             env, tpl.source, label=tpl.origin, file=file, base_line=base_line, strip=strip
         )
 
+    def _header_template(self, value: str, what: str, *, origin: str | None = None) -> _Compiled:
+        source = str(self.job.source)
+        return _Compiled(
+            self._header_env,
+            value,
+            label=origin or f"{source} ({what})",
+            file=source,
+            base_line=None,
+            strip=True,
+        )
+
+    def _add_header(self, hname: str, value: str, what: str) -> None:
+        compiled = self._header_template(value, what)
+        if compiled.constant is not None and _BAD_HEADER_CHAR.search(compiled.constant):
+            raise JobError(
+                f"line break or control character in header {hname}", file=str(self.job.source)
+            )
+        self._headers.append((hname, compiled))
+
+    def _add_content_headers(self, content: Content) -> None:
+        """List-Unsubscribe, Feedback-ID, Auto-Submitted, Precedence from the job's keys."""
+        taken = {name.lower(): name for name, _ in self._headers}
+
+        def add(hname: str, value: str, key: str) -> None:
+            if hname.lower() in taken:
+                raise JobError(
+                    f"header {taken[hname.lower()]} is also set by {key}: set it in one place",
+                    file=str(self.job.source),
+                )
+            self._add_header(hname, value, key)
+
+        unsubscribe = content.unsubscribe
+        if unsubscribe is not None:
+            targets = []
+            if unsubscribe.url is not None:
+                targets.append(f"<{unsubscribe.url}>")
+            if unsubscribe.mailto is not None:
+                targets.append(f"<mailto:{unsubscribe.mailto}>")
+            add("List-Unsubscribe", ", ".join(targets), "unsubscribe")
+            if unsubscribe.one_click:
+                add("List-Unsubscribe-Post", "List-Unsubscribe=One-Click", "unsubscribe")
+            constant = self._headers[-1 - unsubscribe.one_click][1].constant
+            if constant is not None:
+                problem = _unsubscribe_problem(constant, one_click=unsubscribe.one_click)
+                if problem is not None:
+                    raise JobError(f"unsubscribe: {problem}", file=str(self.job.source))
+        if content.feedback_id is not None:
+            add("Feedback-ID", content.feedback_id, "feedback_id")
+        auto_submitted = content.auto_submitted
+        if auto_submitted is None:
+            auto_submitted = content.transactional
+        if auto_submitted:
+            add("Auto-Submitted", "auto-generated", "transactional")
+        if content.precedence is not None:
+            add("Precedence", content.precedence, "precedence")
+
+    def _fixed_attachment(self, spec: AttachmentSpec, path: str, filename: str | None) -> Part:
+        try:
+            return attachment_part(spec, confine(self._base, path), filename)
+        except PathEscapes as exc:
+            raise JobError(f"attachment {exc}", file=spec.origin) from None
+        except OSError as exc:
+            raise MissingInputError(
+                f"{spec.origin}: attachment {path}: {exc.strerror or exc}",
+                hint="paths are relative to the job file's folder",
+            ) from None
+
     def _job_mailbox(self, value: str, what: str) -> tuple[str, str]:
         name, addr = _split_mailbox(value)
         try:
@@ -276,6 +403,12 @@ class Renderer:
         except ValueError as exc:
             message = f"invalid {what} address {value!r}: {exc}"
             raise JobError(message, file=str(self.job.source)) from None
+        if not checked.isascii():
+            raise JobError(
+                f"the {what} address {addr!r} has a non-ASCII local part",
+                file=str(self.job.source),
+                hint="relays without SMTPUTF8 refuse it; use an ASCII address",
+            )
         if _BAD_HEADER_CHAR.search(name):
             raise JobError(f"control character in {what} name", file=str(self.job.source))
         return name, checked
@@ -311,11 +444,99 @@ class Renderer:
             for hname, compiled in self._headers:
                 value = compiled.render(data, row)
                 _check_header(value, hname, row)
+                if hname == "List-Unsubscribe" and compiled.constant is None:
+                    problem = _unsubscribe_problem(value, one_click=self._one_click)
+                    if problem is not None:
+                        raise RowError(f"unsubscribe: {problem}", row=row.number, key=row.key)
                 rendered.append((hname, value))
             headers = tuple(rendered)
+        text, html = self._bodies(row, subject)
+        images: tuple[Part, ...] = ()
+        if html is not None and "cid:" in html:
+            images = self._inline_images(html, row)
+        files: tuple[Part, ...] = ()
+        if self._files:
+            files = tuple(self._attachment(item, row) for item in self._files)
+        return _Fields(rcpt, name, subject, headers, text, html, images, files)
+
+    @property
+    def _one_click(self) -> bool:
+        unsubscribe = self.job.content.unsubscribe
+        return unsubscribe is not None and unsubscribe.one_click
+
+    def _bodies(self, row: Row, subject: str) -> tuple[str | None, str | None]:
+        """The text and html bodies of a row, after Markdown, CSS inlining and auto text."""
+        data = row.data
         text = self._text.render(data, row) if self._text is not None else None
-        html = self._html.render(data, row) if self._html is not None else None
-        return _Fields(rcpt, name, subject, headers, text, html)
+        if self._markdown is not None:
+            text = self._markdown.render(data, row)
+            assert self._htmlparts is not None
+            html: str | None = self._htmlparts.markdown_to_html(text, title=subject)
+        else:
+            html = self._html.render(data, row) if self._html is not None else None
+        if html is None or (self._css is None and not self._auto_text):
+            return text, html
+        memo = self._html_memo
+        if memo is not None and memo[0] == html:  # a constant html template: done once
+            return (text if not self._auto_text else memo[2]), memo[1]
+        source = html
+        if self._css is not None:
+            try:
+                html = self._css.inline(html)
+            except ValueError as exc:
+                raise RowError(f"inline_css: {exc}", row=row.number, key=row.key) from None
+        auto = None
+        if self._auto_text:
+            assert self._htmlparts is not None
+            auto = self._htmlparts.html_to_text(html)
+        self._html_memo = (source, html, auto)
+        return (text if not self._auto_text else auto), html
+
+    def _inline_images(self, html: str, row: Row) -> tuple[Part, ...]:
+        parts = []
+        seen = set()
+        for match in _CID.finditer(html):
+            cid = unquote(match[1])
+            if cid in seen:
+                continue
+            seen.add(cid)
+            part = self._images.get(cid)
+            if part is None:
+                try:
+                    part = inline_part(cid, confine(self._base, cid))
+                except PathEscapes as exc:
+                    raise RowFailed(
+                        f"inline image cid:{exc}", row=row.number, key=row.key
+                    ) from None
+                except OSError as exc:
+                    raise RowFailed(
+                        f"inline image cid:{cid}: {exc.strerror or exc} in the job's folder",
+                        row=row.number,
+                        key=row.key,
+                    ) from None
+                self._images[cid] = part
+            parts.append(part)
+        return tuple(parts)
+
+    def _attachment(self, item: Part | _RowFile, row: Row) -> Part:
+        if isinstance(item, Part):
+            return item
+        path = item.path.render(row.data, row)
+        filename = None
+        if item.filename is not None:
+            filename = item.filename.render(row.data, row)
+            if not filename or any(ch in filename for ch in _BAD_FILENAME):
+                reason = f"attachment file name {filename!r} is empty or has / \\ or a control"
+                raise RowError(reason, row=row.number, key=row.key)
+        try:
+            part = attachment_part(item.spec, confine(self._base, path), filename)
+        except PathEscapes as exc:
+            raise RowFailed(f"attachment {exc}", row=row.number, key=row.key) from None
+        except OSError as exc:
+            reason = f"attachment {path}: {exc.strerror or exc} in the job's folder"
+            raise RowFailed(reason, row=row.number, key=row.key) from None
+        self.largest_row_attachment = max(self.largest_row_attachment, part.size)
+        return part
 
     def render(self, row: Row, message_id: str, *, date: str | None = None) -> RenderedMessage:
         """Render one row into the bytes to send (fast path)."""
@@ -328,42 +549,26 @@ class Renderer:
             after_mid = self._after_mid
         else:
             after_mid = self._after_mid + "".join(
-                f"{n}: {_unstructured(n, v)}\r\n" for n, v in f.headers
+                f"{n}: {_header_value(n, v)}\r\n" for n, v in f.headers
             )
         head = (
             f"Date: {date or self._now()}\r\n{self._from_lines}"
             f"To: {_mailbox('To', f.name, f.rcpt)}\r\nSubject: {subject}\r\n"
             f"Message-ID: {message_id}\r\n{after_mid}"
-        ).encode("ascii")
-
-        if f.text is not None and f.html is not None:
-            text, text_cte = _encode_body(f.text)
-            html, html_cte = _encode_body(f.html)
-            mime = self._mime
-            if mime.clashes(text) or mime.clashes(html):
-                mime = _MimeLayout(_new_boundary())
-                while mime.clashes(text) or mime.clashes(html):
-                    mime = _MimeLayout(_new_boundary())
-            data = b"".join(
-                (
-                    head,
-                    mime.start,
-                    _PART_HEADERS["plain", text_cte],
-                    text,
-                    mime.delimiter,
-                    _PART_HEADERS["html", html_cte],
-                    html,
-                    mime.close,
-                )
-            )
-        elif f.text is not None:
-            text, cte = _encode_body(f.text)
-            data = b"".join((head, _PART_HEADERS["plain", cte], text))
-        else:
-            assert f.html is not None
-            html, cte = _encode_body(f.html)
-            data = b"".join((head, _PART_HEADERS["html", cte], html))
-        return RenderedMessage(key=row.key, mail_from=self.mail_from, rcpt_to=f.rcpt, data=data)
+        )
+        smtputf8 = not f.rcpt.isascii()
+        text = text_leaf(f.text, "plain") if f.text is not None else None
+        html = text_leaf(f.html, "html") if f.html is not None else None
+        if (text is not None and text.long_lines) or (html is not None and html.long_lines):
+            self.long_line_messages += 1
+        data = head.encode("utf-8" if smtputf8 else "ascii") + self._framer.body(
+            text, html, f.images, f.files
+        )
+        if self.signer is not None:
+            data = self.signer.sign(data)
+        return RenderedMessage(
+            key=row.key, mail_from=self.mail_from, rcpt_to=f.rcpt, data=data, smtputf8=smtputf8
+        )
 
     def render_slow(self, row: Row, message_id: str, *, date: str) -> bytes:
         """Build the same message with EmailMessage (reference path, for tests)."""
@@ -379,86 +584,73 @@ class Renderer:
         msg["MIME-Version"] = "1.0"
         for hname, value in f.headers:
             msg[hname] = value
+        html_part: EmailMessage | None = None
         if f.text is not None:
-            text, cte = _normalise_body(f.text)
+            text, cte = normalise_body(f.text)
             msg.set_content(text, subtype="plain", charset="utf-8", cte=cte)
         if f.html is not None:
-            html, cte = _normalise_body(f.html)
+            html, cte = normalise_body(f.html)
             if f.text is not None:
                 msg.add_alternative(html, subtype="html", charset="utf-8", cte=cte)
+                html_part = msg.get_payload()[1]  # type: ignore[index,assignment]
             else:
                 msg.set_content(html, subtype="html", charset="utf-8", cte=cte)
-        if msg.is_multipart():
-            msg.set_boundary(self._boundary)
-        return msg.as_bytes()
+                html_part = msg
+        for image in f.images:
+            assert html_part is not None
+            maintype, _, subtype = image.content_type.partition("/")
+            html_part.add_related(
+                base64.b64decode(image.body),
+                maintype,
+                subtype,
+                cid=f"<{_CID_OF.search(image.headers.decode())[1]}>",  # type: ignore[index]
+                disposition="inline",
+                filename=image.filename,
+            )
+        for file in f.files:
+            maintype, _, subtype = file.content_type.partition("/")
+            msg.add_attachment(
+                base64.b64decode(file.body), maintype, subtype, filename=file.filename
+            )
+        data = msg.as_bytes()
+        return self.signer.sign(data) if self.signer is not None else data
 
     def render_part(self, row: Row, part: str) -> str:
-        """Return one rendered template ("text", "html" or "subject") for a row."""
+        """Return one rendered part ("text", "html" or "subject") of a row, as sent."""
         if part not in _PARTS:
             raise UsageError(f"unknown part {part!r}; expected one of {', '.join(_PARTS)}")
         if part == "subject":
             subject = self._subject.render(row.data, row)
             _check_header(subject, "Subject", row)
             return subject
-        compiled = self._text if part == "text" else self._html
-        if compiled is None:
-            raise RowError(f"the job has no {part} template", row=row.number, key=row.key)
-        return compiled.render(row.data, row)
+        subject = self._subject.render(row.data, row)
+        text, html = self._bodies(row, subject)
+        body = text if part == "text" else html
+        if body is None:
+            raise RowError(f"the job has no {part} part", row=row.number, key=row.key)
+        return body
 
 
-class _MimeLayout:
-    """The constant multipart/alternative framing for one boundary."""
-
-    __slots__ = ("boundary", "close", "delimiter", "start")
-
-    def __init__(self, boundary: str) -> None:
-        self.boundary = boundary.encode("ascii")
-        self.start = (
-            f'Content-Type: multipart/alternative; boundary="{boundary}"\r\n\r\n--{boundary}\r\n'
-        ).encode("ascii")
-        # The CRLF before "--boundary" belongs to the delimiter (RFC 2046 section 5.1.1),
-        # so a part body "x\r\n" is followed by "\r\n--boundary", as email.generator does.
-        self.delimiter = f"\r\n--{boundary}\r\n".encode("ascii")
-        self.close = f"\r\n--{boundary}--\r\n".encode("ascii")
-
-    def clashes(self, body: bytes) -> bool:
-        """Whether the boundary string occurs in an encoded part body."""
-        return self.boundary in body
-
-
-_PART_HEADERS = {
-    (subtype, cte): (
-        f'Content-Type: text/{subtype}; charset="utf-8"\r\nContent-Transfer-Encoding: {cte}\r\n\r\n'
-    ).encode("ascii")
-    for subtype in ("plain", "html")
-    for cte in ("7bit", "quoted-printable")
-}
-
-
-def _normalise_body(body: str) -> tuple[str, str]:
-    """LF line endings, a final newline, and the transfer encoding the body needs."""
-    if "\r" in body:
-        body = body.replace("\r\n", "\n").replace("\r", "\n")
-    if not body.endswith("\n"):
-        body += "\n"
-    if (
-        body.isascii()
-        and "\x00" not in body
-        # body ends with "\n", so a body of <= 999 chars has no line over 998.
-        and (len(body) <= MAX_LINE + 1 or max(map(len, body.split("\n"))) <= MAX_LINE)
-    ):
-        return body, "7bit"
-    return body, "quoted-printable"
-
-
-def _encode_body(body: str) -> tuple[bytes, str]:
-    """The encoded part body with CRLF line endings, and its Content-Transfer-Encoding."""
-    body, cte = _normalise_body(body)
-    crlf = body.replace("\n", "\r\n")
-    if cte == "7bit":
-        return crlf.encode("ascii"), cte
-    # b2a_qp keeps CRLF line ends when the data uses them, and soft-breaks at 76.
-    return binascii.b2a_qp(crlf.encode("utf-8"), istext=True), cte
+def _unsubscribe_problem(value: str, *, one_click: bool) -> str | None:
+    """Why a rendered List-Unsubscribe value is unusable, or None."""
+    for target in value.split(", "):
+        if not (target.startswith("<") and target.endswith(">")):
+            return f"{target!r} is not one <address>"
+        inner = target[1:-1]
+        if not inner or any(ch.isspace() or ch in '<>"' for ch in inner):
+            return f"{inner!r} has a space, a quote or an angle bracket; use |urlencode"
+        if len(inner) > 900:
+            return "an address longer than 900 characters"
+        scheme = inner.split(":", 1)[0].lower()
+        if scheme == "mailto":
+            if "@" not in inner:
+                return f"{inner!r} is not an email address"
+        elif scheme == "https" or (scheme == "http" and not one_click):
+            if "://" not in inner or not inner.isascii():
+                return f"{inner!r} is not an ASCII https:// URL"
+        else:
+            return f"{inner!r} is not an https:// or mailto: address"
+    return None
 
 
 def _check_header(value: str, what: str, row: Row) -> None:
@@ -467,6 +659,14 @@ def _check_header(value: str, what: str, row: Row) -> None:
     if bad is not None:
         kind = "line break" if _LINE_BREAK.match(bad.group()) else "control character"
         raise RowError(f"{kind} in {what} from data; row skipped", row=row.number, key=row.key)
+
+
+def _header_value(name: str, value: str) -> str:
+    """A header value as written: List-Unsubscribe folds only between its <...> entries."""
+    if name == "List-Unsubscribe":
+        # Never folded inside a URL; relaxed DKIM canonicalisation ignores the folds.
+        return ",\r\n ".join(value.split(", ")) if len(value) + 18 > FOLD_AT else value
+    return _unstructured(name, value)
 
 
 def _unstructured(name: str, value: str) -> str:
@@ -534,6 +734,8 @@ def _mailbox(field: str, name: str, addr: str) -> str:
     """A header value for one mailbox: `addr`, `Name <addr>`, or an encoded name."""
     if not name:
         return addr
+    if not addr.isascii():  # SMTPUTF8: the address goes in the header as UTF-8 (RFC 6532)
+        return _mailbox(field, name, "x@x").replace("<x@x>", f"<{addr}>")
     if name.isascii() and ("=?" not in name or _ENCODED_WORD.search(name) is None):
         value = formataddr((name, addr))
         if len(field) + 2 + len(value) <= FOLD_AT:
@@ -561,8 +763,20 @@ def _split_mailbox(value: str) -> tuple[str, str]:
     return name, match[2].strip()
 
 
+def _a_label(domain: str) -> str:
+    """An internationalised domain as A-labels (IDNA 2008 with UTS 46 mapping)."""
+    try:
+        return idna.encode(domain, uts46=True).decode("ascii")
+    except idna.IDNAError as exc:
+        raise ValueError(f"invalid international domain name ({exc})") from None
+
+
 def _check_address(addr: str) -> str:
-    """Return the envelope form of an addr-spec (A-label domain), or raise ValueError(reason)."""
+    """Return the envelope form of an addr-spec (A-label domain), or raise ValueError(reason).
+
+    A non-ASCII local part is kept (it needs a relay with SMTPUTF8, RFC 6531); the
+    domain is always sent as A-labels, which every relay takes.
+    """
     if _ADDR_SPEC.fullmatch(addr):
         return addr
     if _LINE_BREAK.search(addr):
@@ -583,15 +797,10 @@ def _check_address(addr: str) -> str:
         raise ValueError("empty local part")
     if not domain:
         raise ValueError("empty domain")
-    if not local.isascii():
-        raise ValueError("non-ASCII local part needs SMTPUTF8, not supported yet")
-    if not _LOCAL_PART_RE.fullmatch(local):
+    if not (_LOCAL_PART_RE if local.isascii() else _LOCAL_PART_UTF8).fullmatch(local):
         raise ValueError("invalid character in local part")
     if not domain.isascii():
-        try:
-            domain = domain.encode("idna").decode("ascii")
-        except UnicodeError:
-            raise ValueError("invalid international domain name") from None
+        domain = _a_label(domain)
     if not _DOMAIN_RE.fullmatch(domain):
         raise ValueError("invalid domain")
     return f"{local}@{domain}"

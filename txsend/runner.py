@@ -273,6 +273,10 @@ class ValidationReport:
     warnings: list[str] = field(default_factory=list)
     largest: int = 0
     total_bytes: int = 0
+    over_1mb: int = 0  # messages over 1 MB: many mailbox providers clip or refuse them
+    long_lines: int = 0  # messages with text lines over 998 octets (sent quoted-printable)
+    attachments: list[tuple[str, int]] = field(default_factory=list)  # fixed: name, size
+    largest_row_attachment: int = 0
 
 
 def validate(target: Path, overrides: JobOverrides, max_listed: int = 200) -> ValidationReport:
@@ -305,6 +309,7 @@ def validate(target: Path, overrides: JobOverrides, max_listed: int = 200) -> Va
         size = len(message.data)
         report.total_bytes += size
         report.largest = max(report.largest, size)
+        report.over_1mb += size > 1024 * 1024
         if size > job.max_message_size:
             _note(
                 report.problems,
@@ -312,9 +317,42 @@ def validate(target: Path, overrides: JobOverrides, max_listed: int = 200) -> Va
                 f"max_message_size ({job.max_message_size})",
                 max_listed,
             )
+    _content_warnings(job, renderer, report)
     if not job.relays:
         report.warnings.append("no relay configured: pass --relay or set TXSEND_RELAY when sending")
     return report
+
+
+BULK_SENDER_LINE = 5000  # Gmail's bulk-sender rules apply from 5 000 messages a day
+
+
+def _content_warnings(job: Job, renderer: Renderer, report: ValidationReport) -> None:
+    """What the bulk-sender rules and mailbox providers would object to."""
+    report.attachments = renderer.fixed_attachments
+    report.largest_row_attachment = renderer.largest_row_attachment
+    report.long_lines = renderer.long_line_messages
+    warnings = report.warnings
+    if report.over_1mb:
+        warnings.append(
+            f"{report.over_1mb} messages over 1 MB: mailbox providers may clip or refuse them; "
+            "link to large files instead of attaching them, or compress: zip"
+        )
+    if report.long_lines:
+        warnings.append(
+            f"{report.long_lines} messages have lines over 998 characters: they are sent "
+            "quoted-printable encoded (RFC 5322 limit); break the lines in the template"
+        )
+    if not renderer.has_text_part:
+        warnings.append(
+            "no text part: spam filters score HTML-only mail; remove auto_text: false or add text:"
+        )
+    content = job.content
+    if report.rows > BULK_SENDER_LINE and content.unsubscribe is None and not content.transactional:
+        warnings.append(
+            f"no unsubscribe on a job of {report.rows} recipients: Gmail and Yahoo require "
+            "one-click unsubscribe from bulk senders; add unsubscribe: {url: ..., "
+            "one_click: true}, or transactional: true if this is not marketing"
+        )
 
 
 def _note(items: list[str], text: str, limit: int) -> None:

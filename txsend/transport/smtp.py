@@ -79,6 +79,11 @@ class SmtpConnection:
         self._smtp = smtp
         self.transactions = 0
 
+    @property
+    def offers_smtputf8(self) -> bool:
+        """Whether the relay advertised SMTPUTF8 (RFC 6531) in its EHLO reply."""
+        return self._smtp is not None and self._smtp.supports_extension("smtputf8")
+
     async def send(
         self, message: RenderedMessage, before_data: Callable[[], Awaitable[None]]
     ) -> SendResult:
@@ -89,8 +94,13 @@ class SmtpConnection:
         self.transactions += 1
         # Addresses were validated by the renderer, so the commands are built directly
         # rather than through aiosmtplib's per-call address parsing.
+        mail = b"FROM:<" + message.mail_from.encode() + b">"
+        if message.smtputf8:  # the caller checked that the relay offers it
+            mail += b" SMTPUTF8"
+            if smtp.supports_extension("8bitmime"):
+                mail += b" BODY=8BITMIME"
         for phase, verb, argument in (
-            (Phase.MAIL, b"MAIL", b"FROM:<" + message.mail_from.encode() + b">"),
+            (Phase.MAIL, b"MAIL", mail),
             (Phase.RCPT, b"RCPT", b"TO:<" + message.rcpt_to.encode() + b">"),
         ):
             try:
