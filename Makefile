@@ -15,15 +15,18 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)  ## create .venv and install txsend with its test tools
 
-demo: $(STAMP)  ## send the sample job to a local capture server and print the summary
+demo: $(STAMP)  ## send the sample jobs to a local capture server and print the summaries
 	@rm -rf $(DEMO) && mkdir -p $(DEMO)
 	@$(BIN)/txsend sink --port 0 --port-file $(DEMO)/port --maildir $(DEMO)/maildir \
 		> $(DEMO)/sink.out 2> $(DEMO)/sink.err & echo $$! > $(DEMO)/sink.pid
 	@for i in $$(seq 100); do [ -s $(DEMO)/port ] && break; sleep 0.1; done; \
 	 [ -s $(DEMO)/port ] || { echo "sink did not start:"; cat $(DEMO)/sink.err; kill $$(cat $(DEMO)/sink.pid); exit 1; }
-	@status=0; \
+	@chmod 600 sample_jobs/keys/dkim-test.pem  # git keeps no permissions; the key is private
+	@status=0; relay="smtp://127.0.0.1:$$(cat $(DEMO)/port)?tls=none"; \
 	 $(BIN)/txsend run sample_jobs/welcome.yaml --journal $(DEMO)/welcome.journal.db \
-		--relay "smtp://127.0.0.1:$$(cat $(DEMO)/port)?tls=none" || status=$$?; \
+		--relay "$$relay" || status=$$?; \
+	 [ $$status -ne 0 ] || $(BIN)/txsend run sample_jobs/monthly-newsletter.yaml \
+		--journal $(DEMO)/newsletter.journal.db --relay "$$relay" || status=$$?; \
 	 kill $$(cat $(DEMO)/sink.pid); \
 	 while kill -0 $$(cat $(DEMO)/sink.pid) 2>/dev/null; do sleep 0.1; done; \
 	 cat $(DEMO)/sink.out; \
@@ -41,6 +44,7 @@ lint: $(STAMP)  ## ruff and mypy
 bench: $(STAMP)  ## txsend vs a plain aiosmtplib loop, both into Postfix's smtp-sink
 	sh bench/ensure-smtp-sink.sh
 	$(BIN)/python bench/run.py
+	$(BIN)/python bench/content.py
 
 clean:
 	rm -rf $(VENV) $(DEMO) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -226,6 +226,8 @@ def _send(request: runner.RunRequest, command: str, *, json_out: bool, quiet: bo
             view.stop()
     if json_out:
         sys.stdout.write(json.dumps(summary.to_json(), indent=2) + "\n")
+    for warning in summary.warnings:
+        console.print(f"warning: {warning}", markup=False)
     if not quiet:
         _print_summary(console, summary)
     console.print(_final_line(summary, request.target, command))
@@ -392,7 +394,11 @@ def preview(
     key: Annotated[str | None, typer.Option(help="Row key.")] = None,
     part: Annotated[
         str | None,
-        typer.Option(help="Print only this part: text, html or subject.", show_default=False),
+        typer.Option(
+            help="Print only this part as sent: text (made from the HTML if the job has none),"
+            " html (Markdown rendered, CSS inlined) or subject.",
+            show_default=False,
+        ),
     ] = None,
     from_addr: FromOpt = None,
     subject: SubjectOpt = None,

@@ -82,7 +82,8 @@ def encode_body(body: str) -> tuple[bytes, str]:
 
 def new_token() -> str:
     """The random part of a job's boundaries."""
-    return "_txsend_" + secrets.token_hex(12)
+    # 64 random bits keep "Content-Type: multipart/alternative; boundary=..." within 78.
+    return "_txsend_" + secrets.token_hex(8)
 
 
 class Framer:
@@ -164,7 +165,7 @@ class Framer:
             out.append(html.body)
             return
         boundary = "=_r" + token
-        out.append(_multipart_start("related", boundary, '; type="text/html"'))
+        out.append(_multipart_start("related", boundary, ';\r\n type="text/html"'))
         out.append(html.headers)
         out.append(html.body)
         for part in images:

@@ -291,6 +291,7 @@ class Renderer:
         # and the largest per-recipient attachment seen.
         self.long_line_messages = 0
         self.largest_row_attachment = 0
+        self.warnings: list[str] = []  # about the job, for the run's output
         self.signer: DkimSigner | None = None
         if content.dkim is not None:
             from txsend.signing import DkimSigner
@@ -304,6 +305,7 @@ class Renderer:
                 headers=dkim.headers,
                 source=source,
             )
+            self.warnings.extend(self.signer.warnings)
 
     @property
     def fixed_attachments(self) -> list[tuple[str, int]]:

@@ -23,6 +23,7 @@ class Summary:
     next_attempt_at: float | None
     exit_code: int
     dry_run: bool = False
+    warnings: tuple[str, ...] = ()  # about the job (e.g. a DKIM key others can read)
 
     def to_json(self) -> dict[str, Any]:
         """The `--json` object (schema 1)."""
@@ -34,6 +35,7 @@ class Summary:
             "dry_run": self.dry_run,
             "counts": {state.value: self.counts.get(state, 0) for state in State},
             "next_attempt_at": self.next_attempt_at,
+            "warnings": list(self.warnings),
         }
         stats = self.stats
         if stats is not None:

@@ -105,6 +105,9 @@ def _path(value: str | None) -> Path | None:
     return None if value is None else Path(value)
 
 
+_DEFAULT_CONTENT_SETTINGS = (True, False, False, None, None, None, None, [])
+
+
 def fingerprint(job: Job) -> dict[str, str]:
     """Hashes of what defines the messages, by name, so a change can be described."""
 
@@ -120,9 +123,27 @@ def fingerprint(job: Job) -> dict[str, str]:
             repr((job.recipients.to, job.recipients.name, job.recipients.key))
         ),
     }
-    for label, tpl in (("text", job.text), ("html", job.html)):
+    content = job.content
+    for label, tpl in (("text", job.text), ("html", job.html), ("markdown", content.markdown)):
         if tpl is not None:
             parts[f"{label} template {tpl.origin}"] = digest(tpl.source)
+    # What else changes the bytes of a message; attachment files are named, not hashed
+    # (they may be large), and a DKIM key does not change what a message says.
+    settings = (
+        content.auto_text,
+        content.inline_css,
+        content.transactional,
+        content.auto_submitted,
+        content.precedence,
+        content.feedback_id,
+        content.unsubscribe,
+        [
+            (a.path, a.content_type, a.filename, a.compress, a.compress_over)
+            for a in content.attachments
+        ],
+    )
+    if settings != _DEFAULT_CONTENT_SETTINGS:
+        parts["content settings"] = digest(repr(settings))
     sha = hashlib.sha256()
     with job.recipients.file.open("rb") as data:
         for block in iter(lambda: data.read(1 << 20), b""):
@@ -208,7 +229,14 @@ def send(
     finally:
         journal.finish_run(run_id, exit_code)
     return Summary(
-        job.name, run_id, counts, stats, journal.next_attempt_at(), exit_code, request.dry_run
+        job.name,
+        run_id,
+        counts,
+        stats,
+        journal.next_attempt_at(),
+        exit_code,
+        request.dry_run,
+        tuple(renderer.warnings),
     )
 
 
@@ -328,6 +356,7 @@ BULK_SENDER_LINE = 5000  # Gmail's bulk-sender rules apply from 5 000 messages a
 
 def _content_warnings(job: Job, renderer: Renderer, report: ValidationReport) -> None:
     """What the bulk-sender rules and mailbox providers would object to."""
+    report.warnings.extend(renderer.warnings)
     report.attachments = renderer.fixed_attachments
     report.largest_row_attachment = renderer.largest_row_attachment
     report.long_lines = renderer.long_line_messages
