@@ -49,7 +49,8 @@ HTML_CID = HTML.replace("</body>", '<img src="cid:logo.png" alt="Acme"></body>')
 MARKDOWN = (
     "# Welcome, {{ first_name }}\n\nYour **{{ plan }}** plan is active. "
     "Read [the guide](https://acme.example/start).\n\n"
-    + "- Here is what you can do next with your account.\n" * 8
+    + "- Here is what you can do next with your account.\n"
+    * 8
 )
 PNG = bytes.fromhex(
     "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
@@ -72,8 +73,7 @@ CASES: dict[str, str] = {
         "unsubscribe: {url: 'https://acme.example/u/{{ first_name }}', one_click: true}\n"
     ),
     "+ DKIM rsa-sha256 (2048 bits)": (
-        "text: t.txt\nhtml: t.html\n"
-        "dkim: {domain: acme.example, selector: s1, key_file: rsa.pem}\n"
+        "text: t.txt\nhtml: t.html\ndkim: {domain: acme.example, selector: s1, key_file: rsa.pem}\n"
     ),
     "+ DKIM ed25519-sha256": (
         "text: t.txt\nhtml: t.html\n"

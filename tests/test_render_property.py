@@ -35,7 +35,7 @@ SCRIPTS = (
     "مرحبا بالعالم",
     "नमस्ते दुनिया",
     "🎉🚀✨👍🏽",
-    ' "\'(),.:;<>@[]\\=?_-',
+    " \"'(),.:;<>@[]\\=?_-",
 )
 TEXT = st.text(alphabet=st.sampled_from("".join(SCRIPTS)), min_size=0, max_size=60)
 
