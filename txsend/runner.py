@@ -105,7 +105,7 @@ def _path(value: str | None) -> Path | None:
     return None if value is None else Path(value)
 
 
-_DEFAULT_CONTENT_SETTINGS = (True, False, False, None, None, None, None, [])
+_DEFAULT_CONTENT_SETTINGS: tuple[object, ...] = (True, False, False, None, None, None, None, [])
 
 
 def fingerprint(job: Job) -> dict[str, str]:
