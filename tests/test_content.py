@@ -625,3 +625,15 @@ def test_validate_warns_about_bulk_without_unsubscribe(
     assert "no unsubscribe" in err  # bulk, not transactional, over 5000 recipients
     job.write_text(job.read_text() + "transactional: true\n")
     assert "no unsubscribe" not in cli(capsys, "validate", job).err
+
+
+def test_changed_content_settings_need_force(
+    tmp_path: Path, smtp_server: ScriptedServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    job = write_folder(tmp_path, "text_inline: hi\n")
+    assert cli(capsys, "run", job, "--relay", smtp_server.url, "--limit", "1").code == 0
+    job.write_text(job.read_text() + "unsubscribe: https://acme.example/u\n")
+    result = cli(capsys, "run", job, "--relay", smtp_server.url)
+    assert result.code == 65
+    assert "content settings" in result.err
+    assert len(smtp_server.received) == 1
