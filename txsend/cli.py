@@ -15,10 +15,11 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from txsend import __version__, runner, scaffold
+from txsend import __version__, logs, runner, scaffold
 from txsend.errors import ExitCode, TxsendError, UsageError
-from txsend.jobfile import JobOverrides
+from txsend.jobfile import JobOverrides, parse_duration
 from txsend.models import State
+from txsend.outputs import OutputOptions
 from txsend.report import Summary
 from txsend.stats import RunStats
 
@@ -108,6 +109,97 @@ AbortOpt = Annotated[
 QuietOpt = Annotated[
     bool, typer.Option("--quiet", "-q", help="Print only errors and the final line.")
 ]
+ReportOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--report", metavar="FILE", help="Write the run's JSON report (schema 1) to FILE."
+    ),
+]
+ReportHtmlOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--report-html",
+        metavar="FILE",
+        help="Write a self-contained HTML page with the run's charts to FILE.",
+    ),
+]
+MetricsFileOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--metrics-file",
+        metavar="FILE",
+        help="Prometheus text file, rewritten atomically every 5 s and at the end "
+        "(node_exporter textfile collector).",
+    ),
+]
+MetricsPortOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--metrics-port",
+        min=0,
+        max=65535,
+        metavar="N",
+        help="Serve /metrics on 127.0.0.1:N while the run lasts.",
+    ),
+]
+LogFormatOpt = Annotated[
+    str,
+    typer.Option(
+        "--log-format",
+        metavar="text|json",
+        help="Log lines on stderr: text, or one JSON object per line.",
+    ),
+]
+LogLevelOpt = Annotated[
+    str,
+    typer.Option(
+        "--log-level",
+        metavar="LEVEL",
+        help="debug (every message's outcome), info (run start/end, relays up), "
+        "warning (relays down, circuits) or error.",
+    ),
+]
+GraceOpt = Annotated[
+    str,
+    typer.Option(
+        "--grace",
+        metavar="DURATION",
+        help="After SIGINT/SIGTERM, how long transactions in flight may finish "
+        "(a second signal stops at once).",
+    ),
+]
+
+
+def _request(
+    job: Path,
+    overrides: JobOverrides,
+    *,
+    resume: bool = False,
+    force: bool,
+    dry_run: bool,
+    limit: int | None,
+    concurrency: int | None,
+    grace: str,
+    report: Path | None,
+    report_html: Path | None,
+    metrics_file: Path | None,
+    metrics_port: int | None,
+) -> runner.RunRequest:
+    try:
+        grace_seconds = parse_duration(grace)
+    except ValueError as exc:
+        raise UsageError(f"--grace: {exc}") from None
+    return runner.RunRequest(
+        target=job,
+        overrides=overrides,
+        resume=resume,
+        force=force,
+        dry_run=dry_run,
+        limit=limit,
+        concurrency=concurrency,
+        grace=grace_seconds,
+        outputs=OutputOptions(report, report_html, metrics_file, metrics_port),
+    )
 
 
 def _overrides(
@@ -128,6 +220,11 @@ def _overrides(
         journal=journal,
         abort_on_error_rate=abort_on_error_rate,
     )
+
+
+def _stderr_line(line: str) -> None:
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
 
 
 def _err() -> Console:
@@ -151,17 +248,29 @@ def run(
     abort_on_error_rate: AbortOpt = None,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
+    report: ReportOpt = None,
+    report_html: ReportHtmlOpt = None,
+    metrics_file: MetricsFileOpt = None,
+    metrics_port: MetricsPortOpt = None,
+    log_format: LogFormatOpt = "text",
+    log_level: LogLevelOpt = "warning",
+    grace: GraceOpt = "10s",
 ) -> None:
     """Ingest the recipients into the journal and send every row not yet done."""
-    request = runner.RunRequest(
-        target=job,
-        overrides=_overrides(from_addr, subject, text, html, relay, journal, abort_on_error_rate),
+    request = _request(
+        job,
+        _overrides(from_addr, subject, text, html, relay, journal, abort_on_error_rate),
         force=force,
         dry_run=dry_run,
         limit=limit,
         concurrency=concurrency,
+        grace=grace,
+        report=report,
+        report_html=report_html,
+        metrics_file=metrics_file,
+        metrics_port=metrics_port,
     )
-    _send(request, "run", json_out=json_out, quiet=quiet)
+    _send(request, "run", json_out=json_out, quiet=quiet, log=(log_format, log_level))
 
 
 @app.command()
@@ -176,25 +285,61 @@ def resume(
     abort_on_error_rate: AbortOpt = None,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
+    report: ReportOpt = None,
+    report_html: ReportHtmlOpt = None,
+    metrics_file: MetricsFileOpt = None,
+    metrics_port: MetricsPortOpt = None,
+    log_format: LogFormatOpt = "text",
+    log_level: LogLevelOpt = "warning",
+    grace: GraceOpt = "10s",
 ) -> None:
     """Continue a job's journal: pending rows, deferred ones that are due, and unknown ones
     (delivery.on_unknown: resend)."""
-    request = runner.RunRequest(
-        target=job,
-        overrides=_overrides(None, None, None, None, relay, journal, abort_on_error_rate),
+    request = _request(
+        job,
+        _overrides(None, None, None, None, relay, journal, abort_on_error_rate),
         resume=True,
         force=force,
         dry_run=dry_run,
         limit=limit,
         concurrency=concurrency,
+        grace=grace,
+        report=report,
+        report_html=report_html,
+        metrics_file=metrics_file,
+        metrics_port=metrics_port,
     )
-    _send(request, "resume", json_out=json_out, quiet=quiet)
+    _send(request, "resume", json_out=json_out, quiet=quiet, log=(log_format, log_level))
 
 
-def _send(request: runner.RunRequest, command: str, *, json_out: bool, quiet: bool) -> None:
+def _send(
+    request: runner.RunRequest,
+    command: str,
+    *,
+    json_out: bool,
+    quiet: bool,
+    log: tuple[str, str],
+) -> None:
     console = _err()
-    show_progress = console.is_terminal and not quiet and "NO_COLOR" not in os.environ
+    log_format, log_level = log
+    if log_format not in logs.FORMATS:
+        raise UsageError(f"--log-format must be text or json, not {log_format!r}")
+    if log_level.lower() not in logs.LEVELS:
+        raise UsageError(f"--log-level must be one of {', '.join(logs.LEVELS)}")
+    show_progress = (
+        console.is_terminal
+        and not quiet
+        and "NO_COLOR" not in os.environ
+        and log_format == "text"
+        and log_level.lower() != "debug"
+    )
     view = _ProgressView(console) if show_progress else None
+    if log_format == "json":
+        undo_logs = logs.configure("json", log_level, _stderr_line)
+    else:
+        undo_logs = logs.configure(
+            "text", log_level, lambda line: console.print(line, markup=False)
+        )
 
     def prepared(p: runner.Prepared) -> None:
         if not quiet and p.ingest is not None:
@@ -224,6 +369,7 @@ def _send(request: runner.RunRequest, command: str, *, json_out: bool, quiet: bo
     finally:
         if view is not None:
             view.stop()
+        undo_logs()
     if json_out:
         sys.stdout.write(json.dumps(summary.to_json(), indent=2) + "\n")
     for warning in summary.warnings:
@@ -295,6 +441,11 @@ def _print_summary(console: Console, summary: Summary) -> None:
     for name, relay in stats.relays.items():
         if relay.last_error and (relay.connect_failures or not relay.connections):
             console.print(f"relay {name}: {relay.last_error}")
+    if stats.abandoned:
+        console.print(
+            f"{stats.abandoned} messages were abandoned after DATA began: now 'unknown' "
+            "(resume resends them unless delivery.on_unknown: skip)"
+        )
     if summary.dry_run:
         console.print(f"dry run: {stats.queued} messages rendered, nothing sent")
 
@@ -334,6 +485,70 @@ def status(
     _print_summary(console, summary)
     if summary.next_attempt_at:
         console.print(f"next retry due {_local_time(summary.next_attempt_at)}")
+
+
+@app.command()
+def report(
+    job: JobArg,
+    journal: JournalOpt = None,
+    json_out: JsonOpt = False,
+    failed_csv: Annotated[
+        Path | None,
+        typer.Option(
+            "--failed-csv",
+            metavar="FILE",
+            help="Write the failed, bounced and unknown rows to FILE: their data columns, "
+            "then txsend_state, txsend_code, txsend_reply (a recipients file itself).",
+        ),
+    ] = None,
+    report_html: ReportHtmlOpt = None,
+) -> None:
+    """The summary of every run so far, from the journal alone (schema 1 with --json)."""
+    overrides = _overrides(None, None, None, None, None, journal)
+    data = runner.report(job, overrides)
+    console = _err()
+    if failed_csv is not None:
+        written = runner.write_failed_csv(job, overrides, failed_csv)
+        console.print(f"{written} rows written to {failed_csv}", markup=False)
+    if report_html is not None:
+        runner.write_html_report(data, report_html)
+        console.print(f"report written to {report_html}", markup=False)
+    if json_out:
+        sys.stdout.write(json.dumps(data, indent=2) + "\n")
+        return
+    out = Console(highlight=False, soft_wrap=True)
+    _print_journal_report(out, data)
+
+
+def _print_journal_report(console: Console, data: dict[str, Any]) -> None:
+    table = Table(title=f"txsend: {data['job']} (all runs)", title_justify="left")
+    table.add_column("state")
+    table.add_column("rows", justify="right")
+    for state, count in data["counts"].items():
+        if count:
+            table.add_row(state, str(count))
+    console.print(table)
+    for run in data["runs"]:
+        code = "running or killed" if run["exit_code"] is None else f"exit {run['exit_code']}"
+        console.print(
+            f"run {run['run_id']}: {run['command']} {run['started_at']} .. "
+            f"{run['ended_at'] or '-'} ({code})",
+            markup=False,
+        )
+    for name, relay in data["relays"].items():
+        outcomes = ", ".join(f"{n} {state}" for state, n in relay["outcomes"].items())
+        console.print(f"relay {name}: {outcomes}", markup=False)
+    for reply in data["reply_codes"][:10]:
+        console.print(f"{reply['count']:>8}  {reply['example']}", markup=False)
+    problems = data["problems"]
+    if problems["count"]:
+        console.print(
+            f"{problems['count']} rows failed, bounced or unknown; export them with: "
+            f"{problems['export']}",
+            markup=False,
+        )
+    if data["next_attempt_at"]:
+        console.print(f"next retry due {_local_time(data['next_attempt_at'])}")
 
 
 @app.command()

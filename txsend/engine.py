@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import random
 import time
 from collections import deque
@@ -25,11 +26,12 @@ from txsend.classify import Verdict, classify
 from txsend.committer import GroupCommitter
 from txsend.errors import RowError, RowFailed
 from txsend.journal import Claimed, Journal, Record
+from txsend.logs import LOGGER, event
 from txsend.models import Job, RelayConfig, RenderedMessage, Row, State
 from txsend.ratelimit import limiter_for
 from txsend.relaypool import Circuit, RelayPool, RelayState
 from txsend.render import Renderer
-from txsend.stats import RunStats
+from txsend.stats import ErrorClass, RunStats
 from txsend.suppress import SuppressionList
 from txsend.transport import Phase, RelayDown, SendResult, SmtpConnection
 
@@ -95,6 +97,7 @@ class Engine:
         self._ready: asyncio.Queue[_Item | None] = asyncio.Queue()
         self._relay_queues: dict[str, asyncio.Queue[_Item | None]] = {}
         self._in_pipeline: set[str] = set()
+        self._down: set[str] = set()  # relays whose last connection attempt failed
         self._committer: GroupCommitter | None = None
         self._workers: set[asyncio.Task[None]] = set()
         self._slots: asyncio.Semaphore | None = None
@@ -124,7 +127,9 @@ class Engine:
             await producer
             if dispatcher is not None:
                 await dispatcher
-                await asyncio.gather(*self._workers)
+                # a worker cancelled at the end of the grace period (or by a second signal)
+                # is not an error; a crash was kept by _worker_exited
+                await asyncio.gather(*self._workers, return_exceptions=True)
         finally:
             tasks = [producer, *self._workers, *([dispatcher] if dispatcher else [])]
             for task in tasks:
@@ -134,7 +139,11 @@ class Engine:
             with contextlib.suppress(asyncio.CancelledError):
                 await ticker
             await committer.close()
+            # Transactions abandoned after DATA began (grace over, second signal): their
+            # rows are in RFC 1047's window, so they become `unknown` now, not on resume.
+            self.stats.abandoned = self.journal.recover()
             self.stats.ended = time.monotonic()
+            self.stats.ended_at = time.time()
             self._collect_relay_stats()
             if self._on_tick is not None:
                 self._on_tick(self.stats)
@@ -157,8 +166,15 @@ class Engine:
         if signum is not None:
             self.stats.signal = signum
             self.stats.stop_reason = "interrupted"
+            event(
+                logging.WARNING,
+                "interrupted",
+                f"signal {signum}: finishing what is in flight ({self.options.grace:g} s grace)",
+                signal=signum,
+            )
         elif reason is not None:
             self.stats.stop_reason = reason
+            event(logging.ERROR, "abort", f"stopping: {reason}", reason=reason)
         self._ready.put_nowait(_END)  # wake the dispatcher
         self._drain_relay_queues()  # and unblock it if it waits on a relay's full queue
         asyncio.get_running_loop().call_later(self.options.grace, self._cancel_workers)
@@ -385,20 +401,41 @@ class Engine:
             if wait > 0:
                 relay.quota_until = time.monotonic() + wait
                 relay.events.append(f"rate {relay.config.rate} spent for {wait:.0f} s")
+                event(
+                    logging.WARNING,
+                    "rate_spent",
+                    f"relay {relay.name}: rate {relay.config.rate} spent for {wait:.0f} s",
+                    relay=relay.name,
+                    seconds=wait,
+                )
                 return False
         return True
 
     async def _connect(self, relay: RelayState, connection: SmtpConnection) -> bool:
         """Open the worker's connection; a failure counts against the relay's health."""
         counters = self.stats.relay(relay.name)
+        started = time.perf_counter()
         try:
             await connection.open()
         except RelayDown as exc:
             counters.connect_failures += 1
+            if relay.name not in self._down:
+                self._down.add(relay.name)
+                event(
+                    logging.WARNING,
+                    "relay_down",
+                    f"relay {relay.name} down: {exc}",
+                    relay=relay.name,
+                    reason=str(exc),
+                )
             relay.failed(str(exc), now=time.monotonic(), fatal=exc.auth)
             await asyncio.sleep(CONNECT_PAUSE)
             return False
         counters.connections += 1
+        counters.connect_time.add(time.perf_counter() - started)
+        if relay.name in self._down or not counters.connections - 1:
+            self._down.discard(relay.name)
+            event(logging.INFO, "relay_up", f"relay {relay.name} up", relay=relay.name)
         relay.ever_connected = True
         return True
 
@@ -415,7 +452,9 @@ class Engine:
         started = time.perf_counter()
         result = await connection.send(item.message, partial(self._mark_sending, item.key))
         verdict = classify(result.phase, result.code, result.text)
-        self._settle(item, result, verdict, relay, time.perf_counter() - started)
+        latency = time.perf_counter() - started
+        self._count_transaction(relay, item, result, latency)
+        self._settle(item, result, verdict, relay, latency)
         if verdict.reconnect or connection.transactions >= relay.config.messages_per_connection:
             await connection.close()
 
@@ -553,6 +592,39 @@ class Engine:
             Record(key, state, code, reply, relay, next_attempt_at, attempt, suppress, address)
         )
         self.stats.outcomes[state] += 1
+        self.stats.timeline.add(state, time.monotonic())
+        if LOGGER.isEnabledFor(logging.DEBUG):
+            event(
+                logging.DEBUG,
+                "message",
+                f"{key}: {state.value}" + (f" ({reply})" if reply else ""),
+                key=key,
+                address=address,
+                state=state.value,
+                code=code,
+                reply=reply,
+                relay=relay,
+            )
+
+    def _count_transaction(
+        self, relay: RelayState, item: _Item, result: SendResult, latency: float
+    ) -> None:
+        """Per-transaction figures for the report: attempts, retries, errors, replies."""
+        stats = self.stats
+        counters = stats.relay(relay.name)
+        counters.attempts += 1
+        counters.latency.add(latency)
+        if item.claimed.attempts or item.relay_faults:
+            stats.retries += 1
+        stats.reply_codes.add(result.code, result.text)
+        if result.accepted:
+            return
+        if result.code is None:
+            klass = ErrorClass.UNKNOWN if result.phase is Phase.DATA_END else ErrorClass.TRANSIENT
+        else:
+            klass = ErrorClass.PERMANENT if result.code >= 500 else ErrorClass.TRANSIENT
+        stats.errors[klass] += 1
+        counters.errors[klass] += 1
 
     def _collect_relay_stats(self) -> None:
         for relay in self._pool.relays:
@@ -565,5 +637,9 @@ class Engine:
         if self._on_tick is None:
             return
         while True:
+            self.stats.queue_depth = self._ready.qsize() + sum(
+                q.qsize() for q in self._relay_queues.values()
+            )
+            self._collect_relay_stats()
             self._on_tick(self.stats)
             await asyncio.sleep(self.options.tick)

@@ -514,6 +514,61 @@ class Journal:
                 (time.time(), exit_code, json.dumps(counts), run_id),
             )
 
+    def runs(self) -> list[RunInfo]:
+        """Every run, oldest first."""
+        cur = self._conn.execute(
+            "SELECT id, command, started_at, ended_at, exit_code, counts FROM runs ORDER BY id"
+        )
+        return [
+            RunInfo(run_id, command, started, ended, code, json.loads(counts or "{}"))
+            for run_id, command, started, ended, code, counts in cur
+        ]
+
+    def problems(self, limit: int = 1000) -> tuple[int, list[dict[str, Any]]]:
+        """How many rows are failed, bounced or unknown, and the first `limit` of them."""
+        where = "WHERE state IN ('failed', 'bounced', 'unknown')"
+        (count,) = self._conn.execute(f"SELECT count(*) FROM messages {where}").fetchone()
+        cur = self._conn.execute(
+            f"SELECT key, address, state, code, reply FROM messages {where} ORDER BY row LIMIT ?",
+            (limit,),
+        )
+        rows = [
+            {"key": key, "address": address, "state": state, "code": code, "reply": reply}
+            for key, address, state, code, reply in cur
+        ]
+        return int(count), rows
+
+    def iter_problems(self) -> Iterator[tuple[dict[str, Any], str, int | None, str | None]]:
+        """Every failed, bounced or unknown row: (original data, state, code, reply)."""
+        cur = self._conn.execute(
+            "SELECT data, state, code, reply FROM messages "
+            "WHERE state IN ('failed', 'bounced', 'unknown') ORDER BY row"
+        )
+        for data, state, code, reply in cur:
+            yield json.loads(data), state, code, reply
+
+    def relay_outcomes(self) -> dict[str, dict[str, int]]:
+        """Rows per relay and state (the relay of each row's last attempt)."""
+        out: dict[str, dict[str, int]] = {}
+        cur = self._conn.execute(
+            "SELECT relay, state, count(*) FROM messages WHERE relay IS NOT NULL "
+            "GROUP BY relay, state"
+        )
+        for relay, state, n in cur:
+            out.setdefault(relay, {})[state] = n
+        return out
+
+    def reply_codes(self) -> list[tuple[int | None, str, int]]:
+        """(code, one reply text, rows) per code and enhanced status of rows' last replies."""
+        # The enhanced status code is the reply's second word when it looks like one.
+        cur = self._conn.execute(
+            "SELECT code, min(reply), count(*) FROM messages WHERE reply IS NOT NULL "
+            "GROUP BY code, CASE WHEN reply GLOB '[245][0-9][0-9] [245].[0-9]*' "
+            "THEN substr(reply, 5, instr(substr(reply, 5) || ' ', ' ') - 1) ELSE '' END "
+            "ORDER BY count(*) DESC"
+        )
+        return [(code, reply, n) for code, reply, n in cur]
+
     def last_run(self) -> RunInfo | None:
         """The most recent run, finished or not."""
         found = self._conn.execute(

@@ -9,11 +9,13 @@ with a longer cool-down.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from txsend.logs import event
 from txsend.models import RelayConfig
 from txsend.ratelimit import RateLimiter
 
@@ -72,6 +74,12 @@ class RelayState:
         self.slow_downs = 0
         if self.circuit is not Circuit.CLOSED:
             self.events.append("circuit closed")
+            event(
+                logging.INFO,
+                "circuit_closed",
+                f"relay {self.name}: circuit closed",
+                relay=self.name,
+            )
         self.circuit = Circuit.CLOSED
         self.probing = False
 
@@ -81,6 +89,13 @@ class RelayState:
         if fatal:
             self.circuit = Circuit.DEAD
             self.events.append(f"relay given up: {reason}")
+            event(
+                logging.WARNING,
+                "relay_given_up",
+                f"relay {self.name} given up: {reason}",
+                relay=self.name,
+                reason=reason,
+            )
             return True
         self.failures += 1
         if self.circuit is Circuit.HALF_OPEN or self.failures >= FAILURES_TO_OPEN:
@@ -91,6 +106,14 @@ class RelayState:
             self.probing = False
             self.failures = 0
             self.events.append(f"circuit opened for {cool_down:.0f} s: {reason}")
+            event(
+                logging.WARNING,
+                "circuit_opened",
+                f"relay {self.name}: circuit opened for {cool_down:.0f} s: {reason}",
+                relay=self.name,
+                reason=reason,
+                seconds=cool_down,
+            )
             return True
         return False
 

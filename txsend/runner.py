@@ -7,12 +7,17 @@ the CLI only parses flags and prints.
 from __future__ import annotations
 
 import asyncio
+import csv
 import hashlib
+import json
+import logging
+import os
 import signal
 import ssl
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from txsend.credentials import relay_password
 from txsend.engine import Engine, SendOptions
@@ -20,10 +25,12 @@ from txsend.errors import ConfigError, JobError, RowError, UsageError
 from txsend.jobfile import LIST_SUFFIXES, JobOverrides, default_journal, load_job
 from txsend.journal import IngestStats, Journal
 from txsend.lock import journal_lock
+from txsend.logs import event
 from txsend.models import Job, RelayConfig, Row, State
+from txsend.outputs import OutputOptions, RunOutputs, write_atomic
 from txsend.recipients import iter_rows
 from txsend.render import Renderer, message_id_domain, new_message_id
-from txsend.report import Summary, decide_exit_code
+from txsend.report import PROBLEMS_LISTED, Problems, Summary, decide_exit_code, journal_json
 from txsend.stats import RunStats
 from txsend.suppress import load_suppressions
 from txsend.transport.smtp import tls_context_for
@@ -42,6 +49,8 @@ class RunRequest:
     dry_run: bool = False
     limit: int | None = None
     concurrency: int | None = None
+    grace: float = 10.0  # seconds in-flight transactions get after SIGINT/SIGTERM
+    outputs: OutputOptions = field(default_factory=OutputOptions)
 
 
 @dataclass(frozen=True)
@@ -208,6 +217,8 @@ def send(
     """Send what is due through relays (with their passwords); record the run."""
     job, journal = prepared.job, prepared.journal
     renderer = Renderer(job)
+    outputs = RunOutputs(request.outputs)
+    outputs.start()
     run_id = journal.start_run(command)
     options = SendOptions(
         run_id=run_id,
@@ -215,29 +226,150 @@ def send(
         limit=request.limit,
         dry_run=request.dry_run,
         resend_unknown=job.delivery.on_unknown == "resend",
+        grace=request.grace,
     )
     suppressions = load_suppressions(job.suppress)
     for address, reason in journal.suppressed():
         suppressions.add(address, reason)
-    engine = Engine(job, journal, renderer, relays, options, on_tick, suppressions)
+
+    def during(stats: RunStats) -> Summary:
+        return Summary(
+            job.name, run_id, journal.counts(), stats, None, -1, request.dry_run, command=command
+        )
+
+    def tick(stats: RunStats) -> None:
+        outputs.tick(lambda: during(stats).to_json())
+        if on_tick is not None:
+            on_tick(stats)
+
+    engine = Engine(job, journal, renderer, relays, options, tick, suppressions)
     engine.stats.unknown_recovered = prepared.recovered
+    event(
+        logging.INFO,
+        "run_start",
+        f"{command} {job.name}: {prepared.due} messages due, run {run_id}",
+        job=job.name,
+        run_id=run_id,
+        command=command,
+        due=prepared.due,
+        relays=[relay.name for relay, _ in relays],
+        dry_run=request.dry_run,
+    )
     exit_code = 70
     try:
         stats = asyncio.run(_run_with_signals(engine))
         counts = journal.counts()
         exit_code = decide_exit_code(counts, stats, resend_unknown=options.resend_unknown)
-    finally:
         journal.finish_run(run_id, exit_code)
-    return Summary(
-        job.name,
-        run_id,
-        counts,
-        stats,
-        journal.next_attempt_at(),
-        exit_code,
-        request.dry_run,
-        tuple(renderer.warnings),
+        summary = Summary(
+            job.name,
+            run_id,
+            counts,
+            stats,
+            journal.next_attempt_at(),
+            exit_code,
+            request.dry_run,
+            tuple(renderer.warnings),
+            command=command,
+            problems=problems_of(journal, request.target),
+        )
+        outputs.finish(summary.to_json())
+    finally:
+        if exit_code == 70:
+            journal.finish_run(run_id, exit_code)
+        outputs.close()
+    event(
+        logging.INFO,
+        "run_end",
+        f"{command} {job.name}: exit {exit_code}",
+        job=job.name,
+        run_id=run_id,
+        exit_code=exit_code,
+        counts={s.value: n for s, n in counts.items() if n},
+        seconds=round(stats.elapsed, 3),
+        messages_per_second=round(stats.rate, 1),
+        stop_reason=stats.stop_reason,
     )
+    return summary
+
+
+def problems_of(journal: Journal, target: Path) -> Problems:
+    """The journal's failed, bounced and unknown rows for a report."""
+    count, rows = journal.problems(PROBLEMS_LISTED)
+    return Problems(count, rows, f"txsend report {target} --failed-csv failed.csv")
+
+
+def report(target: Path, overrides: JobOverrides) -> dict[str, Any]:
+    """`txsend report`: the summary of every run so far, from the journal alone."""
+    job = load(target, overrides)
+    journal = Journal.open(job.journal, create=False)
+    try:
+        return journal_json(
+            job.name,
+            journal.counts(),
+            journal.runs(),
+            journal.relay_outcomes(),
+            journal.reply_codes(),
+            journal.next_attempt_at(),
+            problems_of(journal, target),
+        )
+    finally:
+        journal.close()
+
+
+def write_html_report(data: Mapping[str, Any], path: Path) -> None:
+    """Write the self-contained HTML page of a report."""
+    from txsend.htmlreport import render_html_report
+
+    write_atomic(path, render_html_report(data))
+
+
+FAILED_CSV_EXTRA = ("txsend_state", "txsend_code", "txsend_reply")
+
+
+def write_failed_csv(target: Path, overrides: JobOverrides, out: Path) -> int:
+    """Write the failed, bounced and unknown rows with their data columns; returns how many.
+
+    The columns are the recipient file's own (so the file is itself a recipients file for
+    a new job) followed by txsend_state, txsend_code and txsend_reply.
+    """
+    job = load(target, overrides)
+    journal = Journal.open(job.journal, create=False)
+    written = 0
+    try:
+        # Two passes: rows from a JSONL file need not share their keys.
+        columns: dict[str, None] = {job.recipients.to: None}
+        for data, _state, _code, _reply in journal.iter_problems():
+            columns.update(dict.fromkeys(c for c in data if c not in FAILED_CSV_EXTRA))
+        tmp = out.with_name(f".{out.name}.tmp")
+        try:
+            with tmp.open("w", newline="", encoding="utf-8") as handle:
+                writer = csv.DictWriter(handle, fieldnames=[*columns, *FAILED_CSV_EXTRA])
+                writer.writeheader()
+                for data, state, code, reply in journal.iter_problems():
+                    row = {c: _csv_value(data.get(c)) for c in columns}
+                    row.update(
+                        txsend_state=state,
+                        txsend_code="" if code is None else str(code),
+                        txsend_reply=reply or "",
+                    )
+                    writer.writerow(row)
+                    written += 1
+            os.replace(tmp, out)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise UsageError(f"cannot write {out}: {exc.strerror or exc}") from None
+    finally:
+        journal.close()
+    return written
+
+
+def _csv_value(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, ensure_ascii=False)
+    return str(value)
 
 
 async def _run_with_signals(engine: Engine) -> RunStats:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
+import re
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 from txsend.models import State
 
@@ -30,6 +32,10 @@ class LatencyHistogram:
         self.count += 1
         self.total += seconds
 
+    def buckets(self) -> list[tuple[float, int]]:
+        """(upper edge in seconds, count) of every non-empty bucket, in order."""
+        return [(_MIN_SECONDS * _BASE**i, n) for i, n in enumerate(self._counts) if n]
+
     def percentile(self, p: float) -> float | None:
         """The duration below which p percent of the recorded ones fall (None if empty)."""
         if not self.count:
@@ -44,11 +50,97 @@ class LatencyHistogram:
         return None
 
 
+_ENHANCED = re.compile(r"[245]\.\d{1,3}\.\d{1,3}\Z")
+MAX_REPLY_CODES = 200  # distinct codes kept; the rest count as "other"
+MAX_STEPS = 600  # timeline steps; their length doubles when a run outgrows them
+
+
+class ErrorClass:
+    """How a transaction that was not accepted failed (the report's `errors`)."""
+
+    TRANSIENT = "transient"  # 4xx, a timeout or a connection lost before DATA: retried
+    PERMANENT = "permanent"  # 5xx: bounced or failed
+    UNKNOWN = "unknown"  # lost after the message was sent: RFC 1047's window
+
+
+def reply_code(code: int | None, text: str) -> str:
+    """ "550 5.1.1", "250" or "none": the basic code and the enhanced status if any."""
+    if code is None:
+        return "none"
+    first = text.split(" ", 1)[0]
+    return f"{code} {first}" if _ENHANCED.match(first) else str(code)
+
+
+@dataclass
+class ReplyCodes:
+    """Counts of reply codes with one example text each; bounded."""
+
+    counts: Counter[str] = field(default_factory=Counter)
+    examples: dict[str, str] = field(default_factory=dict)
+
+    def add(self, code: int | None, text: str) -> None:
+        """Count one reply."""
+        key = reply_code(code, text)
+        if key not in self.counts and len(self.counts) >= MAX_REPLY_CODES:
+            key = "other"
+        self.counts[key] += 1
+        if key not in self.examples:
+            self.examples[key] = (f"{code} {text}" if code is not None else text)[:300]
+
+    def top(self, n: int = 20) -> list[dict[str, Any]]:
+        """The n most frequent, most first."""
+        return [
+            {"code": code, "count": count, "example": self.examples.get(code, "")}
+            for code, count in self.counts.most_common(n)
+        ]
+
+
+class Timeline:
+    """Outcomes per time step since the start; at most MAX_STEPS steps (memory is flat)."""
+
+    def __init__(self, started: float) -> None:
+        self.started = started
+        self.step = 1.0
+        self.steps: list[Counter[State]] = []
+
+    def add(self, state: State, now: float) -> None:
+        """Count one outcome at monotonic time `now`."""
+        index = int((now - self.started) / self.step)
+        while index >= MAX_STEPS:  # merge pairs: the step doubles
+            merged = []
+            for i in range(0, len(self.steps), 2):
+                pair = self.steps[i]
+                if i + 1 < len(self.steps):
+                    pair = pair + self.steps[i + 1]
+                merged.append(pair)
+            self.steps = merged
+            self.step *= 2
+            index = int((now - self.started) / self.step)
+        while len(self.steps) <= index:
+            self.steps.append(Counter())
+        self.steps[index][state] += 1
+
+    def as_list(self) -> list[dict[str, Any]]:
+        """The report's `timeline`."""
+        return [
+            {
+                "t": round(i * self.step, 3),
+                "seconds": self.step,
+                "outcomes": {s.value: n for s, n in sorted(c.items()) if n},
+            }
+            for i, c in enumerate(self.steps)
+        ]
+
+
 @dataclass
 class RelayStats:
     connections: int = 0
     connect_failures: int = 0
+    attempts: int = 0  # SMTP transactions started
     outcomes: Counter[State] = field(default_factory=Counter)
+    errors: Counter[str] = field(default_factory=Counter)  # by ErrorClass
+    latency: LatencyHistogram = field(default_factory=LatencyHistogram)
+    connect_time: LatencyHistogram = field(default_factory=LatencyHistogram)
     last_error: str | None = None
     circuit: str = "closed"
     events: list[str] = field(default_factory=list)  # circuit changes, quota spent
@@ -60,16 +152,27 @@ class RunStats:
 
     started: float = field(default_factory=time.monotonic)
     ended: float | None = None
+    started_at: float = field(default_factory=time.time)  # wall clock, for reports
+    ended_at: float | None = None
     outcomes: Counter[State] = field(default_factory=Counter)
     latency: LatencyHistogram = field(default_factory=LatencyHistogram)
     relays: dict[str, RelayStats] = field(default_factory=dict)
     queued: int = 0  # rows rendered for sending in this run
     not_sent: int = 0  # rendered rows a stop left unsent (still due in the journal)
     unknown_recovered: int = 0  # rows a dead run left in `sending`
+    abandoned: int = 0  # rows this run stopped waiting for after DATA began: now `unknown`
+    retries: int = 0  # transactions for rows that had been tried before
+    errors: Counter[str] = field(default_factory=Counter)  # by ErrorClass
+    reply_codes: ReplyCodes = field(default_factory=ReplyCodes)
+    timeline: Timeline = field(init=False)
+    queue_depth: int = 0  # rendered messages waiting for a connection (last seen)
     stop_reason: str | None = None
     unreachable: bool = False
     ever_connected: bool = False
     signal: int | None = None
+
+    def __post_init__(self) -> None:
+        self.timeline = Timeline(self.started)
 
     @property
     def attempted(self) -> int:
