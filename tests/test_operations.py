@@ -457,3 +457,36 @@ def test_metrics_port_serves_during_the_run(
         proc.communicate(timeout=30)
     with pytest.raises(OSError):  # the endpoint ends with the run
         urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2)
+
+
+def test_live_view_shows_rate_latency_errors_and_queue() -> None:
+    import io
+    import time
+
+    from rich.console import Console
+
+    from txsend.cli import _ProgressView
+    from txsend.models import State
+    from txsend.stats import RunStats
+
+    stats = RunStats()
+    now = time.monotonic()
+    for _ in range(30):
+        stats.outcomes[State.SENT] += 1
+        stats.timeline.add(State.SENT, now)
+        stats.latency.add(0.012)
+    relay = stats.relay("relay.example:587")
+    relay.attempts = 32
+    stats.errors["transient"] = 2
+    stats.queue_depth = 7
+    out = io.StringIO()
+    view = _ProgressView(Console(file=out, force_terminal=True, width=200))
+    view.start(100)
+    view.update(stats)
+    view._progress.refresh()
+    view.stop()
+    text = out.getvalue()
+    assert "msg/s (avg" in text
+    assert "p95 13 ms" in text or "p95 12 ms" in text
+    assert "errors 6.2%" in text
+    assert "queue 7" in text

@@ -391,6 +391,7 @@ class _ProgressView:
             TextColumn("{task.fields[counts]}"),
             TextColumn("{task.fields[rate]}"),
             TimeRemainingColumn(),
+            TextColumn("{task.fields[health]}"),
             console=console,
             transient=True,
         )
@@ -398,7 +399,7 @@ class _ProgressView:
 
     def start(self, total: int) -> None:
         self._progress.start()
-        self._task = self._progress.add_task("sending", total=total, counts="", rate="")
+        self._task = self._progress.add_task("sending", total=total, counts="", rate="", health="")
 
     def update(self, stats: RunStats) -> None:
         if self._task is None:
@@ -409,8 +410,21 @@ class _ProgressView:
             + (f"  unknown {o[State.UNKNOWN]}" if o[State.UNKNOWN] else "")
             + (f"  skipped {o[State.SKIPPED]}" if o[State.SKIPPED] else "")
         )
+        rolling = stats.timeline.recent_rate(time.monotonic())
+        p95 = stats.latency.percentile(95)
+        attempts = sum(r.attempts for r in stats.relays.values())
+        errors = sum(stats.errors.values())
+        health = (
+            (f"p95 {p95 * 1000:.0f} ms  " if p95 is not None else "")
+            + (f"errors {errors / attempts:.1%}  " if attempts else "")
+            + f"queue {stats.queue_depth}"
+        )
         self._progress.update(
-            self._task, completed=stats.attempted, counts=counts, rate=f"{stats.rate:.0f} msg/s"
+            self._task,
+            completed=stats.attempted,
+            counts=counts,
+            rate=f"{rolling:.0f} msg/s (avg {stats.rate:.0f})",
+            health=health,
         )
 
     def stop(self) -> None:
@@ -438,6 +452,34 @@ def _print_summary(console: Console, summary: Summary) -> None:
         else ""
     )
     console.print(f"{stats.elapsed:.2f} s, {stats.rate:.1f} messages/s{latency}")
+    if stats.relays:
+        relays = Table(title_justify="left", box=None, pad_edge=False)
+        for column in (
+            "relay",
+            "sent",
+            "failed",
+            "deferred",
+            "p95 ms",
+            "errors",
+            "connects ok/failed",
+        ):
+            relays.add_column(column, justify="left" if column == "relay" else "right")
+        relays.add_column("circuit")
+        for name, relay in stats.relays.items():
+            o = relay.outcomes
+            p95 = relay.latency.percentile(95)
+            errors = sum(relay.errors.values())
+            relays.add_row(
+                name,
+                str(o[State.SENT]),
+                str(o[State.BOUNCED] + o[State.FAILED] + o[State.UNKNOWN]),
+                str(o[State.DEFERRED]),
+                f"{p95 * 1000:.1f}" if p95 is not None else "-",
+                f"{errors / relay.attempts:.1%}" if relay.attempts else "-",
+                f"{relay.connections}/{relay.connect_failures}",
+                relay.circuit,
+            )
+        console.print(relays)
     for name, relay in stats.relays.items():
         if relay.last_error and (relay.connect_failures or not relay.connections):
             console.print(f"relay {name}: {relay.last_error}")

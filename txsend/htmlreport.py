@@ -121,7 +121,9 @@ footer { margin-top: 32px; color: var(--muted); font-size: 12px; }
 
 def render_html_report(report: Mapping[str, Any]) -> str:
     """A complete HTML5 document for one run's report."""
-    run = report.get("run") if isinstance(report.get("run"), Mapping) else None
+    run: Mapping[str, Any] | None = (
+        report["run"] if isinstance(report.get("run"), Mapping) else None
+    )
     # `txsend report` puts relays and reply codes over all runs at the top level.
     source = run if run is not None else report
     relays = _map(source.get("relays"))

@@ -120,6 +120,16 @@ class Timeline:
             self.steps.append(Counter())
         self.steps[index][state] += 1
 
+    def recent_rate(self, now: float, seconds: float = 10.0) -> float:
+        """Accepted messages per second over about the last `seconds` (rolling)."""
+        if not self.steps:
+            return 0.0
+        last = int((now - self.started) / self.step)
+        first = max(0, last - max(1, int(seconds / self.step)) + 1)
+        sent = sum(c[State.SENT] for c in self.steps[first : last + 1])
+        span = min(now - self.started, (last - first + 1) * self.step)
+        return sent / span if span > 0 else 0.0
+
     def as_list(self) -> list[dict[str, Any]]:
         """The report's `timeline`."""
         return [
