@@ -60,6 +60,19 @@ class _Handler:
     def __init__(self, owner: ScriptedServer) -> None:
         self.owner = owner
 
+    async def handle_EHLO(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        session.host_name = hostname
+        if self.owner.pipelining:  # aiosmtpd reads pipelined commands one after another
+            responses.insert(-1, "250-PIPELINING")
+        return responses
+
     async def handle_MAIL(
         self,
         server: SMTP,
@@ -69,6 +82,10 @@ class _Handler:
         mail_options: list[str],
     ) -> str:
         owner = self.owner
+        # RCPT already read with MAIL: the client pipelined (RFC 2920)
+        reader = getattr(server, "_reader", None)
+        if reader is not None and b"RCPT" in bytes(getattr(reader, "_buffer", b"")):
+            owner.pipelined += 1
         if owner.credentials and not session.authenticated:
             return "530 5.7.0 Authentication required"
         reply = owner.mail_reply or "250 OK"
@@ -189,6 +206,8 @@ class ScriptedServer:
         self.tls_sessions: int = 0  # TLS handshakes completed (STARTTLS or implicit)
         self.tls_failures: int = 0  # STARTTLS handshakes that failed
         self.smtputf8: bool = True  # offer SMTPUTF8 (RFC 6531) in the EHLO reply
+        self.pipelining: bool = True  # offer PIPELINING (RFC 2920) in the EHLO reply
+        self.pipelined: int = 0  # MAIL commands that arrived together with their RCPT
         self._disconnect_after: int | None = None
         self._disconnect_base = 0
         self._cond = threading.Condition()

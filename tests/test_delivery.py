@@ -1034,3 +1034,74 @@ def test_unknown_outcomes_count_toward_the_error_rate(
     counts = state_counts(tmp_path / "job.journal.db")
     assert counts == {"unknown": 3, "pending": 7}
     assert len(received) == 3
+
+
+# --- RFC 2920 PIPELINING ---------------------------------------------------------------
+
+
+def _outcome(tmp_path: Path) -> dict[str, tuple[str, int | None, str | None]]:
+    journal = journal_rows(tmp_path / "job.journal.db")
+    return {k: (r["state"], r["code"], r["reply"]) for k, r in journal.items()}
+
+
+def _script(server: ScriptedServer) -> None:
+    server.rcpt_replies["user1@example.com"] = "550 5.1.1 no such user"
+    server.rcpt_replies["user3@example.com"] = "451 4.7.1 try again later"
+    server.rcpt_replies["user5@example.com"] = "553 5.1.3 bad address syntax"
+
+
+def test_pipelined_and_lockstep_sends_agree(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    results = {}
+    for pipelining in (True, False):
+        server = ScriptedServer()
+        server.pipelining = pipelining
+        _script(server)
+        folder = tmp_path / f"pipelining-{pipelining}"
+        with server:
+            job = write_job(folder, rows=12)
+            result = cli(capsys, "run", job, "--relay", server.url, "--concurrency", "3")
+        received = sorted(
+            (r.rcpt_tos[0], r.message["Subject"], r.message["Message-ID"] is not None)
+            for r in server.received
+        )
+        results[pipelining] = (result.code, received, _outcome(folder))
+        # the server saw what was asked: MAIL with its RCPT in one write, or not at all
+        assert (server.pipelined == 12) if pipelining else (server.pipelined == 0)
+    assert results[True] == results[False]
+    code, received, outcome = results[True]
+    assert code == 75 and len(received) == 9
+    assert outcome["user1@example.com"][:2] == ("bounced", 550)
+    assert outcome["user3@example.com"][:2] == ("deferred", 451)
+    assert outcome["user5@example.com"][:2] == ("bounced", 553)
+
+
+def test_pipelined_mail_refusal_with_354_gets_an_empty_message(
+    tmp_path: Path, smtp_server: ScriptedServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # aiosmtpd answers a pipelined DATA after a refused MAIL with 503, as RFC 2920 asks;
+    # either way the row is classified by the MAIL reply and the connection goes on.
+    smtp_server.mail_reply = "451 4.3.2 not now"
+    job = write_job(tmp_path, rows=3)
+    result = cli(capsys, "run", job, "--relay", smtp_server.url, "--concurrency", "1")
+    assert result.code == 75
+    assert not smtp_server.received
+    assert {v[:2] for v in _outcome(tmp_path).values()} == {("deferred", 451)}
+
+
+@pytest.mark.skipif(SMTP_SINK is None, reason="Postfix's smtp-sink is not installed")
+@pytest.mark.parametrize("refuse", [[], ["-r", "rcpt"], ["-f", "."]], ids=["ok", "450", "500"])
+def test_smtp_sink_pipelined_and_not(
+    refuse: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    results = []
+    for flags in (refuse, ["-p", *refuse]):  # -p: no PIPELINING in the EHLO reply
+        folder = tmp_path / ("lockstep" if "-p" in flags else "pipelined")
+        with postfix_sink(*flags) as sink:
+            job = write_job(folder, rows=6)
+            result = cli(capsys, "run", job, "--relay", sink.url, "--concurrency", "2")
+            received = len(sink.messages())
+        outcome = {k: (s, c, r) for k, (s, c, r) in _outcome(folder).items()}
+        results.append((result.code, received, outcome))
+    assert results[0] == results[1]

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from txsend import eventloop
 from txsend.credentials import relay_password
 from txsend.engine import Engine, SendOptions
 from txsend.errors import ConfigError, JobError, RowError, UsageError
@@ -257,7 +258,7 @@ def send(
     )
     exit_code = 70
     try:
-        stats = asyncio.run(_run_with_signals(engine))
+        stats = eventloop.run(_run_with_signals(engine))
         counts = journal.counts()
         exit_code = decide_exit_code(counts, stats, resend_unknown=options.resend_unknown)
         journal.finish_run(run_id, exit_code)

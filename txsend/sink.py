@@ -548,6 +548,19 @@ class _SinkHandler:
         self.stats = stats
         self.writer = writer
 
+    async def handle_EHLO(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        """Offer PIPELINING (RFC 2920): aiosmtpd reads pipelined commands in order."""
+        session.host_name = hostname
+        responses.insert(-1, "250-PIPELINING")
+        return responses
+
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         data: bytes = envelope.original_content or b""
         rcpts: list[str] = envelope.rcpt_tos

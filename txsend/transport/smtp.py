@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import ssl
 from collections.abc import Awaitable, Callable
 from functools import cache
+from typing import cast
 
 import aiosmtplib
 
 from txsend.models import RelayConfig, RenderedMessage, Timeouts, TlsMode
 from txsend.transport.base import Phase, RelayDown, SendResult
+from txsend.transport.replies import ReplyReader
 
 # Replies that make no sense for one message but say the session is over (RFC 5321 3.8).
 _SESSION_CLOSING = 421
@@ -28,19 +31,43 @@ def local_hostname() -> str:
 
 
 class SmtpConnection:
-    """A connection that carries many transactions until closed or lost."""
+    """A connection that carries many transactions until closed or lost.
 
-    def __init__(self, relay: RelayConfig, password: str | None, timeouts: Timeouts) -> None:
+    aiosmtplib opens it (greeting, EHLO, STARTTLS, AUTH); then a ReplyReader takes the
+    transport over for the transactions, which are pipelined (RFC 2920) when the relay
+    offers PIPELINING: MAIL, RCPT and DATA in one write, then the message.
+    """
+
+    def __init__(
+        self,
+        relay: RelayConfig,
+        password: str | None,
+        timeouts: Timeouts,
+        *,
+        pipelining: bool = True,
+    ) -> None:
         self.relay = relay
         self._password = password
         self._timeouts = timeouts
-        self._smtp: aiosmtplib.SMTP | None = None
+        self._allow_pipelining = pipelining
+        self._reader: ReplyReader | None = None
+        self._extensions: frozenset[str] = frozenset()
         self.transactions = 0  # transactions on the current connection
 
     @property
     def is_open(self) -> bool:
         """True while the connection is usable."""
-        return self._smtp is not None and self._smtp.is_connected
+        return self._reader is not None and self._reader.usable
+
+    @property
+    def pipelining(self) -> bool:
+        """Whether transactions on this connection are pipelined."""
+        return self._allow_pipelining and "pipelining" in self._extensions
+
+    @property
+    def offers_smtputf8(self) -> bool:
+        """Whether the relay advertised SMTPUTF8 (RFC 6531) in its EHLO reply."""
+        return "smtputf8" in self._extensions
 
     async def open(self) -> None:
         """Connect, EHLO, STARTTLS and AUTH as the relay wants; RelayDown on any failure."""
@@ -76,73 +103,116 @@ class SmtpConnection:
         except (aiosmtplib.SMTPException, OSError, ssl.SSLError) as exc:
             await _shut(smtp)
             raise RelayDown(f"{relay.url}: {_describe(exc)}") from None
-        self._smtp = smtp
+        # uvloop's transports are not asyncio.WriteTransport subclasses: no isinstance
+        transport = cast(asyncio.WriteTransport | None, smtp.transport)
+        if transport is None or transport.is_closing():
+            await _shut(smtp)
+            raise RelayDown(f"{relay.url}: connection lost after EHLO")
+        self._extensions = frozenset(k.lower() for k in smtp.esmtp_extensions)
+        reader = ReplyReader(transport)
+        transport.set_protocol(reader)  # aiosmtplib is done with this connection
+        self._reader = reader
         self.transactions = 0
-
-    @property
-    def offers_smtputf8(self) -> bool:
-        """Whether the relay advertised SMTPUTF8 (RFC 6531) in its EHLO reply."""
-        return self._smtp is not None and self._smtp.supports_extension("smtputf8")
 
     async def send(
         self, message: RenderedMessage, before_data: Callable[[], Awaitable[None]]
     ) -> SendResult:
-        """One transaction: MAIL, RCPT, then `before_data()` (journal commit), then DATA."""
-        smtp = self._smtp
-        if smtp is None:
+        """One transaction: MAIL, RCPT, DATA; then `before_data()` (the journal records
+        `sending`), the message, and the relay's final reply."""
+        reader = self._reader
+        if reader is None or not reader.usable:
             return SendResult(Phase.CONNECT, None, "not connected")
         self.transactions += 1
-        # Addresses were validated by the renderer, so the commands are built directly
-        # rather than through aiosmtplib's per-call address parsing.
-        mail = b"FROM:<" + message.mail_from.encode() + b">"
+        # Addresses were validated by the renderer, so the commands are built directly.
+        mail = b"MAIL FROM:<" + message.mail_from.encode() + b">"
         if message.smtputf8:  # the caller checked that the relay offers it
             mail += b" SMTPUTF8"
-            if smtp.supports_extension("8bitmime"):
+            if "8bitmime" in self._extensions:
                 mail += b" BODY=8BITMIME"
-        for phase, verb, argument in (
-            (Phase.MAIL, b"MAIL", mail),
-            (Phase.RCPT, b"RCPT", b"TO:<" + message.rcpt_to.encode() + b">"),
-        ):
-            try:
-                # one timer per command (asyncio.timeout) instead of aiosmtplib's wait_for
-                async with asyncio.timeout(self._timeouts.command):
-                    reply = await smtp.execute_command(verb, argument, timeout=None)
-            except (aiosmtplib.SMTPException, OSError) as exc:
-                return self._lost(phase, exc)
-            if reply.code not in _ACCEPTED[phase]:
-                return await self._refused(phase, reply.code, reply.message)
+        rcpt = b"RCPT TO:<" + message.rcpt_to.encode() + b">"
+        phase = Phase.MAIL
+        try:
+            async with asyncio.timeout(self._timeouts.command):
+                if self.pipelining:
+                    reader.write(mail + b"\r\n" + rcpt + b"\r\nDATA\r\n")
+                    (
+                        (mail_code, mail_text),
+                        (rcpt_code, rcpt_text),
+                        (data_code, data_text),
+                    ) = await reader.read(3)
+                    if mail_code not in _ACCEPTED[Phase.MAIL]:
+                        return await self._refused_pipelined(
+                            Phase.MAIL, mail_code, mail_text, data_code
+                        )
+                    if rcpt_code not in _ACCEPTED[Phase.RCPT]:
+                        return await self._refused_pipelined(
+                            Phase.RCPT, rcpt_code, rcpt_text, data_code
+                        )
+                    phase = Phase.DATA
+                else:
+                    for phase, command in ((Phase.MAIL, mail), (Phase.RCPT, rcpt)):
+                        reader.write(command + b"\r\n")
+                        ((code, text),) = await reader.read(1)
+                        if code not in _ACCEPTED[phase]:
+                            return await self._refused(phase, code, text)
+                    phase = Phase.DATA
+                    reader.write(b"DATA\r\n")
+                    ((data_code, data_text),) = await reader.read(1)
+            if data_code != _START_MAIL_INPUT:
+                return await self._refused(Phase.DATA, data_code, data_text)
+        except (OSError, TimeoutError) as exc:
+            # A relay that refuses and hangs up at once (421) leaves its reply behind.
+            for (code, text), at in zip(
+                reader.take_available(), (Phase.MAIL, Phase.RCPT, Phase.DATA), strict=False
+            ):
+                ok = _ACCEPTED.get(at, (_START_MAIL_INPUT,))
+                if code not in ok:
+                    self._abandon()
+                    return SendResult(at if self.pipelining else phase, code, text)
+            return self._lost(phase, exc)
 
         await before_data()
         try:
-            async with asyncio.timeout(self._timeouts.command):
-                reply = await smtp.execute_command(b"DATA", timeout=None)
-        except (aiosmtplib.SMTPException, OSError) as exc:
-            return self._lost(Phase.DATA, exc)
-        if reply.code != _START_MAIL_INPUT:
-            return await self._refused(Phase.DATA, reply.code, reply.message)
-        protocol = smtp.protocol
-        if protocol is None:
-            return self._lost(Phase.DATA, aiosmtplib.SMTPServerDisconnected("connection lost"))
-        try:
             # The renderer's output is CRLF throughout, so dot-stuffing is all that is left
             # (RFC 5321 4.5.2); the final reply gets its own, long timeout (4.5.3.2).
-            protocol.write(dot_stuff(message.data))
+            reader.write(dot_stuff(message.data))
             async with asyncio.timeout(self._timeouts.data_end):
-                reply = await protocol.read_response(timeout=None)
-        except (aiosmtplib.SMTPException, OSError) as exc:
+                ((code, text),) = await reader.read(1)
+        except (OSError, TimeoutError) as exc:
             # The message may have reached the relay: RFC 1047's window.
             return self._lost(Phase.DATA_END, exc)
-        if reply.code != _COMPLETED:
-            return await self._refused(Phase.DATA_END, reply.code, reply.message)
-        return SendResult(Phase.DONE, reply.code, reply.message)
+        if code != _COMPLETED:
+            return await self._refused(Phase.DATA_END, code, text)
+        return SendResult(Phase.DONE, code, text)
+
+    async def _refused_pipelined(
+        self, phase: Phase, code: int, text: str, data_code: int
+    ) -> SendResult:
+        """MAIL or RCPT was refused, but DATA was already on its way (RFC 2920 3.1)."""
+        if data_code == _START_MAIL_INPUT and self._reader is not None:
+            # A relay that said 354 anyway gets an empty message, which it must refuse
+            # for want of recipients; its reply is read and dropped.
+            try:
+                self._reader.write(b".\r\n")
+                async with asyncio.timeout(self._timeouts.command):
+                    await self._reader.read(1)
+            except (OSError, TimeoutError):
+                self._abandon()
+                return SendResult(phase, code, text)
+        return await self._refused(phase, code, text)
 
     async def _refused(self, phase: Phase, code: int, text: str) -> SendResult:
+        reader = self._reader
         if code == _SESSION_CLOSING:
             await self.close()
-        elif self._smtp is not None and self._smtp.is_connected:
+        elif reader is not None and reader.usable:
             try:
-                await self._smtp.rset(timeout=self._timeouts.command)
-            except (aiosmtplib.SMTPException, OSError):
+                reader.write(b"RSET\r\n")
+                async with asyncio.timeout(self._timeouts.command):
+                    ((rset_code, _),) = await reader.read(1)
+                if rset_code != _COMPLETED:
+                    self._abandon()
+            except (OSError, TimeoutError):
                 self._abandon()
         return SendResult(phase, code, text)
 
@@ -151,23 +221,29 @@ class SmtpConnection:
         return SendResult(phase, None, _describe(exc))
 
     def _abandon(self) -> None:
-        if self._smtp is not None:
-            self._smtp.close()
-        self._smtp = None
+        if self._reader is not None:
+            self._reader.abort()
+        self._reader = None
 
     async def close(self) -> None:
         """QUIT politely if possible; never raises."""
-        smtp, self._smtp = self._smtp, None
-        if smtp is None:
+        reader, self._reader = self._reader, None
+        if reader is None:
             return
-        transport = smtp.transport  # quit() forgets it; we still have to see it closed
         try:
-            if smtp.is_connected:
-                await smtp.quit(timeout=5)
-        except (aiosmtplib.SMTPException, OSError):
+            if reader.usable:
+                reader.write(b"QUIT\r\n")
+                async with asyncio.timeout(5):
+                    await reader.read(1)
+        except (OSError, TimeoutError):
             pass
         finally:
-            await _shut(smtp, transport)
+            # abort, not close: a TLS close would wait for the peer; and wait for the
+            # socket to be gone, so that no socket outlives the run
+            reader.transport.abort()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(5):
+                    await reader.closed
 
 
 def dot_stuff(data: bytes) -> bytes:
