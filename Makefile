@@ -5,12 +5,12 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEMO   := demo-out
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint bench bench-scale clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,speed]'
 	touch $(STAMP)
 
 install: $(STAMP)  ## create .venv and install txsend with its test tools
@@ -45,6 +45,10 @@ bench: $(STAMP)  ## txsend vs a plain aiosmtplib loop, both into Postfix's smtp-
 	sh bench/ensure-smtp-sink.sh
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/content.py
+
+bench-scale: $(STAMP)  ## txsend at 10k/100k/1M rows, journal ingest, 1 MB messages (minutes)
+	sh bench/ensure-smtp-sink.sh
+	$(BIN)/python bench/scale.py
 
 clean:
 	rm -rf $(VENV) $(DEMO) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -6,7 +6,9 @@ aiosmtplib connection that it reuses for all its messages. It prints one JSON li
 
     {"sent": n, "failed": n, "seconds": s, "cpu": s, "render_seconds": s, ...}
 
-where ``seconds`` and ``cpu`` cover the send phase only (connect to quit).
+where ``seconds`` and ``cpu`` cover the send phase only (connect to quit). With
+``--loops asyncio,uvloop`` the same messages are sent once per event loop, one JSON
+line each (uvloop is skipped, with a line saying so, when it is not installed).
 
 The templates below are also what ``bench/run.py`` writes into the txsend job, so both
 clients send messages of the same shape: multipart/alternative, ~1 KB text, ~3 KB HTML.
@@ -172,28 +174,41 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--count", type=int, default=20000)
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--loops", default="asyncio", help="comma-separated: asyncio,uvloop")
     args = parser.parse_args(argv)
 
     started = time.perf_counter()
     messages = [render(i) for i in range(args.count)]
     render_seconds = time.perf_counter() - started
 
-    cpu0, t0 = _cpu(), time.perf_counter()
-    counts = asyncio.run(send_all(args.host, args.port, messages, args.connections))
-    seconds, cpu = time.perf_counter() - t0, _cpu() - cpu0
-
-    result = {
-        "sent": counts["sent"],
-        "failed": counts["failed"],
-        "bytes": counts["bytes"],
-        "seconds": round(seconds, 4),
-        "cpu": round(cpu, 4),
-        "render_seconds": round(render_seconds, 4),
-        "connections": args.connections,
-        "maxrss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-    }
-    print(json.dumps(result), flush=True)
-    return 0 if counts["failed"] == 0 and counts["sent"] == args.count else 1
+    ok = True
+    for loop in args.loops.split(","):
+        factory = None
+        if loop == "uvloop":
+            try:
+                import uvloop
+            except ImportError:
+                print(json.dumps({"loop": loop, "skipped": "uvloop is not installed"}))
+                continue
+            factory = uvloop.new_event_loop
+        cpu0, t0 = _cpu(), time.perf_counter()
+        with asyncio.Runner(loop_factory=factory) as runner:
+            counts = runner.run(send_all(args.host, args.port, messages, args.connections))
+        seconds, cpu = time.perf_counter() - t0, _cpu() - cpu0
+        result = {
+            "loop": loop,
+            "sent": counts["sent"],
+            "failed": counts["failed"],
+            "bytes": counts["bytes"],
+            "seconds": round(seconds, 4),
+            "cpu": round(cpu, 4),
+            "render_seconds": round(render_seconds, 4),
+            "connections": args.connections,
+            "maxrss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        }
+        print(json.dumps(result), flush=True)
+        ok = ok and counts["failed"] == 0 and counts["sent"] == args.count
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -577,3 +577,32 @@ def test_a_bug_in_a_worker_is_an_internal_error(
     # end of the run; nothing is lost
     states = Counter(journal_states(tmp_path / "job.journal.db").values())
     assert states["unknown"] == 1 and states["pending"] == 2
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_both_event_loops(
+    loop: str,
+    tmp_path: Path,
+    smtp_server: ScriptedServer,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    if loop == "uvloop":
+        pytest.importorskip("uvloop", reason="uvloop is the optional 'speed' extra")
+    monkeypatch.setenv("TXSEND_LOOP", loop)
+    smtp_server.rcpt_replies["user2@example.com"] = "550 5.1.1 no such user"
+    job = write_job(tmp_path, rows=20)
+    result = cli(capsys, "run", job, "--relay", smtp_server.url, "--concurrency", "4")
+    assert result.code == 1, result.err
+    assert len(smtp_server.received) == 19
+    assert smtp_server.pipelined == 20
+
+
+def test_bad_event_loop_setting(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TXSEND_LOOP", "trio")
+    job = write_job(tmp_path, rows=1)
+    result = cli(capsys, "run", job, "--relay", "smtp://127.0.0.1:1?tls=none")
+    assert result.code == 78
+    assert "TXSEND_LOOP" in result.err

@@ -36,6 +36,10 @@ def loop_factory() -> tuple[str, Callable[[], asyncio.AbstractEventLoop] | None]
 
 def run(main: Coroutine[Any, Any, T]) -> T:
     """asyncio.run with the chosen loop."""
-    _name, factory = loop_factory()
+    try:
+        _name, factory = loop_factory()
+    except BaseException:
+        main.close()  # never started: no "coroutine was never awaited" warning
+        raise
     with asyncio.Runner(loop_factory=factory) as runner:
         return runner.run(main)

@@ -398,6 +398,7 @@ def run(
         )
     # a missing secret is reported before any work, and each password is read once
     relays = [] if request.dry_run else relays_with_passwords(job)
+    eventloop.loop_factory()  # a bad TXSEND_LOOP too
     with journal_lock(job.journal):
         journal = Journal.open(job.journal)
         try:
