@@ -25,6 +25,12 @@ class BadReply(ConnectionError):
     """The relay sent something that is not an SMTP reply."""
 
 
+def _expire(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_exception(TimeoutError("no reply in time"))
+        waiter.exception()
+
+
 class ReplyReader(asyncio.Protocol):
     """Collects complete replies as (code, text); `read(n)` waits for the next n."""
 
@@ -92,18 +98,29 @@ class ReplyReader(asyncio.Protocol):
             raise ConnectionLost("connection closed")
         self.transport.write(data)
 
-    async def read(self, n: int) -> list[tuple[int, str]]:
-        """The next n replies, in order; raises ConnectionLost or BadReply."""
-        while len(self._replies) < n:
-            if self._error is not None:
-                raise self._error
-            self._want = n
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-        return [self._replies.popleft() for _ in range(n)]
+    async def read(self, n: int, timeout: float) -> list[tuple[int, str]]:
+        """The next n replies, in order, within `timeout` seconds; raises TimeoutError,
+        ConnectionLost or BadReply.
+
+        One timer per wait, and none when the replies are already here: cheaper than an
+        asyncio.timeout() block around every phase of every transaction.
+        """
+        if len(self._replies) < n:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + timeout
+            while len(self._replies) < n:
+                if self._error is not None:
+                    raise self._error
+                self._want = n
+                waiter = self._waiter = loop.create_future()
+                timer = loop.call_at(deadline, _expire, waiter)
+                try:
+                    await waiter
+                finally:
+                    timer.cancel()
+                    self._waiter = None
+        replies = self._replies
+        return [replies.popleft() for _ in range(n)]
 
     def take_available(self) -> list[tuple[int, str]]:
         """The replies that came before the connection failed (e.g. a 421 and a close)."""

@@ -131,33 +131,33 @@ class SmtpConnection:
                 mail += b" BODY=8BITMIME"
         rcpt = b"RCPT TO:<" + message.rcpt_to.encode() + b">"
         phase = Phase.MAIL
+        wait = self._timeouts.command
         try:
-            async with asyncio.timeout(self._timeouts.command):
-                if self.pipelining:
-                    reader.write(mail + b"\r\n" + rcpt + b"\r\nDATA\r\n")
-                    (
-                        (mail_code, mail_text),
-                        (rcpt_code, rcpt_text),
-                        (data_code, data_text),
-                    ) = await reader.read(3)
-                    if mail_code not in _ACCEPTED[Phase.MAIL]:
-                        return await self._refused_pipelined(
-                            Phase.MAIL, mail_code, mail_text, data_code
-                        )
-                    if rcpt_code not in _ACCEPTED[Phase.RCPT]:
-                        return await self._refused_pipelined(
-                            Phase.RCPT, rcpt_code, rcpt_text, data_code
-                        )
-                    phase = Phase.DATA
-                else:
-                    for phase, command in ((Phase.MAIL, mail), (Phase.RCPT, rcpt)):
-                        reader.write(command + b"\r\n")
-                        ((code, text),) = await reader.read(1)
-                        if code not in _ACCEPTED[phase]:
-                            return await self._refused(phase, code, text)
-                    phase = Phase.DATA
-                    reader.write(b"DATA\r\n")
-                    ((data_code, data_text),) = await reader.read(1)
+            if self.pipelining:
+                reader.write(mail + b"\r\n" + rcpt + b"\r\nDATA\r\n")
+                (
+                    (mail_code, mail_text),
+                    (rcpt_code, rcpt_text),
+                    (data_code, data_text),
+                ) = await reader.read(3, wait)
+                if mail_code not in _ACCEPTED[Phase.MAIL]:
+                    return await self._refused_pipelined(
+                        Phase.MAIL, mail_code, mail_text, data_code
+                    )
+                if rcpt_code not in _ACCEPTED[Phase.RCPT]:
+                    return await self._refused_pipelined(
+                        Phase.RCPT, rcpt_code, rcpt_text, data_code
+                    )
+                phase = Phase.DATA
+            else:
+                for phase, command in ((Phase.MAIL, mail), (Phase.RCPT, rcpt)):
+                    reader.write(command + b"\r\n")
+                    ((code, text),) = await reader.read(1, wait)
+                    if code not in _ACCEPTED[phase]:
+                        return await self._refused(phase, code, text)
+                phase = Phase.DATA
+                reader.write(b"DATA\r\n")
+                ((data_code, data_text),) = await reader.read(1, wait)
             if data_code != _START_MAIL_INPUT:
                 return await self._refused(Phase.DATA, data_code, data_text)
         except (OSError, TimeoutError) as exc:
@@ -176,8 +176,7 @@ class SmtpConnection:
             # The renderer's output is CRLF throughout, so dot-stuffing is all that is left
             # (RFC 5321 4.5.2); the final reply gets its own, long timeout (4.5.3.2).
             reader.write(dot_stuff(message.data))
-            async with asyncio.timeout(self._timeouts.data_end):
-                ((code, text),) = await reader.read(1)
+            ((code, text),) = await reader.read(1, self._timeouts.data_end)
         except (OSError, TimeoutError) as exc:
             # The message may have reached the relay: RFC 1047's window.
             return self._lost(Phase.DATA_END, exc)
@@ -194,8 +193,7 @@ class SmtpConnection:
             # for want of recipients; its reply is read and dropped.
             try:
                 self._reader.write(b".\r\n")
-                async with asyncio.timeout(self._timeouts.command):
-                    await self._reader.read(1)
+                await self._reader.read(1, self._timeouts.command)
             except (OSError, TimeoutError):
                 self._abandon()
                 return SendResult(phase, code, text)
@@ -208,8 +206,7 @@ class SmtpConnection:
         elif reader is not None and reader.usable:
             try:
                 reader.write(b"RSET\r\n")
-                async with asyncio.timeout(self._timeouts.command):
-                    ((rset_code, _),) = await reader.read(1)
+                ((rset_code, _),) = await reader.read(1, self._timeouts.command)
                 if rset_code != _COMPLETED:
                     self._abandon()
             except (OSError, TimeoutError):
@@ -233,8 +230,7 @@ class SmtpConnection:
         try:
             if reader.usable:
                 reader.write(b"QUIT\r\n")
-                async with asyncio.timeout(5):
-                    await reader.read(1)
+                await reader.read(1, 5)
         except (OSError, TimeoutError):
             pass
         finally:
