@@ -100,15 +100,24 @@ def _decoded_lines(handle: BinaryIO) -> Iterator[str]:
             raise _Undecodable(number, exc) from None
 
 
-def _first_bad_byte(path: Path) -> tuple[int, int]:
-    """(line number, byte) of the first byte that is not UTF-8 in a file."""
+def _first_bad_byte(path: Path, delimiter: str, skipinitialspace: bool) -> tuple[str, int, int]:
+    """Where the first byte that is not UTF-8 is: ("row N" or "the header", line, byte).
+
+    Reads the file again line by line through the same CSV reader, so a row that spans
+    lines (a quoted line break) is counted as one row.
+    """
     with path.open("rb") as handle:
+        reader = _reader(_decoded_lines(handle), delimiter, skipinitialspace)
+        number = -1
         try:
-            for _ in _decoded_lines(handle):
-                pass
+            for _fields in reader:
+                number += 1
         except _Undecodable as exc:
-            return exc.line, exc.error.object[exc.error.start]
-    return 0, 0
+            where = "the header" if number < 0 else f"row {number + 1}"
+            return where, exc.line, exc.error.object[exc.error.start]
+        except csv.Error:
+            pass
+    return "the file", 0, 0
 
 
 def _open_data(path: Path) -> BinaryIO:
@@ -233,8 +242,9 @@ def _iter_csv(spec: RecipientsSpec) -> Iterator[Row | RowError]:
             except StopIteration:
                 return
             except UnicodeDecodeError:
-                line, bad = _first_bad_byte(spec.file)
-                where = "the header" if number < 0 else f"row {number + 1}"
+                where, line, bad = _first_bad_byte(
+                    spec.file, layout.delimiter, layout.skipinitialspace
+                )
                 raise JobError(
                     f"{where}: not valid UTF-8 (byte 0x{bad:02x})",
                     file=display,
