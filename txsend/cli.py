@@ -580,6 +580,8 @@ def _print_journal_report(console: Console, data: dict[str, Any]) -> None:
     for name, relay in data["relays"].items():
         outcomes = ", ".join(f"{n} {state}" for state, n in relay["outcomes"].items())
         console.print(f"relay {name}: {outcomes}", markup=False)
+    if data["reply_codes"]:
+        console.print("last reply of each row, by code (rows, an example):")
     for reply in data["reply_codes"][:10]:
         console.print(f"{reply['count']:>8}  {reply['example']}", markup=False)
     problems = data["problems"]

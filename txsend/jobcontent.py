@@ -7,10 +7,10 @@ everything else in the job file.
 
 from __future__ import annotations
 
-import mimetypes
 import re
 from pathlib import Path
 
+from txsend.attachments import PathEscapes, confine
 from txsend.errors import JobError, MissingInputError
 from txsend.jobfile import _absolute, _kind, _Map, _read_text, parse_size
 from txsend.models import AttachmentSpec, Content, DkimSpec, Template, Unsubscribe
@@ -146,9 +146,6 @@ def _attachments(root: _Map, base: Path) -> tuple[AttachmentSpec, ...]:
 
 def _check_fixed_attachment(section: _Map, base: Path, spec: AttachmentSpec) -> None:
     """A path without a template must exist inside the job's folder before anything runs."""
-    # Imported here: attachments imports models only, but keep jobfile's import graph flat.
-    from txsend.attachments import PathEscapes, confine
-
     try:
         confine(base, spec.path)
     except PathEscapes as exc:
@@ -158,8 +155,6 @@ def _check_fixed_attachment(section: _Map, base: Path, spec: AttachmentSpec) -> 
             f"{section.where('path')}: attachment not found: {spec.path}",
             hint=f"looked in {base}; paths are relative to the job file's folder",
         ) from None
-    if spec.content_type is None and mimetypes.guess_type(spec.path)[0] is None:
-        return  # sent as application/octet-stream; nothing to refuse
 
 
 def _unsubscribe(root: _Map) -> Unsubscribe | None:
