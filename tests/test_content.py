@@ -400,6 +400,20 @@ def test_unsafe_unsubscribe_value_skips_row(
             "headers: {List-Unsubscribe: '<https://x.example>'}\nunsubscribe: https://y.example/u",
             "also set by unsubscribe",
         ),
+        ("unsubscribe: {mailto: nobody}", "not an email address"),
+        ("attachments: [42]", "expected a mapping or a path"),
+        ("attachments: [{path: a.pdf, compress_over: 1MB}]", "set compress: zip as well"),
+        ("attachments: [{path: a.pdf, filename: 'x/y.pdf'}]", "must be a plain file name"),
+        ("attachments: [{path: a.pdf, content_type: pdf}]", "not a MIME type"),
+        ("attachments: [{path: nope.pdf}]", "attachment not found"),
+        ("dkim: {domain: 'not a domain', selector: s1, key_file: k.pem}", "not a domain name"),
+        ("dkim: {domain: acme.example, selector: 's 1', key_file: k.pem}", "not a DKIM selector"),
+        ("dkim: {domain: acme.example, selector: s1, key_file: none.pem}", "key file not found"),
+        (
+            "dkim: {domain: acme.example, selector: s1, key_file: k.pem, headers: [1]}",
+            "not a header name",
+        ),
+        ("transactional: yes please", "expected true or false"),
     ],
 )
 def test_content_key_errors(
@@ -410,7 +424,7 @@ def test_content_key_errors(
         tmp_path, body + yaml + "\n", files={"m.md": b"# x", "a.pdf": b"x", "k.pem": b"x"}
     )
     result = cli(capsys, "validate", job)
-    assert result.code == 65, result.err
+    assert result.code in (65, 66), result.err
     assert message in result.err
     assert "Traceback" not in result.err
 
