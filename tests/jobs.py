@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import csv
+import os
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,3 +73,16 @@ def cli(capsys: pytest.CaptureFixture[str], *args: object) -> Result:
     code = run_cli([str(a) for a in args])
     captured = capsys.readouterr()
     return Result(code, captured.out, captured.err)
+
+
+def txsend_subprocess(*args: object) -> subprocess.Popen[str]:
+    """`python -m txsend ARGS` as a child process (for signals and crashes), without the
+    caller's TXSEND_* environment."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TXSEND_")}
+    return subprocess.Popen(
+        [sys.executable, "-m", "txsend", *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )

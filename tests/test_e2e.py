@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import sqlite3
 import stat
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from tests.jobs import HTML, TEXT, cli, write_job
+from tests.jobs import HTML, TEXT, cli, txsend_subprocess, write_job
 from tests.smtpd import ScriptedServer
 
 
@@ -368,17 +365,6 @@ def test_bad_relay_url(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
 
 
 # --- crash safety -------------------------------------------------------------------
-
-
-def txsend_subprocess(*args: object) -> subprocess.Popen[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TXSEND_")}
-    return subprocess.Popen(
-        [sys.executable, "-m", "txsend", *map(str, args)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
 
 
 @pytest.mark.slow

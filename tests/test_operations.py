@@ -7,11 +7,8 @@ from __future__ import annotations
 import base64
 import csv
 import json
-import os
 import signal
 import sqlite3
-import subprocess
-import sys
 from collections import Counter
 from html.parser import HTMLParser
 from pathlib import Path
@@ -21,7 +18,7 @@ import jsonschema
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.jobs import cli, write_job
+from tests.jobs import cli, txsend_subprocess, write_job
 from tests.smtpd import ScriptedServer
 
 REPO = Path(__file__).resolve().parent.parent
@@ -331,17 +328,6 @@ def test_no_secret_in_any_output(
 
 
 # --------------------------------------------------------------------------- signals
-
-
-def txsend_subprocess(*args: object) -> subprocess.Popen[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TXSEND_")}
-    return subprocess.Popen(
-        [sys.executable, "-m", "txsend", *map(str, args)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
 
 
 @pytest.mark.slow

@@ -39,6 +39,7 @@ class Part:
     filename: str
     content_type: str
     size: int  # bytes of the file as sent (after compression), before base64
+    cid: str | None = None  # Content-ID (without <>) of an inline image
 
 
 def confine(base: Path, relative: str) -> Path:
@@ -114,6 +115,7 @@ def make_part(
         filename=filename,
         content_type=content_type,
         size=len(data),
+        cid=cid,
     )
 
 

@@ -30,14 +30,13 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from txsend.attachments import Part, PathEscapes, attachment_part, confine, inline_part
 from txsend.errors import JobError, MissingInputError, RowError, RowFailed, UsageError
-from txsend.mime import Framer, normalise_body, text_leaf
+from txsend.mime import MAX_LINE, Framer, normalise_body, text_leaf
 from txsend.models import AttachmentSpec, Content, Job, RenderedMessage, Row, Template
 
 if TYPE_CHECKING:
     from txsend.signing import DkimSigner
 
 CRLF = "\r\n"
-MAX_LINE = 998  # RFC 5322 section 2.1.1: MUST
 FOLD_AT = 78  # RFC 5322 section 2.1.1: SHOULD
 
 # Anything str.splitlines() treats as a line break, plus the other C0 controls and DEL;
@@ -79,7 +78,6 @@ _PARTS = ("text", "html", "subject")
 # A cid: URL in an attribute or url(...) (RFC 2392); the name is a file in the job's folder.
 _CID = re.compile(r"""\bcid:([^"'\s)>]+)""", re.IGNORECASE)
 _BAD_FILENAME = frozenset("/\\\r\n\x00\t\x7f")
-_CID_OF = re.compile(r"Content-ID: <([^>]*)>")
 
 
 def message_id_domain(from_addr: str) -> str:
@@ -613,7 +611,7 @@ class Renderer:
                 base64.b64decode(image.body),
                 maintype,
                 subtype,
-                cid=f"<{_CID_OF.search(image.headers.decode())[1]}>",  # type: ignore[index]
+                cid=f"<{image.cid}>",
                 disposition="inline",
                 filename=image.filename,
             )
