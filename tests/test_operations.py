@@ -94,6 +94,9 @@ def test_report_command_over_all_runs(
     assert codes == {"250": 5, "550 5.1.1": 2, "451 4.7.1": 1}
     (outcomes,) = [r["outcomes"] for r in data["relays"].values()]
     assert outcomes == {"sent": 5, "bounced": 2, "deferred": 1}
+    status = json.loads(cli(capsys, "status", job, "--json").out)
+    validate_report(status)
+    assert status["command"] == "status" and status["problems"]["count"] == 2
     text = cli(capsys, "report", job)
     assert "2 rows failed, bounced or unknown" in text.out
     assert "--failed-csv" in text.out

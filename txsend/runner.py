@@ -423,6 +423,8 @@ def status(target: Path, overrides: JobOverrides) -> Summary:
             None,
             journal.next_attempt_at(),
             last.exit_code if last and last.exit_code is not None else 0,
+            command="status",
+            problems=problems_of(journal, target),
         )
     finally:
         journal.close()
