@@ -265,13 +265,19 @@ def test_starttls_relay_without_starttls_support_is_not_sent_in_clear(
 # --------------------------------------------------------------------------- AUTH
 
 
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
 def test_auth_over_starttls_with_password_env(
+    loop: str,
     tmp_path: Path,
     starttls_server: ScriptedServer,
     tls_files: TlsFiles,
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # both loops: the pipelined transactions take the TLS transport over from aiosmtplib
+    if loop == "uvloop":
+        pytest.importorskip("uvloop", reason="uvloop is the optional 'speed' extra")
+    monkeypatch.setenv("TXSEND_LOOP", loop)
     starttls_server.credentials = {USER: PASSWORD}
     monkeypatch.setenv(PASSWORD_ENV, PASSWORD)
     url = f"smtp://{USER}@127.0.0.1:{starttls_server.port}?tls=starttls"
@@ -286,18 +292,24 @@ def test_auth_over_starttls_with_password_env(
     assert sorted(r.rcpt_tos[0] for r in received) == addresses(4)
     assert {r.login for r in received} == {USER}
     assert all(r.tls for r in received)
+    assert starttls_server.pipelined == 4
     assert states(tmp_path) == {"sent"}
     assert PASSWORD not in result.out + result.err
     assert PASSWORD.encode() not in journal_bytes(tmp_path)
 
 
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
 def test_auth_over_implicit_tls(
+    loop: str,
     tmp_path: Path,
     smtps_server: ScriptedServer,
     tls_files: TlsFiles,
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    if loop == "uvloop":
+        pytest.importorskip("uvloop", reason="uvloop is the optional 'speed' extra")
+    monkeypatch.setenv("TXSEND_LOOP", loop)
     smtps_server.credentials = {USER: PASSWORD}
     monkeypatch.setenv(PASSWORD_ENV, PASSWORD)
     url = f"smtps://{USER}@127.0.0.1:{smtps_server.port}"
