@@ -565,17 +565,12 @@ def test_a_bug_in_a_worker_is_an_internal_error(
     assert states["unknown"] == 1 and states["pending"] == 2
 
 
-@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
 def test_both_event_loops(
-    loop: str,
+    event_loop_choice: str,
     tmp_path: Path,
     smtp_server: ScriptedServer,
     capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    if loop == "uvloop":
-        pytest.importorskip("uvloop", reason="uvloop is the optional 'speed' extra")
-    monkeypatch.setenv("TXSEND_LOOP", loop)
     smtp_server.rcpt_replies["user2@example.com"] = "550 5.1.1 no such user"
     job = write_job(tmp_path, rows=20)
     result = cli(capsys, "run", job, "--relay", smtp_server.url, "--concurrency", "4")

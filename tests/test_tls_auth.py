@@ -265,9 +265,8 @@ def test_starttls_relay_without_starttls_support_is_not_sent_in_clear(
 # --------------------------------------------------------------------------- AUTH
 
 
-@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
 def test_auth_over_starttls_with_password_env(
-    loop: str,
+    event_loop_choice: str,
     tmp_path: Path,
     starttls_server: ScriptedServer,
     tls_files: TlsFiles,
@@ -275,9 +274,6 @@ def test_auth_over_starttls_with_password_env(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # both loops: the pipelined transactions take the TLS transport over from aiosmtplib
-    if loop == "uvloop":
-        pytest.importorskip("uvloop", reason="uvloop is the optional 'speed' extra")
-    monkeypatch.setenv("TXSEND_LOOP", loop)
     starttls_server.credentials = {USER: PASSWORD}
     monkeypatch.setenv(PASSWORD_ENV, PASSWORD)
     url = f"smtp://{USER}@127.0.0.1:{starttls_server.port}?tls=starttls"
@@ -298,18 +294,14 @@ def test_auth_over_starttls_with_password_env(
     assert PASSWORD.encode() not in journal_bytes(tmp_path)
 
 
-@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
 def test_auth_over_implicit_tls(
-    loop: str,
+    event_loop_choice: str,
     tmp_path: Path,
     smtps_server: ScriptedServer,
     tls_files: TlsFiles,
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    if loop == "uvloop":
-        pytest.importorskip("uvloop", reason="uvloop is the optional 'speed' extra")
-    monkeypatch.setenv("TXSEND_LOOP", loop)
     smtps_server.credentials = {USER: PASSWORD}
     monkeypatch.setenv(PASSWORD_ENV, PASSWORD)
     url = f"smtps://{USER}@127.0.0.1:{smtps_server.port}"
