@@ -10,9 +10,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import idna
+
 from txsend.attachments import PathEscapes, confine
 from txsend.errors import JobError, MissingInputError
-from txsend.jobfile import _absolute, _kind, _Map, _read_text, parse_size
+from txsend.jobfile import _FIELD_NAME, _absolute, _kind, _Map, _read_text, parse_size
 from txsend.models import AttachmentSpec, Content, DkimSpec, Template, Unsubscribe
 
 CONTENT_KEYS = frozenset(
@@ -37,7 +39,6 @@ _PRECEDENCE = ("bulk", "list")
 _CONTENT_TYPE = re.compile(r"[a-z0-9!#$&^_.+-]+/[a-z0-9!#$&^_.+-]+\Z", re.IGNORECASE)
 _DOMAIN = re.compile(r"[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+\Z")
 _SELECTOR = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\Z")
-_HEADER_NAME = re.compile(r"[\x21-\x39\x3b-\x7e]+\Z")
 _TEMPLATE_MARKERS = ("{{", "{%")
 
 
@@ -208,8 +209,9 @@ def _dkim(root: _Map, base: Path) -> DkimSpec | None:
     domain = section.req_str("domain", hint=hint).strip().lower()
     if not _DOMAIN.match(domain):
         try:
-            domain = domain.encode("idna").decode("ascii")
-        except UnicodeError:
+            # the same IDNA 2008 / UTS #46 mapping as addresses get in render.py
+            domain = idna.encode(domain, uts46=True).decode("ascii")
+        except (idna.IDNAError, UnicodeError):
             raise section.error("domain", f"not a domain name: {domain!r}") from None
         if not _DOMAIN.match(domain):
             raise section.error("domain", f"not a domain name: {domain!r}")
@@ -231,7 +233,7 @@ def _dkim(root: _Map, base: Path) -> DkimSpec | None:
     if section.value("headers") is not None:
         names = []
         for item, line in items:
-            if not isinstance(item, str) or not _HEADER_NAME.match(item.strip()):
+            if not isinstance(item, str) or not _FIELD_NAME.match(item.strip()):
                 raise JobError(
                     f"dkim.headers: not a header name: {item!r}", file=root.display, line=line
                 )
