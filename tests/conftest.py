@@ -24,3 +24,23 @@ def event_loop_choice(request: pytest.FixtureRequest, monkeypatch: pytest.Monkey
         pytest.importorskip("uvloop", reason="uvloop is the optional 'speed' extra")
     monkeypatch.setenv("TXSEND_LOOP", loop)
     return loop
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[str]:
+    """A throwaway PostgreSQL server for the whole session: its postgresql:// URL."""
+    from tests.pgserver import throwaway_server
+
+    with throwaway_server() as url:
+        yield url
+
+
+@pytest.fixture
+def pg_url(pg_server: str, request: pytest.FixtureRequest) -> str:
+    """An empty database of its own for one test."""
+    import re
+
+    from tests.pgserver import fresh_database
+
+    name = "t_" + re.sub(r"[^a-z0-9]+", "_", request.node.name.lower())[:50]
+    return fresh_database(pg_server, name)

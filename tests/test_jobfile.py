@@ -396,14 +396,24 @@ def test_content_keys_are_loaded(tmp_path: Path) -> None:
     assert content.dkim.algorithm == "rsa-sha256"
 
 
-def test_postgres_journal_is_refused(tmp_path: Path) -> None:
+def test_postgres_journal_url_from_job_or_flag(tmp_path: Path) -> None:
     path = make_job(tmp_path, MINIMAL_JOB + "journal: postgresql://db.example/mail\n")
-    with pytest.raises(
-        ConfigError, match=r"job\.yaml:5: journal: PostgreSQL journals are not supported yet"
-    ):
+    job = load_job(path, env={})
+    assert job.journal_url == "postgresql://db.example/mail"
+    assert job.journal_location == "postgresql://db.example/mail"
+    flagged = load_job(path, JobOverrides(journal_url="postgresql://other/db"), env={})
+    assert flagged.journal_location == "postgresql://other/db"
+    # a file flag replaces the job's URL
+    local = load_job(path, JobOverrides(journal=tmp_path / "j.db"), env={})
+    assert local.journal_url is None and local.journal_location == tmp_path / "j.db"
+
+
+def test_postgres_journal_password_in_job_is_refused(tmp_path: Path) -> None:
+    path = make_job(tmp_path, MINIMAL_JOB + "journal: postgresql://u:pw@db.example/mail\n")
+    with pytest.raises(ConfigError, match=r"job\.yaml:5: journal: a password") as caught:
         load_job(path, env={})
-    with pytest.raises(ConfigError, match="not supported yet"):
-        load_job(make_job(tmp_path, MINIMAL_JOB), JobOverrides(journal=Path("postgresql://h/db")))
+    assert "pw" not in str(caught.value).replace("password", "")
+    assert caught.value.hint is not None and "TXSEND_PG_PASSWORD" in caught.value.hint
 
 
 def test_relay_url_error_in_job_names_line(tmp_path: Path) -> None:

@@ -44,6 +44,12 @@ class DictStore:
     def add_to_window(self, relay: str, window_start: float, n: int) -> None:
         self.windows[(relay, window_start)] = self.window_count(relay, window_start) + n
 
+    def take_from_window(self, relay: str, window_start: float, limit: float) -> bool:
+        if self.window_count(relay, window_start) >= limit:
+            return False
+        self.add_to_window(relay, window_start, 1)
+        return True
+
 
 def drain(limiter: RateLimiter, clock: FakeClock, messages: int) -> float:
     """Send `messages` through the limiter, advancing fake time by each wait; the time used."""
@@ -250,11 +256,13 @@ def test_quota_without_store_counts_in_memory() -> None:
 
 
 def test_memory_window_store_is_a_window_store() -> None:
-    store: WindowStore = MemoryWindowStore()
-    store.add_to_window("r", 0.0, 2)
-    store.add_to_window("r", 0.0, 1)
-    assert store.window_count("r", 0.0) == 3
-    assert store.window_count("r", 3600.0) == 0
+    memory = MemoryWindowStore()
+    store: WindowStore = memory
+    memory.add_to_window("r", 0.0, 2)
+    assert store.take_from_window("r", 0.0, 3)
+    assert not store.take_from_window("r", 0.0, 3)
+    assert memory.window_count("r", 0.0) == 3
+    assert memory.window_count("r", 3600.0) == 0
 
 
 # --------------------------------------------------------------------------- acquire

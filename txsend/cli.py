@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import time
 import traceback
@@ -18,7 +19,8 @@ from rich.table import Table
 from txsend import __version__, logs, runner, scaffold
 from txsend.errors import ExitCode, TxsendError, UsageError
 from txsend.jobfile import JobOverrides, parse_duration
-from txsend.models import State
+from txsend.journalapi import is_postgres
+from txsend.models import Job, State
 from txsend.outputs import OutputOptions
 from txsend.report import Summary
 from txsend.stats import RunStats
@@ -78,8 +80,22 @@ RelayOpt = Annotated[
     ),
 ]
 JournalOpt = Annotated[
-    Path | None,
-    typer.Option(metavar="PATH", help="Journal file (default: <job>.journal.db next to the job)."),
+    str | None,
+    typer.Option(
+        metavar="PATH|URL",
+        help="Journal file (default: <job>.journal.db next to the job), or "
+        "postgresql://[user@]host[:port]/db to work the job from several hosts "
+        "(password from $TXSEND_PG_PASSWORD or a PGPASSFILE).",
+    ),
+]
+LeaseOpt = Annotated[
+    str,
+    typer.Option(
+        "--lease",
+        metavar="DURATION",
+        help="PostgreSQL journal: how long this worker may go silent before the others "
+        "take back its rows (its rows in DATA become unknown).",
+    ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON summary on stdout.")]
 LimitOpt = Annotated[
@@ -184,11 +200,19 @@ def _request(
     report_html: Path | None,
     metrics_file: Path | None,
     metrics_port: int | None,
+    lease: str = "30s",
+    worker: bool = False,
 ) -> runner.RunRequest:
     try:
         grace_seconds = parse_duration(grace)
     except ValueError as exc:
         raise UsageError(f"--grace: {exc}") from None
+    try:
+        lease_seconds = parse_duration(lease)
+    except ValueError as exc:
+        raise UsageError(f"--lease: {exc}") from None
+    if lease_seconds < 2:
+        raise UsageError("--lease must be at least 2s")
     return runner.RunRequest(
         target=job,
         overrides=overrides,
@@ -199,6 +223,8 @@ def _request(
         concurrency=concurrency,
         grace=grace_seconds,
         outputs=OutputOptions(report, report_html, metrics_file, metrics_port),
+        lease=lease_seconds,
+        worker=worker,
     )
 
 
@@ -208,16 +234,18 @@ def _overrides(
     text: Path | None,
     html: Path | None,
     relay: list[str] | None,
-    journal: Path | None,
+    journal: str | None,
     abort_on_error_rate: float | None = None,
 ) -> JobOverrides:
+    shared = journal is not None and is_postgres(journal)
     return JobOverrides(
         from_addr=from_addr,
         subject=subject,
         text=text,
         html=html,
         relays=tuple(relay or ()),
-        journal=journal,
+        journal=Path(journal) if journal is not None and not shared else None,
+        journal_url=journal.strip() if journal is not None and shared else None,
         abort_on_error_rate=abort_on_error_rate,
     )
 
@@ -255,11 +283,16 @@ def run(
     log_format: LogFormatOpt = "text",
     log_level: LogLevelOpt = "warning",
     grace: GraceOpt = "10s",
+    lease: LeaseOpt = "30s",
 ) -> None:
-    """Ingest the recipients into the journal and send every row not yet done."""
+    """Ingest the recipients into the journal and send every row not yet done.
+
+    With --journal postgresql://..., run it on several hosts at once: the first ingests,
+    all of them send, none sends a row twice."""
     request = _request(
         job,
         _overrides(from_addr, subject, text, html, relay, journal, abort_on_error_rate),
+        lease=lease,
         force=force,
         dry_run=dry_run,
         limit=limit,
@@ -292,12 +325,15 @@ def resume(
     log_format: LogFormatOpt = "text",
     log_level: LogLevelOpt = "warning",
     grace: GraceOpt = "10s",
+    lease: LeaseOpt = "30s",
 ) -> None:
     """Continue a job's journal: pending rows, deferred ones that are due, and unknown ones
-    (delivery.on_unknown: resend)."""
+    (delivery.on_unknown: resend). On a PostgreSQL journal it also lifts an error-rate
+    abort, so that other hosts can join again."""
     request = _request(
         job,
         _overrides(None, None, None, None, relay, journal, abort_on_error_rate),
+        lease=lease,
         resume=True,
         force=force,
         dry_run=dry_run,
@@ -312,6 +348,76 @@ def resume(
     _send(request, "resume", json_out=json_out, quiet=quiet, log=(log_format, log_level))
 
 
+@app.command()
+def worker(
+    journal: Annotated[
+        str,
+        typer.Option(
+            metavar="URL",
+            help="The shared journal: postgresql://[user@]host[:port]/db "
+            "(password from $TXSEND_PG_PASSWORD or a PGPASSFILE).",
+        ),
+    ],
+    job_name: Annotated[
+        str | None,
+        typer.Option(
+            "--job", metavar="NAME", help="The job to work (default: the only one with rows due)."
+        ),
+    ] = None,
+    relay: RelayOpt = None,
+    concurrency: ConcurrencyOpt = None,
+    abort_on_error_rate: AbortOpt = None,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+    report: ReportOpt = None,
+    report_html: ReportHtmlOpt = None,
+    metrics_file: MetricsFileOpt = None,
+    metrics_port: MetricsPortOpt = None,
+    log_format: LogFormatOpt = "text",
+    log_level: LogLevelOpt = "warning",
+    grace: GraceOpt = "10s",
+    lease: LeaseOpt = "30s",
+) -> None:
+    """Join a job stored in a PostgreSQL journal and send its rows beside the other hosts.
+
+    The job (its file, templates and attachments) was stored by `txsend run JOB
+    --journal URL` on another host; secrets are not: relay passwords come from this
+    host's environment, as the job's relays say."""
+    if not is_postgres(journal):
+        raise UsageError(
+            "--journal must be a postgresql:// URL: a worker joins a shared journal",
+            hint="a job with a journal file runs with: txsend run JOB",
+        )
+    overrides = _overrides(None, None, None, None, relay, journal, abort_on_error_rate)
+    stored, folder = runner.load_stored_job(journal.strip(), job_name, overrides)
+    request = _request(
+        stored.source,
+        overrides,
+        lease=lease,
+        worker=True,
+        force=False,
+        dry_run=False,
+        limit=None,
+        concurrency=concurrency,
+        grace=grace,
+        report=report,
+        report_html=report_html,
+        metrics_file=metrics_file,
+        metrics_port=metrics_port,
+    )
+    try:
+        _send(
+            request,
+            "worker",
+            json_out=json_out,
+            quiet=quiet,
+            log=(log_format, log_level),
+            job=stored,
+        )
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def _send(
     request: runner.RunRequest,
     command: str,
@@ -319,6 +425,7 @@ def _send(
     json_out: bool,
     quiet: bool,
     log: tuple[str, str],
+    job: Job | None = None,
 ) -> None:
     console = _err()
     log_format, log_level = log
@@ -345,7 +452,9 @@ def _send(
         if not quiet and p.ingest is not None:
             i = p.ingest
             console.print(
-                f"journal {p.journal.path}: {i.new} new rows, {i.existing} already known"
+                f"journal {p.journal.location}: "
+                + ("ingested by another worker: " if i.by_other else f"{i.new} new rows, ")
+                + f"{i.existing} already known"
                 + (f", {i.duplicates} duplicate keys skipped" if i.duplicates else "")
                 + (f", {i.invalid} invalid rows skipped" if i.invalid else "")
             )
@@ -365,6 +474,7 @@ def _send(
             command,
             on_prepared=prepared,
             on_tick=view.update if view is not None else None,
+            job=job,
         )
     finally:
         if view is not None:

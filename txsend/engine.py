@@ -25,7 +25,7 @@ from functools import partial
 from txsend.classify import Verdict, classify
 from txsend.committer import GroupCommitter
 from txsend.errors import RowError, RowFailed
-from txsend.journal import Claimed, Journal, Record
+from txsend.journalapi import Claimed, JournalBackend, Record
 from txsend.logs import LOGGER, event
 from txsend.models import Job, RelayConfig, RenderedMessage, Row, State
 from txsend.ratelimit import limiter_for
@@ -73,7 +73,7 @@ class Engine:
     def __init__(
         self,
         job: Job,
-        journal: Journal,
+        journal: JournalBackend,
         renderer: Renderer,
         relays: Sequence[tuple[RelayConfig, str | None]],
         options: SendOptions,
@@ -90,7 +90,11 @@ class Engine:
         self._policy = job.delivery.retry
         self._pool = RelayPool(
             [
-                RelayState(config, password, limiter_for(config, journal))
+                RelayState(
+                    config,
+                    password,
+                    limiter_for(config, journal, shared=journal if journal.shared else None),
+                )
                 for config, password in relays
             ]
         )
@@ -107,6 +111,8 @@ class Engine:
         self._random = random.Random()
         self._crash: BaseException | None = None
         self._limited_to: set[str] = set()  # with --limit: the rows this run took on
+        self._refused: set[str] = set()  # rows the journal would not mark sending (fenced)
+        self._started = time.monotonic()
 
     # --- entry points ----------------------------------------------------------------
 
@@ -117,6 +123,7 @@ class Engine:
         committer = self._committer = GroupCommitter(self.journal, self.options.run_id)
         committer.start()
         ticker = asyncio.create_task(self._tick(), name="progress")
+        watcher = asyncio.create_task(self._watch_journal(), name="journal-watch")
         producer = asyncio.create_task(self._produce(), name="producer")
         dispatcher: asyncio.Task[None] | None = None
         sending = not self.options.dry_run and self._pool.relays
@@ -135,9 +142,10 @@ class Engine:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await ticker
+            for background in (ticker, watcher):
+                background.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await background
             await committer.close()
             # Transactions abandoned after DATA began (grace over, second signal): their
             # rows are in RFC 1047's window, so they become `unknown` now, not on resume.
@@ -188,7 +196,8 @@ class Engine:
             while not self._stopping:
                 batch: list[Claimed] = []
                 if first_pass and (remaining is None or remaining > 0):
-                    size = CLAIM_BATCH if remaining is None else min(CLAIM_BATCH, remaining)
+                    size = self._claim_size()
+                    size = size if remaining is None else min(size, remaining)
                     batch = self.journal.claim(size, include_unknown=self.options.resend_unknown)
                     first_pass = bool(batch)
                     if remaining is not None:
@@ -212,7 +221,7 @@ class Engine:
         """Deferred rows due now (with --limit, only this run's rows)."""
         assert self._committer is not None
         self._committer.flush()  # a row deferred a moment ago is not due again yet
-        batch = self.journal.claim_retries(CLAIM_BATCH, busy=self._in_pipeline)
+        batch = self.journal.claim_retries(self._claim_size(), busy=self._in_pipeline)
         if self.options.limit is not None:
             batch = [c for c in batch if c.key in self._limited_to]
         return batch
@@ -254,6 +263,27 @@ class Engine:
             return None
         return message
 
+    def _claim_size(self) -> int:
+        """Rows per claim: a shared journal gets about a second of this worker's pace."""
+        if not self.journal.shared:
+            return CLAIM_BATCH
+        elapsed = time.monotonic() - self._started
+        done = sum(self.stats.outcomes.values())
+        pace = done / elapsed if elapsed > 1.0 else 0.0
+        connections = sum(self._connections(r.config) for r in self._pool.relays)
+        return max(2 * connections, min(CLAIM_BATCH, int(pace)))
+
+    async def _watch_journal(self) -> None:
+        """A shared journal: stop when another worker aborted the job or the lease is lost."""
+        if not self.journal.shared:
+            return
+        while not self._stopping:
+            reason = self.journal.stop_requested()
+            if reason is not None:
+                self.request_stop(reason=reason)
+                return
+            await asyncio.sleep(0.25)
+
     async def _wait_for_retries(self) -> bool:
         """Nothing is due now: wait for a retry due soon, or say the run is over."""
         if self.options.dry_run or self._stopping:
@@ -262,7 +292,12 @@ class Engine:
         self._committer.flush()  # deferrals recorded a moment ago must be visible
         due = self.journal.next_attempt_at()
         wait = None if due is None else due - time.time()
-        if not self._in_pipeline and (wait is None or wait > RETRY_WAIT_IN_RUN):
+        if (
+            not self._in_pipeline
+            and (wait is None or wait > RETRY_WAIT_IN_RUN)
+            # other workers' rows come back here if one of them dies: wait for them
+            and not self.journal.others_busy()
+        ):
             return False
         await asyncio.sleep(0.2 if wait is None else min(max(wait, 0.05), 0.5))
         return True
@@ -451,6 +486,11 @@ class Engine:
             return
         started = time.perf_counter()
         result = await connection.send(item.message, partial(self._mark_sending, item.key))
+        if item.key in self._refused:
+            # the row is no longer this worker's: nothing sent, nothing to record
+            self._refused.discard(item.key)
+            self._release(item.key)
+            return
         verdict = classify(result.phase, result.code, result.text)
         latency = time.perf_counter() - started
         self._count_transaction(relay, item, result, latency)
@@ -458,9 +498,19 @@ class Engine:
         if verdict.reconnect or connection.transactions >= relay.config.messages_per_connection:
             await connection.close()
 
-    async def _mark_sending(self, key: str) -> None:
+    async def _mark_sending(self, key: str) -> bool:
+        """Record `sending` before DATA; False: the message must not be sent."""
         assert self._committer is not None
-        await self._committer.mark_sending(key)
+        if not self.journal.may_start_data() or not await self._committer.mark_sending(key):
+            # a shared journal: this worker's lease may have lapsed, or did (fencing)
+            self._refused.add(key)
+            if not self._stopping:
+                self.request_stop(
+                    reason=self.journal.stop_requested()
+                    or "the journal's lease could not be renewed in time"
+                )
+            return False
+        return True
 
     def _worker_exited(self, task: asyncio.Task[None]) -> None:
         self._workers.discard(task)
@@ -569,10 +619,12 @@ class Engine:
             return
         rate = sum(self._errors) / len(self._errors)
         if rate > policy.error_rate:
-            self.request_stop(
-                reason=f"error rate {rate:.0%} over the last {len(self._errors)} messages "
+            reason = (
+                f"error rate {rate:.0%} over the last {len(self._errors)} messages "
                 f"exceeds abort_on.error_rate {policy.error_rate:.0%}"
             )
+            self.journal.abort(reason)  # every worker of a shared journal stops claiming
+            self.request_stop(reason=reason)
 
     def _record(
         self,

@@ -60,6 +60,7 @@ class JobOverrides:
     journal: Path | None = None
     name: str | None = None
     abort_on_error_rate: float | None = None  # --abort-on-error-rate; replaces abort_on.error_rate
+    journal_url: str | None = None  # --journal postgresql://...: a shared journal
 
 
 _NO_OVERRIDES = JobOverrides()
@@ -672,13 +673,18 @@ def _load_yaml_job(
             raise root.error("max_message_size", str(exc)) from None
     journal_value = root.opt_str("journal")
     journal = None
+    journal_url = None
     if journal_value is not None:
         if _is_postgres(journal_value):
-            raise ConfigError(
-                f"{root.where('journal')}: PostgreSQL journals are not supported yet",
-                hint="leave journal: out to use a file next to the job",
-            )
-        journal = _absolute(base / journal_value)
+            journal_url = journal_value.strip()
+            if urlsplit(journal_url).password is not None:
+                raise ConfigError(
+                    f"{root.where('journal')}: a password in the journal URL would be stored "
+                    "in the job file",
+                    hint="put it in TXSEND_PG_PASSWORD or a PGPASSFILE",
+                )
+        else:
+            journal = _absolute(base / journal_value)
 
     return _finish(
         name=name or source.stem,
@@ -698,6 +704,7 @@ def _load_yaml_job(
         overrides=overrides,
         env=env,
         content=content,
+        journal_url=journal_url,
     )
 
 
@@ -773,6 +780,7 @@ def _finish(
     overrides: JobOverrides,
     env: Mapping[str, str],
     content: Content | None = None,
+    journal_url: str | None = None,
 ) -> Job:
     """Apply the command-line overrides and defaults that both kinds of job share."""
     recorded: dict[str, str] = {}
@@ -818,10 +826,11 @@ def _finish(
         min_messages = delivery.abort_on.min_messages if delivery.abort_on is not None else 100
         delivery = replace(delivery, abort_on=AbortPolicy(rate, min_messages))
         recorded["abort_on_error_rate"] = repr(rate)
-    if overrides.journal is not None:
-        if _is_postgres(str(overrides.journal)):
-            raise ConfigError("--journal: PostgreSQL journals are not supported yet")
+    if overrides.journal_url is not None:
+        journal_url = overrides.journal_url
+    elif overrides.journal is not None:
         journal = _absolute(overrides.journal)
+        journal_url = None
     if journal is None:
         journal = default_journal(source)
     # Both are guaranteed by the callers' required-key checks; this narrows the types.
@@ -844,6 +853,7 @@ def _finish(
         suppress=suppress,
         overrides=recorded,
         content=content or Content(),
+        journal_url=journal_url,
     )
 
 

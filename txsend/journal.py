@@ -1,7 +1,7 @@
 """The SQLite journal: one row per recipient key, the only importer of sqlite-utils.
 
-The interface is narrow (ingest, claim, mark_sending, record, counts, runs) so that a
-second backend (PostgreSQL, for several hosts on one job) can implement it.
+It implements `txsend.journalapi.JournalBackend`, as the PostgreSQL journal does; one
+process works a SQLite journal at a time (`txsend.lock`).
 
 Crash protocol: a row is made `sending` in a committed transaction before its DATA
 command is sent, and `sent` after the relay's 250. A process that dies in between leaves
@@ -19,7 +19,6 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,10 @@ from typing import Any
 import sqlite_utils
 
 from txsend.errors import ConfigError, JobError, MissingInputError, RowError
+from txsend.journalapi import Claimed, IngestStats, Record, RunInfo
 from txsend.models import State
+
+__all__ = ["Claimed", "IngestStats", "Journal", "Record", "RunInfo"]
 
 SCHEMA_VERSION = 1
 INGEST_BATCH = 5000
@@ -41,54 +43,6 @@ _REDOABLE = (
 )
 
 
-@dataclass(frozen=True)
-class Claimed:
-    """A row taken from the journal to be rendered and sent."""
-
-    key: str
-    row: int
-    address: str
-    data: dict[str, Any]
-    message_id: str
-    attempts: int
-    state: State  # state before the claim: pending, deferred or unknown
-    first_attempt_at: float | None = None  # wall clock, for delivery.retry.max_age
-
-
-@dataclass(frozen=True)
-class Record:
-    """An outcome to write for one key."""
-
-    key: str
-    state: State
-    code: int | None = None
-    reply: str | None = None
-    relay: str | None = None
-    next_attempt_at: float | None = None
-    attempt: bool = False  # a transaction that ended before DATA: count it as an attempt
-    suppress: str | None = None  # add the address to the job's suppressions (a hard bounce)
-    address: str | None = None
-
-
-@dataclass
-class IngestStats:
-    new: int = 0
-    existing: int = 0
-    duplicates: int = 0
-    invalid: int = 0
-    problems: list[str] = field(default_factory=list)  # first few skip reasons, for display
-
-
-@dataclass(frozen=True)
-class RunInfo:
-    id: int
-    command: str
-    started_at: float
-    ended_at: float | None
-    exit_code: int | None
-    counts: dict[str, int]
-
-
 class Journal:
     """A job's journal in one SQLite file."""
 
@@ -97,14 +51,21 @@ class Journal:
         self._db = db
         self._conn = db.conn
         self._cursor = 0  # rowid after which the next claim starts
+        self._tat: dict[str, float] = {}  # reserve_slots: theoretical arrival time per relay
+
+    @property
+    def location(self) -> str:
+        return str(self.path)
+
+    @property
+    def shared(self) -> bool:
+        return False  # one process at a time holds the journal's lock
 
     # --- opening -------------------------------------------------------------------
 
     @classmethod
     def open(cls, path: Path, *, create: bool = True) -> Journal:
         """Open (and with create, make) the journal file at path."""
-        if str(path).startswith(("postgresql://", "postgres://")):
-            raise ConfigError("PostgreSQL journals are not supported yet; use a file path")
         if not create and not path.exists():
             raise MissingInputError(
                 f"no journal at {path}", hint="run the job first: txsend run JOB"
@@ -396,8 +357,11 @@ class Journal:
         ).fetchall()
         return [_claimed(values) for values in rows if values[1] not in busy][:limit]
 
-    def write(self, sending: Sequence[tuple[str, int]], records: Sequence[Record]) -> None:
-        """Commit, in one transaction, rows entering `sending` (key, run id) and outcomes."""
+    def write(self, sending: Sequence[tuple[str, int]], records: Sequence[Record]) -> set[str]:
+        """Commit, in one transaction, rows entering `sending` (key, run id) and outcomes.
+
+        Returns the keys refused: none, since no other process writes this journal.
+        """
         now = time.time()
         with self._conn:
             if sending:
@@ -438,6 +402,7 @@ class Journal:
                         if r.suppress and r.address
                     ],
                 )
+        return set()
 
     # --- reading ---------------------------------------------------------------------
 
@@ -494,6 +459,34 @@ class Journal:
                 "ON CONFLICT(relay, window_start) DO UPDATE SET count = count + excluded.count",
                 (relay, window_start, n),
             )
+
+    def take_from_window(self, relay: str, window_start: float, limit: float) -> bool:
+        """Count one message in a quota window if it holds fewer than limit."""
+        if self.window_count(relay, window_start) >= limit:
+            return False
+        self.add_to_window(relay, window_start, 1)
+        return True
+
+    def reserve_slots(self, relay: str, emission: float, n: int) -> float:
+        """GCRA in this process (a SQLite journal has one sender): seconds to the first slot."""
+        now = time.monotonic()
+        start = max(self._tat.get(relay, now), now)
+        self._tat[relay] = start + emission * n
+        return start - now
+
+    # --- several workers: one process works a SQLite journal -------------------------
+
+    def abort(self, reason: str) -> None:
+        """Nothing to tell: no other worker shares this journal."""
+
+    def stop_requested(self) -> str | None:
+        return None
+
+    def may_start_data(self) -> bool:
+        return True
+
+    def others_busy(self) -> bool:
+        return False
 
     # --- runs ------------------------------------------------------------------------
 

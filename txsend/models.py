@@ -181,6 +181,12 @@ class Job:
     content: Content = field(default_factory=Content)
     # CLI flags that defined a CSV-alone job; stored in the journal so `resume` can rebuild it
     overrides: dict[str, str] = field(default_factory=dict)
+    journal_url: str | None = None  # postgresql://...: a journal shared by several workers
+
+    @property
+    def journal_location(self) -> str | Path:
+        """The journal to open: the PostgreSQL URL, else the SQLite file."""
+        return self.journal_url if self.journal_url is not None else self.journal
 
     def input_files(self) -> list[Path]:
         """Every file whose content defines what is sent (for the journal fingerprint)."""

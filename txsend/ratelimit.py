@@ -12,7 +12,11 @@ Two kinds of limit, chosen by the unit of the rate:
   - ``/min``: 1, so the messages are evenly spaced (60/min is one a second). A minute's
     worth in one burst is exactly what such limits are there to prevent.
 
-  The bucket starts full and lives only in this process.
+  The bucket starts full and lives only in this process. With a shared journal
+  (PostgreSQL: several workers on one job) the pace is kept across all of them
+  instead: a worker reserves `shared_batch` send slots at a time from the relay's
+  GCRA row in the journal (``SlotStore.reserve_slots``) and spends them at their
+  scheduled times; a slot it reaches too late is dropped rather than bunched.
 
 * ``N/h`` and ``N/day`` are a *quota*: a budget per clock-aligned UTC hour or UTC day,
   counted in a ``WindowStore`` (the journal) so that a second run, e.g. the next cron
@@ -39,6 +43,7 @@ __all__ = [
     "MemoryWindowStore",
     "Rate",
     "RateLimiter",
+    "SlotStore",
     "WindowStore",
     "limiter_for",
     "parse_rate",
@@ -86,9 +91,17 @@ def parse_rate(text: str) -> Rate:
 class WindowStore(Protocol):
     """Where quota windows are counted (the journal, so that later runs see them)."""
 
-    def window_count(self, relay: str, window_start: float) -> int: ...
+    def take_from_window(self, relay: str, window_start: float, limit: float) -> bool:
+        """Count one message in the window if it holds fewer than limit (atomically)."""
+        ...
 
-    def add_to_window(self, relay: str, window_start: float, n: int) -> None: ...
+
+class SlotStore(Protocol):
+    """Send slots of a pace shared by several processes (GCRA in the journal)."""
+
+    def reserve_slots(self, relay: str, emission: float, n: int) -> float:
+        """Reserve n slots `emission` seconds apart; seconds from now to the first."""
+        ...
 
 
 class MemoryWindowStore:
@@ -103,6 +116,12 @@ class MemoryWindowStore:
     def add_to_window(self, relay: str, window_start: float, n: int) -> None:
         key = (relay, window_start)
         self.counts[key] = self.counts.get(key, 0) + n
+
+    def take_from_window(self, relay: str, window_start: float, limit: float) -> bool:
+        if self.window_count(relay, window_start) >= limit:
+            return False
+        self.add_to_window(relay, window_start, 1)
+        return True
 
 
 class RateLimiter:
@@ -119,10 +138,19 @@ class RateLimiter:
         store: WindowStore | None,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
+        shared: SlotStore | None = None,
     ) -> None:
         self.rate = rate
         self.relay = relay  # the store's key for this relay's quota windows
         self._store: WindowStore = store if store is not None else MemoryWindowStore()
+        self._shared = None if rate.is_quota else shared
+        self._emission = 1.0 / rate.per_second
+        # 10 to 50 slots a reservation: about a tenth of a second's worth
+        self.shared_batch = max(10, min(50, math.ceil(rate.per_second / 10.0)))
+        # a reserved slot missed by more than this is dropped (a burst would break the pace)
+        self._tolerance = max(2.0 * self._emission, 0.02)
+        self._next_slot = 0.0
+        self._slots_left = 0
         self._clock = clock
         self._wall = wall
         if rate.per <= 1.0:
@@ -139,6 +167,8 @@ class RateLimiter:
         """
         if self.rate.is_quota:
             return self._reserve_quota()
+        if self._shared is not None:
+            return self._reserve_shared(self._shared)
         return self._reserve_token()
 
     async def acquire(self, max_wait: float) -> float:
@@ -174,6 +204,24 @@ class RateLimiter:
             return 0.0
         return (1.0 - self._tokens) / self.rate.per_second
 
+    def _reserve_shared(self, shared: SlotStore) -> float:
+        now = self._clock()
+        late = now - self._next_slot
+        if self._slots_left and late > self._tolerance:
+            stale = math.floor((late - self._tolerance) / self._emission) + 1
+            self._slots_left = max(0, self._slots_left - stale)
+            self._next_slot += stale * self._emission
+        if not self._slots_left:
+            wait = shared.reserve_slots(self.relay, self._emission, self.shared_batch)
+            self._next_slot = now + wait
+            self._slots_left = self.shared_batch
+        wait = self._next_slot - now
+        if wait > _EPSILON:
+            return wait
+        self._next_slot += self._emission
+        self._slots_left -= 1
+        return 0.0
+
     def _window_start(self, now: float) -> float:
         # POSIX time has no leap seconds, so whole multiples of 3600 / 86400 since the
         # epoch are the starts of UTC hours / UTC days.
@@ -182,8 +230,7 @@ class RateLimiter:
     def _reserve_quota(self) -> float:
         now = self._wall()
         start = self._window_start(now)
-        if self._store.window_count(self.relay, start) < self.rate.count:
-            self._store.add_to_window(self.relay, start, 1)
+        if self._store.take_from_window(self.relay, start, self.rate.count):
             return 0.0
         return max(start + self.rate.per - now, _EPSILON)
 
@@ -194,6 +241,7 @@ def limiter_for(
     *,
     clock: Callable[[], float] = time.monotonic,
     wall: Callable[[], float] = time.time,
+    shared: SlotStore | None = None,
 ) -> RateLimiter | None:
     """The limiter for a relay's ``rate:`` (None when it has none).
 
@@ -202,4 +250,6 @@ def limiter_for(
     """
     if relay.rate is None:
         return None
-    return RateLimiter(parse_rate(relay.rate), relay.url, store, clock=clock, wall=wall)
+    return RateLimiter(
+        parse_rate(relay.rate), relay.url, store, clock=clock, wall=wall, shared=shared
+    )

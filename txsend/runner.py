@@ -22,9 +22,10 @@ from typing import Any
 from txsend import eventloop
 from txsend.credentials import relay_password
 from txsend.engine import Engine, SendOptions
-from txsend.errors import ConfigError, JobError, RowError, UsageError
+from txsend.errors import ConfigError, JobError, MissingInputError, RowError, UsageError
 from txsend.jobfile import LIST_SUFFIXES, JobOverrides, default_journal, load_job
-from txsend.journal import IngestStats, Journal
+from txsend.journal import Journal
+from txsend.journalapi import IngestStats, JournalBackend, open_journal
 from txsend.lock import journal_lock
 from txsend.logs import event
 from txsend.models import Job, RelayConfig, Row, State
@@ -52,6 +53,8 @@ class RunRequest:
     concurrency: int | None = None
     grace: float = 10.0  # seconds in-flight transactions get after SIGINT/SIGTERM
     outputs: OutputOptions = field(default_factory=OutputOptions)
+    lease: float | None = None  # shared journal: seconds a silent worker keeps its rows
+    worker: bool = False  # `txsend worker`: the job comes from the journal, already ingested
 
 
 @dataclass(frozen=True)
@@ -59,7 +62,7 @@ class Prepared:
     """A job opened for sending: the CLI shows `due` as the progress total."""
 
     job: Job
-    journal: Journal
+    journal: JournalBackend
     ingest: IngestStats | None
     due: int
     recovered: int
@@ -162,31 +165,77 @@ def fingerprint(job: Job) -> dict[str, str]:
     return parts
 
 
-def prepare(job: Job, journal: Journal, request: RunRequest) -> Prepared:
+def open_for(job: Job, *, create: bool = False, lease: float | None = None) -> JournalBackend:
+    """The job's journal: its SQLite file, or its job in a shared PostgreSQL journal."""
+    return open_journal(job.journal_location, create=create, job_name=job.name, lease=lease)
+
+
+def prepare(job: Job, journal: JournalBackend, request: RunRequest) -> Prepared:
     """Bind, check and ingest the journal; recover rows a dead run left in `sending`."""
-    prints = fingerprint(job)
-    changes = journal.changes_since(prints)
-    if changes and not request.force:
-        raise JobError(
-            f"the job changed since its journal {journal.path} was made: " + "; ".join(changes),
-            hint="pass --force to continue with the changed job, or --journal NEW for a new one",
-        )
-    spec = {"source": str(job.source.resolve()), "overrides": job.overrides}
-    journal.bind_job(job.name, prints, spec)
     stats = None
-    if changes or not journal.ingest_complete():
-        domain = message_id_domain(job.from_addr)
-        stats = journal.ingest(
-            iter_rows(job), lambda: new_message_id(domain), refresh=bool(changes)
-        )
+    if not request.worker:  # a worker's job came from the journal: nothing to bind
+        prints = fingerprint(job)
+        changes = journal.changes_since(prints)
+        if changes and not request.force:
+            raise JobError(
+                f"the job changed since its journal {journal.location} was made: "
+                + "; ".join(changes),
+                hint="pass --force to continue with the changed job, or --journal NEW for "
+                "a new one",
+            )
+        spec = {"source": str(job.source.resolve()), "overrides": job.overrides}
+        journal.bind_job(job.name, prints, spec)
+        if changes or not journal.ingest_complete():
+            domain = message_id_domain(job.from_addr)
+            stats = journal.ingest(
+                iter_rows(job), lambda: new_message_id(domain), refresh=bool(changes)
+            )
+            if journal.shared and not stats.by_other:
+                _store_bundle(job, journal)
+    if journal.shared and request.resume:
+        _clear_abort(journal)
     recovered = journal.recover()
     counts = journal.counts()
     due = counts[State.PENDING] + counts[State.DEFERRED]
-    if job.delivery.on_unknown == "resend":
+    if resends_unknown(job, journal, request):
         due += counts[State.UNKNOWN]
     if request.limit is not None:
         due = min(due, request.limit)
     return Prepared(job, journal, stats, due, recovered)
+
+
+def resends_unknown(job: Job, journal: JournalBackend, request: RunRequest) -> bool:
+    """Whether this run sends `unknown` rows again (delivery.on_unknown: resend).
+
+    On a shared journal only `txsend resume` does: while workers run, a row becomes
+    `unknown` when its worker died in DATA, and no other worker may resend it on its own.
+    """
+    if job.delivery.on_unknown != "resend":
+        return False
+    return not journal.shared or request.resume
+
+
+def _store_bundle(job: Job, journal: JournalBackend) -> None:
+    from txsend.jobbundle import pack
+    from txsend.pgjournal import PgJournal
+
+    assert isinstance(journal, PgJournal)
+    bundle, why = pack(job)
+    journal.store_bundle(bundle)
+    if why is not None:
+        event(
+            logging.WARNING,
+            "job_not_stored",
+            f"{why}: it is not stored in the journal, so `txsend worker` cannot join; "
+            f"run `txsend run {job.source.name} --journal URL` on each host instead",
+        )
+
+
+def _clear_abort(journal: JournalBackend) -> None:
+    from txsend.pgjournal import PgJournal
+
+    assert isinstance(journal, PgJournal)
+    journal.clear_abort()
 
 
 def relays_with_passwords(job: Job) -> list[tuple[RelayConfig, str | None]]:
@@ -226,7 +275,7 @@ def send(
         concurrency=request.concurrency,
         limit=request.limit,
         dry_run=request.dry_run,
-        resend_unknown=job.delivery.on_unknown == "resend",
+        resend_unknown=resends_unknown(job, journal, request),
         grace=request.grace,
     )
     suppressions = load_suppressions(job.suppress)
@@ -294,7 +343,7 @@ def send(
     return summary
 
 
-def problems_of(journal: Journal, target: Path) -> Problems:
+def problems_of(journal: JournalBackend, target: Path) -> Problems:
     """The journal's failed, bounced and unknown rows for a report."""
     count, rows = journal.problems(PROBLEMS_LISTED)
     return Problems(count, rows, f"txsend report {target} --failed-csv failed.csv")
@@ -303,7 +352,7 @@ def problems_of(journal: Journal, target: Path) -> Problems:
 def report(target: Path, overrides: JobOverrides) -> dict[str, Any]:
     """`txsend report`: the summary of every run so far, from the journal alone."""
     job = load(target, overrides)
-    journal = Journal.open(job.journal, create=False)
+    journal = open_for(job)
     try:
         return journal_json(
             job.name,
@@ -335,7 +384,7 @@ def write_failed_csv(target: Path, overrides: JobOverrides, out: Path) -> int:
     a new job) followed by txsend_state, txsend_code and txsend_reply.
     """
     job = load(target, overrides)
-    journal = Journal.open(job.journal, create=False)
+    journal = open_for(job)
     written = 0
     try:
         # Two passes: rows from a JSONL file need not share their keys.
@@ -389,31 +438,117 @@ def run(
     command: str,
     on_prepared: Callable[[Prepared], None] | None = None,
     on_tick: Callable[[RunStats], None] | None = None,
+    job: Job | None = None,
 ) -> Summary:
-    """`txsend run` / `resume`: everything from the job file to the summary."""
-    job = load(request.target, request.overrides)
-    if request.resume and not job.journal.exists():
+    """`txsend run` / `resume` / `worker`: everything from the job to the summary."""
+    if job is None:
+        job = load(request.target, request.overrides)
+    if request.resume and job.journal_url is None and not job.journal.exists():
         raise UsageError(
             f"no journal at {job.journal} to resume", hint=f"start it: txsend run {request.target}"
         )
     # a missing secret is reported before any work, and each password is read once
     relays = [] if request.dry_run else relays_with_passwords(job)
     eventloop.loop_factory()  # a bad TXSEND_LOOP too
+    if job.journal_url is not None:  # shared: other processes work the job beside this one
+        return _run_on(
+            job,
+            open_for(job, create=True, lease=request.lease),
+            request,
+            command,
+            relays,
+            on_prepared,
+            on_tick,
+        )
     with journal_lock(job.journal):
-        journal = Journal.open(job.journal)
-        try:
-            prepared = prepare(job, journal, request)
-            if on_prepared is not None:
-                on_prepared(prepared)
-            return send(prepared, request, command, relays, on_tick)
-        finally:
-            journal.close()
+        return _run_on(
+            job, open_for(job, create=True), request, command, relays, on_prepared, on_tick
+        )
+
+
+def _run_on(
+    job: Job,
+    journal: JournalBackend,
+    request: RunRequest,
+    command: str,
+    relays: Sequence[tuple[RelayConfig, str | None]],
+    on_prepared: Callable[[Prepared], None] | None,
+    on_tick: Callable[[RunStats], None] | None,
+) -> Summary:
+    try:
+        prepared = prepare(job, journal, request)
+        if on_prepared is not None:
+            on_prepared(prepared)
+        return send(prepared, request, command, relays, on_tick)
+    finally:
+        journal.close()
+
+
+def load_stored_job(url: str, job_name: str | None, overrides: JobOverrides) -> tuple[Job, Path]:
+    """`txsend worker`: the job a shared journal holds, unpacked into a private folder.
+
+    Returns the job and the folder to remove afterwards.
+    """
+    import shutil
+
+    from txsend.jobbundle import unpack
+    from txsend.pgjournal import PgJournal
+
+    journal = PgJournal.open(url, create=False, job_name=job_name)
+    try:
+        if job_name is None:
+            open_jobs = [name for name, due in journal.jobs() if due]
+            if len(open_jobs) != 1:
+                listed = ", ".join(open_jobs) or "none"
+                raise UsageError(
+                    f"{len(open_jobs)} jobs with rows to send in {journal.location} "
+                    f"({listed}); name one with --job NAME",
+                    hint="a job is stored there by `txsend run JOB --journal URL`",
+                )
+            journal.job = open_jobs[0]
+        name = journal.job
+        assert name is not None
+        spec, bundle = journal.stored_job()
+    finally:
+        journal.close()
+    if spec is None:
+        raise MissingInputError(
+            f"no job {name!r} in {journal.location}",
+            hint="start it on one host: txsend run JOB --journal URL",
+        )
+    if bundle is None:
+        raise UsageError(
+            f"job {name!r} in {journal.location} was stored without its files",
+            hint=f"run `txsend run {Path(spec['source']).name} --journal URL` on this host",
+        )
+    path = unpack(bundle, Path(spec["source"]).name)
+    stored = spec.get("overrides", {})
+    merged = JobOverrides(
+        from_addr=stored.get("from"),
+        subject=stored.get("subject"),
+        relays=overrides.relays or tuple(r for r in stored.get("relay", "").split(",") if r),
+        name=name,
+        abort_on_error_rate=overrides.abort_on_error_rate
+        if overrides.abort_on_error_rate is not None
+        else _float(stored.get("abort_on_error_rate")),
+        journal_url=url,
+    )
+    try:
+        return load_job(path, merged), path.parent
+    except MissingInputError as exc:
+        shutil.rmtree(path.parent, ignore_errors=True)
+        raise MissingInputError(
+            f"job {name!r} from {journal.location}: {exc.message}",
+            hint="secrets (a DKIM key, password files) are never stored in the journal: "
+            "put them on this host at the same path beside the job, or run "
+            "`txsend run JOB --journal URL` here",
+        ) from None
 
 
 def status(target: Path, overrides: JobOverrides) -> Summary:
     """Counts per state, the last run and the next retry time, from the journal only."""
     job = load(target, overrides)
-    journal = Journal.open(job.journal, create=False)
+    journal = open_for(job)
     try:
         last = journal.last_run()
         return Summary(
@@ -542,8 +677,8 @@ def preview(
     if part is not None:
         return renderer.render_part(row, part).encode()
     message_id = None
-    if job.journal.exists():
-        journal = Journal.open(job.journal, create=False)
+    if job.journal_url is not None or job.journal.exists():
+        journal = open_for(job)
         try:
             found = journal.find(row.key)
         finally:

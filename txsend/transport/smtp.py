@@ -115,10 +115,14 @@ class SmtpConnection:
         self.transactions = 0
 
     async def send(
-        self, message: RenderedMessage, before_data: Callable[[], Awaitable[None]]
+        self, message: RenderedMessage, before_data: Callable[[], Awaitable[bool]]
     ) -> SendResult:
         """One transaction: MAIL, RCPT, DATA; then `before_data()` (the journal records
-        `sending`), the message, and the relay's final reply."""
+        `sending`), the message, and the relay's final reply.
+
+        When `before_data()` answers False (the journal refused: this worker lost its
+        lease) the connection is dropped before the message: a transaction whose data
+        never ends with the final dot is not delivered (RFC 5321 section 4.1.1.4)."""
         reader = self._reader
         if reader is None or not reader.usable:
             return SendResult(Phase.CONNECT, None, "not connected")
@@ -171,7 +175,9 @@ class SmtpConnection:
                     return SendResult(at if self.pipelining else phase, code, text)
             return self._lost(phase, exc)
 
-        await before_data()
+        if not await before_data():
+            self._abandon()
+            return SendResult(Phase.DATA, None, NOT_STARTED)
         try:
             # The renderer's output is CRLF throughout, so dot-stuffing is all that is left
             # (RFC 5321 4.5.2); the final reply gets its own, long timeout (4.5.3.2).
@@ -272,6 +278,9 @@ async def _shut(smtp: aiosmtplib.SMTP, transport: asyncio.BaseTransport | None =
     if isinstance(transport, asyncio.WriteTransport):
         transport.abort()
         await asyncio.sleep(0)  # let connection_lost run: no socket outlives the run
+
+
+NOT_STARTED = "message not sent: the journal refused to record it as sending"
 
 
 def _describe(exc: BaseException) -> str:
