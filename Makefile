@@ -5,12 +5,12 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEMO   := demo-out
 
-.PHONY: install demo test lint bench bench-scale clean
+.PHONY: install demo test lint bench bench-scale bench-scale-out clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev,speed]'
+	$(BIN)/pip install --quiet -e '.[dev,speed,postgresql]'
 	touch $(STAMP)
 
 install: $(STAMP)  ## create .venv and install txsend with its test tools
@@ -49,6 +49,9 @@ bench: $(STAMP)  ## txsend vs a plain aiosmtplib loop, both into Postfix's smtp-
 bench-scale: $(STAMP)  ## txsend at 10k/100k/1M rows, journal ingest, 1 MB messages (minutes)
 	sh bench/ensure-smtp-sink.sh
 	$(BIN)/python bench/scale.py
+
+bench-scale-out: $(STAMP)  ## 1, 2 and 4 txsend processes on one job via a PostgreSQL journal
+	$(BIN)/python bench/scale_out.py
 
 clean:
 	rm -rf $(VENV) $(DEMO) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -27,12 +27,9 @@ INSTALL_HINT = "install Debian's postgresql package (apt-get install postgresql)
 
 def pg_bindir() -> Path | None:
     """The folder holding initdb and pg_ctl, or None."""
-    for name in ("initdb", "pg_ctl"):
-        found = shutil.which(name)
-        if found is None:
-            break
-    else:
-        return Path(os.path.realpath(found)).parent
+    found = [shutil.which(name) for name in ("initdb", "pg_ctl")]
+    if found[0] is not None and found[1] is not None:
+        return Path(os.path.realpath(found[0])).parent
     candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), reverse=True)
     return Path(candidates[0]).parent if candidates else None
 
@@ -120,7 +117,7 @@ def fresh_database(url: str, name: str) -> str:
     import psycopg
 
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')  # type: ignore[arg-type]
-        conn.execute(f'CREATE DATABASE "{name}"')  # type: ignore[arg-type]
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        conn.execute(f'CREATE DATABASE "{name}"')
     base, _, query = url.partition("?")
     return f"{base.rsplit('/', 1)[0]}/{name}?{query}"

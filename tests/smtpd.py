@@ -19,6 +19,7 @@ import os
 import ssl
 import subprocess
 import threading
+import time
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from email.message import EmailMessage
@@ -47,6 +48,7 @@ class Received:
     mail_options: list[str] = field(default_factory=list)
     login: str | None = None  # the AUTH user of the session, if any
     tls: bool = False  # the transaction ran over TLS (after STARTTLS, or implicit TLS)
+    at: float = field(default_factory=time.monotonic)  # when the final dot was answered
 
     @property
     def message(self) -> EmailMessage:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from txsend.errors import ConfigError
 from txsend.models import State
 
 
@@ -171,9 +172,14 @@ def open_journal(
 ) -> JournalBackend:
     """The journal at a file path (SQLite) or a postgresql:// URL (PostgreSQL)."""
     if is_postgres(location):
-        from txsend.pgjournal import PgJournal  # psycopg is needed only for this
-
         assert isinstance(location, str)
+        try:
+            from txsend.pgjournal import PgJournal  # psycopg is needed only for this
+        except ImportError as exc:
+            raise ConfigError(
+                f"a PostgreSQL journal needs psycopg, which is not installed ({exc})",
+                hint="pip install 'txsend[postgresql]'",
+            ) from None
         return PgJournal.open(location, create=create, job_name=job_name, lease=lease)
     from txsend.journal import Journal
 

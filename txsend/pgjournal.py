@@ -612,15 +612,17 @@ class PgJournal:
     ) -> list[Claimed]:
         """Take up to limit free rows due now, in data order, for this worker's lease."""
         states = ["pending", "deferred"] + (["unknown"] if include_unknown else [])
-        return self._claim(limit, states, now)
+        return self._claim(limit, states, now, ())
 
     def claim_retries(
         self, limit: int, *, busy: Collection[str], now: float | None = None
     ) -> list[Claimed]:
         """Free rows that became due: deferred ones, and rows a dead worker let go."""
-        return [c for c in self._claim(limit, ["pending", "deferred"], now) if c.key not in busy]
+        return self._claim(limit, ["pending", "deferred"], now, busy)
 
-    def _claim(self, limit: int, states: list[str], now: float | None) -> list[Claimed]:
+    def _claim(
+        self, limit: int, states: list[str], now: float | None, busy: Collection[str]
+    ) -> list[Claimed]:
         self.join()
         if self.stop_requested() is not None:
             return []
@@ -630,6 +632,7 @@ class PgJournal:
                 "WITH picked AS MATERIALIZED (SELECT key FROM txsend_messages "
                 "WHERE job = %(job)s AND owner_epoch IS NULL AND state = ANY(%(states)s) "
                 "AND (next_attempt_at IS NULL OR next_attempt_at <= %(now)s) "
+                "AND NOT key = ANY(%(busy)s::text[]) "
                 "ORDER BY row LIMIT %(limit)s FOR UPDATE SKIP LOCKED) "
                 "UPDATE txsend_messages m SET owner = %(worker)s, owner_epoch = %(epoch)s "
                 "FROM picked WHERE m.job = %(job)s AND m.key = picked.key "
@@ -642,6 +645,7 @@ class PgJournal:
                     "states": states,
                     "now": time.time() if now is None else now,
                     "limit": limit,
+                    "busy": list(busy),
                     "worker": self.worker,
                     "epoch": self.epoch,
                 },

@@ -309,7 +309,10 @@ def send(
     try:
         stats = eventloop.run(_run_with_signals(engine))
         counts = journal.counts()
-        exit_code = decide_exit_code(counts, stats, resend_unknown=options.resend_unknown)
+        # unknown rows left on a shared journal wait for `resume` as they would on SQLite
+        exit_code = decide_exit_code(
+            counts, stats, resend_unknown=job.delivery.on_unknown == "resend"
+        )
         journal.finish_run(run_id, exit_code)
         summary = Summary(
             job.name,

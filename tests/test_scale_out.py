@@ -1,0 +1,370 @@
+"""Several txsend processes on one job through a PostgreSQL journal (issue: scale-out).
+
+Each test starts real `txsend` processes against the in-process aiosmtpd server and a
+throwaway PostgreSQL server, then checks what arrived at the server against the journal:
+every row terminal, no Message-ID twice, rows of a dead or paused worker handled as the
+crash protocol says.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.jobs import txsend_subprocess, write_job
+from tests.smtpd import Received, ScriptedServer
+
+pytestmark = pytest.mark.slow
+psycopg = pytest.importorskip("psycopg", reason="the postgresql extra is not installed")
+
+_MESSAGE_ID = re.compile(rb"^Message-ID:\s*(<[^>\r\n]+>)", re.MULTILINE | re.IGNORECASE)
+LEASE = "3s"
+
+
+def message_id(received: Received) -> str:
+    found = _MESSAGE_ID.search(received.data)
+    assert found is not None, received.data[:300]
+    return found.group(1).decode()
+
+
+def query(url: str, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+    with psycopg.connect(url) as conn:
+        rows: list[tuple[Any, ...]] = conn.execute(sql, params).fetchall()
+        return rows
+
+
+def probe(url: str, sql: str, *params: Any) -> bool:
+    """True when the query returns a row (False before the first worker made the tables)."""
+    try:
+        return bool(query(url, sql, *params))
+    except psycopg.errors.UndefinedTable:
+        return False
+
+
+def states(url: str) -> dict[str, int]:
+    return dict(query(url, "SELECT state, count(*) FROM txsend_messages GROUP BY state"))
+
+
+def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def finish(procs: list[subprocess.Popen[str]], timeout: float = 90) -> list[int]:
+    """Wait for every process; their exit codes (stderr shown on failure)."""
+    codes = []
+    for proc in procs:
+        try:
+            _, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            _, err = proc.communicate()
+            raise AssertionError(f"a worker did not finish: {err[-2000:]}") from None
+        codes.append(proc.returncode)
+        if proc.returncode not in (0, 75, -9):
+            print(err[-3000:])
+    return codes
+
+
+@pytest.fixture
+def server() -> Iterator[ScriptedServer]:
+    with ScriptedServer() as smtp:
+        yield smtp
+
+
+_STARTED: list[subprocess.Popen[str]] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_worker_left() -> Iterator[None]:
+    """A failed test leaves no txsend process behind (a paused one is resumed first)."""
+    yield
+    while _STARTED:
+        proc = _STARTED.pop()
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGCONT)
+            proc.kill()
+        proc.communicate()
+
+
+def relay(smtp: ScriptedServer) -> str:
+    return f"smtp://127.0.0.1:{smtp.port}?tls=none"
+
+
+def start(
+    job: Path, url: str, smtp: ScriptedServer, *extra: object, command: str = "run"
+) -> subprocess.Popen[str]:
+    args: list[object] = [command]
+    if command != "worker":
+        args.append(job)
+    return track(
+        txsend_subprocess(
+            *args, "--journal", url, "--relay", relay(smtp), "--lease", LEASE, "--quiet", *extra
+        )
+    )
+
+
+def track(proc: subprocess.Popen[str]) -> subprocess.Popen[str]:
+    _STARTED.append(proc)
+    return proc
+
+
+def ingested(url: str) -> bool:
+    return probe(url, "SELECT 1 FROM txsend_jobs WHERE ingest_complete")
+
+
+def test_four_workers_send_20000_rows_once(
+    tmp_path: Path, pg_url: str, server: ScriptedServer
+) -> None:
+    job = write_job(tmp_path / "job", 20_000)
+    # three hosts start the job at once (one ingests, two wait for it) and one joins with
+    # `txsend worker`, from the job the first stored in the database
+    procs = [start(job, pg_url, server, "--concurrency", 4) for _ in range(3)]
+    wait_until(lambda: ingested(pg_url), 60, "the ingest")
+    procs.append(start(job, pg_url, server, "--concurrency", 4, command="worker"))
+    assert finish(procs, timeout=240) == [0, 0, 0, 0]
+
+    assert states(pg_url) == {"sent": 20_000}
+    sent_ids = {m for (m,) in query(pg_url, "SELECT message_id FROM txsend_messages")}
+    arrived = [message_id(r) for r in server.received]
+    assert len(arrived) == 20_000
+    assert set(arrived) == sent_ids  # the server's Message-IDs are the journal's sent rows
+    assert not [m for m, n in Counter(arrived).items() if n > 1]
+    # every worker sent a share; nothing stays claimed
+    per_run = query(
+        pg_url,
+        "SELECT r.command, count(*) FROM txsend_messages m JOIN txsend_runs r "
+        "ON r.id = m.run_id GROUP BY r.id, r.command",
+    )
+    assert len(per_run) == 4 and all(n > 0 for _, n in per_run)
+    assert "worker" in {command for command, _ in per_run}
+    assert query(pg_url, "SELECT count(*) FROM txsend_messages WHERE owner_epoch IS NOT NULL") == [
+        (0,)
+    ]
+
+
+def test_killed_worker_rows_go_to_the_others_and_its_data_rows_become_unknown(
+    tmp_path: Path, pg_url: str, server: ScriptedServer
+) -> None:
+    server.data_delay = 0.1  # every worker always has transactions in DATA
+    job = write_job(tmp_path / "job", 1500)
+    procs = [start(job, pg_url, server, "--concurrency", 4) for _ in range(3)]
+    victim = procs[0]
+    wait_until(
+        lambda: probe(
+            pg_url,
+            "SELECT 1 FROM txsend_messages m JOIN txsend_workers w ON "
+            "w.epoch = m.owner_epoch WHERE w.pid = %s AND m.state = 'sending' "
+            "GROUP BY w.epoch HAVING count(*) >= 2",
+            victim.pid,
+        ),
+        60,
+        "the victim to be in DATA",
+    )
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    (epoch,) = query(pg_url, "SELECT epoch FROM txsend_workers WHERE pid = %s", victim.pid)[0]
+    in_data = {
+        key
+        for (key,) in query(
+            pg_url,
+            "SELECT key FROM txsend_messages WHERE owner_epoch = %s AND state = 'sending'",
+            epoch,
+        )
+    }
+    claimed = {
+        key
+        for (key,) in query(
+            pg_url,
+            "SELECT key FROM txsend_messages WHERE owner_epoch = %s AND state <> 'sending'",
+            epoch,
+        )
+    }
+    assert in_data and claimed  # it died holding rows in DATA and rows not started
+    assert finish(procs[1:], timeout=180) == [75, 75]  # unknown rows remain for `resume`
+
+    rows = dict(query(pg_url, "SELECT key, state FROM txsend_messages"))
+    assert {key for key, state in rows.items() if state == "unknown"} == in_data
+    assert all(rows[key] == "sent" for key in claimed)  # the others sent its claimed rows
+    assert all(state in ("sent", "unknown") for state in rows.values())
+    assert query(pg_url, "SELECT count(*) FROM txsend_messages WHERE owner_epoch IS NOT NULL") == [
+        (0,)
+    ]
+    arrived = Counter(message_id(r) for r in server.received)
+    assert not [m for m, n in arrived.items() if n > 1]  # nothing twice
+    ids = dict(query(pg_url, "SELECT key, message_id FROM txsend_messages"))
+    # an unknown row was never sent again by the others (at most the victim's own try)
+    assert all(arrived[ids[key]] <= 1 for key in in_data)
+    sent = {key for key, state in rows.items() if state == "sent"}
+    assert all(arrived[ids[key]] == 1 for key in sent)
+    assert query(pg_url, "SELECT state FROM txsend_workers WHERE epoch = %s", epoch) == [
+        ("reaped",)
+    ]
+
+
+def test_paused_worker_past_its_lease_sends_nothing_more_and_is_refused(
+    tmp_path: Path, pg_url: str, server: ScriptedServer
+) -> None:
+    server.data_delay = 0.1
+    job = write_job(tmp_path / "job", 600)
+    paused, other = (start(job, pg_url, server, "--concurrency", 4) for _ in range(2))
+    wait_until(
+        lambda: probe(
+            pg_url,
+            "SELECT 1 FROM txsend_messages m JOIN txsend_workers w ON "
+            "w.epoch = m.owner_epoch WHERE w.pid = %s AND m.state = 'sending' "
+            "GROUP BY w.epoch HAVING count(*) >= 2",
+            paused.pid,
+        ),
+        60,
+        "the paused worker to be in DATA",
+    )
+    paused.send_signal(signal.SIGSTOP)
+    stopped_at = time.monotonic()
+    try:
+        (epoch,) = query(pg_url, "SELECT epoch FROM txsend_workers WHERE pid = %s", paused.pid)[0]
+        in_data = {
+            key
+            for (key,) in query(
+                pg_url,
+                "SELECT key FROM txsend_messages WHERE owner_epoch = %s AND state = 'sending'",
+                epoch,
+            )
+        }
+        # the other worker reaps the paused one's lease and finishes the job
+        assert finish([other], timeout=120) == [75]
+        assert time.monotonic() - stopped_at > 3.0
+        assert query(pg_url, "SELECT state FROM txsend_workers WHERE epoch = %s", epoch) == [
+            ("reaped",)
+        ]
+        before = len(server.received)
+    finally:
+        paused.send_signal(signal.SIGCONT)
+    resumed_at = time.monotonic()
+    code = finish([paused], timeout=60)[0]
+    assert code != 0  # it stops: its lease is gone
+
+    late = [r for r in server.received[before:] if r.at >= resumed_at]
+    ids = dict(query(pg_url, "SELECT message_id, key FROM txsend_messages"))
+    # after SIGCONT it only finished the transactions it was in when paused ...
+    assert {ids[message_id(r)] for r in late} <= in_data
+    rows = dict(query(pg_url, "SELECT key, state FROM txsend_messages"))
+    # ... and its late `sent` writes for them were refused: they stay unknown
+    assert {key for key, state in rows.items() if state == "unknown"} == in_data
+    assert all(state in ("sent", "unknown") for state in rows.values())
+    arrived = Counter(message_id(r) for r in server.received)
+    assert not [m for m, n in arrived.items() if n > 1]
+
+
+def test_rate_holds_across_four_workers(
+    tmp_path: Path, pg_url: str, server: ScriptedServer
+) -> None:
+    rows = 1600  # 8 seconds at 200/s
+    job = write_job(
+        tmp_path / "job",
+        rows,
+        extra_yaml=f"relays:\n  - url: {relay(server)}\n    rate: 200/s\n    connections: 4\n",
+    )
+    procs = [
+        track(txsend_subprocess("run", job, "--journal", pg_url, "--lease", LEASE, "--quiet"))
+        for _ in range(4)
+    ]
+    assert finish(procs, timeout=120) == [0, 0, 0, 0]
+    assert states(pg_url) == {"sent": rows}
+    times = sorted(r.at for r in server.received)
+    assert len(times) == rows
+    busiest, low = 0, 0
+    for high, at in enumerate(times):
+        while at - times[low] >= 1.0:
+            low += 1
+        busiest = max(busiest, high - low + 1)
+    mean = (rows - 1) / (times[-1] - times[0])
+    assert busiest <= 210, f"{busiest} messages in one second"
+    assert mean >= 185, f"mean {mean:.1f}/s"
+    # all four sent a share of the paced traffic
+    shares = query(pg_url, "SELECT run_id, count(*) FROM txsend_messages GROUP BY run_id")
+    assert len(shares) == 4
+
+
+def test_abort_of_one_worker_stops_all_and_resume_completes(
+    tmp_path: Path, pg_url: str, server: ScriptedServer
+) -> None:
+    server.data_delay = 0.05
+    with ScriptedServer() as bad:
+        bad.rcpt_replies = {
+            f"user{i}@example.com": "550 5.1.1 no such mailbox" for i in range(3000)
+        }
+        job = write_job(
+            tmp_path / "job",
+            3000,
+            delivery="  abort_on: {error_rate: 0.2, min_messages: 20}\n",
+        )
+        # three workers go through a good relay; one through a relay refusing everything:
+        # its error-rate abort must stop the other three
+        good = [start(job, pg_url, server, "--concurrency", 2) for _ in range(3)]
+        wait_until(lambda: ingested(pg_url) and len(server.received) > 20, 60, "sending")
+        failing = start(job, pg_url, bad, "--concurrency", 2)
+        wait_until(
+            lambda: probe(pg_url, "SELECT 1 FROM txsend_jobs WHERE abort_reason IS NOT NULL"),
+            60,
+            "the abort",
+        )
+        aborted_at = time.monotonic()
+        codes = finish([failing, *good], timeout=60)
+        stopped_within = time.monotonic() - aborted_at
+    assert codes == [75, 75, 75, 75]
+    assert stopped_within < 2.0 + 1.0  # the watch interval and the in-flight transactions
+    counts = states(pg_url)
+    assert counts.get("pending", 0) > 0  # work was left
+    assert query(pg_url, "SELECT count(*) FROM txsend_messages WHERE owner_epoch IS NOT NULL") == [
+        (0,)
+    ]
+
+    server.data_delay = 0.0
+    resumed = track(
+        txsend_subprocess("resume", job, "--journal", pg_url, "--relay", relay(server), "--quiet")
+    )
+    assert finish([resumed], timeout=120) == [1]  # done; the bounced rows are failures
+    counts = states(pg_url)
+    assert set(counts) <= {"sent", "bounced"}
+    assert sum(counts.values()) == 3000
+    assert counts["bounced"] == len(query(pg_url, "SELECT 1 FROM txsend_messages WHERE code = 550"))
+    arrived = Counter(message_id(r) for r in server.received)
+    assert not [m for m, n in arrived.items() if n > 1]
+    assert len(arrived) == counts["sent"]
+    assert query(pg_url, "SELECT abort_reason FROM txsend_jobs") == [(None,)]
+
+
+def test_worker_needs_a_postgresql_url_and_a_stored_job(tmp_path: Path, pg_url: str) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TXSEND_")}
+    done = subprocess.run(
+        [sys.executable, "-m", "txsend", "worker", "--journal", str(tmp_path / "j.db")],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert done.returncode == 64 and "postgresql://" in done.stderr
+    assert "Traceback" not in done.stderr
+    done = subprocess.run(
+        [sys.executable, "-m", "txsend", "worker", "--journal", pg_url],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert done.returncode == 64 and "--job NAME" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
