@@ -65,6 +65,7 @@ def throwaway_server() -> Iterator[str]:
         if done.returncode != 0:
             raise RuntimeError(f"{' '.join(args)} failed: {done.stderr or done.stdout}")
 
+    # fsync off: the tests kill txsend processes, never the database server
     options = (
         f"-c listen_addresses='' -c unix_socket_directories='{sockets}' "
         "-c fsync=off -c synchronous_commit=on -c full_page_writes=off "

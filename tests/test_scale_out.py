@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -255,7 +256,7 @@ def test_paused_worker_past_its_lease_sends_nothing_more_and_is_refused(
         paused.send_signal(signal.SIGCONT)
     resumed_at = time.monotonic()
     code = finish([paused], timeout=60)[0]
-    assert code != 0  # it stops: its lease is gone
+    assert code == 75  # it stops: its lease is gone
 
     late = [r for r in server.received[before:] if r.at >= resumed_at]
     ids = dict(query(pg_url, "SELECT message_id, key FROM txsend_messages"))
@@ -329,9 +330,16 @@ def test_abort_of_one_worker_stops_all_and_resume_completes(
     assert stopped_within < 2.0 + 1.0  # the watch interval and the in-flight transactions
     counts = states(pg_url)
     assert counts.get("pending", 0) > 0  # work was left
+    sent_before = len(server.received)
     assert query(pg_url, "SELECT count(*) FROM txsend_messages WHERE owner_epoch IS NOT NULL") == [
         (0,)
     ]
+
+    # a host joining the aborted job claims nothing and says why
+    late = start(job, pg_url, server, command="worker")
+    _, err = late.communicate(timeout=60)
+    assert late.returncode == 75 and "another worker stopped the job" in err, err
+    assert len(server.received) == sent_before
 
     server.data_delay = 0.0
     resumed = track(
@@ -368,3 +376,41 @@ def test_worker_needs_a_postgresql_url_and_a_stored_job(tmp_path: Path, pg_url: 
     )
     assert done.returncode == 64 and "--job NAME" in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_worker_joins_a_stored_job_with_its_own_dkim_key(
+    tmp_path: Path, pg_url: str, server: ScriptedServer
+) -> None:
+    samples = Path(__file__).resolve().parent.parent / "sample_jobs"
+    shutil.copytree(samples, tmp_path / "job")
+    key = tmp_path / "job" / "keys" / "dkim-test.pem"
+    key.chmod(0o600)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TXSEND_")}
+
+    def txsend(cwd: Path, *args: object) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "txsend", *map(str, args)],
+            cwd=cwd,
+            env=env | {"PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
+        )
+
+    job = tmp_path / "job" / "monthly-newsletter.yaml"
+    stored = txsend(tmp_path, "run", job, "--journal", pg_url, "--dry-run", "--quiet")
+    assert stored.returncode == 0, stored.stderr
+    worker = ("worker", "--journal", pg_url, "--relay", relay(server), "--quiet")
+    (tmp_path / "bare").mkdir()
+    missing = txsend(tmp_path / "bare", *worker)
+    assert missing.returncode == 66, missing.stderr
+    assert "DKIM key file not found" in missing.stderr and "Traceback" not in missing.stderr
+    host = tmp_path / "host"
+    (host / "keys").mkdir(parents=True)
+    shutil.copy(key, host / "keys")
+    done = txsend(host, *worker)
+    assert done.returncode == 0, done.stderr
+    assert states(pg_url) == {"sent": 40}
+    assert len(server.received) == 40
+    assert all("DKIM-Signature" in r.message for r in server.received)

@@ -486,7 +486,7 @@ def _send(
         console.print(f"warning: {warning}", markup=False)
     if not quiet:
         _print_summary(console, summary)
-    console.print(_final_line(summary, request.target, command))
+    console.print(_final_line(summary, _job_argument(request), command))
     raise typer.Exit(summary.exit_code)
 
 
@@ -606,7 +606,19 @@ def _local_time(timestamp: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(timestamp))
 
 
-def _final_line(summary: Summary, target: Path, command: str) -> str:
+def _job_argument(request: runner.RunRequest) -> str:
+    """How the follow-up commands name this job (a worker's job file is a temp copy)."""
+    url = request.overrides.journal_url
+    if url is None:
+        return str(request.target)
+    from txsend.pgjournal import redact
+
+    if request.worker:
+        return f"--journal {redact(url)}"  # `txsend worker --journal URL` joins it again
+    return f"{request.target} --journal {redact(url)}"
+
+
+def _final_line(summary: Summary, target: str | Path, command: str) -> str:
     c = summary.counts
     parts = [f"{n} {s.value}" for s, n in c.items() if n]
     line = f"{summary.job}: " + (", ".join(parts) or "no rows") + f" (exit {summary.exit_code})"
@@ -614,10 +626,11 @@ def _final_line(summary: Summary, target: Path, command: str) -> str:
     if stats is not None and stats.stop_reason:
         line += f"; stopped: {stats.stop_reason}"
     if summary.exit_code in (ExitCode.TEMPFAIL, ExitCode.UNAVAILABLE, 130, 143):
-        line += f"\ncontinue with: txsend resume {target}"
+        again = "worker" if command == "worker" else "resume"
+        line += f"\ncontinue with: txsend {again} {target}"
         if summary.next_attempt_at:
             line += f" (next retry due {_local_time(summary.next_attempt_at)})"
-    elif summary.exit_code == ExitCode.SOME_FAILED:
+    elif summary.exit_code == ExitCode.SOME_FAILED and command != "worker":
         line += f"\nsee the failed rows with: txsend status {target}"
     return line
 

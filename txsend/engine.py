@@ -150,6 +150,9 @@ class Engine:
             # Transactions abandoned after DATA began (grace over, second signal): their
             # rows are in RFC 1047's window, so they become `unknown` now, not on resume.
             self.stats.abandoned = self.journal.recover()
+            if self.stats.stop_reason is None:
+                # a shared journal: the job was aborted by another worker, or the lease lost
+                self.stats.stop_reason = self.journal.stop_requested()
             self.stats.ended = time.monotonic()
             self.stats.ended_at = time.time()
             self._collect_relay_stats()

@@ -6,8 +6,9 @@ in the job's folder) unpacked into a private temporary folder. Left out:
 
 * the recipient data: its rows are in the journal (the bundle keeps only a CSV's header
   line, which loading the job reads);
-* secrets: the DKIM key and relay password files (each host provides its own, at the
-  same path relative to the job file, or through the relay's password_env/password_cmd);
+* secrets: the DKIM key and relay password files. The bundle lists their paths relative
+  to the job's folder; a worker links each to the file at that relative path under its
+  current directory, when there is one (a host's own copy, e.g. `keys/dkim.pem`).
 * journals, lock files, hidden files and folders.
 
 A folder over `MAX_BYTES` is not stored; its hosts run `txsend run JOB --journal URL`.
@@ -29,6 +30,7 @@ MAX_BYTES = 64 * 1024 * 1024
 MAX_FILES = 5000
 _SKIP_SUFFIXES = (".db", ".db-wal", ".db-shm", ".db-journal", ".lock", ".sqlite", ".sqlite3")
 _SKIP_DIRS = frozenset({"__pycache__", "node_modules"})
+SECRETS_MEMBER = ".txsend-secrets"  # paths of the secrets left out, one a line
 
 
 def _secrets(job: Job) -> set[Path]:
@@ -46,6 +48,8 @@ def pack(job: Job) -> tuple[bytes | None, str | None]:
     buffer = io.BytesIO()
     total = files = 0
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        left_out = sorted(p.relative_to(base).as_posix() for p in secrets if p.is_relative_to(base))
+        archive.writestr(SECRETS_MEMBER, "".join(f"{path}\n" for path in left_out))
         for folder, dirs, names in os.walk(base):
             dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in _SKIP_DIRS)
             for name in sorted(names):
@@ -84,17 +88,31 @@ def _header_of(path: Path) -> bytes:
         return handle.readline()
 
 
-def unpack(bundle: bytes, source_name: str) -> Path:
-    """Write the bundle into a new private folder; the job file's path in it."""
-    folder = Path(tempfile.mkdtemp(prefix="txsend-job-"))  # mode 0700
+def unpack(bundle: bytes, source_name: str, secrets_from: Path | None = None) -> Path:
+    """Write the bundle into a new private folder; the job file's path in it.
+
+    Each secret the bundle left out is linked to the file at the same relative path
+    under `secrets_from` (default: the current directory) when that file exists.
+    """
+    folder = Path(tempfile.mkdtemp(prefix="txsend-job-")).resolve()  # mode 0700
+    secrets: list[str] = []
     try:
         with zipfile.ZipFile(io.BytesIO(bundle)) as archive:
             for member in archive.infolist():
+                if member.filename == SECRETS_MEMBER:
+                    secrets = archive.read(member).decode().splitlines()
+                    continue
                 target = (folder / member.filename).resolve()
-                if not target.is_relative_to(folder.resolve()) or member.is_dir():
+                if not target.is_relative_to(folder) or member.is_dir():
                     continue  # never write outside the folder
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_bytes(archive.read(member))
-    except (zipfile.BadZipFile, OSError) as exc:
+        here = (secrets_from or Path.cwd()).resolve()
+        for relative in secrets:
+            own, target = here / relative, (folder / relative).resolve()
+            if own.is_file() and target.is_relative_to(folder) and not target.exists():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.symlink_to(own.resolve())
+    except (zipfile.BadZipFile, OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"the job stored in the journal cannot be unpacked: {exc}") from None
     return folder / source_name

@@ -464,11 +464,20 @@ class PgJournal:
             row = conn.execute(
                 "INSERT INTO txsend_workers(epoch, worker, job, host, pid, started_at, "
                 f"renewed_at, expires_at, state) VALUES (nextval('txsend_lease_epoch'), "
-                f"%s, %s, %s, %s, {_NOW}, {_NOW}, {_NOW} + %s, 'active') RETURNING epoch",
-                (self.worker, self._job(), socket.gethostname(), os.getpid(), self.lease),
+                f"%s, %s, %s, %s, {_NOW}, {_NOW}, {_NOW} + %s, 'active') RETURNING epoch, "
+                "(SELECT abort_reason FROM txsend_jobs WHERE name = %s)",
+                (
+                    self.worker,
+                    self._job(),
+                    socket.gethostname(),
+                    os.getpid(),
+                    self.lease,
+                    self._job(),
+                ),
             ).fetchone()
         assert row is not None
         self.epoch = int(row[0])
+        self._aborted = row[1]
         self._renewed_at = sent
         self._heartbeat = threading.Thread(target=self._beat, name="txsend-lease", daemon=True)
         self._heartbeat.start()

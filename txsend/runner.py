@@ -543,8 +543,8 @@ def load_stored_job(url: str, job_name: str | None, overrides: JobOverrides) -> 
         raise MissingInputError(
             f"job {name!r} from {journal.location}: {exc.message}",
             hint="secrets (a DKIM key, password files) are never stored in the journal: "
-            "put them on this host at the same path beside the job, or run "
-            "`txsend run JOB --journal URL` here",
+            "run the worker from a folder holding them at the same relative path as beside "
+            "the job (e.g. keys/dkim.pem), or run `txsend run JOB --journal URL` here",
         ) from None
 
 
