@@ -8,6 +8,7 @@ crash protocol says.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -414,3 +415,10 @@ def test_worker_joins_a_stored_job_with_its_own_dkim_key(
     assert states(pg_url) == {"sent": 40}
     assert len(server.received) == 40
     assert all("DKIM-Signature" in r.message for r in server.received)
+    # status and report read the shared journal from any host
+    status = txsend(tmp_path, "status", job, "--journal", pg_url, "--json")
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["counts"]["sent"] == 40
+    report = txsend(tmp_path, "report", job, "--journal", pg_url, "--json")
+    assert report.returncode == 0, report.stderr
+    assert [run["command"] for run in json.loads(report.stdout)["runs"]] == ["run", "worker"]

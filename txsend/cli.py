@@ -381,8 +381,9 @@ def worker(
     """Join a job stored in a PostgreSQL journal and send its rows beside the other hosts.
 
     The job (its file, templates and attachments) was stored by `txsend run JOB
-    --journal URL` on another host; secrets are not: relay passwords come from this
-    host's environment, as the job's relays say."""
+    --journal URL` on another host. Secrets are not stored: relay passwords come from
+    this host's environment as the job's relays say, and a DKIM key from the current
+    directory at the path the job gives (e.g. keys/dkim.pem)."""
     if not is_postgres(journal):
         raise UsageError(
             "--journal must be a postgresql:// URL: a worker joins a shared journal",

@@ -181,6 +181,7 @@ class PgJournal:
         self._lost: str | None = None  # why the lease is gone
         self._aborted: str | None = None  # another worker's abort reason
         self._stop = threading.Event()
+        self._flags = threading.Lock()  # orders the heartbeat's reads with clear_abort
         self._heartbeat: threading.Thread | None = None
         self._busy_others = False
 
@@ -494,6 +495,10 @@ class PgJournal:
                 event(logging.WARNING, "lease_renewal_failed", f"lease renewal failed: {exc}")
 
     def _renew(self) -> None:
+        with self._flags:
+            self._renew_locked()
+
+    def _renew_locked(self) -> None:
         job = self._job()
         with self._pool.connection() as conn:
             sent = time.monotonic()
@@ -603,11 +608,11 @@ class PgJournal:
 
     def clear_abort(self) -> None:
         """`txsend resume`: the job may be worked again."""
-        with self._pool.connection() as conn:
+        with self._flags, self._pool.connection() as conn:
             conn.execute(
                 "UPDATE txsend_jobs SET abort_reason = NULL WHERE name = %s", (self._job(),)
             )
-        self._aborted = None
+            self._aborted = None
 
     # --- the send cycle --------------------------------------------------------------
 
@@ -633,8 +638,8 @@ class PgJournal:
         self, limit: int, states: list[str], now: float | None, busy: Collection[str]
     ) -> list[Claimed]:
         self.join()
-        if self.stop_requested() is not None:
-            return []
+        if self._lost is not None:
+            return []  # the query refuses too; the abort flag is checked by the query
         job = self._job()
         with self._pool.connection() as conn:
             rows = conn.execute(
