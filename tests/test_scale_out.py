@@ -422,3 +422,20 @@ def test_worker_joins_a_stored_job_with_its_own_dkim_key(
     report = txsend(tmp_path, "report", job, "--journal", pg_url, "--json")
     assert report.returncode == 0, report.stderr
     assert [run["command"] for run in json.loads(report.stdout)["runs"]] == ["run", "worker"]
+
+
+def test_journal_url_errors_are_clear(tmp_path: Path) -> None:
+    job = write_job(tmp_path / "job", 3)
+    relay_url = "smtp://127.0.0.1:9?tls=none"
+    cases = [
+        # a password inline would land in shell history and process lists
+        ("postgresql://txsend:hunter2@127.0.0.1:9/mail", 78, "TXSEND_PG_PASSWORD"),
+        # nothing listens there
+        (f"postgresql://txsend@/mail?host={tmp_path}", 75, "cannot reach the journal database"),
+    ]
+    for url, code, says in cases:
+        proc = txsend_subprocess("run", job, "--journal", url, "--relay", relay_url)
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == code, err
+        assert says in err and "Traceback" not in err
+        assert "hunter2" not in out + err

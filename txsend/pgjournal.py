@@ -39,6 +39,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -199,6 +200,14 @@ class PgJournal:
         """Connect, create the tables on first use, and scope to job_name (may come later)."""
         url = url.strip()
         kwargs = _connect_kwargs(url)
+        try:  # one direct attempt first: it fails fast, and says why
+            psycopg.connect(url, **kwargs).close()
+        except psycopg.Error as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+            raise TemporaryError(
+                f"cannot reach the journal database {redact(url)}: {reason}",
+                hint="check the URL, that the server runs, and TXSEND_PG_PASSWORD or PGPASSFILE",
+            ) from None
         pool: psycopg_pool.ConnectionPool[Any] = psycopg_pool.ConnectionPool(
             url, kwargs=kwargs, min_size=1, max_size=4, open=False, name="txsend"
         )
@@ -206,13 +215,8 @@ class PgJournal:
             pool.open(wait=True, timeout=15)
         except psycopg_pool.PoolTimeout:
             pool.close()
-            try:  # the pool hides why: one direct attempt says it
-                psycopg.connect(url, **kwargs).close()
-                reason = "timed out"
-            except psycopg.Error as exc:
-                reason = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
             raise TemporaryError(
-                f"cannot reach the journal database {redact(url)}: {reason}",
+                f"cannot reach the journal database {redact(url)}: timed out",
                 hint="check the URL, that the server runs, and TXSEND_PG_PASSWORD or PGPASSFILE",
             ) from None
         journal = cls(url, pool, job_name, DEFAULT_LEASE if lease is None else lease)
@@ -237,7 +241,7 @@ class PgJournal:
         return True
 
     def _migrate(self) -> None:
-        with self._pool.connection() as conn, conn.transaction():
+        with self._conn() as conn, conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
             conn.execute(_SCHEMA)  # a constant of several statements
             found = conn.execute("SELECT value FROM txsend_meta WHERE name = 'schema'").fetchone()
@@ -263,7 +267,7 @@ class PgJournal:
 
     def jobs(self) -> list[tuple[str, int]]:
         """Every job in the database with its count of rows not yet final."""
-        with self._pool.connection() as conn:
+        with self._conn() as conn:
             rows = conn.execute(
                 "SELECT j.name, count(m.key) FILTER (WHERE m.state IN "
                 "('pending', 'deferred', 'sending')) FROM txsend_jobs j "
@@ -283,7 +287,7 @@ class PgJournal:
 
     def store_bundle(self, bundle: bytes | None) -> None:
         """Keep the job's files, so that `txsend worker` can join without them."""
-        with self._pool.connection() as conn:
+        with self._conn() as conn:
             conn.execute(
                 "UPDATE txsend_jobs SET bundle = %s WHERE name = %s", (bundle, self._job())
             )
@@ -296,24 +300,38 @@ class PgJournal:
         if self.epoch is not None and self._lost is None:
             try:
                 self._release_own()
-                with self._pool.connection() as conn:
+                with self._conn() as conn:
                     conn.execute(
                         "UPDATE txsend_workers SET state = 'stopped' WHERE epoch = %s",
                         (self.epoch,),
                     )
-            except psycopg.Error:
+            except (psycopg.Error, TemporaryError):
                 pass  # the lease expires and the others reap it
         self._pool.close()
 
     # --- small helpers -------------------------------------------------------------
 
+    @contextmanager
+    def _conn(self) -> Iterator[psycopg.Connection[Any]]:
+        """A pooled connection; a lost database is a TemporaryError (exit 75), not a bug."""
+        try:
+            with self._pool.connection(timeout=30) as conn:
+                yield conn
+        except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+            raise TemporaryError(
+                f"lost the journal database {self.location}: {first}",
+                hint="rows this worker had in DATA become unknown when its lease runs out; "
+                "once the database is back: txsend resume JOB --journal URL",
+            ) from None
+
     def _one(self, query: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
-        with self._pool.connection() as conn:
+        with self._conn() as conn:
             found: tuple[Any, ...] | None = conn.execute(query, params).fetchone()
             return found
 
     def _all(self, query: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        with self._pool.connection() as conn:
+        with self._conn() as conn:
             rows: list[tuple[Any, ...]] = conn.execute(query, params).fetchall()
             return rows
 
@@ -322,7 +340,7 @@ class PgJournal:
     def bind_job(self, job_name: str, fingerprint: dict[str, str], spec: dict[str, Any]) -> None:
         """Scope the journal to a job; the first process stores its definition."""
         self.job = job_name
-        with self._pool.connection() as conn:
+        with self._conn() as conn:
             conn.execute(
                 "INSERT INTO txsend_jobs(name, fingerprint, spec) VALUES (%s, %s, %s) "
                 "ON CONFLICT (name) DO UPDATE SET fingerprint = excluded.fingerprint, "
@@ -358,7 +376,7 @@ class PgJournal:
         stats = IngestStats()
         now = time.time()
         encode = json.JSONEncoder(ensure_ascii=False, default=str).encode
-        with self._pool.connection() as conn, conn.transaction():
+        with self._conn() as conn, conn.transaction():
             locked = conn.execute(
                 "SELECT ingest_complete FROM txsend_jobs WHERE name = %s FOR UPDATE", (job,)
             ).fetchone()
@@ -460,7 +478,7 @@ class PgJournal:
         """Take a lease for this process and start renewing it (before claiming)."""
         if self.epoch is not None:
             return
-        with self._pool.connection() as conn:
+        with self._conn() as conn:
             sent = time.monotonic()
             row = conn.execute(
                 "INSERT INTO txsend_workers(epoch, worker, job, host, pid, started_at, "
@@ -489,7 +507,7 @@ class PgJournal:
             try:
                 self._renew()
                 self.reap()
-            except psycopg.Error as exc:
+            except (psycopg.Error, TemporaryError) as exc:
                 # a database that cannot be reached: may_start_data() turns False as the
                 # lease ages, and the run stops when the lease is lost
                 event(logging.WARNING, "lease_renewal_failed", f"lease renewal failed: {exc}")
@@ -500,7 +518,7 @@ class PgJournal:
 
     def _renew_locked(self) -> None:
         job = self._job()
-        with self._pool.connection() as conn:
+        with self._conn() as conn:
             sent = time.monotonic()
             row = conn.execute(
                 f"UPDATE txsend_workers SET renewed_at = {_NOW}, expires_at = {_NOW} + %s "
@@ -530,7 +548,7 @@ class PgJournal:
         """
         job = self._job()
         now = time.time()
-        with self._pool.connection() as conn, conn.transaction():
+        with self._conn() as conn, conn.transaction():
             dead = conn.execute(
                 "UPDATE txsend_workers SET state = 'reaped' "
                 f"WHERE job = %s AND state = 'active' AND expires_at < {_NOW} "
@@ -573,7 +591,7 @@ class PgJournal:
     def _release_own(self) -> int:
         """At the end of a run: this worker's claimed rows go back; `sending` → `unknown`."""
         now = time.time()
-        with self._pool.connection() as conn:
+        with self._conn() as conn:
             cur = conn.execute(
                 "UPDATE txsend_messages SET owner = NULL, owner_epoch = NULL, updated_at = %s, "
                 "state = CASE WHEN state = 'sending' THEN 'unknown' ELSE state END, "
@@ -600,7 +618,7 @@ class PgJournal:
         return self._busy_others
 
     def abort(self, reason: str) -> None:
-        with self._pool.connection() as conn:
+        with self._conn() as conn:
             conn.execute(
                 "UPDATE txsend_jobs SET abort_reason = %s WHERE name = %s AND abort_reason IS NULL",
                 (f"{reason} (worker {self.worker})", self._job()),
@@ -608,7 +626,7 @@ class PgJournal:
 
     def clear_abort(self) -> None:
         """`txsend resume`: the job may be worked again."""
-        with self._flags, self._pool.connection() as conn:
+        with self._flags, self._conn() as conn:
             conn.execute(
                 "UPDATE txsend_jobs SET abort_reason = NULL WHERE name = %s", (self._job(),)
             )
@@ -641,7 +659,7 @@ class PgJournal:
         if self._lost is not None:
             return []  # the query refuses too; the abort flag is checked by the query
         job = self._job()
-        with self._pool.connection() as conn:
+        with self._conn() as conn:
             rows = conn.execute(
                 "WITH picked AS MATERIALIZED (SELECT key FROM txsend_messages "
                 "WHERE job = %(job)s AND owner_epoch IS NULL AND state = ANY(%(states)s) "
@@ -677,7 +695,7 @@ class PgJournal:
             "EXISTS (SELECT 1 FROM txsend_workers w WHERE w.epoch = %(epoch)s "
             f"AND w.state = 'active' AND w.expires_at > {_NOW})"
         )
-        with self._pool.connection() as conn, conn.transaction():
+        with self._conn() as conn, conn.transaction():
             if sending:
                 cur = conn.execute(
                     "UPDATE txsend_messages m SET state = 'sending', attempts = attempts + 1, "
@@ -742,7 +760,7 @@ class PgJournal:
     def counts(self) -> dict[State, int]:
         job = self._job()
         counts = dict.fromkeys(State, 0)
-        with self._pool.connection() as conn:
+        with self._conn() as conn:
             for state, n in conn.execute(
                 "SELECT state, count(*) FROM txsend_messages WHERE job = %s GROUP BY state",
                 (job,),
@@ -801,7 +819,7 @@ class PgJournal:
         return (int(row[0]) if row else 0), rows
 
     def iter_problems(self) -> Iterator[tuple[dict[str, Any], str, int | None, str | None]]:
-        with self._pool.connection() as conn, conn.cursor(name="txsend_problems") as cur:
+        with self._conn() as conn, conn.cursor(name="txsend_problems") as cur:
             cur.execute(
                 "SELECT data, state, code, reply FROM txsend_messages "
                 "WHERE job = %s AND state = ANY(%s) ORDER BY row",
@@ -833,7 +851,7 @@ class PgJournal:
 
     def take_from_window(self, relay: str, window_start: float, limit: float) -> bool:
         """Count one message in a quota window shared by every worker, if there is room."""
-        with self._pool.connection() as conn:
+        with self._conn() as conn:
             row = conn.execute(
                 "INSERT INTO txsend_rate_windows(relay, window_start, count) "
                 "VALUES (%s, %s, 1) ON CONFLICT (relay, window_start) DO UPDATE "
@@ -845,7 +863,7 @@ class PgJournal:
 
     def reserve_slots(self, relay: str, emission: float, n: int) -> float:
         """GCRA over every worker: n slots from the relay's row; seconds to the first."""
-        with self._pool.connection() as conn:
+        with self._conn() as conn:
             row = conn.execute(
                 f"INSERT INTO txsend_rates(relay, tat) VALUES (%(relay)s, {_NOW} + %(span)s) "
                 "ON CONFLICT (relay) DO UPDATE SET tat = "
@@ -879,7 +897,7 @@ class PgJournal:
 
     def finish_run(self, run_id: int, exit_code: int) -> None:
         counts = {s.value: n for s, n in self.counts().items() if n}
-        with self._pool.connection() as conn:
+        with self._conn() as conn:
             conn.execute(
                 "UPDATE txsend_runs SET ended_at = %s, exit_code = %s, counts = %s WHERE id = %s",
                 (time.time(), exit_code, json.dumps(counts), run_id),
