@@ -51,6 +51,7 @@ bench-scale: $(STAMP)  ## txsend at 10k/100k/1M rows, journal ingest, 1 MB messa
 	$(BIN)/python bench/scale.py
 
 bench-scale-out: $(STAMP)  ## 1, 2 and 4 txsend processes on one job via a PostgreSQL journal
+	sh bench/ensure-postgresql.sh
 	$(BIN)/python bench/scale_out.py
 
 clean:

@@ -26,6 +26,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import textwrap
 import threading
 import time
 from dataclasses import dataclass, field
@@ -331,22 +332,26 @@ def _children_cpu() -> float:
 
 
 def print_table(results: dict[str, Any], cases: list[Case], args: argparse.Namespace) -> None:
-    cores = results["machine"]["nproc"]
-    print(f"machine: {cores} cores usable, load average before {results['machine']['loadavg']}")
-    print(
-        f"On this {cores}-core machine all the workers, the sink and PostgreSQL share {cores} "
-        "cores, so the lines past the CPU knee are what this machine does; the N*C/latency "
-        "column is the extrapolation for workers on hosts with their own cores (and a sink "
-        "and database that keep up)."
+    machine = results["machine"]
+    cores = machine["nproc"]
+    load = " ".join(f"{x:.2f}" for x in machine["loadavg"])
+    print(f"machine: {cores} cores usable ({machine['cpu_count']} online), load average {load}")
+    statement = (
+        f"On this {cores}-core machine all the workers, the sink and PostgreSQL share "
+        f"{cores} cores: the lines past the CPU knee are what this machine does, and "
+        "N*C/lat is the extrapolation for workers on hosts with their own cores (with a "
+        "sink and a database that keep up)."
     )
-    base = next((c.p50 for c in cases if c.p50 is not None and c.status == "ok"), None)
-    base_n = next((c.workers for c in cases if c.p50 == base), None)
+    print(textwrap.fill(statement, width=92))
+    measured = [c for c in cases if c.p50 is not None and c.status == "ok"]
+    first = min(measured, key=lambda c: c.workers, default=None)
+    base = first.p50 if first is not None else None
     print(
         f"{args.rows} rows, {args.connections} connections per worker, sink --delay "
-        f"{args.delay:g} s; latency = the p50 SMTP transaction measured with "
-        f"N={base_n} ({base * 1000:.1f} ms)"
-        if base is not None
-        else "no latency measured"
+        f"{args.delay:g} s; lat = the p50 SMTP transaction at N={first.workers}: "
+        f"{first.p50 * 1000:.1f} ms"
+        if first is not None and first.p50 is not None
+        else "no latency measured: N*C/lat is not computed"
     )
     print()
     header = (

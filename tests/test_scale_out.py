@@ -53,6 +53,30 @@ def probe(url: str, sql: str, *params: Any) -> bool:
         return False
 
 
+def in_data_of(url: str, pid: int) -> tuple[int, set[str]]:
+    """A worker process's lease epoch and the keys it holds in `sending`."""
+    (epoch,) = query(url, "SELECT epoch FROM txsend_workers WHERE pid = %s", pid)[0]
+    rows = query(
+        url, "SELECT key FROM txsend_messages WHERE owner_epoch = %s AND state = 'sending'", epoch
+    )
+    return epoch, {key for (key,) in rows}
+
+
+def wait_in_data(url: str, pid: int) -> None:
+    """Wait until the worker has at least two rows in DATA."""
+    wait_until(
+        lambda: probe(
+            url,
+            "SELECT 1 FROM txsend_messages m JOIN txsend_workers w ON "
+            "w.epoch = m.owner_epoch WHERE w.pid = %s AND m.state = 'sending' "
+            "GROUP BY w.epoch HAVING count(*) >= 2",
+            pid,
+        ),
+        60,
+        f"worker {pid} to be in DATA",
+    )
+
+
 def states(url: str) -> dict[str, int]:
     return dict(query(url, "SELECT state, count(*) FROM txsend_messages GROUP BY state"))
 
@@ -165,28 +189,10 @@ def test_killed_worker_rows_go_to_the_others_and_its_data_rows_become_unknown(
     job = write_job(tmp_path / "job", 1500)
     procs = [start(job, pg_url, server, "--concurrency", 4) for _ in range(3)]
     victim = procs[0]
-    wait_until(
-        lambda: probe(
-            pg_url,
-            "SELECT 1 FROM txsend_messages m JOIN txsend_workers w ON "
-            "w.epoch = m.owner_epoch WHERE w.pid = %s AND m.state = 'sending' "
-            "GROUP BY w.epoch HAVING count(*) >= 2",
-            victim.pid,
-        ),
-        60,
-        "the victim to be in DATA",
-    )
+    wait_in_data(pg_url, victim.pid)
     victim.send_signal(signal.SIGKILL)
     victim.wait()
-    (epoch,) = query(pg_url, "SELECT epoch FROM txsend_workers WHERE pid = %s", victim.pid)[0]
-    in_data = {
-        key
-        for (key,) in query(
-            pg_url,
-            "SELECT key FROM txsend_messages WHERE owner_epoch = %s AND state = 'sending'",
-            epoch,
-        )
-    }
+    epoch, in_data = in_data_of(pg_url, victim.pid)
     claimed = {
         key
         for (key,) in query(
@@ -223,29 +229,11 @@ def test_paused_worker_past_its_lease_sends_nothing_more_and_is_refused(
     server.data_delay = 0.1
     job = write_job(tmp_path / "job", 600)
     paused, other = (start(job, pg_url, server, "--concurrency", 4) for _ in range(2))
-    wait_until(
-        lambda: probe(
-            pg_url,
-            "SELECT 1 FROM txsend_messages m JOIN txsend_workers w ON "
-            "w.epoch = m.owner_epoch WHERE w.pid = %s AND m.state = 'sending' "
-            "GROUP BY w.epoch HAVING count(*) >= 2",
-            paused.pid,
-        ),
-        60,
-        "the paused worker to be in DATA",
-    )
+    wait_in_data(pg_url, paused.pid)
     paused.send_signal(signal.SIGSTOP)
     stopped_at = time.monotonic()
     try:
-        (epoch,) = query(pg_url, "SELECT epoch FROM txsend_workers WHERE pid = %s", paused.pid)[0]
-        in_data = {
-            key
-            for (key,) in query(
-                pg_url,
-                "SELECT key FROM txsend_messages WHERE owner_epoch = %s AND state = 'sending'",
-                epoch,
-            )
-        }
+        epoch, in_data = in_data_of(pg_url, paused.pid)
         # the other worker reaps the paused one's lease and finishes the job
         assert finish([other], timeout=120) == [75]
         assert time.monotonic() - stopped_at > 3.0
@@ -278,7 +266,7 @@ def test_rate_holds_across_four_workers(
     job = write_job(
         tmp_path / "job",
         rows,
-        extra_yaml=f"relays:\n  - url: {relay(server)}\n    rate: 200/s\n    connections: 4\n",
+        extra_yaml=f"relays:\n  - url: {relay(server)}\n    rate: 200/s\n    connections: 8\n",
     )
     procs = [
         track(txsend_subprocess("run", job, "--journal", pg_url, "--lease", LEASE, "--quiet"))

@@ -26,7 +26,7 @@ from typing import Any
 import sqlite_utils
 
 from txsend.errors import ConfigError, JobError, MissingInputError, RowError
-from txsend.journalapi import Claimed, IngestStats, Record, RunInfo
+from txsend.journalapi import Claimed, IngestStats, Record, RunInfo, describe_changes
 from txsend.models import State
 
 __all__ = ["Claimed", "IngestStats", "Journal", "Record", "RunInfo"]
@@ -191,15 +191,7 @@ class Journal:
         if stored_text is None:
             return []
         stored: dict[str, str] = json.loads(stored_text)
-        changes = []
-        for name in sorted(set(stored) | set(fingerprint)):
-            if name not in stored:
-                changes.append(f"{name} was added")
-            elif name not in fingerprint:
-                changes.append(f"{name} is no longer used")
-            elif stored[name] != fingerprint[name]:
-                changes.append(f"{name} changed")
-        return changes
+        return describe_changes(stored, fingerprint)
 
     def job_spec(self) -> dict[str, Any] | None:
         """How the job was defined when the journal was made (job file path, flags)."""

@@ -155,6 +155,19 @@ class JournalBackend(Protocol):
         ...
 
 
+def describe_changes(stored: dict[str, str], fingerprint: dict[str, str]) -> list[str]:
+    """What differs between a stored job fingerprint and this one (empty: the same job)."""
+    changes = []
+    for name in sorted(set(stored) | set(fingerprint)):
+        if name not in stored:
+            changes.append(f"{name} was added")
+        elif name not in fingerprint:
+            changes.append(f"{name} is no longer used")
+        elif stored[name] != fingerprint[name]:
+            changes.append(f"{name} changed")
+    return changes
+
+
 _PG = re.compile(r"\s*postgres(ql)?://", re.IGNORECASE)
 
 
@@ -175,7 +188,9 @@ def open_journal(
         assert isinstance(location, str)
         try:
             from txsend.pgjournal import PgJournal  # psycopg is needed only for this
-        except ImportError as exc:
+        except ModuleNotFoundError as exc:
+            if exc.name not in ("psycopg", "psycopg_pool"):
+                raise
             raise ConfigError(
                 f"a PostgreSQL journal needs psycopg, which is not installed ({exc})",
                 hint="pip install 'txsend[postgresql]'",

@@ -48,7 +48,7 @@ import psycopg_pool
 from psycopg.conninfo import conninfo_to_dict
 
 from txsend.errors import ConfigError, JobError, MissingInputError, RowError, TemporaryError
-from txsend.journalapi import Claimed, IngestStats, Record, RunInfo
+from txsend.journalapi import Claimed, IngestStats, Record, RunInfo, describe_changes
 from txsend.logs import event
 from txsend.models import State
 
@@ -353,15 +353,7 @@ class PgJournal:
         if row is None or row[0] is None:
             return []
         stored: dict[str, str] = json.loads(row[0])
-        changes = []
-        for name in sorted(set(stored) | set(fingerprint)):
-            if name not in stored:
-                changes.append(f"{name} was added")
-            elif name not in fingerprint:
-                changes.append(f"{name} is no longer used")
-            elif stored[name] != fingerprint[name]:
-                changes.append(f"{name} changed")
-        return changes
+        return describe_changes(stored, fingerprint)
 
     def job_spec(self) -> dict[str, Any] | None:
         return self.stored_job()[0]
