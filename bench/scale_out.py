@@ -1,7 +1,7 @@
 """Scale-out benchmark: 1, 2 and 4 txsend processes on one job through a PostgreSQL journal.
 
 Usage: python bench/scale_out.py [--rows 4000] [--connections 8] [--workers 1,2,4]
-                                 [--delay 0.05] [--timeout 120] [--json]
+                                 [--delay 0.05] [--timeout 120] [--json] [--keep]
 
 Starts a throwaway PostgreSQL server (tests/pgserver.py). For each N: a fresh database,
 a fresh `txsend sink --discard --delay 0.05` (every final dot answered after 50 ms), and
@@ -11,8 +11,9 @@ them send). Checks that every process exited 0, that the sink counted exactly R 
 and that the journal holds R sent rows, then prints one line per N: wall time from the
 start to the last exit, msgs/s, the SMTP transaction p50 of the workers' reports, the
 N*C/latency extrapolation, CPU seconds per 1000 messages of the txsend processes (wait4),
-of the PostgreSQL server (/proc) and of the sink (wait4), and the peak RSS of a worker.
-See bench/README.md, "Scale-out".
+of the PostgreSQL server (/proc) and of the sink (wait4), how busy the machine was, and
+the peak RSS of a worker. Exits 0 if every N passed, 1 if one failed, 2 without
+PostgreSQL. See bench/README.md, "Scale-out".
 """
 
 from __future__ import annotations
@@ -87,13 +88,16 @@ def machine_busy() -> float:
     return (sum(ticks) - ticks[3] - ticks[4]) / _CLK_TCK
 
 
-def journal_states(url: str) -> dict[str, int]:
-    """Rows per state in the job's journal."""
+def journal_states(url: str) -> dict[str, int | str]:
+    """Rows per state in the job's journal (or why they cannot be read)."""
     import psycopg
 
-    with psycopg.connect(url) as conn:
-        rows = conn.execute("SELECT state, count(*) FROM txsend_messages GROUP BY state")
-        return {str(state): int(n) for state, n in rows.fetchall()}
+    try:
+        with psycopg.connect(url) as conn:
+            rows = conn.execute("SELECT state, count(*) FROM txsend_messages GROUP BY state")
+            return {str(state): int(n) for state, n in rows.fetchall()}
+    except psycopg.Error as exc:  # no tables: no worker got that far
+        return {"error": str(exc).strip()[:200]} if str(exc).strip() else {"error": repr(exc)}
 
 
 # -- the sink -----------------------------------------------------------------------
@@ -111,7 +115,6 @@ class Sink:
         self.cmd = cmd
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
-        self.cpu = 0.0
 
     def start(self, timeout: float = 20) -> None:
         with open(self.out, "wb") as out, open(self.work / "sink.err", "wb") as err:
@@ -155,6 +158,7 @@ class Worker:
     maxrss_mb: float = 0.0
     timed_out: bool = False
     sent: int = 0
+    send_seconds: float = 0.0  # its run's own clock: from after the ingest to the end
     report: dict[str, Any] = field(default_factory=dict)
 
 
@@ -186,6 +190,11 @@ class Case:
         return self.busy - self.cpu - self.db_cpu - self.sink_cpu
 
     @property
+    def send_seconds(self) -> float:
+        """The longest send phase of a worker (its start-up and the ingest left out)."""
+        return max((w.send_seconds for w in self.per_worker), default=0.0)
+
+    @property
     def msgs_per_s(self) -> float:
         return self.rows / self.seconds if self.seconds else 0.0
 
@@ -213,6 +222,7 @@ class Case:
                     "cpu": round(w.cpu, 2),
                     "peak_rss_mb": round(w.maxrss_mb, 1),
                     "sent": w.sent,
+                    "send_seconds": w.send_seconds,
                 }
                 for w in self.per_worker
             ],
@@ -251,9 +261,9 @@ def run_case(
     relay = f"smtp://127.0.0.1:{sink.port}?tls=none"
     env = {**os.environ, "NO_COLOR": "1"}
     workers = [Worker() for _ in range(n)]
+    procs: list[subprocess.Popen[bytes]] = []
     try:
         db0 = postgres_cpu(postmaster)
-        procs: list[subprocess.Popen[bytes]] = []
         started = time.perf_counter()
         for i in range(n):
             cmd = [str(bench.VENV_BIN / "txsend"), "run", str(job), "--journal", url]
@@ -291,6 +301,11 @@ def run_case(
         case.seconds = max(w.seconds for w in workers)
         time.sleep(0.3)  # let the postmaster reap the backends of the closed connections
         case.db_cpu = postgres_cpu(postmaster) - db0
+    except BaseException:
+        for proc in procs:  # an error or Ctrl-C here: no worker outlives the benchmark
+            if proc.returncode is None:
+                proc.kill()
+        raise
     finally:
         sink_cpu0 = _children_cpu()
         case.sink_counted = sink.stop()
@@ -304,7 +319,9 @@ def run_case(
         except (OSError, ValueError):
             continue
         reports.append(worker.report)
-        worker.sent = int(worker.report.get("run", {}).get("outcomes", {}).get("sent", 0))
+        run = worker.report.get("run", {})
+        worker.sent = int(run.get("outcomes", {}).get("sent", 0))
+        worker.send_seconds = float(run.get("seconds", 0.0))
     case.p50 = merged_p50(reports)
     states = journal_states(url)
     failed = [i for i, w in enumerate(workers) if w.timed_out or w.returncode != 0]
@@ -355,11 +372,12 @@ def print_table(results: dict[str, Any], cases: list[Case], args: argparse.Names
     )
     print()
     header = (
-        f"{'N':>2}{'wall s':>8}{'msgs/s':>8}{'p50 ms':>8}{'N*C/lat':>9}{'txsend CPU':>12}"
-        f"{'DB CPU':>8}{'sink CPU':>10}{'busy':>6}{'other':>7}{'RSS MB':>8}{'sent/worker':>13}"
+        f"{'N':>2}{'wall s':>8}{'send s':>8}{'msgs/s':>8}{'p50 ms':>8}{'N*C/lat':>9}"
+        f"{'txsend CPU':>12}{'DB CPU':>8}{'sink CPU':>10}{'busy':>6}{'other':>7}{'RSS MB':>8}"
+        f"{'sent/worker':>13}"
     )
     print(header)
-    print(f"{'':>35}{'s per 1000 messages':^30}{'%':>6}{'CPU s':>7}{'max':>8}{'min-max':>13}")
+    print(f"{'':>43}{'s per 1000 messages':^30}{'%':>6}{'CPU s':>7}{'max':>8}{'min-max':>13}")
     print("-" * len(header))
     cores = max(1, cores)
     for c in cases:
@@ -371,13 +389,22 @@ def print_table(results: dict[str, Any], cases: list[Case], args: argparse.Names
         busy = c.busy / (c.window * cores) * 100 if c.window else 0.0
         flag = "" if c.status == "ok" else f"  {c.status}"
         print(
-            f"{c.workers:>2}{c.seconds:>8.2f}{c.msgs_per_s:>8.0f}{p50:>8}{expected:>9.0f}"
-            f"{c.per_1000(c.cpu):>12.2f}{c.per_1000(c.db_cpu):>8.2f}"
+            f"{c.workers:>2}{c.seconds:>8.2f}{c.send_seconds:>8.2f}{c.msgs_per_s:>8.0f}{p50:>8}"
+            f"{expected:>9.0f}{c.per_1000(c.cpu):>12.2f}{c.per_1000(c.db_cpu):>8.2f}"
             f"{c.per_1000(c.sink_cpu):>10.2f}{busy:>6.0f}{c.other_cpu:>7.1f}{rss:>8.1f}"
             f"{split:>13}{flag}"
         )
         for line in c.detail:
             print(f"      {line}")
+    ok = [c for c in cases if c.status == "ok"]
+    if ok:
+        last = max(ok, key=lambda c: c.workers)
+        per_msg = (last.cpu + last.db_cpu + last.sink_cpu) / last.rows
+        print(
+            f"CPU per message at N={last.workers}, workers + database + sink: "
+            f"{per_msg * 1000:.2f} ms, so at most ~{cores / per_msg:.0f} msgs/s fit on "
+            f"{cores} cores (the CPU knee of this machine)"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -388,6 +415,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--delay", type=float, default=0.05, help="sink delay after DATA (s)")
     parser.add_argument("--timeout", type=float, default=120, help="per N, seconds")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--keep", action="store_true", help="keep the work folder (logs)")
     args = parser.parse_args(argv)
     counts = [int(x) for x in args.workers.split(",")]
     machine = bench.machine()
@@ -416,7 +444,10 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         raise
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if args.keep:
+            print(f"work folder kept: {work}", file=sys.stderr)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
     results["cases"] = [c.as_dict() for c in cases]
     if args.json:
         print(json.dumps(results, indent=2))

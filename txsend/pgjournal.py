@@ -159,7 +159,15 @@ def _connect_kwargs(url: str) -> dict[str, Any]:
             "process lists",
             hint="put it in TXSEND_PG_PASSWORD or a PGPASSFILE, and leave it out of the URL",
         )
-    kwargs: dict[str, Any] = {"application_name": "txsend", "connect_timeout": 10}
+    # prepare_threshold None: no server-side prepared statements. A prepared statement
+    # soon gets PostgreSQL's generic plan, which for the batched writes (keys in an
+    # array) scans the job's whole (job, state) index instead of its primary key: the
+    # database's time per message then grows with the job (2.6 ms per commit at 40 000 rows).
+    kwargs: dict[str, Any] = {
+        "application_name": "txsend",
+        "connect_timeout": 10,
+        "prepare_threshold": None,
+    }
     password = os.environ.get("TXSEND_PG_PASSWORD")
     if password:
         kwargs["password"] = password
