@@ -110,6 +110,20 @@ def job_from_journal(path: Path, overrides: JobOverrides) -> Job:
     return load_job(Path(spec["source"]), merged)
 
 
+def _in_bundle(value: str | None, base: Path, folder: Path, flag: str) -> Path | None:
+    """A --text/--html file of a CSV-alone job, as unpacked from its bundle."""
+    if value is None:
+        return None
+    path = Path(value)
+    if not path.is_relative_to(base):
+        raise UsageError(
+            f"the job's --{flag} file {path} lies outside its folder {base}, so it was not "
+            "stored with the job",
+            hint="keep templates beside the data file, or run `txsend run` on this host",
+        )
+    return folder / path.relative_to(base)
+
+
 def _float(value: str | None) -> float | None:
     return None if value is None else float(value)
 
@@ -526,9 +540,15 @@ def load_stored_job(url: str, job_name: str | None, overrides: JobOverrides) -> 
         )
     path = unpack(bundle, Path(spec["source"]).name)
     stored = spec.get("overrides", {})
+    templates = {
+        flag: _in_bundle(stored.get(flag), Path(spec["source"]).parent, path.parent, flag)
+        for flag in ("text", "html")
+    }
     merged = JobOverrides(
         from_addr=stored.get("from"),
         subject=stored.get("subject"),
+        text=templates["text"],
+        html=templates["html"],
         relays=overrides.relays or tuple(r for r in stored.get("relay", "").split(",") if r),
         name=name,
         abort_on_error_rate=overrides.abort_on_error_rate
