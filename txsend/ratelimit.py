@@ -148,7 +148,7 @@ class RateLimiter:
         # 10 to 50 slots a reservation: about a tenth of a second's worth
         self.shared_batch = max(10, min(50, math.ceil(rate.per_second / 10.0)))
         # a reserved slot missed by more than this is dropped (a burst would break the pace)
-        self._tolerance = max(2.0 * self._emission, 0.02)
+        self._tolerance = max(self._emission, 0.01)
         self._next_slot = 0.0
         self._slots_left = 0
         self._clock = clock
