@@ -95,7 +95,7 @@ class _Handler:
         if reply.startswith("2"):
             envelope.mail_from = address
             envelope.mail_options.extend(mail_options)
-            owner.mail_times[id(envelope)] = time.monotonic()
+            owner._mail_started[id(envelope)] = time.monotonic()
         return reply
 
     async def handle_RCPT(
@@ -124,7 +124,7 @@ class _Handler:
             mail_options=list(envelope.mail_options),
             login=login,
             tls=_is_tls(server.transport),
-            mail_at=owner.mail_times.pop(id(envelope), None),
+            mail_at=owner._mail_started.pop(id(envelope), None),
         )
         if owner._take_disconnect():
             owner._record(received, dropped=True)
@@ -213,7 +213,7 @@ class ScriptedServer:
         self.smtputf8: bool = True  # offer SMTPUTF8 (RFC 6531) in the EHLO reply
         self.pipelining: bool = True  # offer PIPELINING (RFC 2920) in the EHLO reply
         self.pipelined: int = 0  # MAIL commands that arrived together with their RCPT
-        self.mail_times: dict[int, float] = {}  # envelope id -> when its MAIL was accepted
+        self._mail_started: dict[int, float] = {}  # envelope id -> when its MAIL was accepted
         self._disconnect_after: int | None = None
         self._disconnect_base = 0
         self._cond = threading.Condition()
