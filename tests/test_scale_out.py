@@ -375,6 +375,20 @@ def test_worker_needs_a_postgresql_url_and_a_stored_job(tmp_path: Path, pg_url: 
     )
     assert done.returncode == 64 and "--job NAME" in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
+    # a job whose first host is still ingesting: try again in a moment
+    from txsend.pgjournal import PgJournal
+
+    journal = PgJournal.open(pg_url, job_name="half")
+    journal.bind_job("half", {}, {"source": str(tmp_path / "job.yaml"), "overrides": {}})
+    journal.close()
+    done = subprocess.run(
+        [sys.executable, "-m", "txsend", "worker", "--journal", pg_url, "--job", "half"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert done.returncode == 75 and "still being ingested" in done.stderr, done.stderr
 
 
 def test_worker_joins_a_stored_job_with_its_own_dkim_key(

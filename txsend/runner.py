@@ -22,7 +22,14 @@ from typing import Any
 from txsend import eventloop
 from txsend.credentials import relay_password
 from txsend.engine import Engine, SendOptions
-from txsend.errors import ConfigError, JobError, MissingInputError, RowError, UsageError
+from txsend.errors import (
+    ConfigError,
+    JobError,
+    MissingInputError,
+    RowError,
+    TemporaryError,
+    UsageError,
+)
 from txsend.jobfile import LIST_SUFFIXES, JobOverrides, default_journal, load_job
 from txsend.journal import Journal
 from txsend.journalapi import IngestStats, JournalBackend, open_journal
@@ -526,12 +533,18 @@ def load_stored_job(url: str, job_name: str | None, overrides: JobOverrides) -> 
         name = journal.job
         assert name is not None
         spec, bundle = journal.stored_job()
+        ingested = spec is not None and journal.ingest_complete()
     finally:
         journal.close()
     if spec is None:
         raise MissingInputError(
             f"no job {name!r} in {journal.location}",
             hint="start it on one host: txsend run JOB --journal URL",
+        )
+    if not ingested:
+        raise TemporaryError(
+            f"job {name!r} in {journal.location} is still being ingested",
+            hint="start the worker again in a moment",
         )
     if bundle is None:
         raise UsageError(
