@@ -536,3 +536,33 @@ def test_concurrent_ingest_happens_once(workers: Callable[..., PgJournal]) -> No
     message_ids = [c.message_id for c in a.claim(3000, include_unknown=False)]
     assert len(set(message_ids)) == 3000
     assert all(m.startswith(f"<{winner}.") for m in message_ids)
+
+
+def test_group_commit_on_a_shared_journal_answers_refused_sending(
+    workers: Callable[..., PgJournal],
+) -> None:
+    import asyncio
+
+    from txsend.committer import GroupCommitter
+
+    a, b = workers(), workers()
+    a.ingest(rows(3), ids("a"))
+    assert keys(a.claim(1, include_unknown=False)) == [key(1)]
+    assert keys(b.claim(10, include_unknown=False)) == [key(2), key(3)]
+    run = b.start_run("run")
+
+    async def commit() -> list[bool]:
+        committer = GroupCommitter(b, run)  # b is shared: it writes from a thread
+        committer.start()
+        answers = await asyncio.gather(*(committer.mark_sending(key(i)) for i in (1, 2, 3)))
+        committer.record(Record(key(2), State.SENT, 250, "250 ok", "r"))
+        await committer.close()
+        return list(answers)
+
+    # key 1 belongs to worker a: b's `sending` for it is refused, so no DATA may follow
+    assert asyncio.run(commit()) == [False, True, True]
+    assert [found(a, key(i)).state for i in (1, 2, 3)] == [
+        State.PENDING,
+        State.SENT,
+        State.SENDING,
+    ]

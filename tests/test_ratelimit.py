@@ -335,3 +335,56 @@ def test_limiter_for_relay() -> None:
     assert limiter.rate == Rate(5.0, 3600.0)
     limiter.reserve()
     assert store.windows == {("smtp://u@relay.example:587", HOUR_START): 1}
+
+
+# --------------------------------------------------------------------------- shared pace
+
+
+class Gcra:
+    """The SlotStore protocol as the PostgreSQL journal keeps it, on a fake clock."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock = clock
+        self.tat = 0.0
+        self.reservations: list[int] = []
+
+    def reserve_slots(self, relay: str, emission: float, n: int) -> float:
+        start = max(self.tat, self.clock.now)
+        self.tat = start + emission * n
+        self.reservations.append(n)
+        return start - self.clock.now
+
+
+def test_shared_pace_spends_reserved_slots_at_their_times() -> None:
+    clock = FakeClock()
+    store = Gcra(clock)
+    limiter = RateLimiter(parse_rate("200/s"), "r", None, clock=clock, shared=store)
+    assert limiter.shared_batch == 20  # a tenth of a second's worth, 10 to 50
+    taken = []
+    for _ in range(60):
+        while (wait := limiter.reserve()) > 0:
+            clock.now += wait
+        taken.append(clock.now)
+    gaps = {round(b - a, 6) for a, b in itertools.pairwise(taken)}
+    assert gaps == {0.005}  # exactly the emission interval, never a burst
+    assert store.reservations == [20, 20, 20]
+
+
+def test_shared_pace_drops_slots_reached_too_late() -> None:
+    clock = FakeClock()
+    store = Gcra(clock)
+    limiter = RateLimiter(parse_rate("100/s"), "r", None, clock=clock, shared=store)
+    assert limiter.reserve() == 0.0  # the first of 10 slots, 10 ms apart from 1000.000
+    clock.now += 0.055  # the sender stalled: the slots at +10 .. +40 ms are over 10 ms late
+    assert limiter.reserve() == 0.0  # they are dropped; the one at +50 ms (5 late) is taken
+    clock.now += 0.001
+    assert limiter.reserve() == pytest.approx(0.004)  # the next, at +60 ms: no catching up
+    assert store.reservations == [10]
+
+
+def test_quota_is_not_shared_pace() -> None:
+    clock = FakeClock()
+    store = Gcra(clock)
+    limiter = RateLimiter(parse_rate("100/h"), "r", DictStore(), wall=clock, shared=store)
+    assert limiter.reserve() == 0.0
+    assert store.reservations == []  # hour and day quotas are counted in windows instead
