@@ -28,6 +28,8 @@ from tests.jobs import txsend_subprocess, write_job
 from tests.smtpd import Received, ScriptedServer
 
 pytestmark = pytest.mark.slow
+jsonschema = pytest.importorskip("jsonschema")
+SCHEMA = Path(__file__).resolve().parent.parent / "docs" / "report.schema.json"
 psycopg = pytest.importorskip("psycopg", reason="the postgresql extra is not installed")
 
 _MESSAGE_ID = re.compile(rb"^Message-ID:\s*(<[^>\r\n]+>)", re.MULTILINE | re.IGNORECASE)
@@ -222,6 +224,16 @@ def test_killed_worker_rows_go_to_the_others_and_its_data_rows_become_unknown(
     assert query(pg_url, "SELECT state FROM txsend_workers WHERE epoch = %s", epoch) == [
         ("reaped",)
     ]
+    # `status` shows who worked the job: the victim reaped, the others stopped
+    status = track(txsend_subprocess("status", job, "--journal", pg_url, "--json"))
+    out, err = status.communicate(timeout=60)
+    assert status.returncode == 0, err
+    report = json.loads(out)
+    jsonschema.validate(report, json.loads(SCHEMA.read_text()))
+    by_pid = {w["pid"]: w for w in report["workers"]}
+    assert by_pid[victim.pid]["state"] == "reaped"
+    assert [by_pid[p.pid]["state"] for p in procs[1:]] == ["stopped", "stopped"]
+    assert all(w["rows_claimed"] == w["rows_in_data"] == 0 for w in report["workers"])
 
 
 def test_paused_worker_past_its_lease_sends_nothing_more_and_is_refused(

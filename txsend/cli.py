@@ -649,8 +649,33 @@ def status(
         return
     console = Console(highlight=False, soft_wrap=True)
     _print_summary(console, summary)
+    if summary.workers:
+        _print_workers(console, summary.workers)
     if summary.next_attempt_at:
         console.print(f"next retry due {_local_time(summary.next_attempt_at)}")
+
+
+def _print_workers(console: Console, workers: tuple[dict[str, Any], ...]) -> None:
+    """A shared journal's workers: who holds which rows, and how fresh each lease is."""
+    table = Table(title="workers", title_justify="left")
+    for name, justify in (
+        ("worker", "left"),
+        ("state", "left"),
+        ("claimed", "right"),
+        ("in DATA", "right"),
+        ("renewed", "right"),
+    ):
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    now = time.time()
+    for w in workers:
+        table.add_row(
+            w["worker"],
+            w["state"],
+            str(w["rows_claimed"]),
+            str(w["rows_in_data"]),
+            f"{now - w['renewed_at']:.0f} s ago",
+        )
+    console.print(table)
 
 
 @app.command()

@@ -288,6 +288,34 @@ class PgJournal:
             ).fetchall()
         return [(name, int(n)) for name, n in rows]
 
+    def workers(self, stopped: int = 5) -> list[dict[str, Any]]:
+        """The job's live workers, then the last `stopped` others, newest first."""
+        rows = self._all(
+            "SELECT w.worker, w.host, w.pid, CASE WHEN w.state = 'active' AND w.expires_at < "
+            f"{_NOW} THEN 'expired' ELSE w.state END, w.started_at, w.renewed_at, "
+            "count(m.key) FILTER (WHERE m.state <> 'sending'), "
+            "count(m.key) FILTER (WHERE m.state = 'sending') "
+            "FROM txsend_workers w LEFT JOIN txsend_messages m ON m.job = w.job "
+            "AND m.owner_epoch = w.epoch WHERE w.job = %s GROUP BY w.epoch "
+            "ORDER BY w.state = 'active' DESC, w.epoch DESC",
+            (self._job(),),
+        )
+        live = [r for r in rows if r[3] in ("active", "expired")]
+        ended = [r for r in rows if r[3] not in ("active", "expired")][:stopped]
+        return [
+            {
+                "worker": worker,
+                "host": host,
+                "pid": pid,
+                "state": state,
+                "started_at": started,
+                "renewed_at": renewed,
+                "rows_claimed": int(claimed),
+                "rows_in_data": int(in_data),
+            }
+            for worker, host, pid, state, started, renewed, claimed, in_data in live + ended
+        ]
+
     def stored_job(self) -> tuple[dict[str, Any] | None, bytes | None]:
         """The job's definition as stored at ingest: its spec and the bundle of its files."""
         row = self._one("SELECT spec, bundle FROM txsend_jobs WHERE name = %s", (self._job(),))

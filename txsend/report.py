@@ -50,6 +50,7 @@ class Summary:
     warnings: tuple[str, ...] = ()  # about the job (e.g. a DKIM key others can read)
     command: str = "run"
     problems: Problems | None = None
+    workers: tuple[dict[str, Any], ...] = ()  # a shared journal's processes (`status`)
 
     def to_json(self) -> dict[str, Any]:
         """The report object of `--json` and `--report` (schema 1)."""
@@ -69,6 +70,15 @@ class Summary:
         }
         if stats is not None:
             data["run"] = run_json(stats)
+        if self.workers:
+            data["workers"] = [
+                {
+                    **w,
+                    "started_at": _iso(w["started_at"]),
+                    "renewed_at": _iso(w["renewed_at"]),
+                }
+                for w in self.workers
+            ]
         data["problems"] = (
             self.problems.to_json()
             if self.problems is not None

@@ -596,9 +596,19 @@ def status(target: Path, overrides: JobOverrides) -> Summary:
             last.exit_code if last and last.exit_code is not None else 0,
             command="status",
             problems=problems_of(journal, target),
+            workers=_workers(journal),
         )
     finally:
         journal.close()
+
+
+def _workers(journal: JournalBackend) -> tuple[dict[str, Any], ...]:
+    if not journal.shared:
+        return ()
+    from txsend.pgjournal import PgJournal
+
+    assert isinstance(journal, PgJournal)
+    return tuple(journal.workers())
 
 
 @dataclass
