@@ -201,13 +201,17 @@ class Engine:
                 if first_pass and (remaining is None or remaining > 0):
                     size = self._claim_size()
                     size = size if remaining is None else min(size, remaining)
-                    batch = self.journal.claim(size, include_unknown=self.options.resend_unknown)
+                    batch = await self._off_loop(
+                        partial(
+                            self.journal.claim, size, include_unknown=self.options.resend_unknown
+                        )
+                    )
                     first_pass = bool(batch)
                     if remaining is not None:
                         remaining -= len(batch)
                         self._limited_to.update(c.key for c in batch)
                 if not batch and not self.options.dry_run:
-                    batch = self._due_retries()
+                    batch = await self._due_retries()
                 if not batch:
                     if await self._wait_for_retries():
                         continue
@@ -220,11 +224,21 @@ class Engine:
             self._producer_done = True
             self._maybe_finished()
 
-    def _due_retries(self) -> list[Claimed]:
+    async def _off_loop(self, call: Callable[[], list[Claimed]]) -> list[Claimed]:
+        """A claim: a shared journal's round trip runs in a thread, so the connections
+        keep being served meanwhile; a local SQLite claim is quicker than the hand-off."""
+        if not self.journal.shared:
+            return call()
+        return await asyncio.to_thread(call)
+
+    async def _due_retries(self) -> list[Claimed]:
         """Deferred rows due now (with --limit, only this run's rows)."""
         assert self._committer is not None
         self._committer.flush()  # a row deferred a moment ago is not due again yet
-        batch = self.journal.claim_retries(self._claim_size(), busy=self._in_pipeline)
+        busy = set(self._in_pipeline)  # a copy: the set changes while the thread reads it
+        batch = await self._off_loop(
+            partial(self.journal.claim_retries, self._claim_size(), busy=busy)
+        )
         if self.options.limit is not None:
             batch = [c for c in batch if c.key in self._limited_to]
         return batch
