@@ -64,8 +64,8 @@ _REDOABLE = (
 )
 
 # Autovacuum: the messages table is updated two or three times per row in a run; vacuum
-# it after 2% of it changed instead of 20%, and leave room on each page (fillfactor) so
-# that most updates are HOT. README "Scaling out with PostgreSQL" documents these.
+# it after 2% of it changed instead of 20%, and leave room on each page (fillfactor) for
+# a row's next versions. README "Scaling out with PostgreSQL" documents these.
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS txsend_meta (name text PRIMARY KEY, value text NOT NULL);
 CREATE TABLE IF NOT EXISTS txsend_jobs (
