@@ -23,6 +23,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import yaml
 
 from txsend.errors import ConfigError, JobError, MissingInputError, UsageError
+from txsend.journalapi import is_postgres
 from txsend.models import (
     AbortPolicy,
     Content,
@@ -675,7 +676,7 @@ def _load_yaml_job(
     journal = None
     journal_url = None
     if journal_value is not None:
-        if _is_postgres(journal_value):
+        if is_postgres(journal_value):
             journal_url = journal_value.strip()
             if urlsplit(journal_url).password is not None:
                 raise ConfigError(
@@ -1124,7 +1125,3 @@ def _job_suppress(root: _Map, base: Path) -> tuple[Path, ...]:
 def _absolute(path: Path) -> Path:
     # abspath, not resolve(): a symlinked job folder keeps its own relative paths.
     return Path(os.path.abspath(path))
-
-
-def _is_postgres(value: str) -> bool:
-    return re.match(r"postgres(ql)?:/", value.strip(), re.IGNORECASE) is not None

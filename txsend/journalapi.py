@@ -168,7 +168,7 @@ def describe_changes(stored: dict[str, str], fingerprint: dict[str, str]) -> lis
     return changes
 
 
-_PG = re.compile(r"\s*postgres(ql)?://", re.IGNORECASE)
+_PG = re.compile(r"\s*postgres(ql)?:/", re.IGNORECASE)  # ":/" too: a URL typed wrong is no path
 
 
 def is_postgres(location: str | Path) -> bool:

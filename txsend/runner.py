@@ -15,7 +15,7 @@ import os
 import signal
 import ssl
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -100,21 +100,23 @@ def job_from_journal(path: Path, overrides: JobOverrides) -> Job:
         journal.close()
     if spec is None:
         raise UsageError(f"{path} is a journal without a job", hint="run the job file instead")
-    stored = spec.get("overrides", {})
-    relays = overrides.relays or tuple(r for r in stored.get("relay", "").split(",") if r)
-    merged = JobOverrides(
-        from_addr=overrides.from_addr or stored.get("from"),
-        subject=overrides.subject or stored.get("subject"),
-        text=overrides.text or _path(stored.get("text")),
-        html=overrides.html or _path(stored.get("html")),
-        relays=relays,
-        journal=path,
-        name=overrides.name or stored.get("name"),
-        abort_on_error_rate=overrides.abort_on_error_rate
-        if overrides.abort_on_error_rate is not None
+    merged = replace(_with_stored_flags(spec.get("overrides", {}), overrides), journal=path)
+    return load_job(Path(spec["source"]), merged)
+
+
+def _with_stored_flags(stored: dict[str, str], flags: JobOverrides) -> JobOverrides:
+    """The flags a job was first run with (stored in its journal), under today's flags."""
+    return JobOverrides(
+        from_addr=flags.from_addr or stored.get("from"),
+        subject=flags.subject or stored.get("subject"),
+        text=flags.text or _path(stored.get("text")),
+        html=flags.html or _path(stored.get("html")),
+        relays=flags.relays or tuple(r for r in stored.get("relay", "").split(",") if r),
+        name=flags.name or stored.get("name"),
+        abort_on_error_rate=flags.abort_on_error_rate
+        if flags.abort_on_error_rate is not None
         else _float(stored.get("abort_on_error_rate")),
     )
-    return load_job(Path(spec["source"]), merged)
 
 
 def _in_bundle(value: str | None, base: Path, folder: Path, flag: str) -> Path | None:
@@ -557,16 +559,11 @@ def load_stored_job(url: str, job_name: str | None, overrides: JobOverrides) -> 
         flag: _in_bundle(stored.get(flag), Path(spec["source"]).parent, path.parent, flag)
         for flag in ("text", "html")
     }
-    merged = JobOverrides(
-        from_addr=stored.get("from"),
-        subject=stored.get("subject"),
+    merged = replace(
+        _with_stored_flags(stored, overrides),
         text=templates["text"],
         html=templates["html"],
-        relays=overrides.relays or tuple(r for r in stored.get("relay", "").split(",") if r),
         name=name,
-        abort_on_error_rate=overrides.abort_on_error_rate
-        if overrides.abort_on_error_rate is not None
-        else _float(stored.get("abort_on_error_rate")),
         journal_url=url,
     )
     try:
