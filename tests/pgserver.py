@@ -3,7 +3,9 @@
 Debian's `postgresql` package puts its programs in /usr/lib/postgresql/<version>/bin.
 PostgreSQL refuses to run as root, so under root (CI) the cluster belongs to the
 `postgres` user and its programs run through `runuser`. The server listens on a Unix
-socket in the temp folder only (no TCP port), with trust authentication for that socket.
+socket in the temp folder only (no TCP port), with trust authentication for that socket,
+except for the members of the role `txsend_password_auth` (see `password_role`): they must
+give their password (scram-sha-256), so that the tests can see a wrong one refused.
 
 Where no PostgreSQL programs exist the tests that need one skip, with the reason; when
 CI=true a skip would hide a missing install step, so it fails instead.
@@ -23,6 +25,7 @@ from pathlib import Path
 import pytest
 
 INSTALL_HINT = "install Debian's postgresql package (apt-get install postgresql)"
+PASSWORD_GROUP = "txsend_password_auth"  # its members log in with a password only
 
 
 def pg_bindir() -> Path | None:
@@ -82,6 +85,10 @@ def throwaway_server() -> Iterator[str]:
             "--encoding=UTF8",
             "--no-instructions",
         )
+        hba = data / "pg_hba.conf"  # the first line that matches a connection decides
+        hba.write_text(
+            f"local all +{PASSWORD_GROUP} scram-sha-256\n" + hba.read_text(), encoding="utf-8"
+        )
         run(
             str(bindir / "pg_ctl"),
             "-D",
@@ -103,6 +110,7 @@ def throwaway_server() -> Iterator[str]:
             f"postgresql://postgres@/postgres?host={sockets}", autocommit=True
         ) as conn:
             conn.execute("CREATE DATABASE txsend")
+            conn.execute(f"CREATE ROLE {PASSWORD_GROUP} NOLOGIN")
         yield f"postgresql://postgres@/txsend?host={sockets}"
     finally:
         subprocess.run(
@@ -122,3 +130,23 @@ def fresh_database(url: str, name: str) -> str:
         conn.execute(f'CREATE DATABASE "{name}"')
     base, _, query = url.partition("?")
     return f"{base.rsplit('/', 1)[0]}/{name}?{query}"
+
+
+def password_role(url: str, name: str, password: str) -> str:
+    """A login role that must give `password` (scram-sha-256), owning the database of url
+    (so that it may create the journal's tables); returns url as that role."""
+    import psycopg
+    from psycopg import sql
+
+    role = sql.Identifier(name)
+    with psycopg.connect(url, autocommit=True) as conn:
+        if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (name,)).fetchone():
+            conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(role))
+        conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(role, sql.Literal(password)))
+        conn.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(PASSWORD_GROUP), role))
+        database = conn.info.dbname
+        conn.execute(
+            sql.SQL("ALTER DATABASE {} OWNER TO {}").format(sql.Identifier(database), role)
+        )
+    scheme, rest = url.split("://", 1)
+    return f"{scheme}://{name}@{rest.split('@', 1)[1]}"

@@ -376,7 +376,7 @@ def test_unsafe_unsubscribe_value_skips_row(
     job = write_folder(
         tmp_path, "text_inline: hi\nunsubscribe: 'https://acme.example/u/{{ token }}'\n", records
     )
-    assert cli(capsys, "run", job, "--relay", smtp_server.url).code == 0
+    assert cli(capsys, "run", job, "--relay", smtp_server.url).code == 1
     assert [r.rcpt_tos[0] for r in smtp_server.received] == ["a@example.com"]
     state, reply = journal_rows(tmp_path / "job.journal.db")["b@example.com"]
     assert state == "skipped" and "unsubscribe" in (reply or "")

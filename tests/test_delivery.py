@@ -974,33 +974,41 @@ def test_smtp_sink_replies_are_classified(
 
 @pytest.mark.skipif(SMTP_SINK is None, reason="Postfix's smtp-sink is not installed")
 def test_smtp_sink_421_and_disconnect(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """421 at RCPT closes the session: the message is handed back (not the row's fault,
-    no attempt counted) and after 3 of them the relay's circuit opens; with no other
-    relay the run gives up after give_up_unreachable, every row still pending."""
+    """421 at RCPT closes the session. Every transaction counts as one of the row's
+    attempts: each row ends failed after its 3 attempts, deferred, or still pending when
+    the run gives up after give_up_unreachable (1 s) with no transaction accepted. Which
+    of these depends on the machine's pace; the bounds do not."""
     with postfix_sink("-Q", "rcpt") as sink:
         job = write_job(tmp_path, rows=3, delivery=FAST_RETRY)
         started = time.monotonic()
         result = cli(capsys, "run", job, "--relay", sink.url, "--concurrency", "1", "--json")
         elapsed = time.monotonic() - started
         received = sink.messages()
-    assert result.code == 75, result.err  # it did answer: not 69
-    assert elapsed < 10
+    assert result.code in (1, 75), result.err  # it did answer: not 69
+    # give_up_unreachable + a circuit cool-down + the backoffs, with room for a busy machine
+    assert elapsed < 1 + 2 + 1 + 10
     assert received == []
     journal = journal_rows(tmp_path / "job.journal.db")
-    assert {(r["state"], r["attempts"]) for r in journal.values()} == {("pending", 0)}
+    for row in journal.values():
+        assert row["attempts"] <= 3, row
+        assert row["state"] in ("failed", "deferred", "pending"), row
+        if row["attempts"]:
+            assert row["code"] == 421 and "421" in row["reply"], row
     report = json.loads(result.out)
-    assert report["run"]["stop_reason"] == "no relay reachable"
     relay = report["run"]["relays"][f"127.0.0.1:{sink.port}"]
-    assert relay["circuit"] == "open"
-    assert relay["connections"] == 3  # each 421 ended its session
-    assert relay["last_error"] == "421 service closing"
+    assert relay["attempts"] == sum(r["attempts"] for r in journal.values())
+    if result.code == 75:
+        assert report["run"]["stop_reason"].startswith("no relay reachable"), report["run"]
+    else:
+        assert {r["state"] for r in journal.values()} == {"failed"}
 
 
 @pytest.mark.skipif(SMTP_SINK is None, reason="Postfix's smtp-sink is not installed")
 def test_smtp_sink_421_defers_after_the_hand_backs(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Waiting out the circuit's 2 s cool-down, the 4th 421 defers the row."""
+    """A 421 on a relay that was working is tried again at once on a new connection; a
+    second one in a row defers the row, both counted as attempts."""
     with postfix_sink("-Q", "rcpt") as sink:
         job = write_job(
             tmp_path,
@@ -1011,9 +1019,10 @@ def test_smtp_sink_421_defers_after_the_hand_backs(
         result = cli(capsys, "run", job, "--relay", sink.url, "--concurrency", "1")
         elapsed = time.monotonic() - started
     assert result.code == 75, result.err
-    assert 2 <= elapsed < 10
+    assert elapsed < 10
     (row,) = journal_rows(tmp_path / "job.journal.db").values()
-    assert (row["state"], row["attempts"], row["code"]) == ("deferred", 1, 421)
+    # the lone 421 is tried once more on a new connection; the second one defers the row
+    assert (row["state"], row["attempts"], row["code"]) == ("deferred", 2, 421)
     assert row["reply"] == "421 4.0.0 Server closing connection"
 
 

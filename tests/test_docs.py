@@ -44,3 +44,11 @@ def test_classification_table_is_documented() -> None:
     for number, rule in enumerate(RULES, 1):
         condition, outcome = rule.describe()
         assert f"| {number} | {condition} | {outcome} |" in README
+
+
+def test_connection_fault_table_is_documented() -> None:
+    from txsend.classify import CONNECT_RULES
+
+    for rule in CONNECT_RULES:
+        condition, outcome = rule.describe()
+        assert f"| {condition} | {outcome}" in README

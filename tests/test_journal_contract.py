@@ -566,3 +566,48 @@ def test_group_commit_on_a_shared_journal_answers_refused_sending(
         State.SENT,
         State.SENDING,
     ]
+
+
+def test_others_busy_is_read_from_the_database_when_asked(
+    workers: Callable[..., PgJournal], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from txsend import pgjournal
+
+    # b's heartbeat never beats during the test: its answers come from the database,
+    # read afresh each time it is asked
+    monkeypatch.setattr(pgjournal, "ABORT_POLL", 3600.0)
+    monkeypatch.setattr(pgjournal, "BUSY_CACHE", 0.0)
+    a, b = workers(), workers(lease=3600.0)
+    a.ingest(rows(4), ids("a"))
+    assert keys(a.claim(4, include_unknown=False)) == [key(i) for i in range(1, 5)]
+    assert b.claim(10, include_unknown=False) == []  # b joins and finds no free row
+    assert b.others_busy()  # at once: a holds every row
+    assert not a.others_busy()  # its own rows keep nobody waiting
+    run = a.start_run("run")
+    assert a.write([(key(i), run) for i in range(1, 5)], []) == set()  # all four in DATA
+    sent = [Record(key(i), State.SENT, 250, "250 ok", "r") for i in range(1, 4)]
+    assert a.write([], sent) == set()
+    assert b.others_busy()  # key 4 is still in DATA at a
+    assert a.write([], [Record(key(4), State.SENT, 250, "250 ok", "r")]) == set()
+    assert not b.others_busy()  # a recorded them all
+    assert b.counts()[State.SENT] == 4
+
+
+def test_others_busy_ends_when_the_holders_lease_expires(
+    workers: Callable[..., PgJournal],
+) -> None:
+    a, b = workers(), workers()
+    a.ingest(rows(3), ids("a"))
+    run = a.start_run("run")
+    assert keys(a.claim(3, include_unknown=False)) == [key(1), key(2), key(3)]
+    assert a.write([(key(1), run)], []) == set()
+    assert b.claim(10, include_unknown=False) == []
+    assert b.others_busy()
+    a._stop.set()  # a stops renewing, as a killed process would, releasing nothing
+    assert a._heartbeat is not None
+    a._heartbeat.join()
+    # once a's lease runs out the answer turns False: its rows were reaped, not waited for
+    assert wait_for(lambda: not b.others_busy(), timeout=LEASE + 30)
+    assert found(b, key(1)).state is State.UNKNOWN  # it was in DATA
+    assert keys(b.claim_retries(10, busy=())) == [key(2), key(3)]
+    assert not b.others_busy()

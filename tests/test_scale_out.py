@@ -24,8 +24,11 @@ from typing import Any
 
 import pytest
 
-from tests.jobs import txsend_subprocess, write_job
+from tests.jobs import cli, txsend_subprocess, write_job
+from tests.pgserver import password_role
 from tests.smtpd import Received, ScriptedServer
+from txsend.journalapi import Record
+from txsend.models import State
 
 pytestmark = pytest.mark.slow
 jsonschema = pytest.importorskip("jsonschema")
@@ -448,6 +451,46 @@ def test_worker_joins_a_stored_job_with_its_own_dkim_key(
     assert [run["command"] for run in json.loads(report.stdout)["runs"]] == ["run", "worker"]
 
 
+def test_worker_joining_while_others_hold_every_row_waits_for_them(
+    tmp_path: Path, pg_url: str, server: ScriptedServer
+) -> None:
+    from txsend.pgjournal import PgJournal
+
+    job = write_job(tmp_path / "job", 20)
+    stored = track(txsend_subprocess("run", job, "--journal", pg_url, "--dry-run", "--quiet"))
+    assert finish([stored], timeout=60) == [0]  # the job is in the database, rows pending
+    # another host (this process) claims every row and keeps its lease renewed
+    other = PgJournal.open(pg_url, job_name="test-job", lease=60)
+    try:
+        held = other.claim(20, include_unknown=False)
+        assert len(held) == 20
+        worker = start(job, pg_url, server, command="worker")
+        # the worker finds no free row as soon as it joins; it must not read "done" or
+        # "try again" into that while the other host holds rows: it waits (a renewal of
+        # its own lease, every 0.75 s, shows that it stayed past its first claims; the
+        # join itself stamps both times within a statement)
+        renewed = "SELECT 1 FROM txsend_workers WHERE pid = %s AND renewed_at > started_at + 0.5"
+        wait_until(
+            lambda: worker.poll() is not None or probe(pg_url, renewed, worker.pid),
+            60,
+            "the worker to join and renew its lease",
+        )
+        assert worker.poll() is None, worker.communicate()[1]
+        # the other host sends half itself, and gives the other half back
+        run = other.start_run("run")
+        assert other.write([(c.key, run) for c in held[:10]], []) == set()
+        done = [Record(c.key, State.SENT, 250, "250 ok", "elsewhere") for c in held[:10]]
+        assert other.write([], done) == set()
+    finally:
+        other.close()  # releases the rows it still holds
+    assert finish([worker], timeout=120) == [0]  # the job's verdict: every row sent
+    assert states(pg_url) == {"sent": 20}
+    arrived = Counter(message_id(r) for r in server.received)
+    ids = dict(query(pg_url, "SELECT key, message_id FROM txsend_messages"))
+    assert sorted(arrived) == sorted(ids[c.key] for c in held[10:])  # the half given back
+    assert all(n == 1 for n in arrived.values())
+
+
 def test_journal_url_errors_are_clear(tmp_path: Path) -> None:
     job = write_job(tmp_path / "job", 3)
     relay_url = "smtp://127.0.0.1:9?tls=none"
@@ -463,3 +506,87 @@ def test_journal_url_errors_are_clear(tmp_path: Path) -> None:
         assert proc.returncode == code, err
         assert says in err and "Traceback" not in err
         assert "hunter2" not in out + err
+
+
+@pytest.fixture
+def no_pg_password(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """No password from the caller's environment; HOME (for ~/.pgpass) is returned."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    for name in ("TXSEND_PG_PASSWORD", "PGPASSWORD", "PGPASSFILE", "PGUSER"):
+        monkeypatch.delenv(name, raising=False)
+    return home
+
+
+def passfile(path: Path, user: str, password: str) -> Path:
+    path.write_text(f"*:*:*:{user}:{password}\n", encoding="utf-8")
+    path.chmod(0o600)  # libpq ignores a password file others may read
+    return path
+
+
+def test_wrong_database_password_is_a_configuration_error(
+    tmp_path: Path,
+    pg_url: str,
+    no_pg_password: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    url = password_role(pg_url, "mailer_pw", "the-Right-0ne")
+    job = write_job(tmp_path / "job", 3)
+    run = ("run", job, "--journal", url, "--relay", "smtp://127.0.0.1:9?tls=none")
+
+    # from TXSEND_PG_PASSWORD: waiting does not make a wrong password right (78, not 75)
+    monkeypatch.setenv("TXSEND_PG_PASSWORD", "Wr0ng-from-env")
+    result = cli(capsys, *run)
+    assert result.code == 78, result.err
+    assert 'user "mailer_pw"' in result.err and "TXSEND_PG_PASSWORD" in result.err
+    assert "Wr0ng-from-env" not in result.out + result.err
+    assert "Traceback" not in result.err
+    monkeypatch.delenv("TXSEND_PG_PASSWORD")
+
+    # from a PGPASSFILE: its path is named
+    named = passfile(tmp_path / "pgpass", "mailer_pw", "Wr0ng-from-file")
+    monkeypatch.setenv("PGPASSFILE", str(named))
+    result = cli(capsys, *run)
+    assert result.code == 78, result.err
+    assert 'user "mailer_pw"' in result.err and str(named) in result.err
+    assert "Wr0ng-from-file" not in result.out + result.err
+    monkeypatch.delenv("PGPASSFILE")
+
+    # from libpq's default password file, ~/.pgpass
+    default = passfile(no_pg_password / ".pgpass", "mailer_pw", "Wr0ng-from-home")
+    result = cli(capsys, *run)
+    assert result.code == 78, result.err
+    assert 'user "mailer_pw"' in result.err and str(default) in result.err
+    assert "Wr0ng-from-home" not in result.out + result.err
+    default.unlink()
+
+    # none at all
+    result = cli(capsys, *run)
+    assert result.code == 78, result.err
+    assert 'user "mailer_pw"' in result.err and "no password was given" in result.err
+
+    # and the right one works
+    monkeypatch.setenv("TXSEND_PG_PASSWORD", "the-Right-0ne")
+    result = cli(capsys, *run, "--dry-run", "--quiet")
+    assert result.code == 0, result.err
+    assert "the-Right-0ne" not in result.out + result.err
+
+
+def test_missing_database_or_role_is_a_configuration_error(
+    tmp_path: Path, pg_url: str, no_pg_password: Path
+) -> None:
+    job = write_job(tmp_path / "job", 3)
+    base, _, options = pg_url.partition("?")
+    server = base.rsplit("/", 1)[0]
+    cases = [
+        (f"{server}/no_such_db?{options}", 'database "no_such_db" does not exist'),
+        (f"{server.replace('postgres@', 'nobody_here@')}/txsend?{options}", "nobody_here"),
+    ]
+    for url, says in cases:
+        # a real process, as cron starts it: exit 78 tells it not to try again
+        proc = txsend_subprocess("run", job, "--journal", url, "--relay", "smtp://127.0.0.1:9")
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 78, err
+        assert says in err and "Traceback" not in err

@@ -4,6 +4,11 @@
 first rule whose condition holds (RFC 5321 reply codes, RFC 3463 enhanced status codes).
 The table is data so the README can print it (`Rule.describe()`) and tests can prove every
 row reachable. No I/O.
+
+A session that cannot be opened has no transaction to classify: `CONNECT_RULES` says, for
+each kind of connection fault, whether waiting can fix it (transient: the relay's circuit
+counts it and `give_up_unreachable` bounds the wait) or not (permanent for the run: the
+relay is taken out at once, with the reason and what to change).
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from txsend.models import State
-from txsend.transport.base import Phase
+from txsend.transport.base import ConnectFault, Phase
 
 MAX_RETRY_AFTER = 24 * 3600.0  # seconds; longer hints are capped
 
@@ -265,3 +270,92 @@ def parse_retry_after(text: str) -> float | None:
         return None
     seconds = float(m.group(1)) * _UNIT[m.group(2)[0].lower()]
     return min(seconds, MAX_RETRY_AFTER)
+
+
+@dataclass(frozen=True)
+class ConnectRule:
+    """One row of the connection-fault table."""
+
+    fault: ConnectFault
+    condition: str
+    permanent: bool  # waiting will not fix it: take the relay out for the run
+    hint: str = ""  # what to change, for the final message
+
+    def describe(self) -> tuple[str, str]:
+        """(condition, outcome) in words, for documentation."""
+        if self.permanent:
+            return self.condition, "relay taken out for the run"
+        return self.condition, "transient: circuit counts it; give_up_unreachable bounds the wait"
+
+
+CONNECT_RULES: tuple[ConnectRule, ...] = (
+    ConnectRule(
+        ConnectFault.REFUSED,
+        "connection refused (nothing listens on the port)",
+        False,
+        "check the relay's host and port",
+    ),
+    ConnectRule(ConnectFault.RESET, "connection reset or closed before the session was up", False),
+    ConnectRule(
+        ConnectFault.TIMEOUT,
+        "no answer within timeouts.connect / timeouts.command",
+        False,
+        "check the relay's host, port and firewall",
+    ),
+    ConnectRule(ConnectFault.UNROUTABLE, "no route to the host, network unreachable", False),
+    ConnectRule(ConnectFault.GREETING_4XX, "4yz greeting (421 service not available)", False),
+    ConnectRule(ConnectFault.EHLO_4XX, "4yz reply to EHLO", False),
+    ConnectRule(ConnectFault.STARTTLS_4XX, "4yz reply to STARTTLS", False),
+    ConnectRule(ConnectFault.OTHER, "any other failure to open a session", False),
+    ConnectRule(
+        ConnectFault.DNS,
+        "the relay's host name does not resolve",
+        True,
+        "check the host name in the relay's url",
+    ),
+    ConnectRule(
+        ConnectFault.GREETING_5XX,
+        "5yz greeting (554: no service for us)",
+        True,
+        "the relay refuses this host: check its access rules",
+    ),
+    ConnectRule(ConnectFault.EHLO_5XX, "EHLO and HELO refused with 5yz", True),
+    ConnectRule(
+        ConnectFault.STARTTLS_MISSING,
+        "tls=starttls but STARTTLS is not offered",
+        True,
+        "use ?tls=none only for a test relay, or the relay's TLS port with smtps://",
+    ),
+    ConnectRule(ConnectFault.STARTTLS_5XX, "5yz reply to STARTTLS", True),
+    ConnectRule(
+        ConnectFault.TLS_CERTIFICATE,
+        "TLS certificate not verified (unknown CA, wrong host name, expired)",
+        True,
+        "give the relay's CA with its ca_file key, or fix the host name in its url",
+    ),
+    ConnectRule(
+        ConnectFault.TLS_HANDSHAKE,
+        "TLS handshake failed (protocol or cipher mismatch, not TLS at all)",
+        True,
+        "check smtps:// (port 465) against ?tls=starttls (port 587)",
+    ),
+    ConnectRule(
+        ConnectFault.AUTH_REFUSED,
+        "AUTH refused (535 and other 5yz)",
+        True,
+        "check the relay's user name and its password_env / password_file / password_cmd",
+    ),
+    ConnectRule(
+        ConnectFault.AUTH_UNAVAILABLE,
+        "credentials given, but no AUTH mechanism offered that txsend speaks",
+        True,
+        "the relay offers no AUTH here: is TLS required first?",
+    ),
+)
+
+_CONNECT_BY_FAULT = {rule.fault: rule for rule in CONNECT_RULES}
+
+
+def classify_connect(fault: ConnectFault) -> ConnectRule:
+    """The rule for a connection fault: permanent for the run, or transient."""
+    return _CONNECT_BY_FAULT[fault]

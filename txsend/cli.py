@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import sys
 import time
@@ -22,7 +23,7 @@ from txsend.jobfile import JobOverrides, parse_duration
 from txsend.journalapi import is_postgres
 from txsend.models import Job, State
 from txsend.outputs import OutputOptions
-from txsend.report import Summary
+from txsend.report import Summary, state_counts
 from txsend.stats import RunStats
 
 app = typer.Typer(
@@ -289,6 +290,7 @@ def run(
 
     With --journal postgresql://..., run it on several hosts at once: the first ingests,
     all of them send, none sends a row twice."""
+    logs.use_format(log_format)  # an error from here on is a JSON line too
     request = _request(
         job,
         _overrides(from_addr, subject, text, html, relay, journal, abort_on_error_rate),
@@ -330,6 +332,7 @@ def resume(
     """Continue a job's journal: pending rows, deferred ones that are due, and unknown ones
     (delivery.on_unknown: resend). On a PostgreSQL journal it also lifts an error-rate
     abort, so that other hosts can join again."""
+    logs.use_format(log_format)
     request = _request(
         job,
         _overrides(None, None, None, None, relay, journal, abort_on_error_rate),
@@ -384,6 +387,7 @@ def worker(
     --journal URL` on another host. Secrets are not stored: relay passwords come from
     this host's environment as the job's relays say, and a DKIM key from the current
     directory at the path the job gives (e.g. keys/dkim.pem)."""
+    logs.use_format(log_format)
     if not is_postgres(journal):
         raise UsageError(
             "--journal must be a postgresql:// URL: a worker joins a shared journal",
@@ -449,23 +453,52 @@ def _send(
             "text", log_level, lambda line: console.print(line, markup=False)
         )
 
+    json_logs = log_format == "json"
+
     def prepared(p: runner.Prepared) -> None:
         if not quiet and p.ingest is not None:
             i = p.ingest
-            console.print(
+            line = (
                 f"journal {p.journal.location}: "
                 + ("ingested by another worker: " if i.by_other else f"{i.new} new rows, ")
                 + f"{i.existing} already known"
                 + (f", {i.duplicates} duplicate keys skipped" if i.duplicates else "")
                 + (f", {i.invalid} invalid rows skipped" if i.invalid else "")
             )
-            for problem in i.problems:
-                console.print(f"  skipped {problem}")
+            if json_logs:
+                logs.output_event(
+                    _stderr_line,
+                    "info",
+                    "ingest",
+                    line,
+                    journal=str(p.journal.location),
+                    new=i.new,
+                    existing=i.existing,
+                    duplicates=i.duplicates,
+                    invalid=i.invalid,
+                    by_other=i.by_other,
+                    problems=list(i.problems),
+                )
+            else:
+                console.print(line)
+                for problem in i.problems:
+                    console.print(f"  skipped {problem}")
         if not quiet and p.recovered:
-            console.print(
+            line = (
                 f"{p.recovered} rows were mid-send when a previous run stopped: now 'unknown' "
                 f"(delivery.on_unknown: {p.job.delivery.on_unknown})"
             )
+            if json_logs:
+                logs.output_event(
+                    _stderr_line,
+                    "warning",
+                    "recovered",
+                    line,
+                    recovered=p.recovered,
+                    on_unknown=p.job.delivery.on_unknown,
+                )
+            else:
+                console.print(line)
         if view is not None:
             view.start(p.due)
 
@@ -483,12 +516,109 @@ def _send(
         undo_logs()
     if json_out:
         sys.stdout.write(json.dumps(summary.to_json(), indent=2) + "\n")
+    final = _final_line(summary, _job_argument(request), command, _resume_argument(request))
+    if json_logs:
+        _log_summary(summary, final, quiet)
+        raise typer.Exit(summary.exit_code)
     for warning in summary.warnings:
         console.print(f"warning: {warning}", markup=False)
     if not quiet:
         _print_summary(console, summary)
-    console.print(_final_line(summary, _job_argument(request), command))
+    console.print(final)
     raise typer.Exit(summary.exit_code)
+
+
+def _log_summary(summary: Summary, final: str, quiet: bool) -> None:
+    """The end of a run as JSON events: warnings, the summary (unless quiet), the verdict."""
+    for warning in summary.warnings:
+        logs.output_event(_stderr_line, "warning", "warning", warning)
+    stats = summary.stats
+    if not quiet:
+        message, fields = _summary_event(summary)
+        logs.output_event(_stderr_line, "info", "summary", message, **fields)
+    code = summary.exit_code
+    logs.output_event(
+        _stderr_line,
+        "info" if code == ExitCode.OK else "warning" if code in _SOFT_EXITS else "error",
+        "verdict",
+        final,
+        job=summary.job,
+        run_id=summary.run_id,
+        exit_code=code,
+        stop_reason=stats.stop_reason if stats is not None else None,
+        next_command=_next_command(final),
+        next_attempt_at=summary.next_attempt_at,
+    )
+
+
+# exit codes of a run that ended as it should, with work left or rows refused
+_SOFT_EXITS = (ExitCode.SOME_FAILED, ExitCode.TEMPFAIL, ExitCode.SIGINT, ExitCode.SIGTERM)
+
+
+def _summary_event(summary: Summary) -> tuple[str, dict[str, Any]]:
+    """What `_print_summary` shows for a run, as the message and fields of one event."""
+    stats = summary.stats
+    fields: dict[str, Any] = {
+        "job": summary.job,
+        "run_id": summary.run_id,
+        "outcomes": state_counts(stats.outcomes) if stats is not None else None,  # this run
+        "counts": state_counts(summary.counts),  # the journal's totals
+    }
+    if stats is None:
+        return f"txsend: {summary.job}", fields
+    p50, p95 = stats.latency.percentile(50), stats.latency.percentile(95)
+    latency = (
+        f", SMTP transaction p50 {p50 * 1000:.1f} ms, p95 {p95 * 1000:.1f} ms"
+        if p50 is not None and p95 is not None
+        else ""
+    )
+    relays = []
+    for name, relay in stats.relays.items():
+        o = relay.outcomes
+        relay_p95 = relay.latency.percentile(95)
+        errors = sum(relay.errors.values())
+        relays.append(
+            {
+                "relay": name,
+                "sent": o[State.SENT],
+                "failed": o[State.BOUNCED] + o[State.FAILED] + o[State.UNKNOWN],
+                "deferred": o[State.DEFERRED],
+                "p95_ms": _ms(relay_p95),
+                "error_rate": round(errors / relay.attempts, 4) if relay.attempts else None,
+                "connections": relay.connections,
+                "connect_failures": relay.connect_failures,
+                "circuit": relay.circuit,
+                "last_error": relay.last_error,
+            }
+        )
+    fields.update(
+        seconds=round(stats.elapsed, 3),
+        messages_per_second=round(stats.rate, 1),
+        latency_ms={"p50": _ms(p50), "p95": _ms(p95)},
+        relays=relays,
+        abandoned=stats.abandoned,
+        dry_run=summary.dry_run,
+        rendered=stats.queued,
+    )
+    return f"{summary.job}: {stats.elapsed:.2f} s, {stats.rate:.1f} messages/s{latency}", fields
+
+
+def _ms(seconds: float | None) -> float | None:
+    return round(seconds * 1000, 1) if seconds is not None else None
+
+
+# "continue with: txsend resume JOB (next retry due ...)", "see ... with: txsend status JOB",
+# "continue with: txsend worker --journal URL; the unknown rows with: txsend resume JOB"
+_NEXT_COMMAND = re.compile(r":\s+(txsend\s[^;]+?)(?:\s+\(next [^()]*\))?(?:;|$)")
+
+
+def _next_command(final: str) -> str | None:
+    """The (first) command `_final_line` tells to run next, if any."""
+    for line in final.splitlines()[1:]:
+        match = _NEXT_COMMAND.search(line.strip())
+        if match:
+            return match.group(1)
+    return None
 
 
 class _ProgressView:
@@ -530,6 +660,8 @@ class _ProgressView:
             + (f"errors {errors / attempts:.1%}  " if attempts else "")
             + f"queue {stats.queue_depth}"
         )
+        if stats.waiting:  # what the run waits for, and when it gives up
+            health = f"waiting: {stats.waiting}"
         self._progress.update(
             self._task,
             completed=stats.attempted,
@@ -619,20 +751,57 @@ def _job_argument(request: runner.RunRequest) -> str:
     return f"{request.target} --journal {redact(url)}"
 
 
-def _final_line(summary: Summary, target: str | Path, command: str) -> str:
+def _resume_argument(request: runner.RunRequest) -> str | None:
+    """How `txsend resume` names a worker's job: its file, on the host that has it."""
+    url = request.overrides.journal_url
+    if not request.worker or url is None:
+        return None
+    from txsend.pgjournal import redact
+
+    return f"{Path(request.target).name} --journal {redact(url)}"
+
+
+def _final_line(
+    summary: Summary, target: str | Path, command: str, resume_target: str | Path | None = None
+) -> str:
+    """The last line of a run: counts, exit code, why it stopped, what continues the job.
+
+    `resume_target` names the job for `txsend resume` where that differs from `target`
+    (a worker is named by its journal, but only `resume` resends `unknown` rows)."""
     c = summary.counts
-    parts = [f"{n} {s.value}" for s, n in c.items() if n]
+    parts = []
+    for state, n in c.items():
+        if not n:
+            continue
+        if state is State.SKIPPED and summary.skipped_by_error:
+            parts.append(f"{n} skipped ({summary.skipped_by_error} by an error)")
+        else:
+            parts.append(f"{n} {state.value}")
     line = f"{summary.job}: " + (", ".join(parts) or "no rows") + f" (exit {summary.exit_code})"
     stats = summary.stats
     if stats is not None and stats.stop_reason:
-        line += f"; stopped: {stats.stop_reason}"
+        line += f"; {'gave up' if stats.unreachable else 'stopped'}: {stats.stop_reason}"
+    unknown = c.get(State.UNKNOWN, 0)
+    resends = summary.resend_unknown
+    if unknown:
+        line += f"\n{unknown} unknown: no reply was recorded after the message was sent; " + (
+            "resume sends them again (delivery.on_unknown: resend)"
+            if resends
+            else "they are left as they are (delivery.on_unknown: skip): check them "
+            "before sending again"
+        )
     if summary.exit_code in (ExitCode.TEMPFAIL, ExitCode.UNAVAILABLE, 130, 143):
-        again = "worker" if command == "worker" else "resume"
-        line += f"\ncontinue with: txsend {again} {target}"
+        others = c.get(State.PENDING, 0) + c.get(State.DEFERRED, 0) + c.get(State.SENDING, 0)
+        if command == "worker" and (others or not (unknown and resends)):
+            line += f"\ncontinue with: txsend worker {target}"
+            if unknown and resends:
+                line += f"; the unknown rows with: txsend resume {resume_target or target}"
+        else:
+            line += f"\ncontinue with: txsend resume {resume_target or target}"
         if summary.next_attempt_at:
             line += f" (next retry due {_local_time(summary.next_attempt_at)})"
-    elif summary.exit_code == ExitCode.SOME_FAILED and command != "worker":
-        line += f"\nsee the failed rows with: txsend status {target}"
+    elif summary.exit_code == ExitCode.SOME_FAILED:
+        line += f"\nsee the failed rows with: txsend status {resume_target or target}"
     return line
 
 
@@ -931,41 +1100,87 @@ def sink(
 
 def run_cli(argv: list[str]) -> int:
     """Run the CLI on argv and return the exit code; every error becomes a message."""
+    logs.reset()
+    try:
+        return _run_cli(argv)
+    finally:
+        logs.reset()  # the next invocation in this process starts as text
+
+
+def _run_cli(argv: list[str]) -> int:
     command = typer.main.get_command(app)
     try:
         result = command.main(args=argv, prog_name="txsend", standalone_mode=False)
     except typer.Abort:
         return ExitCode.SIGINT
     except TxsendError as exc:
-        console = _err()
-        console.print(f"txsend: error: {exc.message}", markup=False)
-        if exc.hint:
-            console.print(f"hint: {exc.hint}", markup=False)
+        _fail(exc.exit_code, exc.message, exc.hint)
         return exc.exit_code
     except KeyboardInterrupt:
-        _err().print("txsend: interrupted; the journal is consistent: txsend resume JOB")
+        if logs.json_mode():
+            _fail(ExitCode.SIGINT, "interrupted; the journal is consistent: txsend resume JOB")
+        else:
+            _err().print("txsend: interrupted; the journal is consistent: txsend resume JOB")
         return ExitCode.SIGINT
     except Exception as exc:
         if _is_click_usage_error(exc):  # bad flags or arguments, already worded by click
-            exc.show()  # type: ignore[attr-defined]
+            if logs.json_mode() or _asks_for_json(argv):
+                logs.use_format("json")
+                ctx = getattr(exc, "ctx", None)
+                where = ctx.command_path if ctx is not None else "txsend"
+                _fail(ExitCode.USAGE, exc.format_message(), f"see: {where} --help")  # type: ignore[attr-defined]
+            else:
+                exc.show()  # type: ignore[attr-defined]
             return ExitCode.USAGE
         # anything else is a bug: say where, and where to report it
         frame = traceback.extract_tb(exc.__traceback__)[-1]
-        console = _err()
-        console.print(
-            f"txsend: internal error: {type(exc).__name__}: {exc} "
-            f"(at {Path(frame.filename).name}:{frame.lineno})",
-            markup=False,
+        message = (
+            f"internal error: {type(exc).__name__}: {exc} "
+            f"(at {Path(frame.filename).name}:{frame.lineno})"
         )
-        console.print(
+        hint = (
             "this is a bug: please report it as an issue in the txsend repository, with "
-            "this output and the traceback that TXSEND_DEBUG=1 prints",
-            markup=False,
+            "this output and the traceback that TXSEND_DEBUG=1 prints"
         )
+        if logs.json_mode():
+            extra = {"traceback": traceback.format_exc()} if os.environ.get("TXSEND_DEBUG") else {}
+            _fail(ExitCode.SOFTWARE, message, hint, **extra)
+            return ExitCode.SOFTWARE
+        console = _err()
+        console.print(f"txsend: {message}", markup=False)
+        console.print(hint, markup=False)
         if os.environ.get("TXSEND_DEBUG"):
             traceback.print_exc()
         return ExitCode.SOFTWARE
     return result if isinstance(result, int) else ExitCode.OK
+
+
+def _fail(code: int, message: str, hint: str | None = None, **fields: Any) -> None:
+    """The error a command ends with: `txsend: error:` and `hint:` lines, or one JSON event."""
+    if logs.json_mode():
+        logs.output_event(
+            _stderr_line, "error", "error", message, hint=hint, exit_code=int(code), **fields
+        )
+        return
+    console = _err()
+    console.print(f"txsend: error: {message}", markup=False)
+    if hint:
+        console.print(f"hint: {hint}", markup=False)
+
+
+def _asks_for_json(argv: list[str]) -> bool:
+    """`run|resume|worker ... --log-format json`, seen before click parsed the flags (for a
+    usage error, which comes before the command could say so itself)."""
+    if not argv or argv[0] not in ("run", "resume", "worker"):
+        return False
+    for i, arg in enumerate(argv):
+        if arg == "--":
+            break
+        if arg == "--log-format=json" or (
+            arg == "--log-format" and argv[i + 1 : i + 2] == ["json"]
+        ):
+            return True
+    return False
 
 
 def _is_click_usage_error(exc: Exception) -> bool:

@@ -8,6 +8,13 @@ relay has `connections` workers, each keeping one SMTP connection for up to
 `messages_per_connection` transactions. Every outcome is classified by
 `txsend.classify` and settled in one place (`_settle`), written through the group
 committer.
+
+Waiting has one owner: the supervisor task (`_supervise`). The other tasks only ever nap
+for bounded moments and wake on a stop; the supervisor holds the pool's outage
+(`RelayPool.outage_since`) against `delivery.give_up_unreachable`, stops the run when no
+relay is left or usable, and says in `RunStats.waiting` what the run waits for and when it
+will give up. Every transaction that reached a relay counts as one of the row's
+`retry.attempts`, whatever its phase, so hand-backs and failovers are bounded too.
 """
 
 from __future__ import annotations
@@ -22,14 +29,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 
-from txsend.classify import Verdict, classify
+from txsend.classify import Verdict, classify, classify_connect
 from txsend.committer import GroupCommitter
-from txsend.errors import RowError, RowFailed
+from txsend.errors import JobError, RowError, RowFailed, TemplateRowError
 from txsend.journalapi import Claimed, JournalBackend, Record
 from txsend.logs import LOGGER, event
 from txsend.models import Job, RelayConfig, RenderedMessage, Row, State
 from txsend.ratelimit import limiter_for
-from txsend.relaypool import Circuit, RelayPool, RelayState
+from txsend.relaypool import COOL_DOWN, Circuit, RelayPool, RelayState
 from txsend.render import Renderer
 from txsend.stats import ErrorClass, RunStats
 from txsend.suppress import SuppressionList
@@ -39,8 +46,9 @@ CLAIM_BATCH = 256
 RETRY_WAIT_IN_RUN = 60.0  # a run waits for deferred rows due within this many seconds
 RATE_MAX_WAIT = 60.0  # longer than this for a rate slot: the relay's quota is spent
 CONNECT_PAUSE = 0.2  # seconds a worker waits after a failed connection
-RELAY_FAULT_RETRIES = 3  # hand-backs of a message refused or lost for the relay's sake
-MAX_HAND_BACKS = 10  # ... however many other relays there are
+MAX_HAND_BACKS = 10  # hand-backs of one message in a run, however many relays there are
+SUPERVISE_TICK = 0.25  # seconds between the supervisor's looks at the run
+TEMPLATE_FAILURES = 10  # the first rows all failing on one template error: the job's fault
 _END = None  # end marker in the queues
 
 
@@ -59,8 +67,12 @@ class SendOptions:
 class _Item:
     claimed: Claimed
     message: RenderedMessage
-    relay_faults: int = 0  # hand-backs after a failure that was the relay's, not the row's
+    relay_faults: int = 0  # hand-backs after a failure this run
     failed_relays: set[str] = field(default_factory=set)  # relays that failed it this run
+    transactions: int = 0  # transactions this run that reached a relay
+    uncounted: int = 0  # ... of which the journal has not counted (ended before DATA's 354)
+    marked: bool = False  # the current transaction was recorded `sending` (counted)
+    last: tuple[SendResult, Verdict, str] | None = None  # the failure it was handed back after
 
     @property
     def key(self) -> str:
@@ -88,12 +100,15 @@ class Engine:
         self._on_tick = on_tick
         self._suppressions = suppressions if suppressions is not None else SuppressionList()
         self._policy = job.delivery.retry
+        # a relay is probed at least four times before the run gives up on it
+        max_cool_down = max(COOL_DOWN, job.delivery.give_up_unreachable / 4)
         self._pool = RelayPool(
             [
                 RelayState(
                     config,
                     password,
                     limiter_for(config, journal, shared=journal if journal.shared else None),
+                    max_cool_down=min(max_cool_down, 300.0),
                 )
                 for config, password in relays
             ]
@@ -106,10 +121,15 @@ class Engine:
         self._workers: set[asyncio.Task[None]] = set()
         self._slots: asyncio.Semaphore | None = None
         self._stopping = False
+        self._stopped = asyncio.Event()  # set with _stopping: wakes every nap
+        self._waiting_for_relay = False  # the dispatcher holds a message no relay can take
+        self._retry_due: float | None = None  # wall time the producer waits for, if it does
         self._producer_done = False
         self._errors: deque[bool] = deque(maxlen=self._abort_window())
         self._random = random.Random()
         self._crash: BaseException | None = None
+        # the run's first template errors, held back while they are all the same one
+        self._first_errors: list[TemplateRowError] | None = []
         self._limited_to: set[str] = set()  # with --limit: the rows this run took on
         self._refused: set[str] = set()  # rows the journal would not mark sending (fenced)
         self._started = time.monotonic()
@@ -127,9 +147,11 @@ class Engine:
         producer = asyncio.create_task(self._produce(), name="producer")
         dispatcher: asyncio.Task[None] | None = None
         sending = not self.options.dry_run and self._pool.relays
+        supervisor: asyncio.Task[None] | None = None
         if sending:
             self._start_workers()
             dispatcher = asyncio.create_task(self._dispatch(), name="dispatcher")
+            supervisor = asyncio.create_task(self._supervise(), name="supervisor")
         try:
             await producer
             if dispatcher is not None:
@@ -142,7 +164,7 @@ class Engine:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            for background in (ticker, watcher):
+            for background in (ticker, watcher, *([supervisor] if supervisor else [])):
                 background.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await background
@@ -160,9 +182,11 @@ class Engine:
                 self._on_tick(self.stats)
         if self._crash is not None:
             raise self._crash
+        if self._first_errors:  # every row this run took on failed one way: a bad job
+            raise self._template_failure()
         self.stats.not_sent = len(self._in_pipeline)
-        if self.stats.stop_reason == "no relay reachable":
-            self.stats.unreachable = True
+        self.stats.waiting = None
+        if self.stats.unreachable:
             self.stats.ever_connected = self._pool.ever_connected
         return self.stats
 
@@ -174,6 +198,7 @@ class Engine:
                     task.cancel()
             return
         self._stopping = True
+        self._stopped.set()
         if signum is not None:
             self.stats.signal = signum
             self.stats.stop_reason = "interrupted"
@@ -265,11 +290,17 @@ class Engine:
         try:
             message = self.renderer.render(row, message_id)
         except RowFailed as exc:
+            self._trust_template()
             self._record(row.key, State.FAILED, reply=exc.reason)
             return None
+        except TemplateRowError as exc:
+            self._template_error(exc)
+            return None
         except RowError as exc:
+            self._trust_template()
             self._record(row.key, State.SKIPPED, reply=exc.reason)
             return None
+        self._trust_template()
         if len(message.data) > self.job.max_message_size:
             self._record(
                 row.key,
@@ -279,6 +310,35 @@ class Engine:
             )
             return None
         return message
+
+    def _template_error(self, exc: TemplateRowError) -> None:
+        """Skip the row, unless the run's first rows all fail this way (then stop: 65)."""
+        held = self._first_errors
+        if held is None or (held and held[0].reason != exc.reason):
+            self._trust_template()
+            self._record(exc.key or "", State.SKIPPED, reply=exc.reason)
+            return
+        held.append(exc)
+        if len(held) >= TEMPLATE_FAILURES and not self._stopping:
+            self.request_stop(
+                reason=f"the template fails the same way for the first {len(held)} rows: "
+                + exc.reason
+            )
+
+    def _trust_template(self) -> None:
+        """A row rendered (or failed otherwise): held template errors are the rows' own."""
+        held, self._first_errors = self._first_errors, None
+        for exc in held or ():
+            self._record(exc.key or "", State.SKIPPED, reply=exc.reason)
+
+    def _template_failure(self) -> JobError:
+        held = self._first_errors or []
+        first = held[0]
+        return JobError(
+            f"the template fails for the first {len(held)} rows of this run, all with the "
+            f"same error (first: row {first.row}): {first.reason}; nothing was sent",
+            hint="fix the template and run again: those rows are still pending",
+        )
 
     def _claim_size(self) -> int:
         """Rows per claim: a shared journal gets about a second of this worker's pace."""
@@ -316,15 +376,27 @@ class Engine:
             and not self.journal.others_busy()
         ):
             return False
-        await asyncio.sleep(0.2 if wait is None else min(max(wait, 0.05), 0.5))
+        self._retry_due = due
+        try:
+            await self._nap(0.2 if wait is None else min(max(wait, 0.05), 0.5))
+        finally:
+            self._retry_due = None
         return True
+
+    async def _nap(self, seconds: float) -> None:
+        """Sleep at most `seconds`; a stop request ends the nap at once."""
+        if self._stopping or seconds <= 0:
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._stopped.wait()
 
     # --- dispatcher ------------------------------------------------------------------
 
     async def _dispatch(self) -> None:
-        """Give each ready message to a relay; stop when the work is over or relays are."""
-        unreachable_since: float | None = None
-        give_up = self.job.delivery.give_up_unreachable
+        """Give each ready message to a relay; stop when the work is over or relays are.
+
+        With no relay available it waits (the supervisor decides when that is given up)."""
         while True:
             item = await self._ready.get()
             if item is _END:
@@ -336,29 +408,14 @@ class Engine:
                 continue
             relay = self._pool.choose(item.failed_relays)
             while relay is None and not self._stopping:
-                now = time.monotonic()
-                if self._pool.all_dead:
-                    self.request_stop(reason="no relay reachable")
-                    break
-                spent = self._pool.quota_spent_until()
-                if spent is not None:
-                    until = time.strftime("%H:%M:%S", time.localtime(time.time() + spent))
-                    self.request_stop(reason=f"relay rate quota spent until {until}")
-                    break
-                if not self._pool.all_unhealthy:
-                    unreachable_since = None  # only paused (throttled): wait, it is no outage
-                elif unreachable_since is None:
-                    unreachable_since = now
-                elif now - unreachable_since >= give_up:
-                    self.request_stop(reason="no relay reachable")
-                    break
+                self._waiting_for_relay = True
                 pause = self._pool.next_change()
-                await asyncio.sleep(0.5 if pause is None else min(max(pause, 0.05), 1.0))
+                await self._nap(0.5 if pause is None else min(max(pause, 0.05), 1.0))
                 relay = self._pool.choose(item.failed_relays)
+            self._waiting_for_relay = False
             if relay is None:
                 self._drop(item)
                 continue
-            unreachable_since = None
             await self._relay_queues[relay.name].put(item)
         self._drain_relay_queues()
         for relay in self._pool.relays:
@@ -369,6 +426,80 @@ class Engine:
             leftover = self._ready.get_nowait()
             if leftover is not None:
                 self._drop(leftover)
+
+    # --- the supervisor: the one owner of waiting ------------------------------------
+
+    async def _supervise(self) -> None:
+        """Decide when the run gives up on its relays; say what it waits for meanwhile."""
+        shown: str | None = None
+        while not self._stopping:
+            now = time.monotonic()
+            reason = self._give_up_reason(now)
+            if reason is not None:
+                self.stats.unreachable = reason[1]
+                self.request_stop(reason=reason[0])
+                return
+            kind, waiting = self._waiting_reason(now)
+            self.stats.waiting = waiting
+            if kind != shown and waiting is not None:  # logged when the kind of wait changes
+                level = logging.WARNING if kind == "outage" else logging.INFO
+                event(level, "waiting", f"waiting: {waiting}", reason=waiting, wait=kind)
+            shown = kind
+            await self._nap(SUPERVISE_TICK)
+
+    def _give_up_reason(self, now: float) -> tuple[str, bool] | None:
+        """Why the run must stop now, and whether that is 'no relay reachable' (69/75)."""
+        pool = self._pool
+        if pool.all_dead:
+            return "no relay usable: " + self._relays_failing(), True
+        outage = pool.outage_since()
+        give_up = self.job.delivery.give_up_unreachable
+        if outage is not None and now - outage >= give_up:
+            return (
+                f"no relay reachable for {_seconds(give_up)} (give_up_unreachable): "
+                + self._relays_failing(),
+                True,
+            )
+        if self._waiting_for_relay:
+            spent = pool.quota_spent_until()
+            if spent is not None:
+                until = time.strftime("%H:%M:%S", time.localtime(time.time() + spent))
+                return f"relay rate quota spent until {until}", False
+        return None
+
+    def _relays_failing(self) -> str:
+        return "; ".join(
+            f"relay {r.name}: {r.last_error or 'not usable'}"
+            + (f" (hint: {r.hint})" if r.hint else "")
+            for r in self._pool.relays
+        )
+
+    def _waiting_reason(self, now: float) -> tuple[str | None, str | None]:
+        """What the run waits for now, with its deadline: (kind, words), or (None, None)
+        while it makes progress."""
+        pool = self._pool
+        outage = pool.outage_since()
+        if outage is not None:
+            wall = time.time() - now  # monotonic -> wall clock
+            give_up_at = _clock(wall + outage + self.job.delivery.give_up_unreachable)
+            parts = []
+            for relay in pool.relays:
+                if relay.circuit is Circuit.OPEN and relay.retry_at > now:
+                    state = f"circuit open until {_clock(wall + relay.retry_at)}"
+                elif relay.circuit in (Circuit.OPEN, Circuit.HALF_OPEN):
+                    state = "being probed"
+                else:
+                    state = relay.circuit.value
+                parts.append(f"relay {relay.name} {state}: {relay.last_error}")
+            words = "; ".join(parts) + f"; giving up at {give_up_at} (give_up_unreachable)"
+            return "outage", words
+        if self._waiting_for_relay:
+            pause = pool.next_change()
+            if pause is not None:
+                return "paused", f"relays paused or throttled until {_clock(time.time() + pause)}"
+        if self._retry_due is not None and not self._in_pipeline:
+            return "retry", f"next retry due {_clock(self._retry_due)}"
+        return None, None
 
     def _drain_relay_queues(self) -> None:
         """Take back messages assigned to relays but not started (a stop leaves them unsent)."""
@@ -394,7 +525,28 @@ class Engine:
         self._ready.put_nowait(item)
 
     def _drop(self, item: _Item) -> None:
-        """Leave a message unsent this run (its row stays due in the journal)."""
+        """Leave a message unsent this run (its row stays due in the journal).
+
+        A message handed back after failed transactions is deferred with its last reply,
+        so that the journal counts those attempts."""
+        if item.last is not None and item.transactions:
+            result, verdict, relay = item.last
+            next_attempt_at, expired = self._retry_time(item, verdict)
+            state, reply = State.DEFERRED, result.reply
+            if expired:
+                state, next_attempt_at = State.FAILED, None
+                reply = f"{reply} (gave up: {expired})"
+            self.stats.relay(relay).outcomes[state] += 1
+            self._record(
+                item.key,
+                state,
+                code=result.code,
+                reply=reply,
+                relay=relay,
+                next_attempt_at=next_attempt_at,
+                attempt=item.uncounted,
+                address=item.claimed.address,
+            )
         self._release(item.key)
 
     def _release(self, key: str) -> None:
@@ -442,7 +594,9 @@ class Engine:
         if pause > 0:
             if self._pool.has_other({relay.name}):
                 return False  # throttled: another relay takes the message meanwhile
-            await asyncio.sleep(pause)
+            await self._nap(pause)
+            if self._stopping:
+                return False
         if relay.circuit in (Circuit.OPEN, Circuit.DEAD):  # also: it opened during the pause
             return False
         if not connection.is_open and not await self._connect(relay, connection):
@@ -480,11 +634,15 @@ class Engine:
                     relay=relay.name,
                     reason=str(exc),
                 )
-            relay.failed(str(exc), now=time.monotonic(), fatal=exc.auth)
-            await asyncio.sleep(CONNECT_PAUSE)
+            rule = classify_connect(exc.fault)
+            reason = str(exc).removeprefix(f"{relay.config.url}: ")
+            relay.failed(reason, now=time.monotonic(), fatal=rule.permanent)
+            relay.hint = rule.hint
+            await self._nap(CONNECT_PAUSE)
             return False
         counters.connections += 1
         counters.connect_time.add(time.perf_counter() - started)
+        relay.hint = ""
         if relay.name in self._down or not counters.connections - 1:
             self._down.discard(relay.name)
             event(logging.INFO, "relay_up", f"relay {relay.name} up", relay=relay.name)
@@ -502,7 +660,12 @@ class Engine:
             self._release(item.key)
             return
         started = time.perf_counter()
-        result = await connection.send(item.message, partial(self._mark_sending, item.key))
+        item.marked = False
+        result = await connection.send(item.message, partial(self._mark_sending, item))
+        if result.phase is not Phase.CONNECT:  # it reached the relay: one attempt
+            item.transactions += 1
+            if not item.marked:
+                item.uncounted += 1
         if item.key in self._refused:
             # the row is no longer this worker's: nothing sent, nothing to record
             self._refused.discard(item.key)
@@ -515,9 +678,11 @@ class Engine:
         if verdict.reconnect or connection.transactions >= relay.config.messages_per_connection:
             await connection.close()
 
-    async def _mark_sending(self, key: str) -> bool:
-        """Record `sending` before DATA; False: the message must not be sent."""
+    async def _mark_sending(self, item: _Item) -> bool:
+        """Record `sending` before DATA (the journal counts the attempt); False: the
+        message must not be sent."""
         assert self._committer is not None
+        key = item.key
         if not self.journal.may_start_data() or not await self._committer.mark_sending(key):
             # a shared journal: this worker's lease may have lapsed, or did (fencing)
             self._refused.add(key)
@@ -527,6 +692,7 @@ class Engine:
                     or "the journal's lease could not be renewed in time"
                 )
             return False
+        item.marked = True
         return True
 
     def _worker_exited(self, task: asyncio.Task[None]) -> None:
@@ -550,40 +716,37 @@ class Engine:
         relay: RelayState,
         latency: float,
     ) -> None:
-        """Apply one transaction's verdict: relay health, retries, the journal row."""
+        """Apply one transaction's verdict: relay health, failover, retries, the journal row.
+
+        A message refused for a reason that is not the recipient's (deferred, or the
+        relay's fault) goes to another relay at once while the row has attempts left; to
+        the same relay again only after a lone 421 or lost session on a relay that was
+        working (a new connection often takes it). Otherwise the row is settled: every
+        transaction that reached a relay counted as an attempt, so `retry.attempts` and
+        `max_age` bound them all."""
         now = time.monotonic()
-        reached_data = result.phase in (Phase.DATA, Phase.DATA_END, Phase.DONE)
         lost = result.code is None
+        nothing_sent = result.phase is Phase.CONNECT  # the connection was gone before MAIL
         if verdict.slow_down:
             relay.throttled(now)
-        if verdict.relay_fault or verdict.slow_down or lost or result.code == 421:
+        relay_failed = verdict.relay_fault or verdict.slow_down or lost or result.code == 421
+        if relay_failed:
             relay.failed(verdict.reason or result.reply, now=now)
-            # Not the recipient's doing: the message goes to a relay again (this one after
-            # reconnecting, or another) a few times before it is deferred.
-            handed_back = result.code == 421 or (lost and result.phase is not Phase.DATA_END)
-            item.failed_relays.add(relay.name)
-            # Not the recipient's doing: another relay may take it now; failing that, this
-            # one a few times more (a throttling relay is not pressed: the row is deferred).
-            may_retry = self._pool.has_other(item.failed_relays) or (
-                item.relay_faults < RELAY_FAULT_RETRIES and not verdict.slow_down
-            )
-            if (
-                (verdict.relay_fault or verdict.slow_down or handed_back)
-                and may_retry
-                and item.relay_faults < MAX_HAND_BACKS
-                and not self._stopping
-            ):
-                item.relay_faults += 1
-                self._hand_back(item)
-                return
         else:
             relay.succeeded()
+        if verdict.state is State.DEFERRED and self._may_hand_back(item, result, relay):
+            if not nothing_sent:
+                item.failed_relays.add(relay.name)
+            item.relay_faults += 1
+            item.last = (result, verdict, relay.name)
+            self._hand_back(item)
+            return
 
         state = verdict.state
         next_attempt_at = None
         reply = result.reply
         if state is State.DEFERRED:
-            next_attempt_at, expired = self._retry_time(item.claimed, verdict)
+            next_attempt_at, expired = self._retry_time(item, verdict)
             if expired:
                 state, next_attempt_at = State.FAILED, None
                 reply = f"{reply} (gave up: {expired})"
@@ -599,17 +762,44 @@ class Engine:
             reply=reply,
             relay=relay.name,
             next_attempt_at=next_attempt_at,
-            attempt=not reached_data,
+            attempt=item.uncounted,
             suppress="hard bounce in this job" if verdict.suppress else None,
             address=item.claimed.address,
         )
         self._release(item.key)
         self._judge_error_rate(state)
 
-    def _retry_time(self, claimed: Claimed, verdict: Verdict) -> tuple[float | None, str | None]:
+    def _may_hand_back(self, item: _Item, result: SendResult, relay: RelayState) -> bool:
+        """Should a deferred message be tried again in this run, at once?"""
+        if self._stopping or item.relay_faults >= MAX_HAND_BACKS:
+            return False
+        if result.phase is Phase.CONNECT:
+            return True  # the connection closed while idle: nothing reached the relay
+        if self._attempts(item) >= self._policy.attempts:
+            return False
+        failed = item.failed_relays | {relay.name}
+        if self._pool.has_other(failed):
+            return True  # failover: another relay may take it now
+        # a lone 421 or lost session on a relay that was working: once on a new connection
+        session_over = result.code == 421 or (
+            result.code is None and result.phase is not Phase.DATA_END
+        )
+        return (
+            session_over
+            and item.relay_faults == 0  # once per message and run
+            and relay.failures <= 1
+            and relay.circuit is Circuit.CLOSED
+        )
+
+    def _attempts(self, item: _Item) -> int:
+        """The row's attempts so far: the journal's at claim time and this run's."""
+        return item.claimed.attempts + item.transactions
+
+    def _retry_time(self, item: _Item, verdict: Verdict) -> tuple[float | None, str | None]:
         """When to try a deferred row again, or why it is given up (delivery.retry)."""
         policy = self._policy
-        attempts = claimed.attempts + 1
+        claimed = item.claimed
+        attempts = max(1, self._attempts(item))
         now = time.time()
         first = claimed.first_attempt_at or now
         if attempts >= policy.attempts:
@@ -652,7 +842,7 @@ class Engine:
         reply: str | None = None,
         relay: str | None = None,
         next_attempt_at: float | None = None,
-        attempt: bool = False,
+        attempt: int = 0,
         suppress: str | None = None,
         address: str | None = None,
     ) -> None:
@@ -683,7 +873,7 @@ class Engine:
         counters = stats.relay(relay.name)
         counters.attempts += 1
         counters.latency.add(latency)
-        if item.claimed.attempts or item.relay_faults:
+        if item.claimed.attempts or item.transactions > 1:
             stats.retries += 1
         stats.reply_codes.add(result.code, result.text)
         if result.accepted:
@@ -712,3 +902,17 @@ class Engine:
             self._collect_relay_stats()
             self._on_tick(self.stats)
             await asyncio.sleep(self.options.tick)
+
+
+def _clock(timestamp: float) -> str:
+    """A wall-clock time for people: 14:03:07."""
+    return time.strftime("%H:%M:%S", time.localtime(timestamp))
+
+
+def _seconds(seconds: float) -> str:
+    """A duration as the job would write it: 90 s -> 1m30s, 120 s -> 2m, 3 s -> 3s."""
+    whole = round(seconds)
+    if whole < 60:
+        return f"{seconds:g}s"
+    minutes, rest = divmod(whole, 60)
+    return f"{minutes}m{rest}s" if rest else f"{minutes}m"

@@ -4,6 +4,7 @@
     ├── UsageError              64  bad command-line use
     ├── JobError                65  bad job file, template or data (file:line / row key)
     │   └── RowError                one row cannot be rendered: skipped
+    │       ├── TemplateRowError    ... because a template failed for it
     │       └── RowFailed           one row's message cannot be built: failed
     ├── MissingInputError       66  an input file does not exist
     ├── UnreachableError        69  no relay reachable, or authentication refused
@@ -89,6 +90,12 @@ class RowError(JobError):
         self.reason = message
         self.row = row
         self.key = key
+
+
+class TemplateRowError(RowError):
+    """A template failed for one row (an undefined variable, a filter's error): skipped,
+    unless it fails the same way for every row a run starts with, which is the job's fault
+    (the run stops with 65 and leaves the rows pending)."""
 
 
 class RowFailed(RowError):

@@ -26,7 +26,14 @@ from typing import Any
 import sqlite_utils
 
 from txsend.errors import ConfigError, JobError, MissingInputError, RowError
-from txsend.journalapi import Claimed, IngestStats, Record, RunInfo, describe_changes
+from txsend.journalapi import (
+    Claimed,
+    IngestStats,
+    Record,
+    RunInfo,
+    describe_changes,
+    error_skip_sql,
+)
 from txsend.models import State
 
 __all__ = ["Claimed", "IngestStats", "Journal", "Record", "RunInfo"]
@@ -413,6 +420,17 @@ class Journal:
             "SELECT min(next_attempt_at) FROM messages WHERE state = 'deferred'"
         ).fetchone()
         return None if value is None else float(value)
+
+    def skipped_by_error(self) -> int:
+        """Skipped rows whose reason is not a policy skip (an invalid row, a template)."""
+        (messages,) = self._conn.execute(
+            "SELECT count(*) FROM messages WHERE state = 'skipped' AND "
+            + error_skip_sql("coalesce(reply, '')")
+        ).fetchone()
+        (rows,) = self._conn.execute(
+            "SELECT count(*) FROM skipped_rows WHERE " + error_skip_sql("reason")
+        ).fetchone()
+        return int(messages) + int(rows)
 
     def skipped_rows(self, limit: int = 1000) -> Iterator[dict[str, Any]]:
         """Data rows that never became messages (duplicate key, invalid row)."""

@@ -47,9 +47,20 @@ class Record:
     reply: str | None = None
     relay: str | None = None
     next_attempt_at: float | None = None
-    attempt: bool = False  # a transaction that ended before DATA: count it as an attempt
+    attempt: int = 0  # transactions the journal has not counted yet (ended before DATA)
     suppress: str | None = None  # add the address to the job's suppressions (a hard bounce)
     address: str | None = None
+
+
+# Reasons a row is skipped on purpose; any other skip (an invalid address, a template
+# error, header injection from data) is an error, which makes the run's exit code 1.
+POLICY_SKIPS = ("suppressed", "duplicate key", "no longer in the data file")
+
+
+def error_skip_sql(column: str, *, wildcard: str = "%") -> str:
+    """An SQL condition, true when the skip reason in `column` is not a policy skip
+    (`wildcard="%%"` where the driver formats parameters with %s)."""
+    return " AND ".join(f"{column} NOT LIKE '{reason}{wildcard}'" for reason in POLICY_SKIPS)
 
 
 @dataclass
@@ -114,6 +125,10 @@ class JournalBackend(Protocol):
 
     # summary and reading
     def counts(self) -> dict[State, int]: ...
+    def skipped_by_error(self) -> int:
+        """Skipped rows that were not skipped by policy (see `POLICY_SKIPS`)."""
+        ...
+
     def next_attempt_at(self) -> float | None: ...
     def skipped_rows(self, limit: int = 1000) -> Iterator[dict[str, Any]]: ...
     def find(self, key: str) -> Claimed | None: ...

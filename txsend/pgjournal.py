@@ -31,15 +31,18 @@ hosts' clock skew does not matter for them; retry times use the worker's wall cl
 
 from __future__ import annotations
 
+import getpass
 import json
 import logging
 import os
+import re
 import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -48,7 +51,14 @@ import psycopg_pool
 from psycopg.conninfo import conninfo_to_dict
 
 from txsend.errors import ConfigError, JobError, MissingInputError, RowError, TemporaryError
-from txsend.journalapi import Claimed, IngestStats, Record, RunInfo, describe_changes
+from txsend.journalapi import (
+    Claimed,
+    IngestStats,
+    Record,
+    RunInfo,
+    describe_changes,
+    error_skip_sql,
+)
 from txsend.logs import event
 from txsend.models import State
 
@@ -56,6 +66,7 @@ SCHEMA_VERSION = 1
 DEFAULT_LEASE = 30.0  # seconds a worker may stay silent before its rows are reaped
 DATA_MARGIN = 0.6  # no new DATA once the last renewal is older than this share of the lease
 ABORT_POLL = 1.0  # seconds between reads of the job's abort flag (the 2 s promise)
+BUSY_CACHE = 0.25  # seconds an others_busy() answer is reused (the engine asks every 0.2 s)
 _NOW = "extract(epoch from clock_timestamp())"
 _PROBLEM_STATES = ("failed", "bounced", "unknown")
 _REDOABLE = (
@@ -124,6 +135,8 @@ CREATE TABLE IF NOT EXISTS txsend_workers (
     started_at float8 NOT NULL, renewed_at float8 NOT NULL, expires_at float8 NOT NULL,
     state text NOT NULL
 );
+CREATE INDEX IF NOT EXISTS txsend_workers_active ON txsend_workers (job)
+    WHERE state = 'active';
 CREATE TABLE IF NOT EXISTS txsend_rates (relay text PRIMARY KEY, tat float8 NOT NULL);
 CREATE TABLE IF NOT EXISTS txsend_rate_windows (
     relay text NOT NULL, window_start float8 NOT NULL, count integer NOT NULL,
@@ -179,6 +192,115 @@ def _connect_kwargs(url: str) -> dict[str, Any]:
     return kwargs
 
 
+# What the server says when it refuses a connection for good: the connection attempt has
+# no SQLSTATE in psycopg 3 (exc.sqlstate is None: libpq keeps only the message), so these
+# match the server's (English) messages; anything else (no server, timeout, too many
+# connections, starting up) stays temporary.
+_AUTH_FAILED = re.compile(r'(\S+) authentication failed for user "([^"]*)"')  # 28P01, 28000
+_NO_PASSWORD = re.compile(r"no password supplied")  # libpq: the server asked for one
+_NO_ROLE = re.compile(r'role "([^"]*)" does not exist')  # 28000
+_NO_DATABASE = re.compile(r'database "([^"]*)" does not exist')  # 3D000
+_REJECTED = re.compile(  # 28000 (pg_hba.conf), 42501 (CONNECT privilege), 28000 (NOLOGIN)
+    r"no pg_hba\.conf entry for [^\n]*|pg_hba\.conf rejects connection[^\n]*"
+    r'|permission denied for database "[^"]*"|role "[^"]*" is not permitted to log in'
+)
+
+
+def _refused(url: str, exc: psycopg.Error) -> ConfigError | None:
+    """A ConfigError (78) when the server refused the connection for good, else None.
+
+    The message names the database user and where the password came from, never the
+    password itself.
+    """
+    message = str(exc)
+    where = redact(url)
+    user = _user(url, exc)
+    auth = _AUTH_FAILED.search(message)
+    if auth is not None and auth.group(1).lower() == "password":
+        source = _password_source(url, given=True)
+        return ConfigError(
+            f"the journal database {where} refused the password of user "
+            f'"{auth.group(2)}" ({source})',
+            hint="correct the password in TXSEND_PG_PASSWORD or the PGPASSFILE, or the user "
+            "in the URL",
+        )
+    if auth is not None:
+        return ConfigError(
+            f'the journal database {where} refused user "{auth.group(2)}": '
+            f"{auth.group(1)} authentication failed",
+            hint="check the user in the URL and the server's pg_hba.conf",
+        )
+    if _NO_PASSWORD.search(message):
+        return ConfigError(
+            f'the journal database {where} asks user "{user}" for a password, and '
+            f"{_password_source(url, given=False)}",
+            hint="set TXSEND_PG_PASSWORD, or add the server to a PGPASSFILE",
+        )
+    role = _NO_ROLE.search(message)
+    if role is not None:
+        return ConfigError(
+            f'the journal database {where} has no user "{role.group(1)}" (role does not exist)',
+            hint="correct the user in the URL, or create the role on the server",
+        )
+    database = _NO_DATABASE.search(message)
+    if database is not None:
+        return ConfigError(
+            f'the journal database {where} cannot be opened as user "{user}": '
+            f'database "{database.group(1)}" does not exist',
+            hint=f"correct the database name in the URL, or create it: createdb -O {user} "
+            f"{database.group(1)}",
+        )
+    rejected = _REJECTED.search(message)
+    if rejected is not None:
+        return ConfigError(
+            f'the journal database {where} refused user "{user}": {rejected.group(0)}',
+            hint="check the user and database in the URL, and the server's pg_hba.conf",
+        )
+    return None
+
+
+def _user(url: str, exc: psycopg.Error) -> str:
+    """The database user of the failed connection attempt (as libpq resolved it)."""
+    pgconn = getattr(exc, "pgconn", None)
+    user = getattr(pgconn, "user", None)
+    if user:
+        return bytes(user).decode("utf-8", "replace")
+    try:
+        named = conninfo_to_dict(url).get("user")
+    except psycopg.ProgrammingError:
+        named = None
+    if named:
+        return str(named)
+    try:
+        return os.environ.get("PGUSER") or getpass.getuser()
+    except (KeyError, OSError):
+        return "(unknown)"
+
+
+def _password_source(url: str, *, given: bool) -> str:
+    """Where the password of a refused connection came from (given: one was sent)."""
+    if given and os.environ.get("TXSEND_PG_PASSWORD"):
+        return "the password came from TXSEND_PG_PASSWORD"
+    if given and os.environ.get("PGPASSWORD"):
+        return "the password came from PGPASSWORD"
+    try:
+        named = conninfo_to_dict(url).get("passfile")
+    except psycopg.ProgrammingError:
+        named = None
+    explicit = str(named) if named else os.environ.get("PGPASSFILE")
+    path = Path(explicit or "~/.pgpass").expanduser()
+    label = "PGPASSFILE" if explicit else "libpq's default PGPASSFILE"
+    if path.is_file():
+        if given:
+            return f"the password came from the {label} {path}"
+        return f"no password was given: the {label} {path} has no entry for this server and user"
+    if explicit:
+        return f"no password was given: the PGPASSFILE {path} does not exist"
+    if given:  # from somewhere else libpq looks (a service file?)
+        return "the password came from libpq's settings, not TXSEND_PG_PASSWORD or a PGPASSFILE"
+    return "no password was given (neither TXSEND_PG_PASSWORD nor a PGPASSFILE)"
+
+
 class PgJournal:
     """One job's rows in a shared PostgreSQL database."""
 
@@ -197,7 +319,7 @@ class PgJournal:
         self._stop = threading.Event()
         self._flags = threading.Lock()  # orders the heartbeat's reads with clear_abort
         self._heartbeat: threading.Thread | None = None
-        self._busy_others = False
+        self._busy_checked = (float("-inf"), False)  # (monotonic time, others_busy answer)
 
     # --- opening -------------------------------------------------------------------
 
@@ -216,6 +338,9 @@ class PgJournal:
         try:  # one direct attempt first: it fails fast, and says why
             psycopg.connect(url, **kwargs).close()
         except psycopg.Error as exc:
+            refused = _refused(url, exc)
+            if refused is not None:
+                raise refused from None  # waiting does not fix it: no "try again" (75)
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
             raise TemporaryError(
                 f"cannot reach the journal database {redact(url)}: {reason}",
@@ -366,7 +491,9 @@ class PgJournal:
                 "once the database is back: txsend resume JOB --journal URL",
             ) from None
 
-    def _one(self, query: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
+    def _one(
+        self, query: str, params: Sequence[Any] | Mapping[str, Any] = ()
+    ) -> tuple[Any, ...] | None:
         with self._conn() as conn:
             found: tuple[Any, ...] | None = conn.execute(query, params).fetchone()
             return found
@@ -556,11 +683,8 @@ class PgJournal:
             row = conn.execute(
                 f"UPDATE txsend_workers SET renewed_at = {_NOW}, expires_at = {_NOW} + %s "
                 f"WHERE epoch = %s AND state = 'active' AND expires_at > {_NOW} "
-                "RETURNING (SELECT abort_reason FROM txsend_jobs WHERE name = %s), "
-                "EXISTS (SELECT 1 FROM txsend_messages m JOIN txsend_workers w "
-                "ON w.epoch = m.owner_epoch WHERE m.job = %s AND m.owner_epoch <> %s "
-                "AND w.state = 'active')",
-                (self.lease, self.epoch, job, job, self.epoch),
+                "RETURNING (SELECT abort_reason FROM txsend_jobs WHERE name = %s)",
+                (self.lease, self.epoch, job),
             ).fetchone()
         if row is None:
             self._lost = (
@@ -572,7 +696,6 @@ class PgJournal:
             return
         self._renewed_at = sent
         self._aborted = row[0]
-        self._busy_others = bool(row[1])
 
     def reap(self) -> int:
         """Free the rows of workers whose lease expired; their `sending` rows → `unknown`.
@@ -648,7 +771,35 @@ class PgJournal:
         return None
 
     def others_busy(self) -> bool:
-        return self._busy_others
+        """True while other workers' live leases hold rows of the job (claimed or in DATA).
+
+        Asked of the database when the engine finds nothing to claim (a worker that just
+        joined must not take "no free row" for "done" while the others still work), and
+        answered again from that reading for BUSY_CACHE seconds. Rows held by a lease that
+        expired are reaped here, as the heartbeat would: they are free to claim now (True,
+        so the caller looks again), and keep no worker waiting after that.
+        """
+        at, busy = self._busy_checked
+        now = time.monotonic()
+        if now - at < BUSY_CACHE:
+            return busy
+        held = (
+            "EXISTS (SELECT 1 FROM txsend_workers w JOIN txsend_messages m "
+            "ON m.owner_epoch = w.epoch AND m.job = w.job WHERE w.job = %(job)s "
+            "AND w.state = 'active' AND w.epoch IS DISTINCT FROM %(epoch)s "
+            f"AND w.expires_at {{}} {_NOW})"
+        )
+        row = self._one(
+            f"SELECT {held.format('>')}, {held.format('<=')}",
+            {"job": self._job(), "epoch": self.epoch},
+        )
+        live, expired = (bool(row[0]), bool(row[1])) if row else (False, False)
+        if expired:
+            self.reap()  # their claimed rows are free again: the caller looks again
+            self._busy_checked = (float("-inf"), False)  # and asks afresh next time
+            return True
+        self._busy_checked = (now, live)
+        return live
 
     def abort(self, reason: str) -> None:
         with self._conn() as conn:
@@ -814,6 +965,18 @@ class PgJournal:
             (self._job(),),
         )
         return None if row is None or row[0] is None else float(row[0])
+
+    def skipped_by_error(self) -> int:
+        """Skipped rows whose reason is not a policy skip (an invalid row, a template)."""
+        job = self._job()
+        row = self._one(
+            "SELECT (SELECT count(*) FROM txsend_messages WHERE job = %s AND state = 'skipped' "
+            f"AND {error_skip_sql('coalesce(reply, chr(32))', wildcard='%%')}) + (SELECT "
+            f"count(*) FROM txsend_skipped_rows WHERE job = %s AND "
+            f"{error_skip_sql('reason', wildcard='%%')})",
+            (job, job),
+        )
+        return int(row[0]) if row else 0
 
     def skipped_rows(self, limit: int = 1000) -> Iterator[dict[str, Any]]:
         for row, key, reason in self._all(

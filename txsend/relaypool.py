@@ -4,7 +4,13 @@ A relay's circuit opens after repeated failures (refused or lost connections, AU
 refused, replies that blame the relay, repeated throttling): its traffic moves to the
 next healthy relay of the same priority, then of the next priority. After a cool-down
 one connection probes it (half-open); success closes the circuit, failure reopens it
-with a longer cool-down.
+with a longer cool-down, never longer than a quarter of `give_up_unreachable`, so that
+a relay is probed several times before the run gives up on it.
+
+Each relay also keeps `failing_since`: when its current run of failures began (None while
+it is healthy). The pool's outage began when the last relay still working started failing;
+`RelayPool.outage_since` is what the engine's supervisor holds against
+`give_up_unreachable`. A probe that fails again does not restart that clock.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ class Circuit(StrEnum):
     CLOSED = "closed"  # healthy
     OPEN = "open"  # cooling down: no traffic
     HALF_OPEN = "half-open"  # one probe allowed
-    DEAD = "dead"  # authentication refused: no use in retrying this run
+    DEAD = "dead"  # a fault waiting cannot fix (AUTH, certificate, DNS): out for the run
 
 
 @dataclass
@@ -49,8 +55,11 @@ class RelayState:
     slow_downs: int = 0  # consecutive throttling replies
     quota_until: float = 0.0  # an hourly/daily quota is spent until this (monotonic)
     ever_connected: bool = False
+    failing_since: float | None = None  # monotonic time of the first failure since a success
+    max_cool_down: float = MAX_COOL_DOWN
     current_weight: int = 0  # smooth weighted round robin state
     last_error: str | None = None
+    hint: str = ""  # what to change, after a connection fault that has a remedy
     events: list[str] = field(default_factory=list)  # circuit changes, for logs/reports
 
     @property
@@ -72,6 +81,9 @@ class RelayState:
         """A transaction or connection worked: the relay is healthy again."""
         self.failures = 0
         self.slow_downs = 0
+        self.failing_since = None
+        if self.circuit is Circuit.DEAD:
+            return  # taken out for the run: a late reply does not bring it back
         if self.circuit is not Circuit.CLOSED:
             self.events.append("circuit closed")
             event(
@@ -86,6 +98,10 @@ class RelayState:
     def failed(self, reason: str, *, now: float, fatal: bool = False) -> bool:
         """Count a failure; returns True when the circuit has just opened (or died)."""
         self.last_error = reason
+        if self.failing_since is None:
+            self.failing_since = now
+        if self.circuit is Circuit.DEAD:
+            return False
         if fatal:
             self.circuit = Circuit.DEAD
             self.events.append(f"relay given up: {reason}")
@@ -100,7 +116,7 @@ class RelayState:
         self.failures += 1
         if self.circuit is Circuit.HALF_OPEN or self.failures >= FAILURES_TO_OPEN:
             self.opened += 1
-            cool_down = min(MAX_COOL_DOWN, COOL_DOWN * 2.0 ** (self.opened - 1))
+            cool_down = min(self.max_cool_down, COOL_DOWN * 2.0 ** (self.opened - 1))
             self.circuit = Circuit.OPEN
             self.retry_at = now + cool_down
             self.probing = False
@@ -192,6 +208,16 @@ class RelayPool:
         if not usable or any(r.quota_until <= now for r in usable):
             return None
         return min(r.quota_until for r in usable) - now
+
+    def outage_since(self) -> float | None:
+        """Since when no usable relay has worked (None: one is healthy, or untried).
+
+        Dead relays do not count; with every relay dead the outage is total (see
+        `all_dead`)."""
+        usable = [r for r in self.relays if r.circuit is not Circuit.DEAD]
+        if not usable or any(r.failing_since is None for r in usable):
+            return None
+        return max(r.failing_since for r in usable if r.failing_since is not None)
 
     @property
     def ever_connected(self) -> bool:

@@ -29,7 +29,14 @@ import jinja2
 from jinja2.sandbox import SandboxedEnvironment
 
 from txsend.attachments import Part, PathEscapes, attachment_part, confine, inline_part
-from txsend.errors import JobError, MissingInputError, RowError, RowFailed, UsageError
+from txsend.errors import (
+    JobError,
+    MissingInputError,
+    RowError,
+    RowFailed,
+    TemplateRowError,
+    UsageError,
+)
 from txsend.mime import MAX_LINE, Framer, normalise_body, text_leaf
 from txsend.models import AttachmentSpec, Content, Job, RenderedMessage, Row, Template
 
@@ -161,10 +168,10 @@ class _Compiled:
                 reason = f"undefined variable '{match[1]}' in {where}"
             else:
                 reason = f"undefined value in {where}: {exc.message}"
-            raise RowError(reason, row=row.number, key=row.key) from exc
+            raise TemplateRowError(reason, row=row.number, key=row.key) from exc
         except Exception as exc:
             reason = f"template error in {self._where(exc)}: {type(exc).__name__}: {exc}"
-            raise RowError(reason, row=row.number, key=row.key) from exc
+            raise TemplateRowError(reason, row=row.number, key=row.key) from exc
         return out.strip(" \t") if self.strip else out
 
     def _where(self, exc: BaseException) -> str:

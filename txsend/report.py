@@ -51,6 +51,8 @@ class Summary:
     command: str = "run"
     problems: Problems | None = None
     workers: tuple[dict[str, Any], ...] = ()  # a shared journal's processes (`status`)
+    skipped_by_error: int = 0  # skipped rows not skipped by policy (they make exit 1)
+    resend_unknown: bool = True  # delivery.on_unknown: resend (resume sends them again)
 
     def to_json(self) -> dict[str, Any]:
         """The report object of `--json` and `--report` (schema 1)."""
@@ -65,6 +67,7 @@ class Summary:
             "exit_code": self.exit_code,
             "dry_run": self.dry_run,
             "counts": state_counts(self.counts),
+            "skipped_by_error": self.skipped_by_error,
             "next_attempt_at": self.next_attempt_at,
             "warnings": list(self.warnings),
         }
@@ -212,17 +215,34 @@ def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds * 1000, 2)
 
 
-def decide_exit_code(counts: dict[State, int], stats: RunStats, *, resend_unknown: bool) -> int:
-    """SPEC.md's exit code for a finished run, from the journal's counts and the run."""
+def decide_exit_code(
+    counts: dict[State, int],
+    stats: RunStats,
+    *,
+    resend_unknown: bool,
+    skipped_by_error: int = 0,
+    pending_ok: bool = False,
+) -> int:
+    """SPEC.md's exit code for a finished run, from the journal's counts and the run.
+
+    0 only when every row is delivered or skipped by policy (suppressed, duplicate key).
+    `unknown` rows are 75 while `resume` will resend them, 1 when they are terminal by
+    policy (`on_unknown: skip`); rows skipped by an error (invalid address, template or
+    header injection) are 1, like bounced and failed ones. Rows still `pending` are 75
+    unless the run was asked to leave them (`pending_ok`: --limit, --dry-run)."""
     if stats.signal is not None:
         return ExitCode.SIGTERM if stats.signal == 15 else ExitCode.SIGINT
     if stats.unreachable:
         return ExitCode.TEMPFAIL if stats.ever_connected else ExitCode.UNAVAILABLE
     waiting = counts[State.DEFERRED] + counts[State.SENDING]
+    if not pending_ok:
+        waiting += counts[State.PENDING]
     if resend_unknown:
         waiting += counts[State.UNKNOWN]
     if waiting or stats.stop_reason:
         return ExitCode.TEMPFAIL
-    if counts[State.BOUNCED] or counts[State.FAILED]:
+    if counts[State.BOUNCED] or counts[State.FAILED] or counts[State.UNKNOWN]:
+        return ExitCode.SOME_FAILED
+    if skipped_by_error:
         return ExitCode.SOME_FAILED
     return ExitCode.OK

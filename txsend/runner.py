@@ -28,6 +28,7 @@ from txsend.errors import (
     MissingInputError,
     RowError,
     TemporaryError,
+    TxsendError,
     UsageError,
 )
 from txsend.jobfile import LIST_SUFFIXES, JobOverrides, default_journal, load_job
@@ -316,6 +317,7 @@ def send(
             on_tick(stats)
 
     engine = Engine(job, journal, renderer, relays, options, tick, suppressions)
+    stats: RunStats | None = None
     engine.stats.unknown_recovered = prepared.recovered
     event(
         logging.INFO,
@@ -330,11 +332,21 @@ def send(
     )
     exit_code = 70
     try:
-        stats = eventloop.run(_run_with_signals(engine))
+        try:
+            stats = eventloop.run(_run_with_signals(engine))
+        except TxsendError as exc:  # e.g. the template fails for every row: 65
+            exit_code = exc.exit_code
+            raise
         counts = journal.counts()
+        by_error = journal.skipped_by_error()
+        resend = job.delivery.on_unknown == "resend"
         # unknown rows left on a shared journal wait for `resume` as they would on SQLite
         exit_code = decide_exit_code(
-            counts, stats, resend_unknown=job.delivery.on_unknown == "resend"
+            counts,
+            stats,
+            resend_unknown=resend,
+            skipped_by_error=by_error,
+            pending_ok=request.dry_run or request.limit is not None,
         )
         journal.finish_run(run_id, exit_code)
         summary = Summary(
@@ -348,10 +360,12 @@ def send(
             tuple(renderer.warnings),
             command=command,
             problems=problems_of(journal, request.target),
+            skipped_by_error=by_error,
+            resend_unknown=resend,
         )
         outputs.finish(summary.to_json())
     finally:
-        if exit_code == 70:
+        if exit_code == 70 or stats is None:
             journal.finish_run(run_id, exit_code)
         outputs.close()
     event(

@@ -177,6 +177,7 @@ class RunStats:
     timeline: Timeline = field(init=False)
     queue_depth: int = 0  # rendered messages waiting for a connection (last seen)
     stop_reason: str | None = None
+    waiting: str | None = None  # what the run waits for now, and until when (live view)
     unreachable: bool = False
     ever_connected: bool = False
     signal: int | None = None

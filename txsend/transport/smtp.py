@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import socket
 import ssl
 from collections.abc import Awaitable, Callable
@@ -13,7 +14,7 @@ from typing import cast
 import aiosmtplib
 
 from txsend.models import RelayConfig, RenderedMessage, Timeouts, TlsMode
-from txsend.transport.base import Phase, RelayDown, SendResult
+from txsend.transport.base import ConnectFault, Phase, RelayDown, SendResult
 from txsend.transport.replies import ReplyReader
 
 # Replies that make no sense for one message but say the session is over (RFC 5321 3.8).
@@ -70,44 +71,43 @@ class SmtpConnection:
         return "smtputf8" in self._extensions
 
     async def open(self) -> None:
-        """Connect, EHLO, STARTTLS and AUTH as the relay wants; RelayDown on any failure."""
+        """Connect, EHLO, STARTTLS and AUTH as the relay wants; RelayDown on any failure.
+
+        The whole opening is bounded by `timeouts.connect + timeouts.command`, however
+        the relay paces its replies (a server that drips one byte a second is cut off)."""
         relay = self.relay
         tls_context = tls_context_for(relay)
+        timeouts = self._timeouts
         smtp = aiosmtplib.SMTP(
             hostname=relay.host,
             port=relay.port,
             local_hostname=local_hostname(),
-            timeout=self._timeouts.connect,
+            timeout=timeouts.connect,
             use_tls=relay.tls is TlsMode.IMPLICIT,
             start_tls=relay.tls is TlsMode.STARTTLS,
             tls_context=tls_context,
         )
+        stage = "connect"
         try:
-            await smtp.connect()
-            if smtp.last_ehlo_response is None:  # connect() greets only for STARTTLS
-                await smtp.ehlo()
-            # AUTH here rather than in connect(): on a refusal the connection is still ours
-            # to close properly
-            if self._password is not None and relay.username is not None:
-                await smtp.login(relay.username, self._password)
-        except aiosmtplib.SMTPAuthenticationError as exc:
+            async with asyncio.timeout(timeouts.connect + timeouts.command):
+                await smtp.connect()
+                stage = "ehlo"
+                if smtp.last_ehlo_response is None:  # connect() greets only for STARTTLS
+                    await smtp.ehlo()
+                # AUTH here rather than in connect(): on a refusal the connection is still
+                # ours to close properly
+                if self._password is not None and relay.username is not None:
+                    stage = "auth"
+                    await smtp.login(relay.username, self._password)
+        except (aiosmtplib.SMTPException, OSError, ssl.SSLError, TimeoutError) as exc:
             await _shut(smtp)
-            raise RelayDown(
-                f"{relay.url}: authentication refused: {exc.code} {exc.message}",
-                code=exc.code,
-                auth=True,
-            ) from None
-        except aiosmtplib.SMTPResponseException as exc:
-            await _shut(smtp)
-            raise RelayDown(f"{relay.url}: {exc.code} {exc.message}", code=exc.code) from None
-        except (aiosmtplib.SMTPException, OSError, ssl.SSLError) as exc:
-            await _shut(smtp)
-            raise RelayDown(f"{relay.url}: {_describe(exc)}") from None
+            fault, code, reason = connect_fault(exc, stage)
+            raise RelayDown(f"{relay.url}: {reason}", fault=fault, code=code) from None
         # uvloop's transports are not asyncio.WriteTransport subclasses: no isinstance
         transport = cast(asyncio.WriteTransport | None, smtp.transport)
         if transport is None or transport.is_closing():
             await _shut(smtp)
-            raise RelayDown(f"{relay.url}: connection lost after EHLO")
+            raise RelayDown(f"{relay.url}: connection lost after EHLO", fault=ConnectFault.RESET)
         self._extensions = frozenset(k.lower() for k in smtp.esmtp_extensions)
         reader = ReplyReader(transport)
         transport.set_protocol(reader)  # aiosmtplib is done with this connection
@@ -291,5 +291,69 @@ def _describe(exc: BaseException) -> str:
     if any(isinstance(c, ConnectionRefusedError) for c in causes):
         return "connection refused"
     if isinstance(exc, ssl.SSLError):
-        return f"TLS failed: {exc.reason or exc}"
+        return f"TLS failed: {getattr(exc, 'reason', None) or exc}"
     return str(exc) or type(exc).__name__
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """The exception and its causes, outermost first."""
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in seen:
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    return seen
+
+
+def connect_fault(exc: BaseException, stage: str) -> tuple[ConnectFault, int | None, str]:
+    """What kind of fault an exception from opening a session is, its reply code, and
+    a one-line reason (`stage`: connect, ehlo or auth: where the opening was)."""
+    chain = _chain(exc)
+    for cause in chain:
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            why = cause.verify_message or cause.reason or str(cause)
+            return ConnectFault.TLS_CERTIFICATE, None, f"TLS certificate not verified: {why}"
+    if isinstance(exc, aiosmtplib.SMTPResponseException):
+        code, text = exc.code, f"{exc.code} {exc.message}".strip()
+        permanent = code >= 500
+        if isinstance(exc, aiosmtplib.SMTPAuthenticationError) or stage == "auth":
+            if permanent:
+                return ConnectFault.AUTH_REFUSED, code, f"authentication refused: {text}"
+            return ConnectFault.OTHER, code, f"authentication failed for now: {text}"
+        if isinstance(exc, aiosmtplib.SMTPConnectResponseError):
+            fault = ConnectFault.GREETING_5XX if permanent else ConnectFault.GREETING_4XX
+            return fault, code, f"greeting refused: {text}"
+        if isinstance(exc, aiosmtplib.SMTPHeloError):
+            fault = ConnectFault.EHLO_5XX if permanent else ConnectFault.EHLO_4XX
+            return fault, code, f"EHLO refused: {text}"
+        # the only other command connect() sends is STARTTLS
+        fault = ConnectFault.STARTTLS_5XX if permanent else ConnectFault.STARTTLS_4XX
+        return fault, code, f"STARTTLS refused: {text}"
+    message = str(exc)
+    if "STARTTLS extension not supported" in message:
+        return ConnectFault.STARTTLS_MISSING, None, "the relay does not offer STARTTLS"
+    if "authentication method" in message or "AUTH extension not supported" in message:
+        return ConnectFault.AUTH_UNAVAILABLE, None, f"no usable AUTH mechanism: {message}"
+    for cause in chain:
+        if isinstance(cause, socket.gaierror):
+            if cause.errno in (socket.EAI_AGAIN,):
+                return ConnectFault.OTHER, None, f"name lookup failed for now: {cause}"
+            return ConnectFault.DNS, None, f"host name does not resolve: {cause.strerror}"
+        if isinstance(cause, ConnectionRefusedError):
+            return ConnectFault.REFUSED, None, "connection refused"
+        if isinstance(cause, ssl.SSLError):
+            return (
+                ConnectFault.TLS_HANDSHAKE,
+                None,
+                f"TLS handshake failed: {getattr(cause, 'reason', None) or cause}",
+            )
+        if isinstance(cause, OSError) and cause.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH):
+            return ConnectFault.UNROUTABLE, None, cause.strerror or str(cause)
+    for cause in chain:
+        if isinstance(cause, TimeoutError):
+            return ConnectFault.TIMEOUT, None, _describe(exc)
+    for cause in chain:
+        if isinstance(cause, ConnectionError | aiosmtplib.SMTPServerDisconnected):
+            where = "before the greeting" if stage == "connect" else f"during {stage.upper()}"
+            return ConnectFault.RESET, None, f"connection closed {where}: {cause}"
+    return ConnectFault.OTHER, None, _describe(exc)
