@@ -14,8 +14,11 @@ import pytest
 from tests.jobs import cli, write_job
 from tests.smtpd import ScriptedServer
 from txsend.classify import CONNECT_RULES, classify_connect
-from txsend.models import RelayConfig, TlsMode
+from txsend.cli import _final_line
+from txsend.models import RelayConfig, State, TlsMode
 from txsend.relaypool import COOL_DOWN, Circuit, RelayPool, RelayState
+from txsend.report import Summary
+from txsend.stats import RunStats
 from txsend.transport.base import ConnectFault
 from txsend.transport.smtp import connect_fault
 
@@ -251,3 +254,59 @@ def test_a_certificate_error_names_what_failed() -> None:
     assert (fault, code) == (ConnectFault.TLS_CERTIFICATE, None)
     assert "unable to get local issuer certificate" in reason
     assert "ca_file" in classify_connect(fault).hint
+
+
+# --- the final line names the command that really continues the job ----------------------
+
+
+def summary(counts: dict[str, int], exit_code: int, *, resend: bool = True) -> Summary:
+    return Summary(
+        "job",
+        1,
+        {state: counts.get(state.value, 0) for state in State},
+        RunStats(),
+        None,
+        exit_code,
+        resend_unknown=resend,
+    )
+
+
+def test_a_worker_left_with_unknown_rows_names_resume() -> None:
+    line = _final_line(
+        summary({"sent": 5, "unknown": 2}, 75),
+        "--journal postgresql://db/x",
+        "worker",
+        "job.yaml --journal postgresql://db/x",
+    )
+    assert "continue with: txsend resume job.yaml --journal postgresql://db/x" in line
+    assert "txsend worker" not in line
+
+
+def test_a_worker_with_deferred_and_unknown_rows_names_both() -> None:
+    line = _final_line(
+        summary({"deferred": 1, "unknown": 2}, 75),
+        "--journal postgresql://db/x",
+        "worker",
+        "job.yaml --journal postgresql://db/x",
+    )
+    assert "continue with: txsend worker --journal postgresql://db/x" in line
+    assert "the unknown rows with: txsend resume job.yaml --journal postgresql://db/x" in line
+
+
+def test_unknown_rows_left_by_policy_point_at_status() -> None:
+    line = _final_line(summary({"sent": 1, "unknown": 1}, 1, resend=False), "job.yaml", "run")
+    assert "on_unknown: skip" in line
+    assert "see the failed rows with: txsend status job.yaml" in line
+    assert "continue with" not in line
+
+
+def test_a_hang_up_during_the_tls_handshake_is_a_tls_fault() -> None:
+    """smtps: the peer closed before any greeting could be read (aiosmtplib raises a
+    connect error from a bare reset); with plain SMTP the same is a transient reset."""
+    wrapped = aiosmtplib.SMTPConnectError("Error connecting to 127.0.0.1 on port 1: ")
+    wrapped.__cause__ = ConnectionResetError()
+    assert connect_fault(wrapped, "connect", tls=True)[0] is ConnectFault.TLS_HANDSHAKE
+    assert connect_fault(wrapped, "connect", tls=False)[0] is ConnectFault.RESET
+    greeting_lost = aiosmtplib.SMTPConnectError("Error connecting to 127.0.0.1 on port 1")
+    greeting_lost.__cause__ = aiosmtplib.SMTPServerDisconnected("Connection lost")
+    assert connect_fault(greeting_lost, "connect", tls=True)[0] is ConnectFault.RESET

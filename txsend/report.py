@@ -232,14 +232,19 @@ def decide_exit_code(
     unless the run was asked to leave them (`pending_ok`: --limit, --dry-run)."""
     if stats.signal is not None:
         return ExitCode.SIGTERM if stats.signal == 15 else ExitCode.SIGINT
-    if stats.unreachable:
-        return ExitCode.TEMPFAIL if stats.ever_connected else ExitCode.UNAVAILABLE
     waiting = counts[State.DEFERRED] + counts[State.SENDING]
-    if not pending_ok:
-        waiting += counts[State.PENDING]
     if resend_unknown:
         waiting += counts[State.UNKNOWN]
-    if waiting or stats.stop_reason:
+    if stats.unreachable:
+        # the run gave up on its relays: 69/75 while rows are left to send, else the rows
+        # decide (every one was settled before the give-up)
+        if waiting or counts[State.PENDING]:
+            return ExitCode.TEMPFAIL if stats.ever_connected else ExitCode.UNAVAILABLE
+    elif stats.stop_reason:
+        return ExitCode.TEMPFAIL
+    if not pending_ok:
+        waiting += counts[State.PENDING]
+    if waiting:
         return ExitCode.TEMPFAIL
     if counts[State.BOUNCED] or counts[State.FAILED] or counts[State.UNKNOWN]:
         return ExitCode.SOME_FAILED

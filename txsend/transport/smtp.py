@@ -101,7 +101,7 @@ class SmtpConnection:
                     await smtp.login(relay.username, self._password)
         except (aiosmtplib.SMTPException, OSError, ssl.SSLError, TimeoutError) as exc:
             await _shut(smtp)
-            fault, code, reason = connect_fault(exc, stage)
+            fault, code, reason = connect_fault(exc, stage, tls=relay.tls is TlsMode.IMPLICIT)
             raise RelayDown(f"{relay.url}: {reason}", fault=fault, code=code) from None
         # uvloop's transports are not asyncio.WriteTransport subclasses: no isinstance
         transport = cast(asyncio.WriteTransport | None, smtp.transport)
@@ -305,9 +305,12 @@ def _chain(exc: BaseException) -> list[BaseException]:
     return seen
 
 
-def connect_fault(exc: BaseException, stage: str) -> tuple[ConnectFault, int | None, str]:
+def connect_fault(
+    exc: BaseException, stage: str, *, tls: bool = False
+) -> tuple[ConnectFault, int | None, str]:
     """What kind of fault an exception from opening a session is, its reply code, and
-    a one-line reason (`stage`: connect, ehlo or auth: where the opening was)."""
+    a one-line reason (`stage`: connect, ehlo or auth: where the opening was; `tls`: the
+    connection starts with TLS, smtps)."""
     chain = _chain(exc)
     for cause in chain:
         if isinstance(cause, ssl.SSLCertVerificationError):
@@ -349,6 +352,20 @@ def connect_fault(exc: BaseException, stage: str) -> tuple[ConnectFault, int | N
             )
         if isinstance(cause, OSError) and cause.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH):
             return ConnectFault.UNROUTABLE, None, cause.strerror or str(cause)
+    if (
+        tls
+        and stage == "connect"
+        and isinstance(exc, aiosmtplib.SMTPConnectError)
+        and isinstance(exc.__cause__, ConnectionError)
+        and not isinstance(exc.__cause__, aiosmtplib.SMTPServerDisconnected)
+    ):
+        # closed while connecting with TLS, before any greeting could be read: the peer
+        # hung up on the TLS handshake (not an smtps port, or it refuses our TLS)
+        return (
+            ConnectFault.TLS_HANDSHAKE,
+            None,
+            "TLS handshake failed: the relay closed the connection during the handshake",
+        )
     for cause in chain:
         if isinstance(cause, TimeoutError):
             return ConnectFault.TIMEOUT, None, _describe(exc)
