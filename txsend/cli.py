@@ -29,9 +29,10 @@ from txsend.stats import RunStats
 app = typer.Typer(
     name="txsend",
     help="Send bulk and transactional email from a YAML job or a CSV, resumably.\n\n"
-    "Exit codes: 0 all done, 1 some bounced/failed, 64 usage, 65 bad job or data, "
-    "66 missing file, 69 no relay reachable, 70 bug, 75 try again later, 78 configuration, "
-    "130/143 interrupted.",
+    "Exit codes: 0 all delivered (or skipped by policy), 1 some bounced, failed, skipped "
+    "by an error or unknown (on_unknown: skip), 64 usage, 65 bad job or data, "
+    "66 missing file, 69 no relay reachable, 70 bug, 75 try again later (deferred or "
+    "unknown rows to resend), 78 configuration, 130/143 interrupted.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,

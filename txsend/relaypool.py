@@ -225,11 +225,6 @@ class RelayPool:
         return any(relay.ever_connected for relay in self.relays)
 
     @property
-    def all_unhealthy(self) -> bool:
-        """True when every relay's circuit is open or dead (not merely paused)."""
-        return all(relay.circuit in (Circuit.OPEN, Circuit.DEAD) for relay in self.relays)
-
-    @property
     def all_dead(self) -> bool:
         """True when no relay can be used again in this run."""
         return all(relay.circuit is Circuit.DEAD for relay in self.relays)
