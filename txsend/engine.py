@@ -36,7 +36,7 @@ from txsend.journalapi import Claimed, JournalBackend, Record
 from txsend.logs import LOGGER, event
 from txsend.models import Job, RelayConfig, RenderedMessage, Row, State
 from txsend.ratelimit import limiter_for
-from txsend.relaypool import COOL_DOWN, Circuit, RelayPool, RelayState
+from txsend.relaypool import Circuit, RelayPool, RelayState, cool_down_cap
 from txsend.render import Renderer
 from txsend.stats import ErrorClass, RunStats
 from txsend.suppress import SuppressionList
@@ -50,6 +50,8 @@ MAX_HAND_BACKS = 10  # hand-backs of one message in a run, however many relays t
 SUPERVISE_TICK = 0.25  # seconds between the supervisor's looks at the run
 TEMPLATE_FAILURES = 10  # the first rows all failing on one template error: the job's fault
 _END = None  # end marker in the queues
+# phases a transaction reaches only after the journal recorded it `sending` (and counted it)
+_MARKED = frozenset({Phase.DATA_END, Phase.DONE})
 
 
 @dataclass(frozen=True)
@@ -71,7 +73,6 @@ class _Item:
     failed_relays: set[str] = field(default_factory=set)  # relays that failed it this run
     transactions: int = 0  # transactions this run that reached a relay
     uncounted: int = 0  # ... of which the journal has not counted (ended before DATA's 354)
-    marked: bool = False  # the current transaction was recorded `sending` (counted)
     last: tuple[SendResult, Verdict, str] | None = None  # the failure it was handed back after
 
     @property
@@ -100,15 +101,14 @@ class Engine:
         self._on_tick = on_tick
         self._suppressions = suppressions if suppressions is not None else SuppressionList()
         self._policy = job.delivery.retry
-        # a relay is probed at least four times before the run gives up on it
-        max_cool_down = max(COOL_DOWN, job.delivery.give_up_unreachable / 4)
+        max_cool_down = cool_down_cap(job.delivery.give_up_unreachable)
         self._pool = RelayPool(
             [
                 RelayState(
                     config,
                     password,
                     limiter_for(config, journal, shared=journal if journal.shared else None),
-                    max_cool_down=min(max_cool_down, 300.0),
+                    max_cool_down=max_cool_down,
                 )
                 for config, password in relays
             ]
@@ -463,8 +463,7 @@ class Engine:
         if self._waiting_for_relay:
             spent = pool.quota_spent_until()
             if spent is not None:
-                until = time.strftime("%H:%M:%S", time.localtime(time.time() + spent))
-                return f"relay rate quota spent until {until}", False
+                return f"relay rate quota spent until {_clock(time.time() + spent)}", False
         return None
 
     def _relays_failing(self) -> str:
@@ -531,11 +530,7 @@ class Engine:
         so that the journal counts those attempts."""
         if item.last is not None and item.transactions:
             result, verdict, relay = item.last
-            next_attempt_at, expired = self._retry_time(item, verdict)
-            state, reply = State.DEFERRED, result.reply
-            if expired:
-                state, next_attempt_at = State.FAILED, None
-                reply = f"{reply} (gave up: {expired})"
+            state, next_attempt_at, reply = self._defer(item, verdict, result.reply)
             self.stats.relay(relay).outcomes[state] += 1
             self._record(
                 item.key,
@@ -660,11 +655,10 @@ class Engine:
             self._release(item.key)
             return
         started = time.perf_counter()
-        item.marked = False
-        result = await connection.send(item.message, partial(self._mark_sending, item))
+        result = await connection.send(item.message, partial(self._mark_sending, item.key))
         if result.phase is not Phase.CONNECT:  # it reached the relay: one attempt
             item.transactions += 1
-            if not item.marked:
+            if result.phase not in _MARKED:  # ended before `sending`: not counted yet
                 item.uncounted += 1
         if item.key in self._refused:
             # the row is no longer this worker's: nothing sent, nothing to record
@@ -678,11 +672,10 @@ class Engine:
         if verdict.reconnect or connection.transactions >= relay.config.messages_per_connection:
             await connection.close()
 
-    async def _mark_sending(self, item: _Item) -> bool:
+    async def _mark_sending(self, key: str) -> bool:
         """Record `sending` before DATA (the journal counts the attempt); False: the
         message must not be sent."""
         assert self._committer is not None
-        key = item.key
         if not self.journal.may_start_data() or not await self._committer.mark_sending(key):
             # a shared journal: this worker's lease may have lapsed, or did (fencing)
             self._refused.add(key)
@@ -692,7 +685,6 @@ class Engine:
                     or "the journal's lease could not be renewed in time"
                 )
             return False
-        item.marked = True
         return True
 
     def _worker_exited(self, task: asyncio.Task[None]) -> None:
@@ -742,14 +734,9 @@ class Engine:
             self._hand_back(item)
             return
 
-        state = verdict.state
-        next_attempt_at = None
-        reply = result.reply
+        state, next_attempt_at, reply = verdict.state, None, result.reply
         if state is State.DEFERRED:
-            next_attempt_at, expired = self._retry_time(item, verdict)
-            if expired:
-                state, next_attempt_at = State.FAILED, None
-                reply = f"{reply} (gave up: {expired})"
+            state, next_attempt_at, reply = self._defer(item, verdict, reply)
         if state is State.SENT:
             self.stats.latency.add(latency)
         self.stats.relay(relay.name).outcomes[state] += 1
@@ -794,6 +781,13 @@ class Engine:
     def _attempts(self, item: _Item) -> int:
         """The row's attempts so far: the journal's at claim time and this run's."""
         return item.claimed.attempts + item.transactions
+
+    def _defer(self, item: _Item, verdict: Verdict, reply: str) -> tuple[State, float | None, str]:
+        """A deferred row's state, retry time and reply: failed once retries are spent."""
+        next_attempt_at, expired = self._retry_time(item, verdict)
+        if expired:
+            return State.FAILED, None, f"{reply} (gave up: {expired})"
+        return State.DEFERRED, next_attempt_at, reply
 
     def _retry_time(self, item: _Item, verdict: Verdict) -> tuple[float | None, str | None]:
         """When to try a deferred row again, or why it is given up (delivery.retry)."""

@@ -32,6 +32,12 @@ SLOW_DOWN = 1.0  # seconds of pause after a throttling reply, doubled while they
 MAX_SLOW_DOWN = 60.0
 
 
+def cool_down_cap(give_up_unreachable: float) -> float:
+    """The longest cool-down for a run: a relay is probed at least four times before the
+    run gives up on it, and never waits more than MAX_COOL_DOWN."""
+    return min(MAX_COOL_DOWN, max(COOL_DOWN, give_up_unreachable / 4))
+
+
 class Circuit(StrEnum):
     CLOSED = "closed"  # healthy
     OPEN = "open"  # cooling down: no traffic

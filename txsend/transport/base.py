@@ -68,8 +68,3 @@ class RelayDown(Exception):
         super().__init__(message)
         self.fault = fault
         self.code = code
-
-    @property
-    def auth(self) -> bool:
-        """Authentication was refused (kept for callers that only ask that)."""
-        return self.fault is ConnectFault.AUTH_REFUSED
