@@ -19,6 +19,10 @@ import pytest
 from tests.jobs import cli, txsend_subprocess, write_job
 from tests.sinks import running_sink
 from tests.smtpd import ScriptedServer
+from txsend.cli import _final
+from txsend.models import State
+from txsend.report import Summary
+from txsend.stats import RunStats
 
 COMMON = {"ts", "level", "event", "message"}
 
@@ -359,33 +363,47 @@ def test_child_process_stderr_is_json_lines(tmp_path: Path) -> None:
     assert names(evs)[-1] == "verdict"
 
 
+def _summary(counts: dict[str, int], exit_code: int, next_attempt_at: float | None) -> Summary:
+    return Summary(
+        "j",
+        1,
+        {state: counts.get(state.value, 0) for state in State},
+        RunStats(),
+        next_attempt_at,
+        exit_code,
+    )
+
+
 @pytest.mark.parametrize(
-    ("final", "command"),
+    ("counts", "exit_code", "next_at", "target", "command", "expected"),
     [
-        ("j: 2 sent (exit 0)", None),
+        ({"sent": 2}, 0, None, "a/job.yaml", "run", None),
+        ({"deferred": 1}, 75, None, "a/job.yaml", "run", "txsend resume a/job.yaml"),
+        ({"deferred": 1}, 75, 1893492000.0, "a/job.yaml", "run", "txsend resume a/job.yaml"),
+        ({"bounced": 1}, 1, None, "job.yaml", "run", "txsend status job.yaml"),
         (
-            "j: 1 deferred (exit 75)\ncontinue with: txsend resume a/job.yaml",
-            "txsend resume a/job.yaml",
-        ),
-        (
-            "j: 1 deferred (exit 75)\ncontinue with: txsend resume a/job.yaml "
-            "(next retry due 2030-01-01 10:00:00)",
-            "txsend resume a/job.yaml",
-        ),
-        (
-            "j: 1 bounced (exit 1)\nsee the failed rows with: txsend status job.yaml",
-            "txsend status job.yaml",
-        ),
-        (
-            "j: 1 unknown (exit 75)\n1 unknown: no reply was recorded after the message was sent; "
-            "resume sends them again (delivery.on_unknown: resend)\n"
-            "continue with: txsend worker --journal postgresql://u@db/mail; "
-            "the unknown rows with: txsend resume job.yaml",
+            {"deferred": 1, "unknown": 1},
+            75,
+            None,
+            "--journal postgresql://u@db/mail",
+            "worker",
             "txsend worker --journal postgresql://u@db/mail",
         ),
     ],
 )
-def test_next_command_is_taken_from_the_final_text(final: str, command: str | None) -> None:
-    from txsend.cli import _next_command
-
-    assert _next_command(final) == command
+def test_next_command_is_the_one_the_final_text_names(
+    counts: dict[str, int],
+    exit_code: int,
+    next_at: float | None,
+    target: str,
+    command: str,
+    expected: str | None,
+) -> None:
+    resume_target = "job.yaml" if command == "worker" else None
+    final, next_command = _final(
+        _summary(counts, exit_code, next_at), target, command, resume_target
+    )
+    assert next_command == expected
+    if expected is not None:
+        # the text names it, on the line after the counts, before any "(next retry due"
+        assert f": {expected}" in final.splitlines()[-1]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import sys
 import time
@@ -517,9 +516,11 @@ def _send(
         undo_logs()
     if json_out:
         sys.stdout.write(json.dumps(summary.to_json(), indent=2) + "\n")
-    final = _final_line(summary, _job_argument(request), command, _resume_argument(request))
+    final, next_command = _final(
+        summary, _job_argument(request), command, _resume_argument(request)
+    )
     if json_logs:
-        _log_summary(summary, final, quiet)
+        _log_summary(summary, final, next_command, quiet)
         raise typer.Exit(summary.exit_code)
     for warning in summary.warnings:
         console.print(f"warning: {warning}", markup=False)
@@ -529,7 +530,7 @@ def _send(
     raise typer.Exit(summary.exit_code)
 
 
-def _log_summary(summary: Summary, final: str, quiet: bool) -> None:
+def _log_summary(summary: Summary, final: str, next_command: str | None, quiet: bool) -> None:
     """The end of a run as JSON events: warnings, the summary (unless quiet), the verdict."""
     for warning in summary.warnings:
         logs.output_event(_stderr_line, "warning", "warning", warning)
@@ -547,7 +548,7 @@ def _log_summary(summary: Summary, final: str, quiet: bool) -> None:
         run_id=summary.run_id,
         exit_code=code,
         stop_reason=stats.stop_reason if stats is not None else None,
-        next_command=_next_command(final),
+        next_command=next_command,
         next_attempt_at=summary.next_attempt_at,
     )
 
@@ -568,58 +569,72 @@ def _summary_event(summary: Summary) -> tuple[str, dict[str, Any]]:
     if stats is None:
         return f"txsend: {summary.job}", fields
     p50, p95 = stats.latency.percentile(50), stats.latency.percentile(95)
+    fields.update(
+        seconds=round(stats.elapsed, 3),
+        messages_per_second=round(stats.rate, 1),
+        latency_ms={"p50": _ms(p50), "p95": _ms(p95)},
+        relays=[_relay_event(row) for row in _relay_rows(stats)],
+        abandoned=stats.abandoned,
+        dry_run=summary.dry_run,
+        rendered=stats.queued,
+    )
+    return f"{summary.job}: {_pace(stats)}", fields
+
+
+def _pace(stats: RunStats) -> str:
+    """`2.50 s, 400.0 messages/s, SMTP transaction p50 1.2 ms, p95 3.4 ms`."""
+    p50, p95 = stats.latency.percentile(50), stats.latency.percentile(95)
     latency = (
         f", SMTP transaction p50 {p50 * 1000:.1f} ms, p95 {p95 * 1000:.1f} ms"
         if p50 is not None and p95 is not None
         else ""
     )
-    relays = []
+    return f"{stats.elapsed:.2f} s, {stats.rate:.1f} messages/s{latency}"
+
+
+def _relay_rows(stats: RunStats) -> list[dict[str, Any]]:
+    """Each relay's line of the summary: outcomes, p95 (seconds), error rate, connections,
+    circuit; unrounded."""
+    rows = []
     for name, relay in stats.relays.items():
         o = relay.outcomes
-        relay_p95 = relay.latency.percentile(95)
         errors = sum(relay.errors.values())
-        relays.append(
+        rows.append(
             {
                 "relay": name,
                 "sent": o[State.SENT],
                 "failed": o[State.BOUNCED] + o[State.FAILED] + o[State.UNKNOWN],
                 "deferred": o[State.DEFERRED],
-                "p95_ms": _ms(relay_p95),
-                "error_rate": round(errors / relay.attempts, 4) if relay.attempts else None,
+                "p95": relay.latency.percentile(95),
+                "error_rate": errors / relay.attempts if relay.attempts else None,
                 "connections": relay.connections,
                 "connect_failures": relay.connect_failures,
                 "circuit": relay.circuit,
                 "last_error": relay.last_error,
             }
         )
-    fields.update(
-        seconds=round(stats.elapsed, 3),
-        messages_per_second=round(stats.rate, 1),
-        latency_ms={"p50": _ms(p50), "p95": _ms(p95)},
-        relays=relays,
-        abandoned=stats.abandoned,
-        dry_run=summary.dry_run,
-        rendered=stats.queued,
-    )
-    return f"{summary.job}: {stats.elapsed:.2f} s, {stats.rate:.1f} messages/s{latency}", fields
+    return rows
+
+
+def _relay_event(row: dict[str, Any]) -> dict[str, Any]:
+    """A relay's summary line for the JSON event: milliseconds and rates rounded."""
+    rate = row["error_rate"]
+    return {
+        "relay": row["relay"],
+        "sent": row["sent"],
+        "failed": row["failed"],
+        "deferred": row["deferred"],
+        "p95_ms": _ms(row["p95"]),
+        "error_rate": round(rate, 4) if rate is not None else None,
+        "connections": row["connections"],
+        "connect_failures": row["connect_failures"],
+        "circuit": row["circuit"],
+        "last_error": row["last_error"],
+    }
 
 
 def _ms(seconds: float | None) -> float | None:
     return round(seconds * 1000, 1) if seconds is not None else None
-
-
-# "continue with: txsend resume JOB (next retry due ...)", "see ... with: txsend status JOB",
-# "continue with: txsend worker --journal URL; the unknown rows with: txsend resume JOB"
-_NEXT_COMMAND = re.compile(r":\s+(txsend\s[^;]+?)(?:\s+\(next [^()]*\))?(?:;|$)")
-
-
-def _next_command(final: str) -> str | None:
-    """The (first) command `_final_line` tells to run next, if any."""
-    for line in final.splitlines()[1:]:
-        match = _NEXT_COMMAND.search(line.strip())
-        if match:
-            return match.group(1)
-    return None
 
 
 class _ProgressView:
@@ -689,13 +704,7 @@ def _print_summary(console: Console, summary: Summary) -> None:
     console.print(table)
     if stats is None:
         return
-    p50, p95 = stats.latency.percentile(50), stats.latency.percentile(95)
-    latency = (
-        f", SMTP transaction p50 {p50 * 1000:.1f} ms, p95 {p95 * 1000:.1f} ms"
-        if p50 is not None and p95 is not None
-        else ""
-    )
-    console.print(f"{stats.elapsed:.2f} s, {stats.rate:.1f} messages/s{latency}")
+    console.print(_pace(stats))
     if stats.relays:
         relays = Table(title_justify="left", box=None, pad_edge=False)
         for column in (
@@ -709,19 +718,17 @@ def _print_summary(console: Console, summary: Summary) -> None:
         ):
             relays.add_column(column, justify="left" if column == "relay" else "right")
         relays.add_column("circuit")
-        for name, relay in stats.relays.items():
-            o = relay.outcomes
-            p95 = relay.latency.percentile(95)
-            errors = sum(relay.errors.values())
+        for row in _relay_rows(stats):
+            p95, rate = row["p95"], row["error_rate"]
             relays.add_row(
-                name,
-                str(o[State.SENT]),
-                str(o[State.BOUNCED] + o[State.FAILED] + o[State.UNKNOWN]),
-                str(o[State.DEFERRED]),
+                row["relay"],
+                str(row["sent"]),
+                str(row["failed"]),
+                str(row["deferred"]),
                 f"{p95 * 1000:.1f}" if p95 is not None else "-",
-                f"{errors / relay.attempts:.1%}" if relay.attempts else "-",
-                f"{relay.connections}/{relay.connect_failures}",
-                relay.circuit,
+                f"{rate:.1%}" if rate is not None else "-",
+                f"{row['connections']}/{row['connect_failures']}",
+                row["circuit"],
             )
         console.print(relays)
     for name, relay in stats.relays.items():
@@ -769,6 +776,13 @@ def _final_line(
 
     `resume_target` names the job for `txsend resume` where that differs from `target`
     (a worker is named by its journal, but only `resume` resends `unknown` rows)."""
+    return _final(summary, target, command, resume_target)[0]
+
+
+def _final(
+    summary: Summary, target: str | Path, command: str, resume_target: str | Path | None = None
+) -> tuple[str, str | None]:
+    """`_final_line`'s text, and the (first) command it tells to run next, if any."""
     c = summary.counts
     parts = []
     for state, n in c.items():
@@ -791,19 +805,24 @@ def _final_line(
             else "they are left as they are (delivery.on_unknown: skip): check them "
             "before sending again"
         )
+    resume = f"txsend resume {resume_target or target}"
     if summary.exit_code in (ExitCode.TEMPFAIL, ExitCode.UNAVAILABLE, 130, 143):
         others = c.get(State.PENDING, 0) + c.get(State.DEFERRED, 0) + c.get(State.SENDING, 0)
         if command == "worker" and (others or not (unknown and resends)):
-            line += f"\ncontinue with: txsend worker {target}"
+            next_command = f"txsend worker {target}"
+            line += f"\ncontinue with: {next_command}"
             if unknown and resends:
-                line += f"; the unknown rows with: txsend resume {resume_target or target}"
+                line += f"; the unknown rows with: {resume}"
         else:
-            line += f"\ncontinue with: txsend resume {resume_target or target}"
+            next_command = resume
+            line += f"\ncontinue with: {next_command}"
         if summary.next_attempt_at:
             line += f" (next retry due {_local_time(summary.next_attempt_at)})"
-    elif summary.exit_code == ExitCode.SOME_FAILED:
-        line += f"\nsee the failed rows with: txsend status {resume_target or target}"
-    return line
+        return line, next_command
+    if summary.exit_code == ExitCode.SOME_FAILED:
+        next_command = f"txsend status {resume_target or target}"
+        return line + f"\nsee the failed rows with: {next_command}", next_command
+    return line, None
 
 
 @app.command()
