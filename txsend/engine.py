@@ -630,8 +630,7 @@ class Engine:
                     reason=str(exc),
                 )
             rule = classify_connect(exc.fault)
-            reason = str(exc).removeprefix(f"{relay.config.url}: ")
-            relay.failed(reason, now=time.monotonic(), fatal=rule.permanent)
+            relay.failed(exc.reason, now=time.monotonic(), fatal=rule.permanent)
             relay.hint = rule.hint
             await self._nap(CONNECT_PAUSE)
             return False

@@ -246,8 +246,6 @@ def decide_exit_code(
         waiting += counts[State.PENDING]
     if waiting:
         return ExitCode.TEMPFAIL
-    if counts[State.BOUNCED] or counts[State.FAILED] or counts[State.UNKNOWN]:
-        return ExitCode.SOME_FAILED
-    if skipped_by_error:
+    if counts[State.BOUNCED] or counts[State.FAILED] or counts[State.UNKNOWN] or skipped_by_error:
         return ExitCode.SOME_FAILED
     return ExitCode.OK

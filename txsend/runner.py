@@ -317,7 +317,6 @@ def send(
             on_tick(stats)
 
     engine = Engine(job, journal, renderer, relays, options, tick, suppressions)
-    stats: RunStats | None = None
     engine.stats.unknown_recovered = prepared.recovered
     event(
         logging.INFO,
@@ -330,13 +329,10 @@ def send(
         relays=[relay.name for relay, _ in relays],
         dry_run=request.dry_run,
     )
-    exit_code = 70
+    exit_code = 70  # what the run is recorded with if it ends in an exception
+    recorded = False
     try:
-        try:
-            stats = eventloop.run(_run_with_signals(engine))
-        except TxsendError as exc:  # e.g. the template fails for every row: 65
-            exit_code = exc.exit_code
-            raise
+        stats = eventloop.run(_run_with_signals(engine))
         counts = journal.counts()
         by_error = journal.skipped_by_error()
         resend = job.delivery.on_unknown == "resend"
@@ -349,6 +345,7 @@ def send(
             pending_ok=request.dry_run or request.limit is not None,
         )
         journal.finish_run(run_id, exit_code)
+        recorded = True
         summary = Summary(
             job.name,
             run_id,
@@ -364,8 +361,11 @@ def send(
             resend_unknown=resend,
         )
         outputs.finish(summary.to_json())
+    except TxsendError as exc:  # e.g. the template fails the run's first rows: 65
+        exit_code = exc.exit_code
+        raise
     finally:
-        if exit_code == 70 or stats is None:
+        if not recorded:
             journal.finish_run(run_id, exit_code)
         outputs.close()
     event(

@@ -60,11 +60,19 @@ class ConnectFault(StrEnum):
 
 
 class RelayDown(Exception):
-    """The relay cannot be used: connection refused or lost, TLS or AUTH failure."""
+    """The relay cannot be used: connection refused or lost, TLS or AUTH failure.
+
+    `str()` names the relay's URL; `reason` is the same without it."""
 
     def __init__(
-        self, message: str, *, fault: ConnectFault = ConnectFault.OTHER, code: int | None = None
+        self,
+        url: str,
+        reason: str,
+        *,
+        fault: ConnectFault = ConnectFault.OTHER,
+        code: int | None = None,
     ) -> None:
-        super().__init__(message)
+        super().__init__(f"{url}: {reason}")
+        self.reason = reason
         self.fault = fault
         self.code = code

@@ -102,12 +102,12 @@ class SmtpConnection:
         except (aiosmtplib.SMTPException, OSError, ssl.SSLError, TimeoutError) as exc:
             await _shut(smtp)
             fault, code, reason = connect_fault(exc, stage, tls=relay.tls is TlsMode.IMPLICIT)
-            raise RelayDown(f"{relay.url}: {reason}", fault=fault, code=code) from None
+            raise RelayDown(relay.url, reason, fault=fault, code=code) from None
         # uvloop's transports are not asyncio.WriteTransport subclasses: no isinstance
         transport = cast(asyncio.WriteTransport | None, smtp.transport)
         if transport is None or transport.is_closing():
             await _shut(smtp)
-            raise RelayDown(f"{relay.url}: connection lost after EHLO", fault=ConnectFault.RESET)
+            raise RelayDown(relay.url, "connection lost after EHLO", fault=ConnectFault.RESET)
         self._extensions = frozenset(k.lower() for k in smtp.esmtp_extensions)
         reader = ReplyReader(transport)
         transport.set_protocol(reader)  # aiosmtplib is done with this connection
