@@ -23,10 +23,10 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere
 
-from txsend.jobfile import load_job
+from txsend.content.renderer import Renderer, new_message_id
+from txsend.job.loading import load_job
+from txsend.job.recipients import iter_rows
 from txsend.models import Row
-from txsend.recipients import iter_rows
-from txsend.render import Renderer, new_message_id
 
 TEXT = (
     "Hello {{ first_name }},\n\nyour {{ plan }} plan is active. "

@@ -1,4 +1,4 @@
-"""txsend's own sink (txsend.sink.serve) running in a thread, for tests."""
+"""txsend's own sink (txsend.sink.server.serve) running in a thread, for tests."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from txsend.sink import SinkStats, serve
+from txsend.sink.server import SinkStats, serve
 
 
 @dataclass

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import typer
 
-from txsend.cli import app
+from txsend.cli.main import app
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
 COMMAND = typer.main.get_command(app)
@@ -39,7 +39,7 @@ def test_exit_codes_are_documented() -> None:
 
 
 def test_classification_table_is_documented() -> None:
-    from txsend.classify import RULES
+    from txsend.delivery.classify import RULES
 
     for number, rule in enumerate(RULES, 1):
         condition, outcome = rule.describe()
@@ -47,7 +47,7 @@ def test_classification_table_is_documented() -> None:
 
 
 def test_connection_fault_table_is_documented() -> None:
-    from txsend.classify import CONNECT_RULES
+    from txsend.delivery.classify import CONNECT_RULES
 
     for rule in CONNECT_RULES:
         condition, outcome = rule.describe()

@@ -1,5 +1,5 @@
 """python -m txsend."""
 
-from txsend.cli import main
+from txsend.cli.main import main
 
 main()

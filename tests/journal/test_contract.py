@@ -1,0 +1,613 @@
+"""The journal contract: every test runs on the SQLite and the PostgreSQL backend.
+
+The tests at the end are for the PostgreSQL journal only: several workers on one job
+(fencing, leases, abort, the shared GCRA, concurrent ingest).
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import closing
+from pathlib import Path
+from typing import TYPE_CHECKING, cast
+
+import pytest
+
+from txsend.errors import RowError
+from txsend.journal.api import Claimed, IngestStats, JournalBackend, Record, open_journal
+from txsend.models import Row, State
+
+if TYPE_CHECKING:
+    from txsend.journal.postgres.journal import PgJournal
+
+JOB = "contract"
+LEASE = 2.0  # seconds: short, so that a dead worker's lease expires within a test
+
+
+def key(i: int) -> str:
+    return f"k{i}@example.com"
+
+
+def rows(n: int, start: int = 1) -> list[Row]:
+    return [Row(i, key(i), key(i), {"n": i}) for i in range(start, start + n)]
+
+
+def ids(prefix: str) -> Callable[[], str]:
+    counter = itertools.count()
+    return lambda: f"<{prefix}.{next(counter)}@example.com>"
+
+
+def keys(claimed: list[Claimed]) -> list[str]:
+    return [c.key for c in claimed]
+
+
+def found(journal: JournalBackend, k: str) -> Claimed:
+    row = journal.find(k)
+    assert row is not None, k
+    return row
+
+
+def bound(journal: JournalBackend) -> JournalBackend:
+    journal.bind_job(JOB, {"data file p.csv": "1"}, {"source": "p.csv"})
+    return journal
+
+
+def reopen(journal: JournalBackend) -> JournalBackend:
+    """Another journal object on the same location: a new run, or another worker."""
+    return bound(open_journal(journal.location, job_name=JOB, lease=LEASE))
+
+
+def die(journal: JournalBackend) -> None:
+    """Simulate a killed process: a PostgreSQL worker stops renewing, releasing nothing."""
+    if journal.shared:
+        pg = cast("PgJournal", journal)
+        pg._stop.set()
+        if pg._heartbeat is not None:
+            pg._heartbeat.join()
+        time.sleep(LEASE + 0.5)
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 2.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def journal(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[JournalBackend]:
+    if request.param == "sqlite":
+        j = open_journal(tmp_path / "j.db", job_name=JOB)
+    else:
+        url = request.getfixturevalue("pg_url")
+        j = open_journal(url, job_name=JOB, lease=LEASE)
+    bound(j)
+    yield j
+    j.close()
+
+
+# --- ingest ------------------------------------------------------------------------
+
+
+def test_ingest_adds_pending_rows_with_no_attempts(journal: JournalBackend) -> None:
+    assert not journal.ingest_complete()
+    stats = journal.ingest(rows(3), ids("a"))
+    assert (stats.new, stats.duplicates, stats.invalid) == (3, 0, 0)
+    assert journal.ingest_complete()
+    first = found(journal, key(1))
+    assert (first.state, first.attempts, first.row, first.address) == (
+        State.PENDING,
+        0,
+        1,
+        key(1),
+    )
+    assert first.data == {"n": 1}
+    assert first.first_attempt_at is None
+    assert journal.counts()[State.PENDING] == 3
+    assert journal.find("nobody@example.com") is None
+
+
+def test_second_ingest_adds_nothing_and_keeps_message_ids(journal: JournalBackend) -> None:
+    journal.ingest(rows(3), ids("a"))
+    before = {k: found(journal, k).message_id for k in map(key, range(1, 4))}
+    again = journal.ingest(rows(3), ids("b"))
+    assert again.new == 0
+    assert {k: found(journal, k).message_id for k in before} == before
+    assert sorted(before.values()) == [f"<a.{i}@example.com>" for i in range(3)]
+    assert journal.counts()[State.PENDING] == 3
+
+
+def test_ingest_counts_and_lists_duplicate_and_invalid_rows(journal: JournalBackend) -> None:
+    data: list[Row | RowError] = [*rows(3), Row(4, key(1), key(1), {"n": "dup"})]
+    data.append(RowError("missing address (no value in 'email')", row=5, key="x"))
+    stats = journal.ingest(data, ids("a"))
+    assert (stats.new, stats.duplicates, stats.invalid) == (3, 1, 1)
+    assert len(stats.problems) == 2
+    skipped = [
+        {"row": 4, "key": key(1), "reason": "duplicate key (first seen in row 1)"},
+        {"row": 5, "key": "x", "reason": "missing address (no value in 'email')"},
+    ]
+    assert list(journal.skipped_rows()) == skipped
+    assert journal.counts()[State.SKIPPED] == 2
+    assert found(journal, key(1)).data == {"n": 1}  # the first row of a key wins
+    again = journal.ingest(data, ids("b"))
+    assert again.new == 0
+    assert list(journal.skipped_rows()) == skipped
+    assert journal.counts()[State.SKIPPED] == 2
+
+
+# --- claim ---------------------------------------------------------------------------
+
+
+def test_claim_takes_rows_in_data_order_once(journal: JournalBackend) -> None:
+    data = [
+        Row(i, f"{c}@example.com", f"{c}@example.com", {"n": i}) for i, c in enumerate("zyxw", 1)
+    ]
+    journal.ingest(data, ids("a"))
+    first = journal.claim(2, include_unknown=True)
+    assert keys(first) == ["z@example.com", "y@example.com"]
+    assert [(c.row, c.state, c.attempts, c.data) for c in first] == [
+        (1, State.PENDING, 0, {"n": 1}),
+        (2, State.PENDING, 0, {"n": 2}),
+    ]
+    assert first[0].message_id == found(journal, "z@example.com").message_id
+    assert keys(journal.claim(10, include_unknown=True)) == ["x@example.com", "w@example.com"]
+    assert journal.claim(10, include_unknown=True) == []
+
+
+def test_claim_skips_terminal_rows_and_unknown_unless_asked(journal: JournalBackend) -> None:
+    journal.ingest(rows(7), ids("a"))
+    assert keys(journal.claim(6, include_unknown=True)) == [key(i) for i in range(1, 7)]
+    outcomes = [State.SENT, State.BOUNCED, State.FAILED, State.SKIPPED]
+    records = [Record(key(i), s, 500, "done") for i, s in enumerate(outcomes, 1)]
+    records.append(Record(key(5), State.DEFERRED, 451, "later", next_attempt_at=100.0))
+    records.append(Record(key(6), State.UNKNOWN, None, "no reply"))
+    assert journal.write([], records) == set()
+    with closing(reopen(journal)) as run:
+        assert keys(run.claim(10, include_unknown=False, now=500.0)) == [key(5), key(7)]
+    with closing(reopen(journal)) as run:
+        assert keys(run.claim(10, include_unknown=True, now=500.0)) == [key(5), key(6), key(7)]
+
+
+def test_deferred_rows_are_claimed_only_when_due(journal: JournalBackend) -> None:
+    journal.ingest(rows(3), ids("a"))
+    journal.claim(3, include_unknown=False)
+    due = {key(1): 100.0, key(2): 200.0, key(3): 10_000.0}
+    journal.write(
+        [], [Record(k, State.DEFERRED, 451, "later", next_attempt_at=t) for k, t in due.items()]
+    )
+    with closing(reopen(journal)) as run:
+        assert run.claim(10, include_unknown=True, now=50.0) == []
+        assert keys(run.claim(10, include_unknown=True, now=150.0)) == [key(1)]
+        claimed = run.claim(10, include_unknown=True, now=250.0)
+        assert keys(claimed) == [key(2)]
+        assert claimed[0].state is State.DEFERRED
+
+
+def test_claim_retries_returns_due_deferred_rows_except_busy(journal: JournalBackend) -> None:
+    journal.ingest(rows(4), ids("a"))
+    journal.claim(4, include_unknown=False)
+    due = {key(1): 300.0, key(2): 100.0, key(3): 200.0, key(4): 10_000.0}
+    journal.write(
+        [], [Record(k, State.DEFERRED, 451, "later", next_attempt_at=t) for k, t in due.items()]
+    )
+    with closing(reopen(journal)) as run:
+        retries = run.claim_retries(10, busy={key(3)}, now=500.0)
+        assert sorted(keys(retries)) == [key(1), key(2)]
+        assert {c.state for c in retries} == {State.DEFERRED}
+        # a row left out while busy is only put off: it is due again once it is not busy
+        assert key(3) in keys(run.claim_retries(10, busy=set(), now=500.0))
+
+
+# --- record ------------------------------------------------------------------------
+
+
+def test_sending_then_sent_is_recorded_with_one_attempt(journal: JournalBackend) -> None:
+    journal.ingest(rows(2), ids("a"))
+    run = journal.start_run("run")
+    journal.claim(10, include_unknown=False)
+    assert journal.write([(key(1), run)], []) == set()
+    sending = found(journal, key(1))
+    assert (sending.state, sending.attempts) == (State.SENDING, 1)
+    assert sending.first_attempt_at is not None
+    sent = Record(key(1), State.SENT, 250, "250 2.0.0 queued as 1", "relay:25")
+    assert journal.write([], [sent]) == set()
+    row = found(journal, key(1))
+    assert (row.state, row.attempts) == (State.SENT, 1)
+    assert journal.reply_codes() == [(250, "250 2.0.0 queued as 1", 1)]
+    assert journal.relay_outcomes() == {"relay:25": {"sent": 1}}
+    assert found(journal, key(2)).state is State.PENDING
+
+
+def test_deferred_outcomes_set_the_next_attempt(journal: JournalBackend) -> None:
+    journal.ingest(rows(3), ids("a"))
+    run = journal.start_run("run")
+    journal.claim(10, include_unknown=False)
+    assert journal.next_attempt_at() is None
+    assert journal.write([(key(1), run)], []) == set()
+    later = [
+        Record(key(1), State.DEFERRED, 451, "451 4.7.1 later", "r", next_attempt_at=300.0),
+        Record(key(2), State.DEFERRED, 421, "421 busy", "r", next_attempt_at=200.0, attempt=True),
+    ]
+    assert journal.write([], later) == set()
+    assert journal.next_attempt_at() == 200.0
+    assert [(found(journal, k).state, found(journal, k).attempts) for k in (key(1), key(2))] == [
+        (State.DEFERRED, 1),
+        (State.DEFERRED, 1),
+    ]
+    assert found(journal, key(2)).first_attempt_at is not None
+    assert journal.counts()[State.DEFERRED] == 2
+
+
+def test_hard_bounce_suppresses_the_address(journal: JournalBackend) -> None:
+    journal.ingest(rows(2), ids("a"))
+    run = journal.start_run("run")
+    journal.claim(10, include_unknown=False)
+    assert list(journal.suppressed()) == []
+    bounce = Record(
+        key(1),
+        State.BOUNCED,
+        550,
+        "550 5.1.1 no such user",
+        "r",
+        suppress="hard bounce in this job",
+        address="K1@Example.COM",
+    )
+    assert journal.write([(key(1), run)], [bounce]) == set()
+    assert list(journal.suppressed()) == [("k1@example.com", "hard bounce in this job")]
+    assert found(journal, key(1)).state is State.BOUNCED
+
+
+# --- the crash protocol -------------------------------------------------------------
+
+
+def test_row_left_sending_by_a_dead_run_becomes_unknown(journal: JournalBackend) -> None:
+    journal.ingest(rows(2), ids("a"))
+    run = journal.start_run("run")
+    assert keys(journal.claim(10, include_unknown=False)) == [key(1), key(2)]
+    assert journal.write([(key(1), run)], []) == set()
+    die(journal)
+    with closing(reopen(journal)) as second:
+        assert second.recover() == 1
+        row = found(second, key(1))
+        assert (row.state, row.attempts) == (State.UNKNOWN, 1)
+        assert second.problems()[1][0]["reply"]  # says why it is unknown
+        assert keys(second.claim(10, include_unknown=False)) == [key(2)]
+
+
+# --- summary -------------------------------------------------------------------------
+
+
+def settle_five(journal: JournalBackend) -> int:
+    """Five rows: two sent, two bounced with different enhanced codes, one deferred."""
+    data = [Row(i, key(i), key(i), {"n": i, "name": "Zoë", "tags": ["a", i]}) for i in range(1, 6)]
+    journal.ingest(data, ids("a"))
+    run = journal.start_run("run")
+    journal.claim(10, include_unknown=False)
+    records = [
+        Record(key(1), State.SENT, 250, "250 2.0.0 ok", "a"),
+        Record(key(2), State.SENT, 250, "250 2.0.0 queued as 2", "b"),
+        Record(key(3), State.BOUNCED, 550, "550 5.1.1 no such user", "a"),
+        Record(key(4), State.FAILED, 550, "550 5.7.1 refused", "a"),
+        Record(key(5), State.DEFERRED, 451, "451 4.7.1 later", "b", next_attempt_at=9e9),
+    ]
+    assert journal.write([(key(i), run) for i in range(1, 6)], records) == set()
+    return run
+
+
+def test_counts_and_problems(journal: JournalBackend) -> None:
+    settle_five(journal)
+    counts = journal.counts()
+    assert {s: n for s, n in counts.items() if n} == {
+        State.SENT: 2,
+        State.BOUNCED: 1,
+        State.FAILED: 1,
+        State.DEFERRED: 1,
+    }
+    count, problems = journal.problems()
+    assert count == 2
+    assert problems == [
+        {
+            "key": key(3),
+            "address": key(3),
+            "state": "bounced",
+            "code": 550,
+            "reply": "550 5.1.1 no such user",
+        },
+        {
+            "key": key(4),
+            "address": key(4),
+            "state": "failed",
+            "code": 550,
+            "reply": "550 5.7.1 refused",
+        },
+    ]
+    assert journal.problems(limit=1) == (2, problems[:1])
+    assert list(journal.iter_problems()) == [
+        ({"n": 3, "name": "Zoë", "tags": ["a", 3]}, "bounced", 550, "550 5.1.1 no such user"),
+        ({"n": 4, "name": "Zoë", "tags": ["a", 4]}, "failed", 550, "550 5.7.1 refused"),
+    ]
+
+
+def test_relay_outcomes_and_reply_codes(journal: JournalBackend) -> None:
+    settle_five(journal)
+    assert journal.relay_outcomes() == {
+        "a": {"sent": 1, "bounced": 1, "failed": 1},
+        "b": {"sent": 1, "deferred": 1},
+    }
+    codes = journal.reply_codes()
+    assert codes[0] == (250, "250 2.0.0 ok", 2)
+    assert sorted(codes[1:]) == [
+        (451, "451 4.7.1 later", 1),
+        (550, "550 5.1.1 no such user", 1),
+        (550, "550 5.7.1 refused", 1),
+    ]
+
+
+def test_runs_are_recorded_with_counts(journal: JournalBackend) -> None:
+    assert journal.last_run() is None
+    run = settle_five(journal)
+    journal.finish_run(run, 1)
+    later = journal.start_run("resume")
+    runs = journal.runs()
+    assert [(r.id, r.command, r.exit_code) for r in runs] == [
+        (run, "run", 1),
+        (later, "resume", None),
+    ]
+    assert runs[0].counts == {"sent": 2, "bounced": 1, "failed": 1, "deferred": 1}
+    assert runs[0].ended_at is not None and runs[0].ended_at >= runs[0].started_at
+    last = journal.last_run()
+    assert last is not None
+    assert (last.id, last.ended_at, last.counts) == (later, None, {})
+
+
+def test_find_returns_a_row_as_it_is_now(journal: JournalBackend) -> None:
+    settle_five(journal)
+    row = found(journal, key(2))
+    assert (row.key, row.row, row.address, row.state, row.attempts) == (
+        key(2),
+        2,
+        key(2),
+        State.SENT,
+        1,
+    )
+    assert row.data == {"n": 2, "name": "Zoë", "tags": ["a", 2]}
+    assert row.message_id == "<a.1@example.com>"
+
+
+# --- refresh -------------------------------------------------------------------------
+
+
+def test_refresh_takes_new_data_for_undelivered_rows_only(journal: JournalBackend) -> None:
+    journal.ingest(rows(4), ids("a"))
+    assert keys(journal.claim(2, include_unknown=False)) == [key(1), key(2)]
+    records = [
+        Record(key(1), State.SENT, 250, "ok"),
+        Record(key(2), State.SKIPPED, None, "line break in Subject"),
+    ]
+    assert journal.write([], records) == set()
+    message_id = found(journal, key(2)).message_id
+    changed = [
+        Row(1, key(1), key(1), {"n": "new"}),
+        Row(2, key(2), key(2), {"n": "fixed"}),
+        Row(3, key(5), key(5), {"n": 5}),  # a new key
+        Row(4, key(3), key(3), {"n": "moved"}),  # k4 left the file
+        Row(5, key(3), key(3), {"n": "dup"}),
+    ]
+    stats = journal.ingest(changed, ids("b"), refresh=True)
+    assert (stats.new, stats.existing, stats.duplicates) == (1, 3, 1)
+
+    def get(k: str) -> tuple[State, object, int]:
+        row = found(journal, k)
+        return row.state, row.data["n"], row.row
+
+    assert get(key(1)) == (State.SENT, 1, 1)  # delivered: keeps what was sent
+    assert get(key(2)) == (State.PENDING, "fixed", 2)  # refused before a relay: redone
+    assert get(key(3)) == (State.PENDING, "moved", 4)
+    assert get(key(4)) == (State.SKIPPED, 4, 4)  # gone from the data file
+    assert get(key(5)) == (State.PENDING, 5, 3)
+    assert found(journal, key(2)).message_id == message_id
+    assert [r["reason"] for r in journal.skipped_rows()] == ["duplicate key (first seen in row 4)"]
+    assert journal.ingest_complete()
+
+
+# --- rate limits ---------------------------------------------------------------------
+
+
+def test_quota_window_allows_exactly_its_limit(journal: JournalBackend) -> None:
+    assert [journal.take_from_window("r", 3600.0, 3) for _ in range(4)] == [True] * 3 + [False]
+    assert journal.take_from_window("r", 7200.0, 3)  # the next window starts fresh
+    assert journal.take_from_window("other", 3600.0, 3)  # and so does another relay
+
+
+def test_reserve_slots_spaces_reservations(journal: JournalBackend) -> None:
+    first = journal.reserve_slots("r", 0.01, 10)
+    second = journal.reserve_slots("r", 0.01, 10)
+    assert abs(first) < 0.01
+    assert 0.08 < second <= 0.1
+
+
+# --- several workers on one PostgreSQL job ------------------------------------------
+
+
+@pytest.fixture
+def workers(pg_url: str) -> Iterator[Callable[..., PgJournal]]:
+    """Opens PgJournal workers on one job; closes them after the test."""
+    opened: list[PgJournal] = []
+
+    def start(lease: float = LEASE) -> PgJournal:
+        worker = cast("PgJournal", bound(open_journal(pg_url, job_name=JOB, lease=lease)))
+        opened.append(worker)
+        return worker
+
+    yield start
+    for worker in opened:
+        worker.close()
+
+
+def test_rows_claimed_by_one_worker_are_fenced_from_another(
+    workers: Callable[..., PgJournal],
+) -> None:
+    a, b = workers(), workers()
+    a.ingest(rows(4), ids("a"))
+    assert keys(a.claim(2, include_unknown=False)) == [key(1), key(2)]
+    assert keys(b.claim(10, include_unknown=False)) == [key(3), key(4)]
+    run = b.start_run("run")
+    refused = b.write([(key(1), run)], [Record(key(2), State.SENT, 250, "250 ok", "r")])
+    assert refused == {key(1), key(2)}
+    assert [(found(a, k).state, found(a, k).attempts) for k in (key(1), key(2))] == [
+        (State.PENDING, 0),
+        (State.PENDING, 0),
+    ]
+    assert a.write([(key(1), run)], [Record(key(2), State.SENT, 250, "250 ok", "r")]) == set()
+
+
+def test_expired_worker_is_reaped_and_its_late_writes_refused(
+    workers: Callable[..., PgJournal],
+) -> None:
+    a, b = workers(), workers()
+    a.ingest(rows(3), ids("a"))
+    run = a.start_run("run")
+    assert keys(a.claim(2, include_unknown=False)) == [key(1), key(2)]
+    assert a.write([(key(1), run)], []) == set()
+    assert a.may_start_data()
+    die(a)
+    assert not a.may_start_data()
+    assert b.reap() == 1
+    assert found(b, key(1)).state is State.UNKNOWN
+    assert keys(b.claim(10, include_unknown=False)) == [key(2), key(3)]
+    late = [Record(key(1), State.SENT, 250, "250 ok", "r")]
+    assert a.write([(key(2), run)], late) == {key(1), key(2)}
+    assert (found(b, key(1)).state, found(b, key(2)).state) == (State.UNKNOWN, State.PENDING)
+    assert a.claim(10, include_unknown=True) == []
+
+
+def test_abort_stops_every_worker_until_cleared(workers: Callable[..., PgJournal]) -> None:
+    a, b = workers(), workers()
+    a.ingest(rows(3), ids("a"))
+    assert keys(b.claim(1, include_unknown=False)) == [key(1)]  # b has joined
+    assert b.stop_requested() is None
+    a.abort("error rate 60% over 100 messages")
+    assert b.claim(10, include_unknown=False) == []
+    assert wait_for(lambda: b.stop_requested() is not None)
+    assert "error rate 60% over 100 messages" in (b.stop_requested() or "")
+    a.clear_abort()
+    assert wait_for(lambda: b.stop_requested() is None)
+    assert keys(b.claim(10, include_unknown=False)) == [key(2), key(3)]
+
+
+def test_shared_gcra_gives_workers_consecutive_slots(workers: Callable[..., PgJournal]) -> None:
+    a, b = workers(), workers()
+    emission, n = 0.01, 10  # 0.1 s of slots per reservation
+    starts = []
+    for worker in (a, b, a, b):
+        asked = time.monotonic()
+        starts.append(asked + worker.reserve_slots("relay:25", emission, n))
+    assert starts[0] - time.monotonic() < 0.01  # the first slot is now
+    gaps = [later - earlier for earlier, later in itertools.pairwise(starts)]
+    assert all(abs(gap - emission * n) < 0.01 for gap in gaps), gaps
+
+
+def test_concurrent_ingest_happens_once(workers: Callable[..., PgJournal]) -> None:
+    a, b = workers(), workers()
+    data = rows(3000)
+    results: dict[str, IngestStats] = {}
+    barrier = threading.Barrier(2)
+
+    def ingest(name: str, worker: PgJournal) -> None:
+        barrier.wait()
+        results[name] = worker.ingest(data, ids(name))
+
+    threads = [threading.Thread(target=ingest, args=p) for p in (("a", a), ("b", b))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    winner = next(name for name, stats in results.items() if stats.new)
+    loser = "b" if winner == "a" else "a"
+    assert (results[winner].new, results[winner].by_other) == (3000, False)
+    assert (results[loser].new, results[loser].by_other) == (0, True)
+    assert a.counts()[State.PENDING] == 3000
+    message_ids = [c.message_id for c in a.claim(3000, include_unknown=False)]
+    assert len(set(message_ids)) == 3000
+    assert all(m.startswith(f"<{winner}.") for m in message_ids)
+
+
+def test_group_commit_on_a_shared_journal_answers_refused_sending(
+    workers: Callable[..., PgJournal],
+) -> None:
+    import asyncio
+
+    from txsend.delivery.committer import GroupCommitter
+
+    a, b = workers(), workers()
+    a.ingest(rows(3), ids("a"))
+    assert keys(a.claim(1, include_unknown=False)) == [key(1)]
+    assert keys(b.claim(10, include_unknown=False)) == [key(2), key(3)]
+    run = b.start_run("run")
+
+    async def commit() -> list[bool]:
+        committer = GroupCommitter(b, run)  # b is shared: it writes from a thread
+        committer.start()
+        answers = await asyncio.gather(*(committer.mark_sending(key(i)) for i in (1, 2, 3)))
+        committer.record(Record(key(2), State.SENT, 250, "250 ok", "r"))
+        await committer.close()
+        return list(answers)
+
+    # key 1 belongs to worker a: b's `sending` for it is refused, so no DATA may follow
+    assert asyncio.run(commit()) == [False, True, True]
+    assert [found(a, key(i)).state for i in (1, 2, 3)] == [
+        State.PENDING,
+        State.SENT,
+        State.SENDING,
+    ]
+
+
+def test_others_busy_is_read_from_the_database_when_asked(
+    workers: Callable[..., PgJournal], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from txsend.journal.postgres import journal as pgjournal
+
+    # b's heartbeat never beats during the test: its answers come from the database,
+    # read afresh each time it is asked
+    monkeypatch.setattr(pgjournal, "ABORT_POLL", 3600.0)
+    monkeypatch.setattr(pgjournal, "BUSY_CACHE", 0.0)
+    a, b = workers(), workers(lease=3600.0)
+    a.ingest(rows(4), ids("a"))
+    assert keys(a.claim(4, include_unknown=False)) == [key(i) for i in range(1, 5)]
+    assert b.claim(10, include_unknown=False) == []  # b joins and finds no free row
+    assert b.others_busy()  # at once: a holds every row
+    assert not a.others_busy()  # its own rows keep nobody waiting
+    run = a.start_run("run")
+    assert a.write([(key(i), run) for i in range(1, 5)], []) == set()  # all four in DATA
+    sent = [Record(key(i), State.SENT, 250, "250 ok", "r") for i in range(1, 4)]
+    assert a.write([], sent) == set()
+    assert b.others_busy()  # key 4 is still in DATA at a
+    assert a.write([], [Record(key(4), State.SENT, 250, "250 ok", "r")]) == set()
+    assert not b.others_busy()  # a recorded them all
+    assert b.counts()[State.SENT] == 4
+
+
+def test_others_busy_ends_when_the_holders_lease_expires(
+    workers: Callable[..., PgJournal],
+) -> None:
+    a, b = workers(), workers()
+    a.ingest(rows(3), ids("a"))
+    run = a.start_run("run")
+    assert keys(a.claim(3, include_unknown=False)) == [key(1), key(2), key(3)]
+    assert a.write([(key(1), run)], []) == set()
+    assert b.claim(10, include_unknown=False) == []
+    assert b.others_busy()
+    a._stop.set()  # a stops renewing, as a killed process would, releasing nothing
+    assert a._heartbeat is not None
+    a._heartbeat.join()
+    # once a's lease runs out the answer turns False: its rows were reaped, not waited for
+    assert wait_for(lambda: not b.others_busy(), timeout=LEASE + 30)
+    assert found(b, key(1)).state is State.UNKNOWN  # it was in DATA
+    assert keys(b.claim_retries(10, busy=())) == [key(2), key(3)]
+    assert not b.others_busy()

@@ -1,0 +1,911 @@
+"""The async pipeline: journal → render → dispatcher → relay connections → journal.
+
+The producer claims due rows from the journal (pending first, then deferred rows whose
+retry time comes during the run) and renders them; a semaphore bounds how many are in
+the pipeline, so memory stays flat for any list size. The dispatcher gives each message
+to a relay (`RelayPool.choose`: priority, then weight, skipping open circuits); each
+relay has `connections` workers, each keeping one SMTP connection for up to
+`messages_per_connection` transactions. Every outcome is classified by
+`txsend.delivery.classify` and settled in one place (`_settle`), written through the group
+committer.
+
+Waiting has one owner: the supervisor task (`_supervise`). The other tasks only ever nap
+for bounded moments and wake on a stop; the supervisor holds the pool's outage
+(`RelayPool.outage_since`) against `delivery.give_up_unreachable`, stops the run when no
+relay is left or usable, and says in `RunStats.waiting` what the run waits for and when it
+will give up. Every transaction that reached a relay counts as one of the row's
+`retry.attempts`, whatever its phase, so hand-backs and failovers are bounded too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+
+from txsend.content.renderer import Renderer
+from txsend.delivery.classify import Verdict, classify, classify_connect
+from txsend.delivery.committer import GroupCommitter
+from txsend.delivery.ratelimit import limiter_for
+from txsend.delivery.relays import Circuit, RelayPool, RelayState, cool_down_cap
+from txsend.delivery.smtp import Phase, RelayDown, SendResult, SmtpConnection
+from txsend.errors import JobError, RowError, RowFailed, TemplateRowError
+from txsend.job.suppression import SuppressionList
+from txsend.journal.api import Claimed, JournalBackend, Record
+from txsend.logs import LOGGER, event
+from txsend.models import Job, RelayConfig, RenderedMessage, Row, State
+from txsend.reporting.stats import ErrorClass, RunStats
+
+CLAIM_BATCH = 256
+RETRY_WAIT_IN_RUN = 60.0  # a run waits for deferred rows due within this many seconds
+RATE_MAX_WAIT = 60.0  # longer than this for a rate slot: the relay's quota is spent
+CONNECT_PAUSE = 0.2  # seconds a worker waits after a failed connection
+MAX_HAND_BACKS = 10  # hand-backs of one message in a run, however many relays there are
+SUPERVISE_TICK = 0.25  # seconds between the supervisor's looks at the run
+TEMPLATE_FAILURES = 10  # the first rows all failing on one template error: the job's fault
+_END = None  # end marker in the queues
+# phases a transaction reaches only after the journal recorded it `sending` (and counted it)
+_MARKED = frozenset({Phase.DATA_END, Phase.DONE})
+
+
+@dataclass(frozen=True)
+class SendOptions:
+    run_id: int
+    concurrency: int | None = None  # connections per relay, overriding the job
+    limit: int | None = None  # at most this many rows this run
+    dry_run: bool = False  # render and count; send nothing
+    resend_unknown: bool = True  # delivery.on_unknown == "resend"
+    grace: float = 10.0  # seconds in-flight transactions get after a stop request
+    tick: float = 0.25  # seconds between progress callbacks
+
+
+@dataclass
+class _Item:
+    claimed: Claimed
+    message: RenderedMessage
+    relay_faults: int = 0  # hand-backs after a failure this run
+    failed_relays: set[str] = field(default_factory=set)  # relays that failed it this run
+    transactions: int = 0  # transactions this run that reached a relay
+    uncounted: int = 0  # ... of which the journal has not counted (ended before DATA's 354)
+    last: tuple[SendResult, Verdict, str] | None = None  # the failure it was handed back after
+
+    @property
+    def key(self) -> str:
+        return self.claimed.key
+
+
+class Engine:
+    """Sends a job's due rows; returns what happened as RunStats."""
+
+    def __init__(
+        self,
+        job: Job,
+        journal: JournalBackend,
+        renderer: Renderer,
+        relays: Sequence[tuple[RelayConfig, str | None]],
+        options: SendOptions,
+        on_tick: Callable[[RunStats], None] | None = None,
+        suppressions: SuppressionList | None = None,
+    ) -> None:
+        self.job = job
+        self.journal = journal
+        self.renderer = renderer
+        self.options = options
+        self.stats = RunStats()
+        self._on_tick = on_tick
+        self._suppressions = suppressions if suppressions is not None else SuppressionList()
+        self._policy = job.delivery.retry
+        max_cool_down = cool_down_cap(job.delivery.give_up_unreachable)
+        self._pool = RelayPool(
+            [
+                RelayState(
+                    config,
+                    password,
+                    limiter_for(config, journal, shared=journal if journal.shared else None),
+                    max_cool_down=max_cool_down,
+                )
+                for config, password in relays
+            ]
+        )
+        self._ready: asyncio.Queue[_Item | None] = asyncio.Queue()
+        self._relay_queues: dict[str, asyncio.Queue[_Item | None]] = {}
+        self._in_pipeline: set[str] = set()
+        self._down: set[str] = set()  # relays whose last connection attempt failed
+        self._committer: GroupCommitter | None = None
+        self._workers: set[asyncio.Task[None]] = set()
+        self._slots: asyncio.Semaphore | None = None
+        self._stopping = False
+        self._stopped = asyncio.Event()  # set with _stopping: wakes every nap
+        self._waiting_for_relay = False  # the dispatcher holds a message no relay can take
+        self._retry_due: float | None = None  # wall time the producer waits for, if it does
+        self._producer_done = False
+        self._errors: deque[bool] = deque(maxlen=self._abort_window())
+        self._random = random.Random()
+        self._crash: BaseException | None = None
+        # the run's first template errors, held back while they are all the same one
+        self._first_errors: list[TemplateRowError] | None = []
+        self._limited_to: set[str] = set()  # with --limit: the rows this run took on
+        self._refused: set[str] = set()  # rows the journal would not mark sending (fenced)
+        self._started = time.monotonic()
+
+    # --- entry points ----------------------------------------------------------------
+
+    async def run(self) -> RunStats:
+        """Send everything due (or up to --limit); stop early on request, abort or relay loss."""
+        connections = sum(self._connections(r.config) for r in self._pool.relays)
+        self._slots = asyncio.Semaphore(max(64, 4 * connections))
+        committer = self._committer = GroupCommitter(self.journal, self.options.run_id)
+        committer.start()
+        ticker = asyncio.create_task(self._tick(), name="progress")
+        watcher = asyncio.create_task(self._watch_journal(), name="journal-watch")
+        producer = asyncio.create_task(self._produce(), name="producer")
+        dispatcher: asyncio.Task[None] | None = None
+        sending = not self.options.dry_run and self._pool.relays
+        supervisor: asyncio.Task[None] | None = None
+        if sending:
+            self._start_workers()
+            dispatcher = asyncio.create_task(self._dispatch(), name="dispatcher")
+            supervisor = asyncio.create_task(self._supervise(), name="supervisor")
+        try:
+            await producer
+            if dispatcher is not None:
+                await dispatcher
+                # a worker cancelled at the end of the grace period (or by a second signal)
+                # is not an error; a crash was kept by _worker_exited
+                await asyncio.gather(*self._workers, return_exceptions=True)
+        finally:
+            tasks = [producer, *self._workers, *([dispatcher] if dispatcher else [])]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for background in (ticker, watcher, *([supervisor] if supervisor else [])):
+                background.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await background
+            await committer.close()
+            # Transactions abandoned after DATA began (grace over, second signal): their
+            # rows are in RFC 1047's window, so they become `unknown` now, not on resume.
+            self.stats.abandoned = self.journal.recover()
+            if self.stats.stop_reason is None:
+                # a shared journal: the job was aborted by another worker, or the lease lost
+                self.stats.stop_reason = self.journal.stop_requested()
+            self.stats.ended = time.monotonic()
+            self.stats.ended_at = time.time()
+            self._collect_relay_stats()
+            if self._on_tick is not None:
+                self._on_tick(self.stats)
+        if self._crash is not None:
+            raise self._crash
+        if self._first_errors:  # every row this run took on failed one way: a bad job
+            raise self._template_failure()
+        self.stats.not_sent = len(self._in_pipeline)
+        self.stats.waiting = None
+        if self.stats.unreachable:
+            self.stats.ever_connected = self._pool.ever_connected
+        return self.stats
+
+    def request_stop(self, signum: int | None = None, reason: str | None = None) -> None:
+        """Stop taking work; in-flight transactions get `grace` seconds, a second call none."""
+        if self._stopping:
+            if signum is not None:
+                for task in list(self._workers):
+                    task.cancel()
+            return
+        self._stopping = True
+        self._stopped.set()
+        if signum is not None:
+            self.stats.signal = signum
+            self.stats.stop_reason = "interrupted"
+            event(
+                logging.WARNING,
+                "interrupted",
+                f"signal {signum}: finishing what is in flight ({self.options.grace:g} s grace)",
+                signal=signum,
+            )
+        elif reason is not None:
+            self.stats.stop_reason = reason
+            event(logging.ERROR, "abort", f"stopping: {reason}", reason=reason)
+        self._ready.put_nowait(_END)  # wake the dispatcher
+        self._drain_relay_queues()  # and unblock it if it waits on a relay's full queue
+        asyncio.get_running_loop().call_later(self.options.grace, self._cancel_workers)
+
+    # --- producer --------------------------------------------------------------------
+
+    async def _produce(self) -> None:
+        remaining = self.options.limit  # --limit counts rows, not their retries
+        first_pass = True
+        try:
+            while not self._stopping:
+                batch: list[Claimed] = []
+                if first_pass and (remaining is None or remaining > 0):
+                    size = self._claim_size()
+                    size = size if remaining is None else min(size, remaining)
+                    batch = await self._off_loop(
+                        partial(
+                            self.journal.claim, size, include_unknown=self.options.resend_unknown
+                        )
+                    )
+                    first_pass = bool(batch)
+                    if remaining is not None:
+                        remaining -= len(batch)
+                        self._limited_to.update(c.key for c in batch)
+                if not batch and not self.options.dry_run:
+                    batch = await self._due_retries()
+                if not batch:
+                    if await self._wait_for_retries():
+                        continue
+                    break
+                for claimed in batch:
+                    if self._stopping:
+                        break
+                    await self._admit(claimed)
+        finally:
+            self._producer_done = True
+            self._maybe_finished()
+
+    async def _off_loop(self, call: Callable[[], list[Claimed]]) -> list[Claimed]:
+        """A claim: a shared journal's round trip runs in a thread, so the connections
+        keep being served meanwhile; a local SQLite claim is quicker than the hand-off."""
+        if not self.journal.shared:
+            return call()
+        return await asyncio.to_thread(call)
+
+    async def _due_retries(self) -> list[Claimed]:
+        """Deferred rows due now (with --limit, only this run's rows)."""
+        assert self._committer is not None
+        self._committer.flush()  # a row deferred a moment ago is not due again yet
+        busy = set(self._in_pipeline)  # a copy: the set changes while the thread reads it
+        batch = await self._off_loop(
+            partial(self.journal.claim_retries, self._claim_size(), busy=busy)
+        )
+        if self.options.limit is not None:
+            batch = [c for c in batch if c.key in self._limited_to]
+        return batch
+
+    async def _admit(self, claimed: Claimed) -> None:
+        """Suppress, render and queue one claimed row."""
+        suppressed = self._suppressions.reason(claimed.address)
+        if suppressed is not None:
+            self._record(claimed.key, State.SKIPPED, reply=f"suppressed: {suppressed}")
+            return
+        row = Row(claimed.row, claimed.key, claimed.address, claimed.data)
+        message = self._render(row, claimed.message_id)
+        if message is None:
+            return
+        self.stats.queued += 1
+        if self.options.dry_run:
+            return
+        assert self._slots is not None
+        await self._slots.acquire()
+        self._in_pipeline.add(claimed.key)
+        self._ready.put_nowait(_Item(claimed, message))
+
+    def _render(self, row: Row, message_id: str) -> RenderedMessage | None:
+        try:
+            message = self.renderer.render(row, message_id)
+        except RowFailed as exc:
+            self._trust_template()
+            self._record(row.key, State.FAILED, reply=exc.reason)
+            return None
+        except TemplateRowError as exc:
+            self._template_error(exc)
+            return None
+        except RowError as exc:
+            self._trust_template()
+            self._record(row.key, State.SKIPPED, reply=exc.reason)
+            return None
+        self._trust_template()
+        if len(message.data) > self.job.max_message_size:
+            self._record(
+                row.key,
+                State.FAILED,
+                reply=f"message is {len(message.data)} bytes, over max_message_size "
+                f"({self.job.max_message_size})",
+            )
+            return None
+        return message
+
+    def _template_error(self, exc: TemplateRowError) -> None:
+        """Skip the row, unless the run's first rows all fail this way (then stop: 65)."""
+        held = self._first_errors
+        if held is None or (held and held[0].reason != exc.reason):
+            self._trust_template()
+            self._record(exc.key or "", State.SKIPPED, reply=exc.reason)
+            return
+        held.append(exc)
+        if len(held) >= TEMPLATE_FAILURES and not self._stopping:
+            self.request_stop(
+                reason=f"the template fails the same way for the first {len(held)} rows: "
+                + exc.reason
+            )
+
+    def _trust_template(self) -> None:
+        """A row rendered (or failed otherwise): held template errors are the rows' own."""
+        held, self._first_errors = self._first_errors, None
+        for exc in held or ():
+            self._record(exc.key or "", State.SKIPPED, reply=exc.reason)
+
+    def _template_failure(self) -> JobError:
+        held = self._first_errors or []
+        first = held[0]
+        return JobError(
+            f"the template fails for the first {len(held)} rows of this run, all with the "
+            f"same error (first: row {first.row}): {first.reason}; nothing was sent",
+            hint="fix the template and run again: those rows are still pending",
+        )
+
+    def _claim_size(self) -> int:
+        """Rows per claim: a shared journal gets about a second of this worker's pace."""
+        if not self.journal.shared:
+            return CLAIM_BATCH
+        elapsed = time.monotonic() - self._started
+        done = sum(self.stats.outcomes.values())
+        pace = done / elapsed if elapsed > 1.0 else 0.0
+        connections = sum(self._connections(r.config) for r in self._pool.relays)
+        return max(2 * connections, min(CLAIM_BATCH, int(pace)))
+
+    async def _watch_journal(self) -> None:
+        """A shared journal: stop when another worker aborted the job or the lease is lost."""
+        if not self.journal.shared:
+            return
+        while not self._stopping:
+            reason = self.journal.stop_requested()
+            if reason is not None:
+                self.request_stop(reason=reason)
+                return
+            await asyncio.sleep(0.25)
+
+    async def _wait_for_retries(self) -> bool:
+        """Nothing is due now: wait for a retry due soon, or say the run is over."""
+        if self.options.dry_run or self._stopping:
+            return False
+        assert self._committer is not None
+        self._committer.flush()  # deferrals recorded a moment ago must be visible
+        due = self.journal.next_attempt_at()
+        wait = None if due is None else due - time.time()
+        if (
+            not self._in_pipeline
+            and (wait is None or wait > RETRY_WAIT_IN_RUN)
+            # other workers' rows come back here if one of them dies: wait for them
+            and not self.journal.others_busy()
+        ):
+            return False
+        self._retry_due = due
+        try:
+            await self._nap(0.2 if wait is None else min(max(wait, 0.05), 0.5))
+        finally:
+            self._retry_due = None
+        return True
+
+    async def _nap(self, seconds: float) -> None:
+        """Sleep at most `seconds`; a stop request ends the nap at once."""
+        if self._stopping or seconds <= 0:
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._stopped.wait()
+
+    # --- dispatcher ------------------------------------------------------------------
+
+    async def _dispatch(self) -> None:
+        """Give each ready message to a relay; stop when the work is over or relays are.
+
+        With no relay available it waits (the supervisor decides when that is given up)."""
+        while True:
+            item = await self._ready.get()
+            if item is _END:
+                if self._stopping or self._finished():
+                    break
+                continue
+            if self._stopping:
+                self._drop(item)
+                continue
+            relay = self._pool.choose(item.failed_relays)
+            while relay is None and not self._stopping:
+                self._waiting_for_relay = True
+                pause = self._pool.next_change()
+                await self._nap(0.5 if pause is None else min(max(pause, 0.05), 1.0))
+                relay = self._pool.choose(item.failed_relays)
+            self._waiting_for_relay = False
+            if relay is None:
+                self._drop(item)
+                continue
+            await self._relay_queues[relay.name].put(item)
+        self._drain_relay_queues()
+        for relay in self._pool.relays:
+            for _ in range(self._connections(relay.config)):
+                self._relay_queues[relay.name].put_nowait(_END)
+        # what is still ready stays as it is in the journal
+        while not self._ready.empty():
+            leftover = self._ready.get_nowait()
+            if leftover is not None:
+                self._drop(leftover)
+
+    # --- the supervisor: the one owner of waiting ------------------------------------
+
+    async def _supervise(self) -> None:
+        """Decide when the run gives up on its relays; say what it waits for meanwhile."""
+        shown: str | None = None
+        while not self._stopping:
+            now = time.monotonic()
+            reason = self._give_up_reason(now)
+            if reason is not None:
+                self.stats.unreachable = reason[1]
+                self.request_stop(reason=reason[0])
+                return
+            kind, waiting = self._waiting_reason(now)
+            self.stats.waiting = waiting
+            if kind != shown and waiting is not None:  # logged when the kind of wait changes
+                level = logging.WARNING if kind == "outage" else logging.INFO
+                event(level, "waiting", f"waiting: {waiting}", reason=waiting, wait=kind)
+            shown = kind
+            await self._nap(SUPERVISE_TICK)
+
+    def _give_up_reason(self, now: float) -> tuple[str, bool] | None:
+        """Why the run must stop now, and whether that is 'no relay reachable' (69/75)."""
+        pool = self._pool
+        if pool.all_dead:
+            return "no relay usable: " + self._relays_failing(), True
+        outage = pool.outage_since()
+        give_up = self.job.delivery.give_up_unreachable
+        if outage is not None and now - outage >= give_up:
+            return (
+                f"no relay reachable for {_seconds(give_up)} (give_up_unreachable): "
+                + self._relays_failing(),
+                True,
+            )
+        if self._waiting_for_relay:
+            spent = pool.quota_spent_until()
+            if spent is not None:
+                return f"relay rate quota spent until {_clock(time.time() + spent)}", False
+        return None
+
+    def _relays_failing(self) -> str:
+        return "; ".join(
+            f"relay {r.name}: {r.last_error or 'not usable'}"
+            + (f" (hint: {r.hint})" if r.hint else "")
+            for r in self._pool.relays
+        )
+
+    def _waiting_reason(self, now: float) -> tuple[str | None, str | None]:
+        """What the run waits for now, with its deadline: (kind, words), or (None, None)
+        while it makes progress."""
+        pool = self._pool
+        outage = pool.outage_since()
+        if outage is not None:
+            wall = time.time() - now  # monotonic -> wall clock
+            give_up_at = _clock(wall + outage + self.job.delivery.give_up_unreachable)
+            parts = []
+            for relay in pool.relays:
+                if relay.circuit is Circuit.OPEN and relay.retry_at > now:
+                    state = f"circuit open until {_clock(wall + relay.retry_at)}"
+                elif relay.circuit in (Circuit.OPEN, Circuit.HALF_OPEN):
+                    state = "being probed"
+                else:
+                    state = relay.circuit.value
+                parts.append(f"relay {relay.name} {state}: {relay.last_error}")
+            words = "; ".join(parts) + f"; giving up at {give_up_at} (give_up_unreachable)"
+            return "outage", words
+        if self._waiting_for_relay:
+            pause = pool.next_change()
+            if pause is not None:
+                return "paused", f"relays paused or throttled until {_clock(time.time() + pause)}"
+        if self._retry_due is not None and not self._in_pipeline:
+            return "retry", f"next retry due {_clock(self._retry_due)}"
+        return None, None
+
+    def _drain_relay_queues(self) -> None:
+        """Take back messages assigned to relays but not started (a stop leaves them unsent)."""
+        for queue in self._relay_queues.values():
+            ends = 0
+            while not queue.empty():
+                if (assigned := queue.get_nowait()) is not None:
+                    self._drop(assigned)
+                else:
+                    ends += 1
+            for _ in range(ends):  # end markers stay for the workers
+                queue.put_nowait(_END)
+
+    def _finished(self) -> bool:
+        return self._producer_done and not self._in_pipeline
+
+    def _maybe_finished(self) -> None:
+        if self._finished():
+            self._ready.put_nowait(_END)
+
+    def _hand_back(self, item: _Item) -> None:
+        """A message its relay could not take: to the dispatcher again."""
+        self._ready.put_nowait(item)
+
+    def _drop(self, item: _Item) -> None:
+        """Leave a message unsent this run (its row stays due in the journal).
+
+        A message handed back after failed transactions is deferred with its last reply,
+        so that the journal counts those attempts."""
+        if item.last is not None and item.transactions:
+            result, verdict, relay = item.last
+            state, next_attempt_at, reply = self._defer(item, verdict, result.reply)
+            self.stats.relay(relay).outcomes[state] += 1
+            self._record(
+                item.key,
+                state,
+                code=result.code,
+                reply=reply,
+                relay=relay,
+                next_attempt_at=next_attempt_at,
+                attempt=item.uncounted,
+                address=item.claimed.address,
+            )
+        self._release(item.key)
+
+    def _release(self, key: str) -> None:
+        if key in self._in_pipeline:
+            self._in_pipeline.discard(key)
+            assert self._slots is not None
+            self._slots.release()
+            self._maybe_finished()
+
+    # --- workers ---------------------------------------------------------------------
+
+    def _start_workers(self) -> None:
+        for relay in self._pool.relays:
+            count = self._connections(relay.config)
+            self._relay_queues[relay.name] = asyncio.Queue(maxsize=count)
+            for n in range(count):
+                task = asyncio.create_task(self._worker(relay), name=f"{relay.name}#{n}")
+                self._workers.add(task)
+                task.add_done_callback(self._worker_exited)
+
+    def _connections(self, relay: RelayConfig) -> int:
+        return self.options.concurrency or relay.connections
+
+    async def _worker(self, relay: RelayState) -> None:
+        queue = self._relay_queues[relay.name]
+        connection = SmtpConnection(relay.config, relay.password, self.job.delivery.timeouts)
+        try:
+            while (item := await queue.get()) is not _END:
+                if self._stopping:
+                    self._drop(item)
+                elif suppressed := self._suppressions.reason(item.claimed.address):
+                    # a bounce since the row was rendered (rendering runs ahead)
+                    self._record(item.key, State.SKIPPED, reply=f"suppressed: {suppressed}")
+                    self._release(item.key)
+                elif not await self._ready_to_send(relay, connection):
+                    self._hand_back(item)
+                else:
+                    await self._send(relay, connection, item)
+        finally:
+            await asyncio.shield(connection.close())
+
+    async def _ready_to_send(self, relay: RelayState, connection: SmtpConnection) -> bool:
+        """Wait out throttling, connect, take a rate slot; False hands the message back."""
+        pause = relay.paused_until - time.monotonic()
+        if pause > 0:
+            if self._pool.has_other({relay.name}):
+                return False  # throttled: another relay takes the message meanwhile
+            await self._nap(pause)
+            if self._stopping:
+                return False
+        if relay.circuit in (Circuit.OPEN, Circuit.DEAD):  # also: it opened during the pause
+            return False
+        if not connection.is_open and not await self._connect(relay, connection):
+            return False
+        if relay.limiter is not None:
+            # after connecting: a relay that cannot be reached spends none of its quota
+            wait = await relay.limiter.acquire(RATE_MAX_WAIT)
+            if wait > 0:
+                relay.quota_until = time.monotonic() + wait
+                relay.events.append(f"rate {relay.config.rate} spent for {wait:.0f} s")
+                event(
+                    logging.WARNING,
+                    "rate_spent",
+                    f"relay {relay.name}: rate {relay.config.rate} spent for {wait:.0f} s",
+                    relay=relay.name,
+                    seconds=wait,
+                )
+                return False
+        return True
+
+    async def _connect(self, relay: RelayState, connection: SmtpConnection) -> bool:
+        """Open the worker's connection; a failure counts against the relay's health."""
+        counters = self.stats.relay(relay.name)
+        started = time.perf_counter()
+        try:
+            await connection.open()
+        except RelayDown as exc:
+            counters.connect_failures += 1
+            if relay.name not in self._down:
+                self._down.add(relay.name)
+                event(
+                    logging.WARNING,
+                    "relay_down",
+                    f"relay {relay.name} down: {exc}",
+                    relay=relay.name,
+                    reason=str(exc),
+                )
+            rule = classify_connect(exc.fault)
+            relay.failed(exc.reason, now=time.monotonic(), fatal=rule.permanent)
+            relay.hint = rule.hint
+            await self._nap(CONNECT_PAUSE)
+            return False
+        counters.connections += 1
+        counters.connect_time.add(time.perf_counter() - started)
+        relay.hint = ""
+        if relay.name in self._down or not counters.connections - 1:
+            self._down.discard(relay.name)
+            event(logging.INFO, "relay_up", f"relay {relay.name} up", relay=relay.name)
+        relay.ever_connected = True
+        return True
+
+    async def _send(self, relay: RelayState, connection: SmtpConnection, item: _Item) -> None:
+        if item.message.smtputf8 and not connection.offers_smtputf8:
+            # RFC 6531 section 3.2: such a message is not sent without SMTPUTF8.
+            reason = (
+                f"the address has a non-ASCII local part, which needs SMTPUTF8; "
+                f"relay {relay.name} does not offer it"
+            )
+            self._record(item.key, State.FAILED, reply=reason, relay=relay.name)
+            self._release(item.key)
+            return
+        started = time.perf_counter()
+        result = await connection.send(item.message, partial(self._mark_sending, item.key))
+        if result.phase is not Phase.CONNECT:  # it reached the relay: one attempt
+            item.transactions += 1
+            if result.phase not in _MARKED:  # ended before `sending`: not counted yet
+                item.uncounted += 1
+        if item.key in self._refused:
+            # the row is no longer this worker's: nothing sent, nothing to record
+            self._refused.discard(item.key)
+            self._release(item.key)
+            return
+        verdict = classify(result.phase, result.code, result.text)
+        latency = time.perf_counter() - started
+        self._count_transaction(relay, item, result, latency)
+        self._settle(item, result, verdict, relay, latency)
+        if verdict.reconnect or connection.transactions >= relay.config.messages_per_connection:
+            await connection.close()
+
+    async def _mark_sending(self, key: str) -> bool:
+        """Record `sending` before DATA (the journal counts the attempt); False: the
+        message must not be sent."""
+        assert self._committer is not None
+        if not self.journal.may_start_data() or not await self._committer.mark_sending(key):
+            # a shared journal: this worker's lease may have lapsed, or did (fencing)
+            self._refused.add(key)
+            if not self._stopping:
+                self.request_stop(
+                    reason=self.journal.stop_requested()
+                    or "the journal's lease could not be renewed in time"
+                )
+            return False
+        return True
+
+    def _worker_exited(self, task: asyncio.Task[None]) -> None:
+        self._workers.discard(task)
+        if not task.cancelled() and task.exception() is not None and self._crash is None:
+            self._crash = task.exception()  # a bug: re-raised when the run is wound up
+            if not self._stopping:
+                self.request_stop(reason="internal error")
+
+    def _cancel_workers(self) -> None:
+        for task in list(self._workers):
+            task.cancel()
+
+    # --- outcomes --------------------------------------------------------------------
+
+    def _settle(
+        self,
+        item: _Item,
+        result: SendResult,
+        verdict: Verdict,
+        relay: RelayState,
+        latency: float,
+    ) -> None:
+        """Apply one transaction's verdict: relay health, failover, retries, the journal row.
+
+        A message refused for a reason that is not the recipient's (deferred, or the
+        relay's fault) goes to another relay at once while the row has attempts left; to
+        the same relay again only after a lone 421 or lost session on a relay that was
+        working (a new connection often takes it). Otherwise the row is settled: every
+        transaction that reached a relay counted as an attempt, so `retry.attempts` and
+        `max_age` bound them all."""
+        now = time.monotonic()
+        lost = result.code is None
+        nothing_sent = result.phase is Phase.CONNECT  # the connection was gone before MAIL
+        if verdict.slow_down:
+            relay.throttled(now)
+        relay_failed = verdict.relay_fault or verdict.slow_down or lost or result.code == 421
+        if relay_failed:
+            relay.failed(verdict.reason or result.reply, now=now)
+        else:
+            relay.succeeded()
+        if verdict.state is State.DEFERRED and self._may_hand_back(item, result, relay):
+            if not nothing_sent:
+                item.failed_relays.add(relay.name)
+            item.relay_faults += 1
+            item.last = (result, verdict, relay.name)
+            self._hand_back(item)
+            return
+
+        state, next_attempt_at, reply = verdict.state, None, result.reply
+        if state is State.DEFERRED:
+            state, next_attempt_at, reply = self._defer(item, verdict, reply)
+        if state is State.SENT:
+            self.stats.latency.add(latency)
+        self.stats.relay(relay.name).outcomes[state] += 1
+        if verdict.suppress:
+            self._suppressions.add(item.claimed.address, "hard bounce in this job")
+        self._record(
+            item.key,
+            state,
+            code=result.code,
+            reply=reply,
+            relay=relay.name,
+            next_attempt_at=next_attempt_at,
+            attempt=item.uncounted,
+            suppress="hard bounce in this job" if verdict.suppress else None,
+            address=item.claimed.address,
+        )
+        self._release(item.key)
+        self._judge_error_rate(state)
+
+    def _may_hand_back(self, item: _Item, result: SendResult, relay: RelayState) -> bool:
+        """Should a deferred message be tried again in this run, at once?"""
+        if self._stopping or item.relay_faults >= MAX_HAND_BACKS:
+            return False
+        if result.phase is Phase.CONNECT:
+            return True  # the connection closed while idle: nothing reached the relay
+        if self._attempts(item) >= self._policy.attempts:
+            return False
+        failed = item.failed_relays | {relay.name}
+        if self._pool.has_other(failed):
+            return True  # failover: another relay may take it now
+        # a lone 421 or lost session on a relay that was working: once on a new connection
+        session_over = result.code == 421 or (
+            result.code is None and result.phase is not Phase.DATA_END
+        )
+        return (
+            session_over
+            and item.relay_faults == 0  # once per message and run
+            and relay.failures <= 1
+            and relay.circuit is Circuit.CLOSED
+        )
+
+    def _attempts(self, item: _Item) -> int:
+        """The row's attempts so far: the journal's at claim time and this run's."""
+        return item.claimed.attempts + item.transactions
+
+    def _defer(self, item: _Item, verdict: Verdict, reply: str) -> tuple[State, float | None, str]:
+        """A deferred row's state, retry time and reply: failed once retries are spent."""
+        next_attempt_at, expired = self._retry_time(item, verdict)
+        if expired:
+            return State.FAILED, None, f"{reply} (gave up: {expired})"
+        return State.DEFERRED, next_attempt_at, reply
+
+    def _retry_time(self, item: _Item, verdict: Verdict) -> tuple[float | None, str | None]:
+        """When to try a deferred row again, or why it is given up (delivery.retry)."""
+        policy = self._policy
+        claimed = item.claimed
+        attempts = max(1, self._attempts(item))
+        now = time.time()
+        first = claimed.first_attempt_at or now
+        if attempts >= policy.attempts:
+            return None, f"{attempts} attempts"
+        if now - first >= policy.max_age:
+            return None, f"older than max_age ({policy.max_age:g} s)"
+        delay = min(policy.max_backoff, policy.backoff * 2.0 ** (attempts - 1))
+        delay *= self._random.uniform(0.8, 1.2)  # jitter: retries of a batch spread out
+        if verdict.retry_after is not None:
+            delay = max(delay, verdict.retry_after)
+        return now + delay, None
+
+    def _abort_window(self) -> int:
+        policy = self.job.delivery.abort_on
+        return policy.min_messages if policy is not None else 1
+
+    def _judge_error_rate(self, state: State) -> None:
+        """delivery.abort_on: stop taking work when the recent failure rate is too high."""
+        policy = self.job.delivery.abort_on
+        if policy is None or state is State.DEFERRED:
+            return
+        self._errors.append(state in (State.BOUNCED, State.FAILED, State.UNKNOWN))
+        if len(self._errors) < policy.min_messages or self._stopping:
+            return
+        rate = sum(self._errors) / len(self._errors)
+        if rate > policy.error_rate:
+            reason = (
+                f"error rate {rate:.0%} over the last {len(self._errors)} messages "
+                f"exceeds abort_on.error_rate {policy.error_rate:.0%}"
+            )
+            self.journal.abort(reason)  # every worker of a shared journal stops claiming
+            self.request_stop(reason=reason)
+
+    def _record(
+        self,
+        key: str,
+        state: State,
+        *,
+        code: int | None = None,
+        reply: str | None = None,
+        relay: str | None = None,
+        next_attempt_at: float | None = None,
+        attempt: int = 0,
+        suppress: str | None = None,
+        address: str | None = None,
+    ) -> None:
+        assert self._committer is not None
+        self._committer.record(
+            Record(key, state, code, reply, relay, next_attempt_at, attempt, suppress, address)
+        )
+        self.stats.outcomes[state] += 1
+        self.stats.timeline.add(state, time.monotonic())
+        if LOGGER.isEnabledFor(logging.DEBUG):
+            event(
+                logging.DEBUG,
+                "message",
+                f"{key}: {state.value}" + (f" ({reply})" if reply else ""),
+                key=key,
+                address=address,
+                state=state.value,
+                code=code,
+                reply=reply,
+                relay=relay,
+            )
+
+    def _count_transaction(
+        self, relay: RelayState, item: _Item, result: SendResult, latency: float
+    ) -> None:
+        """Per-transaction figures for the report: attempts, retries, errors, replies."""
+        stats = self.stats
+        counters = stats.relay(relay.name)
+        counters.attempts += 1
+        counters.latency.add(latency)
+        if item.claimed.attempts or item.transactions > 1:
+            stats.retries += 1
+        stats.reply_codes.add(result.code, result.text)
+        if result.accepted:
+            return
+        if result.code is None:
+            klass = ErrorClass.UNKNOWN if result.phase is Phase.DATA_END else ErrorClass.TRANSIENT
+        else:
+            klass = ErrorClass.PERMANENT if result.code >= 500 else ErrorClass.TRANSIENT
+        stats.errors[klass] += 1
+        counters.errors[klass] += 1
+
+    def _collect_relay_stats(self) -> None:
+        for relay in self._pool.relays:
+            counters = self.stats.relay(relay.name)
+            counters.last_error = relay.last_error
+            counters.events = list(relay.events)
+            counters.circuit = relay.circuit.value
+
+    async def _tick(self) -> None:
+        if self._on_tick is None:
+            return
+        while True:
+            self.stats.queue_depth = self._ready.qsize() + sum(
+                q.qsize() for q in self._relay_queues.values()
+            )
+            self._collect_relay_stats()
+            self._on_tick(self.stats)
+            await asyncio.sleep(self.options.tick)
+
+
+def _clock(timestamp: float) -> str:
+    """A wall-clock time for people: 14:03:07."""
+    return time.strftime("%H:%M:%S", time.localtime(timestamp))
+
+
+def _seconds(seconds: float) -> str:
+    """A duration as the job would write it: 90 s -> 1m30s, 120 s -> 2m, 3 s -> 3s."""
+    whole = round(seconds)
+    if whole < 60:
+        return f"{seconds:g}s"
+    minutes, rest = divmod(whole, 60)
+    return f"{minutes}m{rest}s" if rest else f"{minutes}m"

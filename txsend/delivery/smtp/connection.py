@@ -1,0 +1,376 @@
+"""One reusable SMTP connection to a relay (aiosmtplib), with its errors mapped once."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import socket
+import ssl
+from collections.abc import Awaitable, Callable
+from functools import cache
+from typing import cast
+
+import aiosmtplib
+
+from txsend.delivery.smtp.replies import ReplyReader
+from txsend.delivery.smtp.results import ConnectFault, Phase, RelayDown, SendResult
+from txsend.models import RelayConfig, RenderedMessage, Timeouts, TlsMode
+
+# Replies that make no sense for one message but say the session is over (RFC 5321 3.8).
+_SESSION_CLOSING = 421
+_ACCEPTED = {Phase.MAIL: (250,), Phase.RCPT: (250, 251)}
+_START_MAIL_INPUT = 354
+_COMPLETED = 250
+
+
+@cache
+def local_hostname() -> str:
+    """Our name in EHLO; resolved once (socket.getfqdn can take seconds without DNS)."""
+    name = socket.gethostname()
+    return name if "." in name else "localhost"
+
+
+class SmtpConnection:
+    """A connection that carries many transactions until closed or lost.
+
+    aiosmtplib opens it (greeting, EHLO, STARTTLS, AUTH); then a ReplyReader takes the
+    transport over for the transactions, which are pipelined (RFC 2920) when the relay
+    offers PIPELINING: MAIL, RCPT and DATA in one write, then the message.
+    """
+
+    def __init__(
+        self,
+        relay: RelayConfig,
+        password: str | None,
+        timeouts: Timeouts,
+        *,
+        pipelining: bool = True,
+    ) -> None:
+        self.relay = relay
+        self._password = password
+        self._timeouts = timeouts
+        self._allow_pipelining = pipelining
+        self._reader: ReplyReader | None = None
+        self._extensions: frozenset[str] = frozenset()
+        self.transactions = 0  # transactions on the current connection
+
+    @property
+    def is_open(self) -> bool:
+        """True while the connection is usable."""
+        return self._reader is not None and self._reader.usable
+
+    @property
+    def pipelining(self) -> bool:
+        """Whether transactions on this connection are pipelined."""
+        return self._allow_pipelining and "pipelining" in self._extensions
+
+    @property
+    def offers_smtputf8(self) -> bool:
+        """Whether the relay advertised SMTPUTF8 (RFC 6531) in its EHLO reply."""
+        return "smtputf8" in self._extensions
+
+    async def open(self) -> None:
+        """Connect, EHLO, STARTTLS and AUTH as the relay wants; RelayDown on any failure.
+
+        The whole opening is bounded by `timeouts.connect + timeouts.command`, however
+        the relay paces its replies (a server that drips one byte a second is cut off)."""
+        relay = self.relay
+        tls_context = tls_context_for(relay)
+        timeouts = self._timeouts
+        smtp = aiosmtplib.SMTP(
+            hostname=relay.host,
+            port=relay.port,
+            local_hostname=local_hostname(),
+            timeout=timeouts.connect,
+            use_tls=relay.tls is TlsMode.IMPLICIT,
+            start_tls=relay.tls is TlsMode.STARTTLS,
+            tls_context=tls_context,
+        )
+        stage = "connect"
+        try:
+            async with asyncio.timeout(timeouts.connect + timeouts.command):
+                await smtp.connect()
+                stage = "ehlo"
+                if smtp.last_ehlo_response is None:  # connect() greets only for STARTTLS
+                    await smtp.ehlo()
+                # AUTH here rather than in connect(): on a refusal the connection is still
+                # ours to close properly
+                if self._password is not None and relay.username is not None:
+                    stage = "auth"
+                    await smtp.login(relay.username, self._password)
+        except (aiosmtplib.SMTPException, OSError, ssl.SSLError, TimeoutError) as exc:
+            await _shut(smtp)
+            fault, code, reason = connect_fault(exc, stage, tls=relay.tls is TlsMode.IMPLICIT)
+            raise RelayDown(relay.url, reason, fault=fault, code=code) from None
+        # uvloop's transports are not asyncio.WriteTransport subclasses: no isinstance
+        transport = cast(asyncio.WriteTransport | None, smtp.transport)
+        if transport is None or transport.is_closing():
+            await _shut(smtp)
+            raise RelayDown(relay.url, "connection lost after EHLO", fault=ConnectFault.RESET)
+        self._extensions = frozenset(k.lower() for k in smtp.esmtp_extensions)
+        reader = ReplyReader(transport)
+        transport.set_protocol(reader)  # aiosmtplib is done with this connection
+        self._reader = reader
+        self.transactions = 0
+
+    async def send(
+        self, message: RenderedMessage, before_data: Callable[[], Awaitable[bool]]
+    ) -> SendResult:
+        """One transaction: MAIL, RCPT, DATA; then `before_data()` (the journal records
+        `sending`), the message, and the relay's final reply.
+
+        When `before_data()` answers False (the journal refused: this worker lost its
+        lease) the connection is dropped before the message: a transaction whose data
+        never ends with the final dot is not delivered (RFC 5321 section 4.1.1.4)."""
+        reader = self._reader
+        if reader is None or not reader.usable:
+            return SendResult(Phase.CONNECT, None, "not connected")
+        self.transactions += 1
+        # Addresses were validated by the renderer, so the commands are built directly.
+        mail = b"MAIL FROM:<" + message.mail_from.encode() + b">"
+        if message.smtputf8:  # the caller checked that the relay offers it
+            mail += b" SMTPUTF8"
+            if "8bitmime" in self._extensions:
+                mail += b" BODY=8BITMIME"
+        rcpt = b"RCPT TO:<" + message.rcpt_to.encode() + b">"
+        phase = Phase.MAIL
+        wait = self._timeouts.command
+        try:
+            if self.pipelining:
+                reader.write(mail + b"\r\n" + rcpt + b"\r\nDATA\r\n")
+                (
+                    (mail_code, mail_text),
+                    (rcpt_code, rcpt_text),
+                    (data_code, data_text),
+                ) = await reader.read(3, wait)
+                if mail_code not in _ACCEPTED[Phase.MAIL]:
+                    return await self._refused_pipelined(
+                        Phase.MAIL, mail_code, mail_text, data_code
+                    )
+                if rcpt_code not in _ACCEPTED[Phase.RCPT]:
+                    return await self._refused_pipelined(
+                        Phase.RCPT, rcpt_code, rcpt_text, data_code
+                    )
+                phase = Phase.DATA
+            else:
+                for phase, command in ((Phase.MAIL, mail), (Phase.RCPT, rcpt)):
+                    reader.write(command + b"\r\n")
+                    ((code, text),) = await reader.read(1, wait)
+                    if code not in _ACCEPTED[phase]:
+                        return await self._refused(phase, code, text)
+                phase = Phase.DATA
+                reader.write(b"DATA\r\n")
+                ((data_code, data_text),) = await reader.read(1, wait)
+            if data_code != _START_MAIL_INPUT:
+                return await self._refused(Phase.DATA, data_code, data_text)
+        except (OSError, TimeoutError) as exc:
+            # A relay that refuses and hangs up at once (421) leaves its reply behind.
+            for (code, text), at in zip(
+                reader.take_available(), (Phase.MAIL, Phase.RCPT, Phase.DATA), strict=False
+            ):
+                ok = _ACCEPTED.get(at, (_START_MAIL_INPUT,))
+                if code not in ok:
+                    self._abandon()
+                    return SendResult(at if self.pipelining else phase, code, text)
+            return self._lost(phase, exc)
+
+        if not await before_data():
+            self._abandon()
+            return SendResult(Phase.DATA, None, NOT_STARTED)
+        try:
+            # The renderer's output is CRLF throughout, so dot-stuffing is all that is left
+            # (RFC 5321 4.5.2); the final reply gets its own, long timeout (4.5.3.2).
+            reader.write(dot_stuff(message.data))
+            ((code, text),) = await reader.read(1, self._timeouts.data_end)
+        except (OSError, TimeoutError) as exc:
+            # The message may have reached the relay: RFC 1047's window.
+            return self._lost(Phase.DATA_END, exc)
+        if code != _COMPLETED:
+            return await self._refused(Phase.DATA_END, code, text)
+        return SendResult(Phase.DONE, code, text)
+
+    async def _refused_pipelined(
+        self, phase: Phase, code: int, text: str, data_code: int
+    ) -> SendResult:
+        """MAIL or RCPT was refused, but DATA was already on its way (RFC 2920 3.1)."""
+        if data_code == _START_MAIL_INPUT and self._reader is not None:
+            # A relay that said 354 anyway gets an empty message, which it must refuse
+            # for want of recipients; its reply is read and dropped.
+            try:
+                self._reader.write(b".\r\n")
+                await self._reader.read(1, self._timeouts.command)
+            except (OSError, TimeoutError):
+                self._abandon()
+                return SendResult(phase, code, text)
+        return await self._refused(phase, code, text)
+
+    async def _refused(self, phase: Phase, code: int, text: str) -> SendResult:
+        reader = self._reader
+        if code == _SESSION_CLOSING:
+            await self.close()
+        elif reader is not None and reader.usable:
+            try:
+                reader.write(b"RSET\r\n")
+                ((rset_code, _),) = await reader.read(1, self._timeouts.command)
+                if rset_code != _COMPLETED:
+                    self._abandon()
+            except (OSError, TimeoutError):
+                self._abandon()
+        return SendResult(phase, code, text)
+
+    def _lost(self, phase: Phase, exc: BaseException) -> SendResult:
+        self._abandon()
+        return SendResult(phase, None, _describe(exc))
+
+    def _abandon(self) -> None:
+        if self._reader is not None:
+            self._reader.abort()
+        self._reader = None
+
+    async def close(self) -> None:
+        """QUIT politely if possible; never raises."""
+        reader, self._reader = self._reader, None
+        if reader is None:
+            return
+        try:
+            if reader.usable:
+                reader.write(b"QUIT\r\n")
+                await reader.read(1, 5)
+        except (OSError, TimeoutError):
+            pass
+        finally:
+            # abort, not close: a TLS close would wait for the peer; and wait for the
+            # socket to be gone, so that no socket outlives the run
+            reader.transport.abort()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(5):
+                    await reader.closed
+
+
+def dot_stuff(data: bytes) -> bytes:
+    """The DATA payload of a CRLF message: leading dots doubled, then the final dot."""
+    if not data.endswith(b"\r\n"):
+        data += b"\r\n"
+    stuffed = data.replace(b"\r\n.", b"\r\n..")
+    if stuffed.startswith(b"."):
+        stuffed = b"." + stuffed
+    return stuffed + b".\r\n"
+
+
+@cache
+def _tls_context(ca_file: str | None) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=ca_file)
+
+
+def tls_context_for(relay: RelayConfig) -> ssl.SSLContext | None:
+    """The relay's verifying TLS context, built once per CA file; OSError/SSLError if bad."""
+    if relay.tls is TlsMode.NONE:
+        return None
+    return _tls_context(str(relay.ca_file) if relay.ca_file else None)
+
+
+async def _shut(smtp: aiosmtplib.SMTP, transport: asyncio.BaseTransport | None = None) -> None:
+    """Drop a connection and let its socket close before returning (a TLS close would
+    otherwise wait for the peer, and a run could end with the socket still open)."""
+    transport = transport or smtp.transport
+    smtp.close()
+    if isinstance(transport, asyncio.WriteTransport):
+        transport.abort()
+        await asyncio.sleep(0)  # let connection_lost run: no socket outlives the run
+
+
+NOT_STARTED = "message not sent: the journal refused to record it as sending"
+
+
+def _describe(exc: BaseException) -> str:
+    """A one-line reason for a failure without a reply."""
+    if isinstance(exc, aiosmtplib.SMTPTimeoutError | TimeoutError):
+        return f"timed out ({exc})" if str(exc) else "timed out"
+    causes = [exc, exc.__cause__, exc.__context__]
+    if any(isinstance(c, ConnectionRefusedError) for c in causes):
+        return "connection refused"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS failed: {getattr(exc, 'reason', None) or exc}"
+    return str(exc) or type(exc).__name__
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """The exception and its causes, outermost first."""
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in seen:
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    return seen
+
+
+def connect_fault(
+    exc: BaseException, stage: str, *, tls: bool = False
+) -> tuple[ConnectFault, int | None, str]:
+    """What kind of fault an exception from opening a session is, its reply code, and
+    a one-line reason (`stage`: connect, ehlo or auth: where the opening was; `tls`: the
+    connection starts with TLS, smtps)."""
+    chain = _chain(exc)
+    for cause in chain:
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            why = cause.verify_message or cause.reason or str(cause)
+            return ConnectFault.TLS_CERTIFICATE, None, f"TLS certificate not verified: {why}"
+    if isinstance(exc, aiosmtplib.SMTPResponseException):
+        code, text = exc.code, f"{exc.code} {exc.message}".strip()
+        permanent = code >= 500
+        if isinstance(exc, aiosmtplib.SMTPAuthenticationError) or stage == "auth":
+            if permanent:
+                return ConnectFault.AUTH_REFUSED, code, f"authentication refused: {text}"
+            return ConnectFault.OTHER, code, f"authentication failed for now: {text}"
+        if isinstance(exc, aiosmtplib.SMTPConnectResponseError):
+            fault = ConnectFault.GREETING_5XX if permanent else ConnectFault.GREETING_4XX
+            return fault, code, f"greeting refused: {text}"
+        if isinstance(exc, aiosmtplib.SMTPHeloError):
+            fault = ConnectFault.EHLO_5XX if permanent else ConnectFault.EHLO_4XX
+            return fault, code, f"EHLO refused: {text}"
+        # the only other command connect() sends is STARTTLS
+        fault = ConnectFault.STARTTLS_5XX if permanent else ConnectFault.STARTTLS_4XX
+        return fault, code, f"STARTTLS refused: {text}"
+    message = str(exc)
+    if "STARTTLS extension not supported" in message:
+        return ConnectFault.STARTTLS_MISSING, None, "the relay does not offer STARTTLS"
+    if "authentication method" in message or "AUTH extension not supported" in message:
+        return ConnectFault.AUTH_UNAVAILABLE, None, f"no usable AUTH mechanism: {message}"
+    for cause in chain:
+        if isinstance(cause, socket.gaierror):
+            if cause.errno in (socket.EAI_AGAIN,):
+                return ConnectFault.OTHER, None, f"name lookup failed for now: {cause}"
+            return ConnectFault.DNS, None, f"host name does not resolve: {cause.strerror}"
+        if isinstance(cause, ConnectionRefusedError):
+            return ConnectFault.REFUSED, None, "connection refused"
+        if isinstance(cause, ssl.SSLError):
+            return (
+                ConnectFault.TLS_HANDSHAKE,
+                None,
+                f"TLS handshake failed: {getattr(cause, 'reason', None) or cause}",
+            )
+        if isinstance(cause, OSError) and cause.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH):
+            return ConnectFault.UNROUTABLE, None, cause.strerror or str(cause)
+    if (
+        tls
+        and stage == "connect"
+        and isinstance(exc, aiosmtplib.SMTPConnectError)
+        and isinstance(exc.__cause__, ConnectionError)
+        and not isinstance(exc.__cause__, aiosmtplib.SMTPServerDisconnected)
+    ):
+        # closed while connecting with TLS, before any greeting could be read: the peer
+        # hung up on the TLS handshake (not an smtps port, or it refuses our TLS)
+        return (
+            ConnectFault.TLS_HANDSHAKE,
+            None,
+            "TLS handshake failed: the relay closed the connection during the handshake",
+        )
+    for cause in chain:
+        if isinstance(cause, TimeoutError):
+            return ConnectFault.TIMEOUT, None, _describe(exc)
+    for cause in chain:
+        if isinstance(cause, ConnectionError | aiosmtplib.SMTPServerDisconnected):
+            where = "before the greeting" if stage == "connect" else f"during {stage.upper()}"
+            return ConnectFault.RESET, None, f"connection closed {where}: {cause}"
+    return ConnectFault.OTHER, None, _describe(exc)

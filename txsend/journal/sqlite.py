@@ -1,0 +1,596 @@
+"""The SQLite journal: one row per recipient key, the only importer of sqlite-utils.
+
+It implements `txsend.journal.api.JournalBackend`, as the PostgreSQL journal does; one
+process works a SQLite journal at a time (`txsend.journal.lock`).
+
+Crash protocol: a row is made `sending` in a committed transaction before its DATA
+command is sent, and `sent` after the relay's 250. A process that dies in between leaves
+rows in `sending`; `recover()` turns them into `unknown` (RFC 1047's window).
+
+Durability: WAL with synchronous=NORMAL. A committed transaction survives the process
+being killed at any moment (it is in the WAL file); only a power loss or kernel crash can
+roll back the last few commits.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from txsend.errors import ConfigError, JobError, MissingInputError, RowError
+from txsend.journal.api import (
+    Claimed,
+    IngestStats,
+    Record,
+    RunInfo,
+    describe_changes,
+    error_skip_sql,
+)
+from txsend.models import State
+
+__all__ = ["Claimed", "IngestStats", "Journal", "Record", "RunInfo"]
+
+SCHEMA_VERSION = 1
+INGEST_BATCH = 5000
+# One encoder for every row's data (json.dumps would build one per call).
+_encode_json = json.JSONEncoder(ensure_ascii=False, default=str).encode
+# Rows whose message was never accepted by a relay and may be rendered again from new data:
+# not yet sent, or refused by txsend itself (render error, too large) rather than a relay.
+_REDOABLE = (
+    "(state IN ('pending', 'deferred', 'unknown', 'skipped') "
+    "OR (state = 'failed' AND code IS NULL))"
+)
+
+
+class Journal:
+    """A job's journal in one SQLite file."""
+
+    def __init__(self, path: Path, db: sqlite_utils.Database) -> None:
+        self.path = path
+        self._db = db
+        self._conn = db.conn
+        self._cursor = 0  # rowid after which the next claim starts
+        self._tat: dict[str, float] = {}  # reserve_slots: theoretical arrival time per relay
+
+    @property
+    def location(self) -> str:
+        return str(self.path)
+
+    @property
+    def shared(self) -> bool:
+        return False  # one process at a time holds the journal's lock
+
+    # --- opening -------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: Path, *, create: bool = True) -> Journal:
+        """Open (and with create, make) the journal file at path."""
+        if not create and not path.exists():
+            raise MissingInputError(
+                f"no journal at {path}", hint="run the job first: txsend run JOB"
+            )
+        existed = path.exists()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if not existed:
+                # the journal holds addresses: readable by its owner only
+                os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+            db = sqlite_utils.Database(path)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA busy_timeout=5000")
+        except (OSError, sqlite3.Error) as exc:
+            raise ConfigError(f"cannot open journal {path}: {exc}") from exc
+        journal = cls(path, db)
+        journal._migrate()
+        return journal
+
+    def _migrate(self) -> None:
+        db = self._db
+        with self._conn:
+            db.table("meta").create({"name": str, "value": str}, pk="name", if_not_exists=True)
+            version = self.get_meta("schema")
+            if version is not None and int(version) > SCHEMA_VERSION:
+                raise ConfigError(
+                    f"journal {self.path} was written by a newer txsend (schema {version})",
+                    hint="upgrade txsend",
+                )
+            db.table("messages").create(
+                {
+                    "key": str,
+                    "row": int,
+                    "address": str,
+                    "data": str,
+                    "message_id": str,
+                    "state": str,
+                    "attempts": int,
+                    "code": int,
+                    "reply": str,
+                    "relay": str,
+                    "run_id": int,
+                    "created_at": float,
+                    "updated_at": float,
+                    "sent_at": float,
+                    "first_attempt_at": float,
+                    "next_attempt_at": float,
+                },
+                pk="key",
+                not_null={"row", "address", "data", "message_id", "state", "attempts"},
+                defaults={"attempts": 0},
+                if_not_exists=True,
+            )
+            db.table("messages").create_index(["state", "next_attempt_at"], if_not_exists=True)
+            db.table("skipped_rows").create(
+                {"row": int, "key": str, "reason": str, "created_at": float},
+                pk="row",
+                if_not_exists=True,
+            )
+            db.table("suppressions").create(
+                {"address": str, "reason": str, "created_at": float},
+                pk="address",
+                if_not_exists=True,
+            )
+            db.table("rate_windows").create(
+                {"relay": str, "window_start": float, "count": int},
+                pk=("relay", "window_start"),
+                if_not_exists=True,
+            )
+            db.table("runs").create(
+                {
+                    "id": int,
+                    "command": str,
+                    "pid": int,
+                    "started_at": float,
+                    "ended_at": float,
+                    "exit_code": int,
+                    "fingerprint": str,
+                    "counts": str,
+                },
+                pk="id",
+                if_not_exists=True,
+            )
+            if version is None:
+                self.set_meta("schema", str(SCHEMA_VERSION))
+
+    def close(self) -> None:
+        """Checkpoint and close the database."""
+        self._conn.close()
+
+    # --- meta and fingerprint --------------------------------------------------------
+
+    def get_meta(self, name: str) -> str | None:
+        """A stored metadata value, or None."""
+        row = self._conn.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, name: str, value: str) -> None:
+        """Store a metadata value (the caller commits)."""
+        self._conn.execute(
+            "INSERT INTO meta(name, value) VALUES (?, ?) "
+            "ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+            (name, value),
+        )
+
+    def bind_job(self, job_name: str, fingerprint: dict[str, str], spec: dict[str, Any]) -> None:
+        """Tie a new journal to a job; refuse a journal made for another job name."""
+        stored = self.get_meta("job_name")
+        if stored is not None and stored != job_name:
+            raise JobError(
+                f"journal {self.path} belongs to job {stored!r}, not {job_name!r}",
+                hint="pass --journal with another path, or keep the job's name",
+            )
+        with self._conn:
+            self.set_meta("job_name", job_name)
+            self.set_meta("fingerprint", json.dumps(fingerprint, sort_keys=True))
+            self.set_meta("job_spec", json.dumps(spec, sort_keys=True))
+
+    def changes_since(self, fingerprint: dict[str, str]) -> list[str]:
+        """What differs between the stored job fingerprint and this one (empty: same job)."""
+        stored_text = self.get_meta("fingerprint")
+        if stored_text is None:
+            return []
+        stored: dict[str, str] = json.loads(stored_text)
+        return describe_changes(stored, fingerprint)
+
+    def job_spec(self) -> dict[str, Any] | None:
+        """How the job was defined when the journal was made (job file path, flags)."""
+        text = self.get_meta("job_spec")
+        return None if text is None else dict(json.loads(text))
+
+    # --- ingest ----------------------------------------------------------------------
+
+    def ingest(
+        self, rows: Iterable[Any], new_message_id: Callable[[], str], *, refresh: bool = False
+    ) -> IngestStats:
+        """Add rows (Row or RowError) not seen before, in batches; idempotent.
+
+        With refresh (the data or templates changed and the user passed --force), rows not
+        yet delivered take the new data and are rendered again, and rows that left the
+        data file are skipped. Delivered rows keep what was sent.
+        """
+        stats = IngestStats()
+        if refresh:
+            with self._conn:
+                # a negative row number marks "not seen yet in this pass"
+                self._conn.execute("UPDATE messages SET row = -row WHERE row > 0")
+                self._conn.execute("DELETE FROM skipped_rows")
+                self.set_meta("ingest_complete", "0")
+        iterator = iter(rows)
+        while batch := list(islice(iterator, INGEST_BATCH)):
+            self._ingest_batch(batch, new_message_id, stats)
+        with self._conn:
+            if refresh:
+                self._conn.execute(
+                    "UPDATE messages SET state = 'skipped', updated_at = ?, "
+                    "reply = 'no longer in the data file' "
+                    f"WHERE row < 0 AND {_REDOABLE}",
+                    (time.time(),),
+                )
+                self._conn.execute("UPDATE messages SET row = -row WHERE row < 0")
+            self.set_meta("ingest_complete", "1")
+        return stats
+
+    def _ingest_batch(
+        self, batch: list[Any], new_message_id: Callable[[], str], stats: IngestStats
+    ) -> None:
+        now = time.time()
+        keys = [r.key for r in batch if not isinstance(r, RowError)]
+        known: dict[str, int] = {}
+        for chunk in _chunks(keys, 500):
+            marks = ",".join("?" * len(chunk))
+            for key, row in self._conn.execute(
+                f"SELECT key, row FROM messages WHERE key IN ({marks})", chunk
+            ):
+                known[key] = row
+        new_rows = []
+        refreshed = []
+        skipped = []
+        for item in batch:
+            if isinstance(item, RowError):
+                stats.invalid += 1
+                skipped.append((item.row, item.key, item.reason, now))
+                self._note(stats, str(item))
+                continue
+            first = known.get(item.key)
+            data = _encode_json(item.data)
+            if first is None:
+                new_rows.append(
+                    (item.key, item.number, item.address, data, new_message_id(), now, now)
+                )
+                stats.new += 1
+            elif first < 0:  # refresh pass: first sight of a known key
+                refreshed.append((item.number, item.address, data, now, item.key))
+                stats.existing += 1
+            elif first == item.number:
+                stats.existing += 1
+            else:
+                stats.duplicates += 1
+                reason = f"duplicate key (first seen in row {first})"
+                skipped.append((item.number, item.key, reason, now))
+                self._note(stats, f"row {item.number}: key {item.key!r}: {reason}")
+                continue
+            known[item.key] = item.number
+        with self._conn:
+            self._conn.executemany(
+                "INSERT INTO messages(key, row, address, data, message_id, state, attempts, "
+                "created_at, updated_at) VALUES (?, ?, ?, ?, ?, 'pending', 0, ?, ?)",
+                new_rows,
+            )
+            self._conn.executemany(
+                "UPDATE messages SET row = ?1, "
+                f"address = CASE WHEN {_REDOABLE} THEN ?2 ELSE address END, "
+                f"data = CASE WHEN {_REDOABLE} THEN ?3 ELSE data END, "
+                f"state = CASE WHEN {_REDOABLE} AND state IN ('skipped', 'failed') "
+                "THEN 'pending' ELSE state END, "
+                "updated_at = ?4 WHERE key = ?5",
+                refreshed,
+            )
+            self._conn.executemany(
+                "INSERT OR IGNORE INTO skipped_rows(row, key, reason, created_at) "
+                "VALUES (?, ?, ?, ?)",
+                skipped,
+            )
+
+    @staticmethod
+    def _note(stats: IngestStats, problem: str) -> None:
+        if len(stats.problems) < 20:
+            stats.problems.append(problem)
+
+    def ingest_complete(self) -> bool:
+        """True once every row of the data file has been ingested."""
+        return self.get_meta("ingest_complete") == "1"
+
+    # --- the send cycle --------------------------------------------------------------
+
+    def recover(self) -> int:
+        """Turn rows a dead run left in `sending` into `unknown`; returns how many."""
+        with self._conn:
+            cur = self._conn.execute(
+                "UPDATE messages SET state = ?, updated_at = ?, "
+                "reply = 'run ended after DATA started, before the reply was recorded' "
+                "WHERE state = ?",
+                (State.UNKNOWN.value, time.time(), State.SENDING.value),
+            )
+        return cur.rowcount
+
+    _CLAIM_COLUMNS = "rowid, key, row, address, data, message_id, attempts, state, first_attempt_at"
+
+    def claim(
+        self, limit: int, *, include_unknown: bool, now: float | None = None
+    ) -> list[Claimed]:
+        """The next rows due for sending, in data order; each row is claimed once per pass."""
+        states = [State.PENDING.value, State.DEFERRED.value]
+        if include_unknown:
+            states.append(State.UNKNOWN.value)
+        marks = ",".join("?" * len(states))
+        rows = self._conn.execute(
+            # NOT INDEXED: walk rowids from the cursor. With the state index SQLite would
+            # sort every pending row on each claim, quadratic in the list size.
+            f"SELECT {self._CLAIM_COLUMNS} FROM messages NOT INDEXED "
+            f"WHERE rowid > ? AND state IN ({marks}) "
+            "AND (next_attempt_at IS NULL OR next_attempt_at <= ?) "
+            "ORDER BY rowid LIMIT ?",
+            (self._cursor, *states, time.time() if now is None else now, limit),
+        ).fetchall()
+        if rows:
+            self._cursor = rows[-1][0]
+        return [_claimed(values) for values in rows]
+
+    def claim_retries(
+        self, limit: int, *, busy: Collection[str], now: float | None = None
+    ) -> list[Claimed]:
+        """Deferred rows whose retry time has come, except those still in the pipeline."""
+        rows = self._conn.execute(
+            f"SELECT {self._CLAIM_COLUMNS} FROM messages "
+            "WHERE state = 'deferred' AND next_attempt_at <= ? "
+            "ORDER BY next_attempt_at, rowid LIMIT ?",
+            (time.time() if now is None else now, limit + len(busy)),
+        ).fetchall()
+        return [_claimed(values) for values in rows if values[1] not in busy][:limit]
+
+    def write(self, sending: Sequence[tuple[str, int]], records: Sequence[Record]) -> set[str]:
+        """Commit, in one transaction, rows entering `sending` (key, run id) and outcomes.
+
+        Returns the keys refused: none, since no other process writes this journal.
+        """
+        now = time.time()
+        with self._conn:
+            if sending:
+                self._conn.executemany(
+                    "UPDATE messages SET state = 'sending', attempts = attempts + 1, "
+                    "first_attempt_at = coalesce(first_attempt_at, ?2), "
+                    "run_id = ?1, updated_at = ?2 WHERE key = ?3",
+                    [(run_id, now, key) for key, run_id in sending],
+                )
+            if records:
+                self._conn.executemany(
+                    "UPDATE messages SET state = ?1, code = ?2, reply = ?3, relay = ?4, "
+                    "next_attempt_at = ?5, updated_at = ?6, "
+                    "attempts = attempts + ?7, "
+                    "first_attempt_at = CASE WHEN ?7 THEN coalesce(first_attempt_at, ?6) "
+                    "ELSE first_attempt_at END, "
+                    "sent_at = CASE WHEN ?1 = 'sent' THEN ?6 ELSE sent_at END WHERE key = ?8",
+                    [
+                        (
+                            r.state.value,
+                            r.code,
+                            r.reply,
+                            r.relay,
+                            r.next_attempt_at,
+                            now,
+                            int(r.attempt),
+                            r.key,
+                        )
+                        for r in records
+                    ],
+                )
+                self._conn.executemany(
+                    "INSERT OR IGNORE INTO suppressions(address, reason, created_at) "
+                    "VALUES (?, ?, ?)",
+                    [
+                        (r.address.lower(), r.suppress, now)
+                        for r in records
+                        if r.suppress and r.address
+                    ],
+                )
+        return set()
+
+    # --- reading ---------------------------------------------------------------------
+
+    def counts(self) -> dict[State, int]:
+        """Rows per state, skipped data rows included."""
+        counts = dict.fromkeys(State, 0)
+        for state, n in self._conn.execute("SELECT state, count(*) FROM messages GROUP BY state"):
+            counts[State(state)] += n
+        (skipped,) = self._conn.execute("SELECT count(*) FROM skipped_rows").fetchone()
+        counts[State.SKIPPED] += skipped
+        return counts
+
+    def next_attempt_at(self) -> float | None:
+        """The earliest retry time among deferred rows."""
+        (value,) = self._conn.execute(
+            "SELECT min(next_attempt_at) FROM messages WHERE state = 'deferred'"
+        ).fetchone()
+        return None if value is None else float(value)
+
+    def skipped_by_error(self) -> int:
+        """Skipped rows whose reason is not a policy skip (an invalid row, a template)."""
+        (messages,) = self._conn.execute(
+            "SELECT count(*) FROM messages WHERE state = 'skipped' AND "
+            + error_skip_sql("coalesce(reply, '')")
+        ).fetchone()
+        (rows,) = self._conn.execute(
+            "SELECT count(*) FROM skipped_rows WHERE " + error_skip_sql("reason")
+        ).fetchone()
+        return int(messages) + int(rows)
+
+    def skipped_rows(self, limit: int = 1000) -> Iterator[dict[str, Any]]:
+        """Data rows that never became messages (duplicate key, invalid row)."""
+        cur = self._conn.execute(
+            "SELECT row, key, reason FROM skipped_rows ORDER BY row LIMIT ?", (limit,)
+        )
+        for row, key, reason in cur:
+            yield {"row": row, "key": key, "reason": reason}
+
+    def find(self, key: str) -> Claimed | None:
+        """One row by key."""
+        found = self._conn.execute(
+            f"SELECT {self._CLAIM_COLUMNS} FROM messages WHERE key = ?", (key,)
+        ).fetchone()
+        return None if found is None else _claimed(found)
+
+    def suppressed(self) -> Iterator[tuple[str, str]]:
+        """Addresses this job must not send to again (its own hard bounces), with reasons."""
+        yield from self._conn.execute("SELECT address, reason FROM suppressions")
+
+    # --- rate-limit windows (txsend.delivery.ratelimit.WindowStore) -----------------------
+
+    def window_count(self, relay: str, window_start: float) -> int:
+        """Messages sent through relay in the quota window starting at window_start."""
+        found = self._conn.execute(
+            "SELECT count FROM rate_windows WHERE relay = ? AND window_start = ?",
+            (relay, window_start),
+        ).fetchone()
+        return 0 if found is None else int(found[0])
+
+    def add_to_window(self, relay: str, window_start: float, n: int) -> None:
+        """Count n more messages in a quota window (committed at once: cron runs share it)."""
+        with self._conn:
+            self._conn.execute(
+                "INSERT INTO rate_windows(relay, window_start, count) VALUES (?, ?, ?) "
+                "ON CONFLICT(relay, window_start) DO UPDATE SET count = count + excluded.count",
+                (relay, window_start, n),
+            )
+
+    def take_from_window(self, relay: str, window_start: float, limit: float) -> bool:
+        """Count one message in a quota window if it holds fewer than limit."""
+        if self.window_count(relay, window_start) >= limit:
+            return False
+        self.add_to_window(relay, window_start, 1)
+        return True
+
+    def reserve_slots(self, relay: str, emission: float, n: int) -> float:
+        """GCRA in this process (a SQLite journal has one sender): seconds to the first slot."""
+        now = time.monotonic()
+        start = max(self._tat.get(relay, now), now)
+        self._tat[relay] = start + emission * n
+        return start - now
+
+    # --- several workers: one process works a SQLite journal -------------------------
+
+    def abort(self, reason: str) -> None:
+        """Nothing to tell: no other worker shares this journal."""
+
+    def stop_requested(self) -> str | None:
+        return None
+
+    def may_start_data(self) -> bool:
+        return True
+
+    def others_busy(self) -> bool:
+        return False
+
+    # --- runs ------------------------------------------------------------------------
+
+    def start_run(self, command: str) -> int:
+        """Record the start of a run; returns its id."""
+        with self._conn:
+            cur = self._conn.execute(
+                "INSERT INTO runs(command, pid, started_at, fingerprint) VALUES (?, ?, ?, ?)",
+                (command, os.getpid(), time.time(), self.get_meta("fingerprint")),
+            )
+        assert cur.lastrowid is not None
+        return cur.lastrowid
+
+    def finish_run(self, run_id: int, exit_code: int) -> None:
+        """Record the end of a run with the journal's counts at that moment."""
+        counts = {s.value: n for s, n in self.counts().items() if n}
+        with self._conn:
+            self._conn.execute(
+                "UPDATE runs SET ended_at = ?, exit_code = ?, counts = ? WHERE id = ?",
+                (time.time(), exit_code, json.dumps(counts), run_id),
+            )
+
+    def runs(self) -> list[RunInfo]:
+        """Every run, oldest first."""
+        cur = self._conn.execute(
+            "SELECT id, command, started_at, ended_at, exit_code, counts FROM runs ORDER BY id"
+        )
+        return [
+            RunInfo(run_id, command, started, ended, code, json.loads(counts or "{}"))
+            for run_id, command, started, ended, code, counts in cur
+        ]
+
+    def problems(self, limit: int = 1000) -> tuple[int, list[dict[str, Any]]]:
+        """How many rows are failed, bounced or unknown, and the first `limit` of them."""
+        where = "WHERE state IN ('failed', 'bounced', 'unknown')"
+        (count,) = self._conn.execute(f"SELECT count(*) FROM messages {where}").fetchone()
+        cur = self._conn.execute(
+            f"SELECT key, address, state, code, reply FROM messages {where} ORDER BY row LIMIT ?",
+            (limit,),
+        )
+        rows = [
+            {"key": key, "address": address, "state": state, "code": code, "reply": reply}
+            for key, address, state, code, reply in cur
+        ]
+        return int(count), rows
+
+    def iter_problems(self) -> Iterator[tuple[dict[str, Any], str, int | None, str | None]]:
+        """Every failed, bounced or unknown row: (original data, state, code, reply)."""
+        cur = self._conn.execute(
+            "SELECT data, state, code, reply FROM messages "
+            "WHERE state IN ('failed', 'bounced', 'unknown') ORDER BY row"
+        )
+        for data, state, code, reply in cur:
+            yield json.loads(data), state, code, reply
+
+    def relay_outcomes(self) -> dict[str, dict[str, int]]:
+        """Rows per relay and state (the relay of each row's last attempt)."""
+        out: dict[str, dict[str, int]] = {}
+        cur = self._conn.execute(
+            "SELECT relay, state, count(*) FROM messages WHERE relay IS NOT NULL "
+            "GROUP BY relay, state"
+        )
+        for relay, state, n in cur:
+            out.setdefault(relay, {})[state] = n
+        return out
+
+    def reply_codes(self) -> list[tuple[int | None, str, int]]:
+        """(code, one reply text, rows) per code and enhanced status of rows' last replies."""
+        # The enhanced status code is the reply's second word when it looks like one.
+        cur = self._conn.execute(
+            "SELECT code, min(reply), count(*) FROM messages WHERE reply IS NOT NULL "
+            "GROUP BY code, CASE WHEN reply GLOB '[245][0-9][0-9] [245].[0-9]*' "
+            "THEN substr(reply, 5, instr(substr(reply, 5) || ' ', ' ') - 1) ELSE '' END "
+            "ORDER BY count(*) DESC"
+        )
+        return [(code, reply, n) for code, reply, n in cur]
+
+    def last_run(self) -> RunInfo | None:
+        """The most recent run, finished or not."""
+        found = self._conn.execute(
+            "SELECT id, command, started_at, ended_at, exit_code, counts FROM runs "
+            "ORDER BY id DESC LIMIT 1"
+        ).fetchone()
+        if found is None:
+            return None
+        run_id, command, started, ended, code, counts = found
+        return RunInfo(run_id, command, started, ended, code, json.loads(counts or "{}"))
+
+
+def _claimed(values: tuple[Any, ...]) -> Claimed:
+    _, key, row, address, data, message_id, attempts, state, first = values
+    return Claimed(key, row, address, json.loads(data), message_id, attempts, State(state), first)
+
+
+def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
