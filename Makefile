@@ -36,10 +36,11 @@ demo: $(STAMP)  ## send the sample jobs to a local capture server and print the 
 test: $(STAMP)  ## run the whole test suite
 	$(BIN)/python -m pytest
 
-lint: $(STAMP)  ## ruff and mypy
+lint: $(STAMP)  ## ruff, mypy and the import contracts (pyproject.toml)
 	$(BIN)/ruff check txsend tests bench
 	$(BIN)/ruff format --check txsend tests bench
 	$(BIN)/mypy txsend
+	$(BIN)/lint-imports --no-cache
 
 bench: $(STAMP)  ## txsend vs a plain aiosmtplib loop, both into Postfix's smtp-sink
 	sh bench/ensure-smtp-sink.sh

@@ -23,7 +23,8 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere
 
-from txsend.content.renderer import Renderer, new_message_id
+from txsend.content.ids import new_message_id
+from txsend.content.renderer import Renderer
 from txsend.job.loading import load_job
 from txsend.job.recipients import iter_rows
 from txsend.models import Row

@@ -26,7 +26,7 @@ from run import SmtpSink, find_smtp_sink, free_port, run_measured
 
 sys.path.insert(0, str(bench.ROOT))
 
-from txsend.content.renderer import message_id_domain, new_message_id
+from txsend.content.ids import message_id_domain, new_message_id
 from txsend.job.loading import load_job
 from txsend.job.recipients import iter_rows
 from txsend.journal.sqlite import Journal

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from txsend.cli.main import run_cli
+from txsend.cli.app import run_cli
 
 TEXT = "Hello {{ first_name }},\nyour plan is {{ plan }}.\n"
 HTML = "<p>Hello <b>{{ first_name }}</b>, your plan is {{ plan }}.</p>\n"

@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from txsend.sink.server import SinkStats, serve
+from txsend.sink.capture import SinkStats
+from txsend.sink.server import serve
 
 
 @dataclass

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import typer
 
-from txsend.cli.main import app
+from txsend.cli.app import app
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
 COMMAND = typer.main.get_command(app)

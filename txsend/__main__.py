@@ -1,5 +1,5 @@
 """python -m txsend."""
 
-from txsend.cli.main import main
+from txsend.cli.app import main
 
 main()

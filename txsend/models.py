@@ -160,46 +160,6 @@ class Content:
 
 
 @dataclass(frozen=True)
-class Job:
-    """A fully loaded job: everything needed to render and send, nothing opened yet."""
-
-    name: str
-    source: Path  # the YAML job file, or the CSV for a CSV-alone job
-    base_dir: Path  # folder relative paths are resolved against
-    from_addr: str  # "Name <addr>" as written (may be a template-free string)
-    subject: Template
-    recipients: RecipientsSpec
-    journal: Path
-    text: Template | None = None
-    html: Template | None = None
-    reply_to: str | None = None
-    headers: dict[str, str] = field(default_factory=dict)
-    relays: tuple[RelayConfig, ...] = ()
-    delivery: Delivery = field(default_factory=Delivery)
-    max_message_size: int = 10 * 1024 * 1024
-    suppress: tuple[Path, ...] = ()  # files of addresses never to send to
-    content: Content = field(default_factory=Content)
-    # CLI flags that defined a CSV-alone job; stored in the journal so `resume` can rebuild it
-    overrides: dict[str, str] = field(default_factory=dict)
-    journal_url: str | None = None  # postgresql://...: a journal shared by several workers
-
-    @property
-    def journal_location(self) -> str | Path:
-        """The journal to open: the PostgreSQL URL, else the SQLite file."""
-        return self.journal_url if self.journal_url is not None else self.journal
-
-    def input_files(self) -> list[Path]:
-        """Every file whose content defines what is sent (for the journal fingerprint)."""
-        files = [self.source]
-        for tpl in (self.subject, self.text, self.html):
-            if tpl is not None and tpl.path is not None:
-                files.append(tpl.path)
-        if self.recipients.file != self.source:
-            files.append(self.recipients.file)
-        return files
-
-
-@dataclass(frozen=True)
 class Row:
     """One recipient row as read from the data file."""
 
@@ -218,3 +178,15 @@ class RenderedMessage:
     rcpt_to: str  # envelope recipient (bare address)
     data: bytes  # RFC 5322 message, CRLF line endings, not dot-stuffed
     smtputf8: bool = False  # the recipient's local part is not ASCII: needs SMTPUTF8
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """One run of a job as its journal recorded it (the reports list them)."""
+
+    id: int
+    command: str
+    started_at: float
+    ended_at: float | None
+    exit_code: int | None
+    counts: dict[str, int]  # rows per state when the run ended

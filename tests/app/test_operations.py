@@ -454,7 +454,7 @@ def test_live_view_shows_rate_latency_errors_and_queue() -> None:
 
     from rich.console import Console
 
-    from txsend.cli.main import _ProgressView
+    from txsend.cli.console import ProgressView
     from txsend.models import State
     from txsend.reporting.stats import RunStats
 
@@ -469,7 +469,7 @@ def test_live_view_shows_rate_latency_errors_and_queue() -> None:
     stats.errors["transient"] = 2
     stats.queue_depth = 7
     out = io.StringIO()
-    view = _ProgressView(Console(file=out, force_terminal=True, width=200))
+    view = ProgressView(Console(file=out, force_terminal=True, width=200))
     view.start(100)
     view.update(stats)
     view._progress.refresh()

@@ -27,7 +27,7 @@ import pytest
 from tests.jobs import cli, txsend_subprocess, write_job
 from tests.pgserver import password_role
 from tests.smtpd import Received, ScriptedServer
-from txsend.journal.api import Record
+from txsend.journal.records import Record
 from txsend.models import State
 
 pytestmark = pytest.mark.slow

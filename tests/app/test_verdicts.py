@@ -13,7 +13,7 @@ import pytest
 
 from tests.jobs import cli, write_job
 from tests.smtpd import ScriptedServer
-from txsend.cli.main import _final_line
+from txsend.cli.verdict import final_line
 from txsend.delivery.classify import CONNECT_RULES, classify_connect
 from txsend.delivery.relays import COOL_DOWN, Circuit, RelayPool, RelayState
 from txsend.delivery.smtp.connection import connect_fault
@@ -272,7 +272,7 @@ def summary(counts: dict[str, int], exit_code: int, *, resend: bool = True) -> S
 
 
 def test_a_worker_left_with_unknown_rows_names_resume() -> None:
-    line = _final_line(
+    line = final_line(
         summary({"sent": 5, "unknown": 2}, 75),
         "--journal postgresql://db/x",
         "worker",
@@ -283,7 +283,7 @@ def test_a_worker_left_with_unknown_rows_names_resume() -> None:
 
 
 def test_a_worker_with_deferred_and_unknown_rows_names_both() -> None:
-    line = _final_line(
+    line = final_line(
         summary({"deferred": 1, "unknown": 2}, 75),
         "--journal postgresql://db/x",
         "worker",
@@ -294,7 +294,7 @@ def test_a_worker_with_deferred_and_unknown_rows_names_both() -> None:
 
 
 def test_unknown_rows_left_by_policy_point_at_status() -> None:
-    line = _final_line(summary({"sent": 1, "unknown": 1}, 1, resend=False), "job.yaml", "run")
+    line = final_line(summary({"sent": 1, "unknown": 1}, 1, resend=False), "job.yaml", "run")
     assert "on_unknown: skip" in line
     assert "see the failed rows with: txsend status job.yaml" in line
     assert "continue with" not in line

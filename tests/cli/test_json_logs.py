@@ -19,7 +19,7 @@ import pytest
 from tests.jobs import cli, txsend_subprocess, write_job
 from tests.sinks import running_sink
 from tests.smtpd import ScriptedServer
-from txsend.cli.main import _final
+from txsend.cli.verdict import final_and_next
 from txsend.models import State
 from txsend.reporting.stats import RunStats
 from txsend.reporting.summary import Summary
@@ -312,14 +312,14 @@ def test_internal_error_is_one_error_event(
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from txsend.app import runner
+    from txsend.app import sending
 
     def broken(*args: object, **kwargs: object) -> None:
         # another library's warning (asyncio's "Task exception was never retrieved", ...)
         logging.getLogger("asyncio").warning("something odd\non two lines")
         raise RuntimeError("a bug somewhere")
 
-    monkeypatch.setattr(runner, "send", broken)
+    monkeypatch.setattr(sending, "send", broken)
     job = write_job(tmp_path, rows=1)
     result = cli(capsys, "run", job, "--relay", smtp_server.url, "--log-format", "json")
     assert result.code == 70
@@ -400,7 +400,7 @@ def test_next_command_is_the_one_the_final_text_names(
     expected: str | None,
 ) -> None:
     resume_target = "job.yaml" if command == "worker" else None
-    final, next_command = _final(
+    final, next_command = final_and_next(
         _summary(counts, exit_code, next_at), target, command, resume_target
     )
     assert next_command == expected

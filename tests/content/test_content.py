@@ -382,6 +382,27 @@ def test_unsafe_unsubscribe_value_skips_row(
     assert state == "skipped" and "unsubscribe" in (reply or "")
 
 
+def test_non_ascii_unsubscribe_mailto_skips_row(
+    tmp_path: Path, smtp_server: ScriptedServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A name from the data inside a mailto: the header holds URLs, which are ASCII; the
+    # row is skipped with the reason instead of the run stopping with a traceback.
+    records = [
+        {"email": "a@example.com", "first_name": "Ann"},
+        {"email": "b@example.com", "first_name": "Zo\u00eb"},
+    ]
+    job = write_folder(
+        tmp_path,
+        "text_inline: hi\nunsubscribe: {mailto: 'u+{{ first_name }}@acme.example'}\n",
+        records,
+    )
+    result = cli(capsys, "run", job, "--relay", smtp_server.url)
+    assert result.code == 1 and "Traceback" not in result.err
+    assert [r.rcpt_tos[0] for r in smtp_server.received] == ["a@example.com"]
+    state, reply = journal_rows(tmp_path / "job.journal.db")["b@example.com"]
+    assert state == "skipped" and "not ASCII" in (reply or "")
+
+
 @pytest.mark.parametrize(
     ("yaml", "message"),
     [

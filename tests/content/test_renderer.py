@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import re
 import time
 import timeit
 from email.header import decode_header, make_header
@@ -18,9 +17,11 @@ from typing import Any
 import pytest
 
 from txsend.content import renderer as render_mod
-from txsend.content.renderer import Renderer, message_id_domain, new_message_id
+from txsend.content.renderer import Renderer
 from txsend.errors import JobError, RowError, UsageError
-from txsend.models import Job, RecipientsSpec, Row, Template
+from txsend.job.location import JournalLocation
+from txsend.job.spec import Job
+from txsend.models import RecipientsSpec, Row, Template
 
 DATE = "Fri, 28 Nov 2025 09:48:00 +0100"
 MID = "<0123456789abcdef0123456789abcdef@acme.example>"
@@ -44,7 +45,7 @@ def make_job(
         from_addr=from_addr,
         subject=Template(subject, "job.yaml:3"),
         recipients=RecipientsSpec(file=tmp_path / "r.csv", name=name),
-        journal=tmp_path / "j.db",
+        journal=JournalLocation.parse(tmp_path / "j.db"),
         text=Template(text, "templates/welcome.txt", tmp_path / "welcome.txt")
         if text is not None
         else None,
@@ -541,16 +542,6 @@ def test_default_date_cached_per_second(tmp_path: Path, monkeypatch: pytest.Monk
     clock[0] += 1
     renderer.render(make_row(), MID)
     assert calls == [1_700_000_000, 1_700_000_001]
-
-
-def test_message_ids() -> None:
-    assert message_id_domain("Acme <noreply@Acme.Example>") == "acme.example"
-    assert message_id_domain("x@bücher.example") == "xn--bcher-kva.example"
-    mid = new_message_id("acme.example")
-    assert re.fullmatch(r"<[0-9a-f]{32}@acme\.example>", mid)
-    assert mid != new_message_id("acme.example")
-    with pytest.raises(JobError):
-        message_id_domain("nobody")
 
 
 def test_fast_path_is_much_cheaper(tmp_path: Path) -> None:

@@ -30,7 +30,7 @@ import pytest
 from tests.jobs import cli, write_job
 from tests.sinks import RunningSink, running_sink
 from tests.smtpd import ScriptedServer
-from txsend.sink.server import Faults
+from txsend.sink.faults import Faults
 
 # in-run retries: the second attempt ~50 ms after the first, the third ~100 ms later
 FAST_RETRY = (

@@ -9,7 +9,7 @@ import pytest
 
 from txsend.errors import ConfigError
 from txsend.job.credentials import FALLBACK_ENV, relay_password
-from txsend.job.loading import parse_relay_url
+from txsend.job.relays import parse_relay_url
 
 URL = "smtps://mailer@127.0.0.1:4650"
 

@@ -8,13 +8,12 @@ from pathlib import Path
 import pytest
 
 from txsend.errors import ConfigError, JobError, MissingInputError, RowError, UsageError
-from txsend.job.loading import (
-    JobOverrides,
-    load_job,
-    parse_relay_url,
-)
+from txsend.job.loading import load_job
+from txsend.job.location import JournalLocation
 from txsend.job.recipients import iter_rows
-from txsend.models import AbortPolicy, Delivery, Job, RetryPolicy, Row, TlsMode
+from txsend.job.relays import parse_relay_url
+from txsend.job.spec import Job, JobOverrides
+from txsend.models import AbortPolicy, Delivery, RetryPolicy, Row, TlsMode
 from txsend.units import parse_duration, parse_size
 
 REPO = Path(__file__).resolve().parents[2]
@@ -128,7 +127,7 @@ def test_full_yaml_job_round_trip(tmp_path: Path) -> None:
     assert job.recipients.key == "id"
     assert job.headers == {"X-Campaign": "welcome", "X-Priority": "3"}
     assert job.max_message_size == 512 * 1024
-    assert job.journal == tmp_path / "state" / "welcome.db"
+    assert job.journal.path == tmp_path / "state" / "welcome.db"
     assert job.delivery.on_unknown == "skip"
     assert job.delivery.timeouts.connect == 10.0
     assert job.delivery.timeouts.command == 60.0
@@ -139,7 +138,7 @@ def test_full_yaml_job_round_trip(tmp_path: Path) -> None:
     assert job.delivery.abort_on == AbortPolicy(error_rate=0.2, min_messages=50)
     assert job.delivery.give_up_unreachable == 120.0
     assert job.suppress == (tmp_path / "suppressed.csv", tmp_path / "lists" / "bounced.txt")
-    assert job.overrides == {}
+    assert job.flags.to_stored() == {}
 
     first, second = job.relays
     assert first.url == "smtp://mailer@smtp.acme.example:587?tls=starttls"
@@ -175,7 +174,7 @@ def test_defaults(tmp_path: Path) -> None:
     path = make_job(tmp_path, MINIMAL_JOB, name="spring-sale.yml", templates=False)
     job = load_job(path, env={})
     assert job.name == "spring-sale"
-    assert job.journal == tmp_path / "spring-sale.journal.db"
+    assert job.journal.path == tmp_path / "spring-sale.journal.db"
     assert job.relays == ()
     assert job.text is not None and job.text.origin == f"{path}:3"
     assert job.html is None
@@ -398,13 +397,16 @@ def test_content_keys_are_loaded(tmp_path: Path) -> None:
 def test_postgres_journal_url_from_job_or_flag(tmp_path: Path) -> None:
     path = make_job(tmp_path, MINIMAL_JOB + "journal: postgresql://db.example/mail\n")
     job = load_job(path, env={})
-    assert job.journal_url == "postgresql://db.example/mail"
-    assert job.journal_location == "postgresql://db.example/mail"
-    flagged = load_job(path, JobOverrides(journal_url="postgresql://other/db"), env={})
-    assert flagged.journal_location == "postgresql://other/db"
+    assert job.journal == JournalLocation(url="postgresql://db.example/mail")
+    assert job.journal.shared
+    flagged = load_job(
+        path, JobOverrides(journal=JournalLocation.parse("postgresql://other/db")), env={}
+    )
+    assert flagged.journal == JournalLocation(url="postgresql://other/db")
     # a file flag replaces the job's URL
-    local = load_job(path, JobOverrides(journal=tmp_path / "j.db"), env={})
-    assert local.journal_url is None and local.journal_location == tmp_path / "j.db"
+    local_file = JournalLocation.parse(tmp_path / "j.db")
+    local = load_job(path, JobOverrides(journal=local_file), env={})
+    assert not local.journal.shared and local.journal.path == tmp_path / "j.db"
 
 
 def test_postgres_journal_password_in_job_is_refused(tmp_path: Path) -> None:
@@ -653,7 +655,7 @@ def test_overrides_win(tmp_path: Path) -> None:
         subject="Override {{ x }}",
         text=tmp_path / "other.txt",
         relays=("smtp://127.0.0.1:2525",),
-        journal=tmp_path / "j.db",
+        journal=JournalLocation.parse(tmp_path / "j.db"),
         name="renamed",
     )
     job = load_job(path, overrides, env={"TXSEND_RELAY": "smtp://ignored.example"})
@@ -663,8 +665,8 @@ def test_overrides_win(tmp_path: Path) -> None:
     assert job.text is not None and job.text.source == "other body"
     assert job.html is not None and job.html.origin == "templates/welcome.html"
     assert [r.url for r in job.relays] == ["smtp://127.0.0.1:2525"]
-    assert job.journal == tmp_path / "j.db"
-    assert job.overrides == {
+    assert job.journal.path == tmp_path / "j.db"
+    assert job.flags.to_stored() == {
         "from": "Other <other@acme.example>",
         "subject": "Override {{ x }}",
         "text": str(tmp_path / "other.txt"),
@@ -689,7 +691,7 @@ def test_txsend_relay_env_is_the_default(tmp_path: Path) -> None:
     job = load_job(path, env={"TXSEND_RELAY": "smtp://localhost:2525"})
     [relay] = job.relays
     assert (relay.host, relay.port, relay.tls) == ("localhost", 2525, TlsMode.NONE)
-    assert job.overrides == {}
+    assert job.flags.to_stored() == {}
     assert load_job(path, env={}).relays == ()
 
 
@@ -718,11 +720,11 @@ def test_csv_alone_job(tmp_path: Path) -> None:
     job = load_job(data, overrides, env={})
     assert job.name == "list"
     assert job.source == data and job.recipients.file == data
-    assert job.journal == tmp_path / "list.journal.db"
+    assert job.journal.path == tmp_path / "list.journal.db"
     assert job.subject.origin == "--subject"
     assert job.text is not None and job.text.path == tmp_path / "t.txt"
     assert len(job.relays) == 2
-    assert job.overrides == {
+    assert job.flags.to_stored() == {
         "from": "Acme <noreply@acme.example>",
         "subject": "Hello {{ first_name }}",
         "text": str(tmp_path / "t.txt"),
@@ -936,7 +938,7 @@ def test_parse_duration_errors(value: str | float) -> None:
 def test_sample_welcome_job() -> None:
     path = REPO / "sample_jobs" / "welcome.yaml"
     job = load_job(path, JobOverrides(relays=("smtp://127.0.0.1:2525",)), env={})
-    assert job.journal == path.parent / "welcome.journal.db"
+    assert job.journal.path == path.parent / "welcome.journal.db"
     assert job.text is not None and job.html is not None
     rows = rows_of(job)
     assert all(isinstance(r, Row) for r in rows)
@@ -970,14 +972,15 @@ def test_abort_on_error_rate_override_keeps_min_messages(tmp_path: Path) -> None
     assert job.delivery.abort_on == AbortPolicy(error_rate=0.5, min_messages=50)
     assert job.delivery.retry.attempts == 4  # the rest of delivery untouched
     assert job.delivery.on_unknown == "skip"
-    assert job.overrides == {"abort_on_error_rate": "0.5"}
+    assert job.flags.to_stored() == {"abort_on_error_rate": "0.5"}
 
 
 def test_abort_on_error_rate_override_without_abort_on(tmp_path: Path) -> None:
     job = load_job(make_job(tmp_path, MINIMAL_JOB), JobOverrides(abort_on_error_rate=1.0), env={})
     assert job.delivery.abort_on == AbortPolicy(error_rate=1.0, min_messages=100)
-    assert job.overrides == {"abort_on_error_rate": "1.0"}
-    assert float(job.overrides["abort_on_error_rate"]) == 1.0  # round-trips for resume
+    assert job.flags.to_stored() == {"abort_on_error_rate": "1.0"}
+    stored = JobOverrides.from_stored(job.flags.to_stored())  # round-trips for resume
+    assert stored.abort_on_error_rate == 1.0
 
 
 def test_abort_on_error_rate_override_on_csv_alone_job(tmp_path: Path) -> None:
@@ -988,7 +991,7 @@ def test_abort_on_error_rate_override_on_csv_alone_job(tmp_path: Path) -> None:
     )
     job = load_job(data, overrides, env={})
     assert job.delivery.abort_on == AbortPolicy(error_rate=0.25)
-    assert job.overrides["abort_on_error_rate"] == "0.25"
+    assert job.flags.to_stored()["abort_on_error_rate"] == "0.25"
     assert job.suppress == ()
 
 

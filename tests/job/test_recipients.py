@@ -12,7 +12,8 @@ import pytest
 from txsend.errors import JobError, MissingInputError, RowError
 from txsend.job.loading import load_job
 from txsend.job.recipients import iter_rows
-from txsend.models import Job, Row
+from txsend.job.spec import Job
+from txsend.models import Row
 
 
 def rows_of(job: Job) -> list[Row | RowError]:

@@ -17,7 +17,10 @@ from typing import TYPE_CHECKING, cast
 import pytest
 
 from txsend.errors import RowError
-from txsend.journal.api import Claimed, IngestStats, JournalBackend, Record, open_journal
+from txsend.job.location import JournalLocation
+from txsend.journal.api import JournalBackend
+from txsend.journal.opening import open_journal
+from txsend.journal.records import Claimed, IngestStats, Record
 from txsend.models import Row, State
 
 if TYPE_CHECKING:
@@ -57,16 +60,16 @@ def bound(journal: JournalBackend) -> JournalBackend:
 
 def reopen(journal: JournalBackend) -> JournalBackend:
     """Another journal object on the same location: a new run, or another worker."""
-    return bound(open_journal(journal.location, job_name=JOB, lease=LEASE))
+    return bound(open_journal(JournalLocation.parse(journal.location), job_name=JOB, lease=LEASE))
 
 
 def die(journal: JournalBackend) -> None:
     """Simulate a killed process: a PostgreSQL worker stops renewing, releasing nothing."""
     if journal.shared:
         pg = cast("PgJournal", journal)
-        pg._stop.set()
-        if pg._heartbeat is not None:
-            pg._heartbeat.join()
+        pg.lease._stop.set()
+        if pg.lease._heartbeat is not None:
+            pg.lease._heartbeat.join()
         time.sleep(LEASE + 0.5)
 
 
@@ -82,10 +85,10 @@ def wait_for(condition: Callable[[], bool], timeout: float = 2.0) -> bool:
 @pytest.fixture(params=["sqlite", "postgresql"])
 def journal(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[JournalBackend]:
     if request.param == "sqlite":
-        j = open_journal(tmp_path / "j.db", job_name=JOB)
+        j = open_journal(JournalLocation.parse(tmp_path / "j.db"), job_name=JOB)
     else:
         url = request.getfixturevalue("pg_url")
-        j = open_journal(url, job_name=JOB, lease=LEASE)
+        j = open_journal(JournalLocation.parse(url), job_name=JOB, lease=LEASE)
     bound(j)
     yield j
     j.close()
@@ -441,7 +444,10 @@ def workers(pg_url: str) -> Iterator[Callable[..., PgJournal]]:
     opened: list[PgJournal] = []
 
     def start(lease: float = LEASE) -> PgJournal:
-        worker = cast("PgJournal", bound(open_journal(pg_url, job_name=JOB, lease=lease)))
+        worker = cast(
+            "PgJournal",
+            bound(open_journal(JournalLocation.parse(pg_url), job_name=JOB, lease=lease)),
+        )
         opened.append(worker)
         return worker
 
@@ -571,12 +577,12 @@ def test_group_commit_on_a_shared_journal_answers_refused_sending(
 def test_others_busy_is_read_from_the_database_when_asked(
     workers: Callable[..., PgJournal], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from txsend.journal.postgres import journal as pgjournal
+    from txsend.journal.postgres import leases
 
     # b's heartbeat never beats during the test: its answers come from the database,
     # read afresh each time it is asked
-    monkeypatch.setattr(pgjournal, "ABORT_POLL", 3600.0)
-    monkeypatch.setattr(pgjournal, "BUSY_CACHE", 0.0)
+    monkeypatch.setattr(leases, "ABORT_POLL", 3600.0)
+    monkeypatch.setattr(leases, "BUSY_CACHE", 0.0)
     a, b = workers(), workers(lease=3600.0)
     a.ingest(rows(4), ids("a"))
     assert keys(a.claim(4, include_unknown=False)) == [key(i) for i in range(1, 5)]
@@ -603,9 +609,9 @@ def test_others_busy_ends_when_the_holders_lease_expires(
     assert a.write([(key(1), run)], []) == set()
     assert b.claim(10, include_unknown=False) == []
     assert b.others_busy()
-    a._stop.set()  # a stops renewing, as a killed process would, releasing nothing
-    assert a._heartbeat is not None
-    a._heartbeat.join()
+    a.lease._stop.set()  # a stops renewing, as a killed process would, releasing nothing
+    assert a.lease._heartbeat is not None
+    a.lease._heartbeat.join()
     # once a's lease runs out the answer turns False: its rows were reaped, not waited for
     assert wait_for(lambda: not b.others_busy(), timeout=LEASE + 30)
     assert found(b, key(1)).state is State.UNKNOWN  # it was in DATA

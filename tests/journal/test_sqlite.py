@@ -11,7 +11,8 @@ import pytest
 
 from txsend.delivery.committer import GroupCommitter
 from txsend.errors import JobError, RowError
-from txsend.journal.sqlite import Journal, Record
+from txsend.journal.records import Record
+from txsend.journal.sqlite import Journal
 from txsend.models import Row, State
 
 

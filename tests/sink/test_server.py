@@ -20,9 +20,11 @@ import pytest
 
 from tests.sinks import RunningSink, start_sink
 from tests.smtpd import ScriptedServer
-from txsend.cli.main import run_cli
+from txsend.cli.app import run_cli
 from txsend.errors import ConfigError
-from txsend.sink.server import FaultRule, Faults, SinkStats, format_stats, serve
+from txsend.sink.capture import SinkStats, format_stats
+from txsend.sink.faults import FaultRule, Faults
+from txsend.sink.server import serve
 
 
 @pytest.fixture
@@ -115,7 +117,8 @@ def test_maildir_path_is_a_file(tmp_path: Path) -> None:
 _SINK_SCRIPT = """
 import sys
 from pathlib import Path
-from txsend.sink.server import format_stats, serve
+from txsend.sink.capture import format_stats
+from txsend.sink.server import serve
 stats = serve("127.0.0.1", 0, maildir=Path(sys.argv[1]), port_file=Path(sys.argv[2]))
 print(format_stats(stats), stats.stopped_by, flush=True)
 """

@@ -1,10 +1,11 @@
-"""Attachment and inline-image files: confined to the job's folder, encoded as MIME parts.
+"""Attachment and inline-image files, encoded as MIME parts.
 
-`confine` is the one place a file name from a job or a data row becomes a path: it
-refuses absolute paths and anything that resolves (through `..` or a symlink) outside
-the job's folder, before a byte is read. `file_part` reads a file once and returns the
-complete MIME part (headers and base64 body, CRLF throughout), ready to be joined into
-a message; the renderer caches the parts of files that every message shares.
+A file name from a job or a data row becomes a path only through
+`txsend.job.paths.confine`, which refuses absolute paths and anything that resolves
+(through `..` or a symlink) outside the job's folder, before a byte is read.
+`file_part` reads a file once and returns the complete MIME part (headers and base64
+body, CRLF throughout), ready to be joined into a message; the renderer caches the parts
+of files that every message shares.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 import base64
 import io
 import mimetypes
-import os
 import zipfile
 from dataclasses import dataclass
 from email.utils import encode_rfc2231
@@ -26,10 +26,6 @@ _TSPECIALS = frozenset('()<>@,;:\\"/[]?= \t')
 _ZIP_DATE = (2000, 1, 1, 0, 0, 0)  # fixed: the same file gives the same archive every run
 
 
-class PathEscapes(ValueError):
-    """A path from the job or a data row leads outside the job's folder, or is not a file."""
-
-
 @dataclass(frozen=True, slots=True)
 class Part:
     """One leaf MIME part: its header block (ending in the blank line) and its body."""
@@ -40,25 +36,6 @@ class Part:
     content_type: str
     size: int  # bytes of the file as sent (after compression), before base64
     cid: str | None = None  # Content-ID (without <>) of an inline image
-
-
-def confine(base: Path, relative: str) -> Path:
-    """The real path of `relative` inside `base`; PathEscapes or FileNotFoundError if not."""
-    if not relative or not relative.strip():
-        raise PathEscapes("empty file name")
-    if "\x00" in relative:
-        raise PathEscapes(f"{relative!r}: NUL in file name")
-    if os.path.isabs(relative) or relative.startswith("~"):
-        raise PathEscapes(
-            f"{relative}: an absolute path is not allowed; name a file in the job's folder"
-        )
-    root = base.resolve()
-    target = (root / relative).resolve(strict=True)  # FileNotFoundError if missing
-    if not target.is_relative_to(root):
-        raise PathEscapes(f"{relative}: leads outside the job's folder ({root})")
-    if not target.is_file():
-        raise PathEscapes(f"{relative}: not a file")
-    return target
 
 
 def guess_type(name: str) -> str:

@@ -39,6 +39,7 @@ import dkim  # type: ignore[import-untyped]
 from dkim.crypto import UnparsableKeyError, parse_private_key  # type: ignore[import-untyped]
 
 from txsend.errors import JobError, MissingInputError
+from txsend.job.content import FIELD_NAME
 
 try:
     from cryptography.hazmat.primitives import hashes, serialization
@@ -104,7 +105,6 @@ _GENERATE = {
 }
 # dkimpy refuses to sign these (RFC 6376 section 5.4.1: they change in transit).
 _NEVER_SIGNED = frozenset(x.decode("ascii") for x in dkim.DKIM.SHOULD_NOT)
-_HEADER_NAME = re.compile(r"[!-9;-~]+")  # RFC 5322 ftext
 _LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
 _DNS_NAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
 _PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----(.*?)-----END \1-----", re.DOTALL)
@@ -384,7 +384,7 @@ def _signed_headers(headers: Sequence[str] | None, source: str) -> tuple[str, ..
     names = ["from"]
     for header in headers:
         name = header.strip().lower()
-        if not _HEADER_NAME.fullmatch(name):
+        if not FIELD_NAME.match(name):
             raise JobError(f"dkim: headers: {header!r} is not a header field name", file=source)
         if name in _NEVER_SIGNED:
             raise JobError(

@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 from typing import Protocol
 
-from txsend.journal.sqlite import Record
+from txsend.journal.records import Record
 
 
 class JournalWriter(Protocol):

@@ -6,15 +6,15 @@ the pipeline, so memory stays flat for any list size. The dispatcher gives each 
 to a relay (`RelayPool.choose`: priority, then weight, skipping open circuits); each
 relay has `connections` workers, each keeping one SMTP connection for up to
 `messages_per_connection` transactions. Every outcome is classified by
-`txsend.delivery.classify` and settled in one place (`_settle`), written through the group
-committer.
+`txsend.delivery.classify` and settled in one place (`_settle`) by the pure rules of
+`txsend.delivery.outcomes` (hand-backs, retries, the journal record, the error-rate abort),
+then written through the group committer.
 
 Waiting has one owner: the supervisor task (`_supervise`). The other tasks only ever nap
 for bounded moments and wake on a stop; the supervisor holds the pool's outage
 (`RelayPool.outage_since`) against `delivery.give_up_unreachable`, stops the run when no
 relay is left or usable, and says in `RunStats.waiting` what the run waits for and when it
-will give up. Every transaction that reached a relay counts as one of the row's
-`retry.attempts`, whatever its phase, so hand-backs and failovers are bounded too.
+will give up (`outcomes.give_up_reason`, `outcomes.waiting_reason`).
 """
 
 from __future__ import annotations
@@ -24,34 +24,45 @@ import contextlib
 import logging
 import random
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 
 from txsend.content.renderer import Renderer
-from txsend.delivery.classify import Verdict, classify, classify_connect
+from txsend.delivery.classify import classify, classify_connect
 from txsend.delivery.committer import GroupCommitter
+from txsend.delivery.outcomes import (
+    ErrorRate,
+    Outlook,
+    Tally,
+    TemplateErrors,
+    Transaction,
+    abandoned,
+    blames_relay,
+    error_class,
+    give_up_reason,
+    may_hand_back,
+    settle,
+    waiting_reason,
+)
 from txsend.delivery.ratelimit import limiter_for
 from txsend.delivery.relays import Circuit, RelayPool, RelayState, cool_down_cap
-from txsend.delivery.smtp import Phase, RelayDown, SendResult, SmtpConnection
-from txsend.errors import JobError, RowError, RowFailed, TemplateRowError
+from txsend.delivery.smtp import RelayDown, SendResult, SmtpConnection
+from txsend.errors import RowError, RowFailed, TemplateRowError
+from txsend.job.spec import Job
 from txsend.job.suppression import SuppressionList
-from txsend.journal.api import Claimed, JournalBackend, Record
+from txsend.journal.api import JournalBackend
+from txsend.journal.records import Claimed, Record
 from txsend.logs import LOGGER, event
-from txsend.models import Job, RelayConfig, RenderedMessage, Row, State
-from txsend.reporting.stats import ErrorClass, RunStats
+from txsend.models import RelayConfig, RenderedMessage, Row, State
+from txsend.reporting.stats import RunStats
 
 CLAIM_BATCH = 256
 RETRY_WAIT_IN_RUN = 60.0  # a run waits for deferred rows due within this many seconds
 RATE_MAX_WAIT = 60.0  # longer than this for a rate slot: the relay's quota is spent
 CONNECT_PAUSE = 0.2  # seconds a worker waits after a failed connection
-MAX_HAND_BACKS = 10  # hand-backs of one message in a run, however many relays there are
 SUPERVISE_TICK = 0.25  # seconds between the supervisor's looks at the run
-TEMPLATE_FAILURES = 10  # the first rows all failing on one template error: the job's fault
 _END = None  # end marker in the queues
-# phases a transaction reaches only after the journal recorded it `sending` (and counted it)
-_MARKED = frozenset({Phase.DATA_END, Phase.DONE})
 
 
 @dataclass(frozen=True)
@@ -67,17 +78,18 @@ class SendOptions:
 
 @dataclass
 class _Item:
-    claimed: Claimed
+    """A rendered message in the pipeline, with what the outcome rules count of its row."""
+
     message: RenderedMessage
-    relay_faults: int = 0  # hand-backs after a failure this run
-    failed_relays: set[str] = field(default_factory=set)  # relays that failed it this run
-    transactions: int = 0  # transactions this run that reached a relay
-    uncounted: int = 0  # ... of which the journal has not counted (ended before DATA's 354)
-    last: tuple[SendResult, Verdict, str] | None = None  # the failure it was handed back after
+    tally: Tally
+
+    @property
+    def claimed(self) -> Claimed:
+        return self.tally.claimed
 
     @property
     def key(self) -> str:
-        return self.claimed.key
+        return self.tally.claimed.key
 
 
 class Engine:
@@ -101,18 +113,7 @@ class Engine:
         self._on_tick = on_tick
         self._suppressions = suppressions if suppressions is not None else SuppressionList()
         self._policy = job.delivery.retry
-        max_cool_down = cool_down_cap(job.delivery.give_up_unreachable)
-        self._pool = RelayPool(
-            [
-                RelayState(
-                    config,
-                    password,
-                    limiter_for(config, journal, shared=journal if journal.shared else None),
-                    max_cool_down=max_cool_down,
-                )
-                for config, password in relays
-            ]
-        )
+        self._pool = _relay_pool(relays, journal, job.delivery.give_up_unreachable)
         self._ready: asyncio.Queue[_Item | None] = asyncio.Queue()
         self._relay_queues: dict[str, asyncio.Queue[_Item | None]] = {}
         self._in_pipeline: set[str] = set()
@@ -125,11 +126,10 @@ class Engine:
         self._waiting_for_relay = False  # the dispatcher holds a message no relay can take
         self._retry_due: float | None = None  # wall time the producer waits for, if it does
         self._producer_done = False
-        self._errors: deque[bool] = deque(maxlen=self._abort_window())
+        self._error_rate = ErrorRate(job.delivery.abort_on)
         self._random = random.Random()
         self._crash: BaseException | None = None
-        # the run's first template errors, held back while they are all the same one
-        self._first_errors: list[TemplateRowError] | None = []
+        self._template_errors = TemplateErrors()
         self._limited_to: set[str] = set()  # with --limit: the rows this run took on
         self._refused: set[str] = set()  # rows the journal would not mark sending (fenced)
         self._started = time.monotonic()
@@ -142,16 +142,16 @@ class Engine:
         self._slots = asyncio.Semaphore(max(64, 4 * connections))
         committer = self._committer = GroupCommitter(self.journal, self.options.run_id)
         committer.start()
-        ticker = asyncio.create_task(self._tick(), name="progress")
-        watcher = asyncio.create_task(self._watch_journal(), name="journal-watch")
+        background = [
+            asyncio.create_task(self._tick(), name="progress"),
+            asyncio.create_task(self._watch_journal(), name="journal-watch"),
+        ]
         producer = asyncio.create_task(self._produce(), name="producer")
         dispatcher: asyncio.Task[None] | None = None
-        sending = not self.options.dry_run and self._pool.relays
-        supervisor: asyncio.Task[None] | None = None
-        if sending:
+        if not self.options.dry_run and self._pool.relays:
             self._start_workers()
             dispatcher = asyncio.create_task(self._dispatch(), name="dispatcher")
-            supervisor = asyncio.create_task(self._supervise(), name="supervisor")
+            background.append(asyncio.create_task(self._supervise(), name="supervisor"))
         try:
             await producer
             if dispatcher is not None:
@@ -161,29 +161,41 @@ class Engine:
                 await asyncio.gather(*self._workers, return_exceptions=True)
         finally:
             tasks = [producer, *self._workers, *([dispatcher] if dispatcher else [])]
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            for background in (ticker, watcher, *([supervisor] if supervisor else [])):
-                background.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await background
-            await committer.close()
-            # Transactions abandoned after DATA began (grace over, second signal): their
-            # rows are in RFC 1047's window, so they become `unknown` now, not on resume.
-            self.stats.abandoned = self.journal.recover()
-            if self.stats.stop_reason is None:
-                # a shared journal: the job was aborted by another worker, or the lease lost
-                self.stats.stop_reason = self.journal.stop_requested()
-            self.stats.ended = time.monotonic()
-            self.stats.ended_at = time.time()
-            self._collect_relay_stats()
-            if self._on_tick is not None:
-                self._on_tick(self.stats)
+            await self._wind_up(tasks, background)
+        return self._result()
+
+    async def _wind_up(
+        self, tasks: list[asyncio.Task[None]], background: list[asyncio.Task[None]]
+    ) -> None:
+        """Stop every task, close the committer and take the run's last figures."""
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for task in background:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        assert self._committer is not None
+        await self._committer.close()
+        # Transactions abandoned after DATA began (grace over, second signal): their
+        # rows are in RFC 1047's window, so they become `unknown` now, not on resume.
+        self.stats.abandoned = self.journal.recover()
+        if self.stats.stop_reason is None:
+            # a shared journal: the job was aborted by another worker, or the lease lost
+            self.stats.stop_reason = self.journal.stop_requested()
+        self.stats.ended = time.monotonic()
+        self.stats.ended_at = time.time()
+        self._collect_relay_stats()
+        if self._on_tick is not None:
+            self._on_tick(self.stats)
+
+    def _result(self) -> RunStats:
+        """The stats of a run wound up, or the error it ended with."""
         if self._crash is not None:
             raise self._crash
-        if self._first_errors:  # every row this run took on failed one way: a bad job
-            raise self._template_failure()
+        failure = self._template_errors.failure()
+        if failure is not None:  # every row this run took on failed one way: a bad job
+            raise failure
         self.stats.not_sent = len(self._in_pipeline)
         self.stats.waiting = None
         if self.stats.unreachable:
@@ -272,7 +284,7 @@ class Engine:
         """Suppress, render and queue one claimed row."""
         suppressed = self._suppressions.reason(claimed.address)
         if suppressed is not None:
-            self._record(claimed.key, State.SKIPPED, reply=f"suppressed: {suppressed}")
+            self._record(Record(claimed.key, State.SKIPPED, reply=f"suppressed: {suppressed}"))
             return
         row = Row(claimed.row, claimed.key, claimed.address, claimed.data)
         message = self._render(row, claimed.message_id)
@@ -284,61 +296,47 @@ class Engine:
         assert self._slots is not None
         await self._slots.acquire()
         self._in_pipeline.add(claimed.key)
-        self._ready.put_nowait(_Item(claimed, message))
+        self._ready.put_nowait(_Item(message, Tally(claimed)))
 
     def _render(self, row: Row, message_id: str) -> RenderedMessage | None:
         try:
             message = self.renderer.render(row, message_id)
         except RowFailed as exc:
             self._trust_template()
-            self._record(row.key, State.FAILED, reply=exc.reason)
+            self._record(Record(row.key, State.FAILED, reply=exc.reason))
             return None
         except TemplateRowError as exc:
             self._template_error(exc)
             return None
         except RowError as exc:
             self._trust_template()
-            self._record(row.key, State.SKIPPED, reply=exc.reason)
+            self._record(Record(row.key, State.SKIPPED, reply=exc.reason))
             return None
         self._trust_template()
         if len(message.data) > self.job.max_message_size:
-            self._record(
-                row.key,
-                State.FAILED,
-                reply=f"message is {len(message.data)} bytes, over max_message_size "
-                f"({self.job.max_message_size})",
+            reason = (
+                f"message is {len(message.data)} bytes, over max_message_size "
+                f"({self.job.max_message_size})"
             )
+            self._record(Record(row.key, State.FAILED, reply=reason))
             return None
         return message
 
     def _template_error(self, exc: TemplateRowError) -> None:
         """Skip the row, unless the run's first rows all fail this way (then stop: 65)."""
-        held = self._first_errors
-        if held is None or (held and held[0].reason != exc.reason):
-            self._trust_template()
-            self._record(exc.key or "", State.SKIPPED, reply=exc.reason)
-            return
-        held.append(exc)
-        if len(held) >= TEMPLATE_FAILURES and not self._stopping:
-            self.request_stop(
-                reason=f"the template fails the same way for the first {len(held)} rows: "
-                + exc.reason
-            )
+        skipped, stop = self._template_errors.failed(exc)
+        self._skip_template_errors(skipped)
+        if stop is not None and not self._stopping:
+            self.request_stop(reason=stop)
 
     def _trust_template(self) -> None:
         """A row rendered (or failed otherwise): held template errors are the rows' own."""
-        held, self._first_errors = self._first_errors, None
-        for exc in held or ():
-            self._record(exc.key or "", State.SKIPPED, reply=exc.reason)
+        self._skip_template_errors(self._template_errors.trust())
 
-    def _template_failure(self) -> JobError:
-        held = self._first_errors or []
-        first = held[0]
-        return JobError(
-            f"the template fails for the first {len(held)} rows of this run, all with the "
-            f"same error (first: row {first.row}): {first.reason}; nothing was sent",
-            hint="fix the template and run again: those rows are still pending",
-        )
+    def _skip_template_errors(self, errors: list[TemplateRowError]) -> None:
+        """Skip the rows of template errors that are the rows' own."""
+        for exc in errors:
+            self._record(Record(exc.key or "", State.SKIPPED, reply=exc.reason))
 
     def _claim_size(self) -> int:
         """Rows per claim: a shared journal gets about a second of this worker's pace."""
@@ -406,12 +404,12 @@ class Engine:
             if self._stopping:
                 self._drop(item)
                 continue
-            relay = self._pool.choose(item.failed_relays)
+            relay = self._pool.choose(item.tally.failed_relays)
             while relay is None and not self._stopping:
                 self._waiting_for_relay = True
                 pause = self._pool.next_change()
                 await self._nap(0.5 if pause is None else min(max(pause, 0.05), 1.0))
-                relay = self._pool.choose(item.failed_relays)
+                relay = self._pool.choose(item.tally.failed_relays)
             self._waiting_for_relay = False
             if relay is None:
                 self._drop(item)
@@ -431,74 +429,39 @@ class Engine:
 
     async def _supervise(self) -> None:
         """Decide when the run gives up on its relays; say what it waits for meanwhile."""
+        give_up = self.job.delivery.give_up_unreachable
         shown: str | None = None
         while not self._stopping:
-            now = time.monotonic()
-            reason = self._give_up_reason(now)
-            if reason is not None:
-                self.stats.unreachable = reason[1]
-                self.request_stop(reason=reason[0])
+            outlook = self._outlook()
+            stop = give_up_reason(outlook, give_up)
+            if stop is not None:
+                self.stats.unreachable = stop.unreachable
+                self.request_stop(reason=stop.reason)
                 return
-            kind, waiting = self._waiting_reason(now)
-            self.stats.waiting = waiting
-            if kind != shown and waiting is not None:  # logged when the kind of wait changes
-                level = logging.WARNING if kind == "outage" else logging.INFO
-                event(level, "waiting", f"waiting: {waiting}", reason=waiting, wait=kind)
-            shown = kind
+            waiting = waiting_reason(outlook, give_up)
+            self.stats.waiting = waiting.words if waiting else None
+            if waiting is not None and waiting.kind != shown:  # logged when the kind changes
+                level = logging.WARNING if waiting.kind == "outage" else logging.INFO
+                words = waiting.words
+                event(level, "waiting", f"waiting: {words}", reason=words, wait=waiting.kind)
+            shown = waiting.kind if waiting else None
             await self._nap(SUPERVISE_TICK)
 
-    def _give_up_reason(self, now: float) -> tuple[str, bool] | None:
-        """Why the run must stop now, and whether that is 'no relay reachable' (69/75)."""
+    def _outlook(self) -> Outlook:
+        """The run as the supervisor sees it now."""
         pool = self._pool
-        if pool.all_dead:
-            return "no relay usable: " + self._relays_failing(), True
-        outage = pool.outage_since()
-        give_up = self.job.delivery.give_up_unreachable
-        if outage is not None and now - outage >= give_up:
-            return (
-                f"no relay reachable for {_seconds(give_up)} (give_up_unreachable): "
-                + self._relays_failing(),
-                True,
-            )
-        if self._waiting_for_relay:
-            spent = pool.quota_spent_until()
-            if spent is not None:
-                return f"relay rate quota spent until {_clock(time.time() + spent)}", False
-        return None
-
-    def _relays_failing(self) -> str:
-        return "; ".join(
-            f"relay {r.name}: {r.last_error or 'not usable'}"
-            + (f" (hint: {r.hint})" if r.hint else "")
-            for r in self._pool.relays
+        return Outlook(
+            pool.relays,
+            now=time.monotonic(),
+            wall=time.time(),
+            outage_since=pool.outage_since(),
+            all_dead=pool.all_dead,
+            quota_spent=pool.quota_spent_until(),
+            next_change=pool.next_change(),
+            waiting_for_relay=self._waiting_for_relay,
+            retry_due=self._retry_due,
+            busy=bool(self._in_pipeline),
         )
-
-    def _waiting_reason(self, now: float) -> tuple[str | None, str | None]:
-        """What the run waits for now, with its deadline: (kind, words), or (None, None)
-        while it makes progress."""
-        pool = self._pool
-        outage = pool.outage_since()
-        if outage is not None:
-            wall = time.time() - now  # monotonic -> wall clock
-            give_up_at = _clock(wall + outage + self.job.delivery.give_up_unreachable)
-            parts = []
-            for relay in pool.relays:
-                if relay.circuit is Circuit.OPEN and relay.retry_at > now:
-                    state = f"circuit open until {_clock(wall + relay.retry_at)}"
-                elif relay.circuit in (Circuit.OPEN, Circuit.HALF_OPEN):
-                    state = "being probed"
-                else:
-                    state = relay.circuit.value
-                parts.append(f"relay {relay.name} {state}: {relay.last_error}")
-            words = "; ".join(parts) + f"; giving up at {give_up_at} (give_up_unreachable)"
-            return "outage", words
-        if self._waiting_for_relay:
-            pause = pool.next_change()
-            if pause is not None:
-                return "paused", f"relays paused or throttled until {_clock(time.time() + pause)}"
-        if self._retry_due is not None and not self._in_pipeline:
-            return "retry", f"next retry due {_clock(self._retry_due)}"
-        return None, None
 
     def _drain_relay_queues(self) -> None:
         """Take back messages assigned to relays but not started (a stop leaves them unsent)."""
@@ -528,20 +491,9 @@ class Engine:
 
         A message handed back after failed transactions is deferred with its last reply,
         so that the journal counts those attempts."""
-        if item.last is not None and item.transactions:
-            result, verdict, relay = item.last
-            state, next_attempt_at, reply = self._defer(item, verdict, result.reply)
-            self.stats.relay(relay).outcomes[state] += 1
-            self._record(
-                item.key,
-                state,
-                code=result.code,
-                reply=reply,
-                relay=relay,
-                next_attempt_at=next_attempt_at,
-                attempt=item.uncounted,
-                address=item.claimed.address,
-            )
+        record = abandoned(item.tally, self._policy, now=time.time(), rng=self._random)
+        if record is not None:
+            self._conclude(record)
         self._release(item.key)
 
     def _release(self, key: str) -> None:
@@ -574,7 +526,7 @@ class Engine:
                     self._drop(item)
                 elif suppressed := self._suppressions.reason(item.claimed.address):
                     # a bounce since the row was rendered (rendering runs ahead)
-                    self._record(item.key, State.SKIPPED, reply=f"suppressed: {suppressed}")
+                    self._record(Record(item.key, State.SKIPPED, reply=f"suppressed: {suppressed}"))
                     self._release(item.key)
                 elif not await self._ready_to_send(relay, connection):
                     self._hand_back(item)
@@ -650,15 +602,12 @@ class Engine:
                 f"the address has a non-ASCII local part, which needs SMTPUTF8; "
                 f"relay {relay.name} does not offer it"
             )
-            self._record(item.key, State.FAILED, reply=reason, relay=relay.name)
+            self._record(Record(item.key, State.FAILED, reply=reason, relay=relay.name))
             self._release(item.key)
             return
         started = time.perf_counter()
         result = await connection.send(item.message, partial(self._mark_sending, item.key))
-        if result.phase is not Phase.CONNECT:  # it reached the relay: one attempt
-            item.transactions += 1
-            if result.phase not in _MARKED:  # ended before `sending`: not counted yet
-                item.uncounted += 1
+        item.tally.count(result.phase)
         if item.key in self._refused:
             # the row is no longer this worker's: nothing sent, nothing to record
             self._refused.discard(item.key)
@@ -667,7 +616,7 @@ class Engine:
         verdict = classify(result.phase, result.code, result.text)
         latency = time.perf_counter() - started
         self._count_transaction(relay, item, result, latency)
-        self._settle(item, result, verdict, relay, latency)
+        self._settle(item, Transaction(result, verdict, relay.name), relay, latency)
         if verdict.reconnect or connection.transactions >= relay.config.messages_per_connection:
             await connection.close()
 
@@ -700,162 +649,72 @@ class Engine:
     # --- outcomes --------------------------------------------------------------------
 
     def _settle(
-        self,
-        item: _Item,
-        result: SendResult,
-        verdict: Verdict,
-        relay: RelayState,
-        latency: float,
+        self, item: _Item, transaction: Transaction, relay: RelayState, latency: float
     ) -> None:
-        """Apply one transaction's verdict: relay health, failover, retries, the journal row.
-
-        A message refused for a reason that is not the recipient's (deferred, or the
-        relay's fault) goes to another relay at once while the row has attempts left; to
-        the same relay again only after a lone 421 or lost session on a relay that was
-        working (a new connection often takes it). Otherwise the row is settled: every
-        transaction that reached a relay counted as an attempt, so `retry.attempts` and
-        `max_age` bound them all."""
-        now = time.monotonic()
-        lost = result.code is None
-        nothing_sent = result.phase is Phase.CONNECT  # the connection was gone before MAIL
-        if verdict.slow_down:
-            relay.throttled(now)
-        relay_failed = verdict.relay_fault or verdict.slow_down or lost or result.code == 421
-        if relay_failed:
-            relay.failed(verdict.reason or result.reply, now=now)
-        else:
-            relay.succeeded()
-        if verdict.state is State.DEFERRED and self._may_hand_back(item, result, relay):
-            if not nothing_sent:
-                item.failed_relays.add(relay.name)
-            item.relay_faults += 1
-            item.last = (result, verdict, relay.name)
+        """Apply one transaction's outcome: the relay's health, then a hand-back (failover,
+        or a new connection) or the row's journal record (`txsend.delivery.outcomes`)."""
+        self._judge_relay(relay, transaction)
+        tally = item.tally
+        # failover: another relay that failed neither this message nor this transaction
+        failover = self._pool.has_other(tally.failed_relays | {relay.name})
+        # a stopping run hands nothing back: what it cannot send now is settled
+        if not self._stopping and may_hand_back(
+            tally, transaction, relay, self._policy, failover=failover
+        ):
+            tally.hand_back(transaction)
             self._hand_back(item)
             return
-
-        state, next_attempt_at, reply = verdict.state, None, result.reply
-        if state is State.DEFERRED:
-            state, next_attempt_at, reply = self._defer(item, verdict, reply)
-        if state is State.SENT:
+        record = settle(tally, transaction, self._policy, now=time.time(), rng=self._random)
+        if record.state is State.SENT:
             self.stats.latency.add(latency)
-        self.stats.relay(relay.name).outcomes[state] += 1
-        if verdict.suppress:
-            self._suppressions.add(item.claimed.address, "hard bounce in this job")
-        self._record(
-            item.key,
-            state,
-            code=result.code,
-            reply=reply,
-            relay=relay.name,
-            next_attempt_at=next_attempt_at,
-            attempt=item.uncounted,
-            suppress="hard bounce in this job" if verdict.suppress else None,
-            address=item.claimed.address,
-        )
+        self._conclude(record)
         self._release(item.key)
-        self._judge_error_rate(state)
+        self._judge_error_rate(record.state)
 
-    def _may_hand_back(self, item: _Item, result: SendResult, relay: RelayState) -> bool:
-        """Should a deferred message be tried again in this run, at once?"""
-        if self._stopping or item.relay_faults >= MAX_HAND_BACKS:
-            return False
-        if result.phase is Phase.CONNECT:
-            return True  # the connection closed while idle: nothing reached the relay
-        if self._attempts(item) >= self._policy.attempts:
-            return False
-        failed = item.failed_relays | {relay.name}
-        if self._pool.has_other(failed):
-            return True  # failover: another relay may take it now
-        # a lone 421 or lost session on a relay that was working: once on a new connection
-        session_over = result.code == 421 or (
-            result.code is None and result.phase is not Phase.DATA_END
-        )
-        return (
-            session_over
-            and item.relay_faults == 0  # once per message and run
-            and relay.failures <= 1
-            and relay.circuit is Circuit.CLOSED
-        )
+    def _judge_relay(self, relay: RelayState, transaction: Transaction) -> None:
+        """A transaction's outcome for its relay: throttled, failing, or working."""
+        now = time.monotonic()
+        verdict = transaction.verdict
+        if verdict.slow_down:
+            relay.throttled(now)
+        if blames_relay(transaction):
+            relay.failed(verdict.reason or transaction.result.reply, now=now)
+        else:
+            relay.succeeded()
 
-    def _attempts(self, item: _Item) -> int:
-        """The row's attempts so far: the journal's at claim time and this run's."""
-        return item.claimed.attempts + item.transactions
-
-    def _defer(self, item: _Item, verdict: Verdict, reply: str) -> tuple[State, float | None, str]:
-        """A deferred row's state, retry time and reply: failed once retries are spent."""
-        next_attempt_at, expired = self._retry_time(item, verdict)
-        if expired:
-            return State.FAILED, None, f"{reply} (gave up: {expired})"
-        return State.DEFERRED, next_attempt_at, reply
-
-    def _retry_time(self, item: _Item, verdict: Verdict) -> tuple[float | None, str | None]:
-        """When to try a deferred row again, or why it is given up (delivery.retry)."""
-        policy = self._policy
-        claimed = item.claimed
-        attempts = max(1, self._attempts(item))
-        now = time.time()
-        first = claimed.first_attempt_at or now
-        if attempts >= policy.attempts:
-            return None, f"{attempts} attempts"
-        if now - first >= policy.max_age:
-            return None, f"older than max_age ({policy.max_age:g} s)"
-        delay = min(policy.max_backoff, policy.backoff * 2.0 ** (attempts - 1))
-        delay *= self._random.uniform(0.8, 1.2)  # jitter: retries of a batch spread out
-        if verdict.retry_after is not None:
-            delay = max(delay, verdict.retry_after)
-        return now + delay, None
-
-    def _abort_window(self) -> int:
-        policy = self.job.delivery.abort_on
-        return policy.min_messages if policy is not None else 1
+    def _conclude(self, record: Record) -> None:
+        """Write a settled row: its relay's count, a hard bounce's suppression, the journal."""
+        assert record.relay is not None and record.address is not None
+        self.stats.relay(record.relay).outcomes[record.state] += 1
+        if record.suppress is not None:
+            self._suppressions.add(record.address, record.suppress)
+        self._record(record)
 
     def _judge_error_rate(self, state: State) -> None:
         """delivery.abort_on: stop taking work when the recent failure rate is too high."""
-        policy = self.job.delivery.abort_on
-        if policy is None or state is State.DEFERRED:
-            return
-        self._errors.append(state in (State.BOUNCED, State.FAILED, State.UNKNOWN))
-        if len(self._errors) < policy.min_messages or self._stopping:
-            return
-        rate = sum(self._errors) / len(self._errors)
-        if rate > policy.error_rate:
-            reason = (
-                f"error rate {rate:.0%} over the last {len(self._errors)} messages "
-                f"exceeds abort_on.error_rate {policy.error_rate:.0%}"
-            )
+        reason = self._error_rate.judge(state)
+        if reason is not None and not self._stopping:
             self.journal.abort(reason)  # every worker of a shared journal stops claiming
             self.request_stop(reason=reason)
 
-    def _record(
-        self,
-        key: str,
-        state: State,
-        *,
-        code: int | None = None,
-        reply: str | None = None,
-        relay: str | None = None,
-        next_attempt_at: float | None = None,
-        attempt: int = 0,
-        suppress: str | None = None,
-        address: str | None = None,
-    ) -> None:
+    def _record(self, record: Record) -> None:
+        """Write one row's outcome through the group committer, and count it."""
         assert self._committer is not None
-        self._committer.record(
-            Record(key, state, code, reply, relay, next_attempt_at, attempt, suppress, address)
-        )
-        self.stats.outcomes[state] += 1
-        self.stats.timeline.add(state, time.monotonic())
+        self._committer.record(record)
+        self.stats.outcomes[record.state] += 1
+        self.stats.timeline.add(record.state, time.monotonic())
         if LOGGER.isEnabledFor(logging.DEBUG):
+            reply = record.reply
             event(
                 logging.DEBUG,
                 "message",
-                f"{key}: {state.value}" + (f" ({reply})" if reply else ""),
-                key=key,
-                address=address,
-                state=state.value,
-                code=code,
+                f"{record.key}: {record.state.value}" + (f" ({reply})" if reply else ""),
+                key=record.key,
+                address=record.address,
+                state=record.state.value,
+                code=record.code,
                 reply=reply,
-                relay=relay,
+                relay=record.relay,
             )
 
     def _count_transaction(
@@ -866,17 +725,13 @@ class Engine:
         counters = stats.relay(relay.name)
         counters.attempts += 1
         counters.latency.add(latency)
-        if item.claimed.attempts or item.transactions > 1:
+        if item.tally.retried:
             stats.retries += 1
         stats.reply_codes.add(result.code, result.text)
-        if result.accepted:
-            return
-        if result.code is None:
-            klass = ErrorClass.UNKNOWN if result.phase is Phase.DATA_END else ErrorClass.TRANSIENT
-        else:
-            klass = ErrorClass.PERMANENT if result.code >= 500 else ErrorClass.TRANSIENT
-        stats.errors[klass] += 1
-        counters.errors[klass] += 1
+        klass = error_class(result)
+        if klass is not None:
+            stats.errors[klass] += 1
+            counters.errors[klass] += 1
 
     def _collect_relay_stats(self) -> None:
         for relay in self._pool.relays:
@@ -897,15 +752,21 @@ class Engine:
             await asyncio.sleep(self.options.tick)
 
 
-def _clock(timestamp: float) -> str:
-    """A wall-clock time for people: 14:03:07."""
-    return time.strftime("%H:%M:%S", time.localtime(timestamp))
-
-
-def _seconds(seconds: float) -> str:
-    """A duration as the job would write it: 90 s -> 1m30s, 120 s -> 2m, 3 s -> 3s."""
-    whole = round(seconds)
-    if whole < 60:
-        return f"{seconds:g}s"
-    minutes, rest = divmod(whole, 60)
-    return f"{minutes}m{rest}s" if rest else f"{minutes}m"
+def _relay_pool(
+    relays: Sequence[tuple[RelayConfig, str | None]],
+    journal: JournalBackend,
+    give_up_unreachable: float,
+) -> RelayPool:
+    """The run's relays, each with its rate limiter (kept in a shared journal, if any)."""
+    max_cool_down = cool_down_cap(give_up_unreachable)
+    return RelayPool(
+        [
+            RelayState(
+                config,
+                password,
+                limiter_for(config, journal, shared=journal if journal.shared else None),
+                max_cool_down=max_cool_down,
+            )
+            for config, password in relays
+        ]
+    )

@@ -24,7 +24,7 @@ import zipfile
 from pathlib import Path
 
 from txsend.errors import ConfigError
-from txsend.models import Job
+from txsend.job.spec import Job
 
 MAX_BYTES = 64 * 1024 * 1024
 MAX_FILES = 5000

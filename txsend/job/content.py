@@ -1,8 +1,9 @@
 """The content sections of a job file: markdown, attachments, unsubscribe, DKIM, flags.
 
-Split from `jobfile` so that each stays readable; `jobfile._load_yaml_job` calls
-`load_content` with the top-level mapping. Errors carry the job file's line like
-everything else in the job file.
+Split from `txsend.job.loading` so that each stays readable: it calls `load_content` and
+`job_headers` with the top-level mapping. Errors carry the job file's line like
+everything else in the job file. The header-name rule and the headers txsend writes
+itself are defined here once; the renderer checks a job built in code by the same rule.
 """
 
 from __future__ import annotations
@@ -10,13 +11,24 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import idna
-
-from txsend.content.attachments import PathEscapes, confine
+from txsend.addresses import a_label
 from txsend.errors import JobError, MissingInputError
-from txsend.job.loading import _FIELD_NAME, _absolute, _Map, _read_text
+from txsend.job.paths import PathEscapes, absolute, confine
+from txsend.job.yamlmap import Section, read_text
 from txsend.models import AttachmentSpec, Content, DkimSpec, Template, Unsubscribe
 from txsend.units import describe_value, parse_size
+
+# RFC 5322 section 3.6.8: field-name = 1*ftext, printable US-ASCII except ":".
+FIELD_NAME = re.compile(r"[\x21-\x39\x3b-\x7e]+\Z")
+RESERVED_HEADERS: dict[str, str] = {
+    "from": "use from: in the job",
+    "to": "the recipient comes from the recipients file (recipients.to)",
+    "subject": "use subject: in the job",
+    "reply-to": "use reply_to: in the job",
+    "date": "txsend sets it",
+    "message-id": "txsend sets it (fixed per row, reused on retries)",
+    "mime-version": "txsend sets it",
+}
 
 CONTENT_KEYS = frozenset(
     {
@@ -43,7 +55,7 @@ _SELECTOR = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\Z")
 _TEMPLATE_MARKERS = ("{{", "{%")
 
 
-def load_content(root: _Map, base: Path, *, has_body: bool) -> Content:
+def load_content(root: Section, base: Path, *, has_body: bool) -> Content:
     """Read every content key of the top-level mapping into a Content."""
     markdown = _markdown(root, base, has_body=has_body)
     transactional = _opt_bool(root, "transactional") or False
@@ -68,7 +80,7 @@ def load_content(root: _Map, base: Path, *, has_body: bool) -> Content:
     )
 
 
-def _opt_bool(section: _Map, key: str) -> bool | None:
+def _opt_bool(section: Section, key: str) -> bool | None:
     value = section.value(key)
     if value is None:
         return None
@@ -77,7 +89,7 @@ def _opt_bool(section: _Map, key: str) -> bool | None:
     return value
 
 
-def _markdown(root: _Map, base: Path, *, has_body: bool) -> Template | None:
+def _markdown(root: Section, base: Path, *, has_body: bool) -> Template | None:
     relative = root.opt_str("markdown")
     if relative is None:
         return None
@@ -87,7 +99,7 @@ def _markdown(root: _Map, base: Path, *, has_body: bool) -> Template | None:
             "set either markdown or text/html, not both",
             hint="markdown: makes both the html and the text part",
         )
-    resolved = _absolute(base / relative)
+    resolved = absolute(base / relative)
     if not resolved.exists():
         raise MissingInputError(
             f"{root.where('markdown')}: template file not found: {relative}",
@@ -95,10 +107,10 @@ def _markdown(root: _Map, base: Path, *, has_body: bool) -> Template | None:
         )
     if not resolved.is_file():
         raise root.error("markdown", f"{relative} is not a file")
-    return Template(_read_text(resolved, relative), origin=relative, path=resolved)
+    return Template(read_text(resolved, relative), origin=relative, path=resolved)
 
 
-def _attachments(root: _Map, base: Path) -> tuple[AttachmentSpec, ...]:
+def _attachments(root: Section, base: Path) -> tuple[AttachmentSpec, ...]:
     specs = []
     for index, (item, line) in enumerate(root.opt_list("attachments")):
         name = f"attachments[{index}]"
@@ -111,7 +123,7 @@ def _attachments(root: _Map, base: Path) -> tuple[AttachmentSpec, ...]:
                 line=line,
                 hint="e.g. attachments: [{path: files/terms.pdf}]",
             )
-        section = _Map(root.display, item, name, line)
+        section = Section(root.display, item, name, line)
         section.check_keys(_ATTACHMENT_KEYS)
         path = section.req_str("path", hint="e.g. path: files/terms.pdf").strip()
         content_type = section.opt_str("content_type")
@@ -146,7 +158,7 @@ def _attachments(root: _Map, base: Path) -> tuple[AttachmentSpec, ...]:
     return tuple(specs)
 
 
-def _check_fixed_attachment(section: _Map, base: Path, spec: AttachmentSpec) -> None:
+def _check_fixed_attachment(section: Section, base: Path, spec: AttachmentSpec) -> None:
     """A path without a template must exist inside the job's folder before anything runs."""
     try:
         confine(base, spec.path)
@@ -159,12 +171,12 @@ def _check_fixed_attachment(section: _Map, base: Path, spec: AttachmentSpec) -> 
         ) from None
 
 
-def _unsubscribe(root: _Map) -> Unsubscribe | None:
+def _unsubscribe(root: Section) -> Unsubscribe | None:
     value = root.value("unsubscribe")
     if value is None:
         return None
     if isinstance(value, str):  # shorthand: `unsubscribe: https://...`
-        section = _Map(root.display, {"url": value}, "unsubscribe", root.line_of("unsubscribe"))
+        section = Section(root.display, {"url": value}, "unsubscribe", root.line_of("unsubscribe"))
     else:
         maybe = root.opt_map("unsubscribe")
         assert maybe is not None
@@ -201,7 +213,7 @@ _UNSUBSCRIBE_EXAMPLE = (
 )
 
 
-def _dkim(root: _Map, base: Path) -> DkimSpec | None:
+def _dkim(root: Section, base: Path) -> DkimSpec | None:
     section = root.opt_map("dkim")
     if section is None:
         return None
@@ -210,9 +222,8 @@ def _dkim(root: _Map, base: Path) -> DkimSpec | None:
     domain = section.req_str("domain", hint=hint).strip().lower()
     if not _DOMAIN.match(domain):
         try:
-            # the same IDNA 2008 / UTS #46 mapping as addresses get in render.py
-            domain = idna.encode(domain, uts46=True).decode("ascii")
-        except (idna.IDNAError, UnicodeError):
+            domain = a_label(domain)  # the same IDNA mapping as every address gets
+        except (ValueError, UnicodeError):
             raise section.error("domain", f"not a domain name: {domain!r}") from None
         if not _DOMAIN.match(domain):
             raise section.error("domain", f"not a domain name: {domain!r}")
@@ -220,7 +231,7 @@ def _dkim(root: _Map, base: Path) -> DkimSpec | None:
     if not _SELECTOR.match(selector):
         raise section.error("selector", f"not a DKIM selector: {selector!r}")
     key_rel = section.req_str("key_file", hint=hint).strip()
-    key_file = _absolute(base / key_rel)
+    key_file = absolute(base / key_rel)
     if not key_file.is_file():
         raise MissingInputError(
             f"{section.where('key_file')}: DKIM key file not found: {key_rel}",
@@ -234,7 +245,7 @@ def _dkim(root: _Map, base: Path) -> DkimSpec | None:
     if section.value("headers") is not None:
         names = []
         for item, line in items:
-            if not isinstance(item, str) or not _FIELD_NAME.match(item.strip()):
+            if not isinstance(item, str) or not FIELD_NAME.match(item.strip()):
                 raise JobError(
                     f"dkim.headers: not a header name: {item!r}", file=root.display, line=line
                 )
@@ -243,3 +254,32 @@ def _dkim(root: _Map, base: Path) -> DkimSpec | None:
     return DkimSpec(
         domain=domain, selector=selector, key_file=key_file, algorithm=algorithm, headers=headers
     )
+
+
+def job_headers(root: Section) -> dict[str, str]:
+    """headers: extra header fields, checked against the ones txsend sets itself."""
+    section = root.opt_map("headers")
+    if section is None:
+        return {}
+    headers: dict[str, str] = {}
+    seen: dict[str, str] = {}
+    for key, value in section.data.items():
+        if not FIELD_NAME.match(key):
+            raise section.error(
+                key, "not a valid header name (printable ASCII, no spaces or colons)"
+            )
+        lower = key.lower()
+        if lower in RESERVED_HEADERS:
+            raise section.error(key, "cannot be set here", hint=RESERVED_HEADERS[lower])
+        if lower.startswith("content-"):
+            raise section.error(key, "cannot be set here", hint="txsend builds the MIME parts")
+        if lower in seen:
+            raise section.error(key, f"given twice (also as {seen[lower]})")
+        seen[lower] = key
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            raise section.error(key, f"expected a string, got {describe_value(value)}")
+        text = str(value)
+        if "\r" in text or "\n" in text:
+            raise section.error(key, "a header value must be one line")
+        headers[key] = text
+    return headers

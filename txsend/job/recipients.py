@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from txsend.errors import JobError, MissingInputError, RowError
-from txsend.models import Job, RecipientsSpec, Row
+from txsend.job.spec import Job
+from txsend.models import RecipientsSpec, Row
 
 JSONL_SUFFIXES = frozenset({".jsonl", ".ndjson"})
 _NOT_IN_ADDRESS = re.compile(r"[\s<>,;]")

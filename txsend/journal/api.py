@@ -1,86 +1,30 @@
-"""What every journal backend offers the engine and the commands.
+"""What every journal backend offers the engine and the commands: the protocols.
 
 Two backends implement `JournalBackend`: `txsend.journal.sqlite.Journal` (one SQLite file,
 one process at a time, the default) and `txsend.journal.postgres.journal.PgJournal` (PostgreSQL,
 several worker processes on several hosts working one job). The engine and the
-commands only use this interface; `open_journal` picks the backend from the location.
+commands only use this interface; `txsend.journal.opening.open_journal` picks the
+backend from the location.
 
 The narrow core is ingest, claim, write (record) and counts (summary); the rest is
 reading for reports, the job binding, runs, rate-limit state shared by all workers,
 and the multi-worker hooks (abort, lease) that a single-process backend answers
-trivially.
+trivially. What only a journal shared by several workers offers (the stored job, the
+list of workers) is `SharedJournal`, reached through `JournalBackend.as_shared`.
+
+The records passed through these protocols live in `txsend.journal.records`; they are
+exported here too.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol
 
-from txsend.errors import ConfigError
-from txsend.models import State
+from txsend.journal.records import Claimed, IngestStats, Record
+from txsend.models import RunInfo, State
 
-
-@dataclass(frozen=True)
-class Claimed:
-    """A row taken from the journal to be rendered and sent."""
-
-    key: str
-    row: int
-    address: str
-    data: dict[str, Any]
-    message_id: str
-    attempts: int
-    state: State  # state before the claim: pending, deferred or unknown
-    first_attempt_at: float | None = None  # wall clock, for delivery.retry.max_age
-
-
-@dataclass(frozen=True)
-class Record:
-    """An outcome to write for one key."""
-
-    key: str
-    state: State
-    code: int | None = None
-    reply: str | None = None
-    relay: str | None = None
-    next_attempt_at: float | None = None
-    attempt: int = 0  # transactions the journal has not counted yet (ended before DATA)
-    suppress: str | None = None  # add the address to the job's suppressions (a hard bounce)
-    address: str | None = None
-
-
-# Reasons a row is skipped on purpose; any other skip (an invalid address, a template
-# error, header injection from data) is an error, which makes the run's exit code 1.
-POLICY_SKIPS = ("suppressed", "duplicate key", "no longer in the data file")
-
-
-def error_skip_sql(column: str, *, wildcard: str = "%") -> str:
-    """An SQL condition, true when the skip reason in `column` is not a policy skip
-    (`wildcard="%%"` where the driver formats parameters with %s)."""
-    return " AND ".join(f"{column} NOT LIKE '{reason}{wildcard}'" for reason in POLICY_SKIPS)
-
-
-@dataclass
-class IngestStats:
-    new: int = 0
-    existing: int = 0
-    duplicates: int = 0
-    invalid: int = 0
-    problems: list[str] = field(default_factory=list)  # first few skip reasons, for display
-    by_other: bool = False  # another worker had ingested the job already (shared journal)
-
-
-@dataclass(frozen=True)
-class RunInfo:
-    id: int
-    command: str
-    started_at: float
-    ended_at: float | None
-    exit_code: int | None
-    counts: dict[str, int]
+__all__ = ["JournalBackend", "SharedJournal"]
 
 
 class JournalBackend(Protocol):
@@ -97,6 +41,10 @@ class JournalBackend(Protocol):
         ...
 
     def close(self) -> None: ...
+
+    def as_shared(self) -> SharedJournal | None:
+        """This journal's multi-worker operations; None for a journal of one process."""
+        ...
 
     # the job
     def bind_job(
@@ -126,7 +74,7 @@ class JournalBackend(Protocol):
     # summary and reading
     def counts(self) -> dict[State, int]: ...
     def skipped_by_error(self) -> int:
-        """Skipped rows that were not skipped by policy (see `POLICY_SKIPS`)."""
+        """Skipped rows that were not skipped by policy (`txsend.journal.rules.POLICY_SKIPS`)."""
         ...
 
     def next_attempt_at(self) -> float | None: ...
@@ -170,47 +118,32 @@ class JournalBackend(Protocol):
         ...
 
 
-def describe_changes(stored: dict[str, str], fingerprint: dict[str, str]) -> list[str]:
-    """What differs between a stored job fingerprint and this one (empty: the same job)."""
-    changes = []
-    for name in sorted(set(stored) | set(fingerprint)):
-        if name not in stored:
-            changes.append(f"{name} was added")
-        elif name not in fingerprint:
-            changes.append(f"{name} is no longer used")
-        elif stored[name] != fingerprint[name]:
-            changes.append(f"{name} changed")
-    return changes
+class SharedJournal(JournalBackend, Protocol):
+    """A journal several worker processes share: what only it offers beyond a journal.
 
+    `shared` is True for it; `as_shared()` returns it.
+    """
 
-_PG = re.compile(r"\s*postgres(ql)?:/", re.IGNORECASE)  # ":/" too: a URL typed wrong is no path
+    # The job it is scoped to: set by bind_job, or by `txsend worker` once it has
+    # picked one of `jobs()`.
+    job: str | None
 
+    def jobs(self) -> list[tuple[str, int]]:
+        """Every job in the journal with its count of rows not yet final."""
+        ...
 
-def is_postgres(location: str | Path) -> bool:
-    """True for a postgresql:// (or postgres://) journal URL."""
-    return isinstance(location, str) and _PG.match(location) is not None
+    def store_bundle(self, bundle: bytes | None) -> None:
+        """Keep the job's files, so that `txsend worker` can join without them."""
+        ...
 
+    def stored_job(self) -> tuple[dict[str, Any] | None, bytes | None]:
+        """The job's definition as stored at ingest: its spec and the bundle of its files."""
+        ...
 
-def open_journal(
-    location: str | Path,
-    *,
-    create: bool = True,
-    job_name: str | None = None,
-    lease: float | None = None,
-) -> JournalBackend:
-    """The journal at a file path (SQLite) or a postgresql:// URL (PostgreSQL)."""
-    if is_postgres(location):
-        assert isinstance(location, str)
-        try:
-            from txsend.journal.postgres.journal import PgJournal  # psycopg is needed only for this
-        except ModuleNotFoundError as exc:
-            if exc.name not in ("psycopg", "psycopg_pool"):
-                raise
-            raise ConfigError(
-                f"a PostgreSQL journal needs psycopg, which is not installed ({exc})",
-                hint="pip install 'txsend[postgresql]'",
-            ) from None
-        return PgJournal.open(location, create=create, job_name=job_name, lease=lease)
-    from txsend.journal.sqlite import Journal
+    def clear_abort(self) -> None:
+        """`txsend resume`: the job may be worked again after an abort."""
+        ...
 
-    return Journal.open(Path(location), create=create)
+    def workers(self, stopped: int = 5) -> list[dict[str, Any]]:
+        """The job's live workers, then the last `stopped` others, newest first."""
+        ...

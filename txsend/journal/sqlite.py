@@ -26,28 +26,27 @@ from typing import Any
 import sqlite_utils
 
 from txsend.errors import ConfigError, JobError, MissingInputError, RowError
-from txsend.journal.api import (
-    Claimed,
-    IngestStats,
-    Record,
-    RunInfo,
+from txsend.journal.api import SharedJournal
+from txsend.journal.records import Claimed, IngestStats, Record
+from txsend.journal.rules import (
+    ENDED_IN_DATA,
+    PROBLEM_STATES,
+    REDOABLE,
+    claimed,
     describe_changes,
+    encode_data,
     error_skip_sql,
+    final_counts,
+    note_problem,
+    run_info,
 )
-from txsend.models import State
+from txsend.models import RunInfo, State
 
-__all__ = ["Claimed", "IngestStats", "Journal", "Record", "RunInfo"]
+__all__ = ["Journal"]
 
 SCHEMA_VERSION = 1
 INGEST_BATCH = 5000
-# One encoder for every row's data (json.dumps would build one per call).
-_encode_json = json.JSONEncoder(ensure_ascii=False, default=str).encode
-# Rows whose message was never accepted by a relay and may be rendered again from new data:
-# not yet sent, or refused by txsend itself (render error, too large) rather than a relay.
-_REDOABLE = (
-    "(state IN ('pending', 'deferred', 'unknown', 'skipped') "
-    "OR (state = 'failed' AND code IS NULL))"
-)
+_PROBLEMS = "WHERE state IN ({})".format(", ".join(f"'{s}'" for s in PROBLEM_STATES))
 
 
 class Journal:
@@ -67,6 +66,9 @@ class Journal:
     @property
     def shared(self) -> bool:
         return False  # one process at a time holds the journal's lock
+
+    def as_shared(self) -> SharedJournal | None:
+        return None
 
     # --- opening -------------------------------------------------------------------
 
@@ -231,7 +233,7 @@ class Journal:
                 self._conn.execute(
                     "UPDATE messages SET state = 'skipped', updated_at = ?, "
                     "reply = 'no longer in the data file' "
-                    f"WHERE row < 0 AND {_REDOABLE}",
+                    f"WHERE row < 0 AND {REDOABLE}",
                     (time.time(),),
                 )
                 self._conn.execute("UPDATE messages SET row = -row WHERE row < 0")
@@ -257,10 +259,10 @@ class Journal:
             if isinstance(item, RowError):
                 stats.invalid += 1
                 skipped.append((item.row, item.key, item.reason, now))
-                self._note(stats, str(item))
+                note_problem(stats, str(item))
                 continue
             first = known.get(item.key)
-            data = _encode_json(item.data)
+            data = encode_data(item.data)
             if first is None:
                 new_rows.append(
                     (item.key, item.number, item.address, data, new_message_id(), now, now)
@@ -275,7 +277,7 @@ class Journal:
                 stats.duplicates += 1
                 reason = f"duplicate key (first seen in row {first})"
                 skipped.append((item.number, item.key, reason, now))
-                self._note(stats, f"row {item.number}: key {item.key!r}: {reason}")
+                note_problem(stats, f"row {item.number}: key {item.key!r}: {reason}")
                 continue
             known[item.key] = item.number
         with self._conn:
@@ -286,9 +288,9 @@ class Journal:
             )
             self._conn.executemany(
                 "UPDATE messages SET row = ?1, "
-                f"address = CASE WHEN {_REDOABLE} THEN ?2 ELSE address END, "
-                f"data = CASE WHEN {_REDOABLE} THEN ?3 ELSE data END, "
-                f"state = CASE WHEN {_REDOABLE} AND state IN ('skipped', 'failed') "
+                f"address = CASE WHEN {REDOABLE} THEN ?2 ELSE address END, "
+                f"data = CASE WHEN {REDOABLE} THEN ?3 ELSE data END, "
+                f"state = CASE WHEN {REDOABLE} AND state IN ('skipped', 'failed') "
                 "THEN 'pending' ELSE state END, "
                 "updated_at = ?4 WHERE key = ?5",
                 refreshed,
@@ -298,11 +300,6 @@ class Journal:
                 "VALUES (?, ?, ?, ?)",
                 skipped,
             )
-
-    @staticmethod
-    def _note(stats: IngestStats, problem: str) -> None:
-        if len(stats.problems) < 20:
-            stats.problems.append(problem)
 
     def ingest_complete(self) -> bool:
         """True once every row of the data file has been ingested."""
@@ -314,8 +311,7 @@ class Journal:
         """Turn rows a dead run left in `sending` into `unknown`; returns how many."""
         with self._conn:
             cur = self._conn.execute(
-                "UPDATE messages SET state = ?, updated_at = ?, "
-                "reply = 'run ended after DATA started, before the reply was recorded' "
+                f"UPDATE messages SET state = ?, updated_at = ?, reply = '{ENDED_IN_DATA}' "
                 "WHERE state = ?",
                 (State.UNKNOWN.value, time.time(), State.SENDING.value),
             )
@@ -512,11 +508,11 @@ class Journal:
 
     def finish_run(self, run_id: int, exit_code: int) -> None:
         """Record the end of a run with the journal's counts at that moment."""
-        counts = {s.value: n for s, n in self.counts().items() if n}
+        counts = final_counts(self.counts())
         with self._conn:
             self._conn.execute(
                 "UPDATE runs SET ended_at = ?, exit_code = ?, counts = ? WHERE id = ?",
-                (time.time(), exit_code, json.dumps(counts), run_id),
+                (time.time(), exit_code, counts, run_id),
             )
 
     def runs(self) -> list[RunInfo]:
@@ -524,17 +520,14 @@ class Journal:
         cur = self._conn.execute(
             "SELECT id, command, started_at, ended_at, exit_code, counts FROM runs ORDER BY id"
         )
-        return [
-            RunInfo(run_id, command, started, ended, code, json.loads(counts or "{}"))
-            for run_id, command, started, ended, code, counts in cur
-        ]
+        return [run_info(values) for values in cur]
 
     def problems(self, limit: int = 1000) -> tuple[int, list[dict[str, Any]]]:
         """How many rows are failed, bounced or unknown, and the first `limit` of them."""
-        where = "WHERE state IN ('failed', 'bounced', 'unknown')"
-        (count,) = self._conn.execute(f"SELECT count(*) FROM messages {where}").fetchone()
+        (count,) = self._conn.execute(f"SELECT count(*) FROM messages {_PROBLEMS}").fetchone()
         cur = self._conn.execute(
-            f"SELECT key, address, state, code, reply FROM messages {where} ORDER BY row LIMIT ?",
+            f"SELECT key, address, state, code, reply FROM messages {_PROBLEMS} "
+            "ORDER BY row LIMIT ?",
             (limit,),
         )
         rows = [
@@ -546,8 +539,7 @@ class Journal:
     def iter_problems(self) -> Iterator[tuple[dict[str, Any], str, int | None, str | None]]:
         """Every failed, bounced or unknown row: (original data, state, code, reply)."""
         cur = self._conn.execute(
-            "SELECT data, state, code, reply FROM messages "
-            "WHERE state IN ('failed', 'bounced', 'unknown') ORDER BY row"
+            f"SELECT data, state, code, reply FROM messages {_PROBLEMS} ORDER BY row"
         )
         for data, state, code, reply in cur:
             yield json.loads(data), state, code, reply
@@ -580,15 +572,11 @@ class Journal:
             "SELECT id, command, started_at, ended_at, exit_code, counts FROM runs "
             "ORDER BY id DESC LIMIT 1"
         ).fetchone()
-        if found is None:
-            return None
-        run_id, command, started, ended, code, counts = found
-        return RunInfo(run_id, command, started, ended, code, json.loads(counts or "{}"))
+        return None if found is None else run_info(found)
 
 
 def _claimed(values: tuple[Any, ...]) -> Claimed:
-    _, key, row, address, data, message_id, attempts, state, first = values
-    return Claimed(key, row, address, json.loads(data), message_id, attempts, State(state), first)
+    return claimed(values[1:])  # the first column is the rowid, for the claim cursor
 
 
 def _chunks(items: list[str], size: int) -> Iterator[list[str]]:

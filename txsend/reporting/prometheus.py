@@ -4,11 +4,12 @@
 the latest report and writes it as a node_exporter textfile and/or serves it on
 127.0.0.1. The exposition text always comes from prometheus-client's own writers.
 
-Each report is converted into metric families once, in `MetricsExporter.update` (the
-caller's thread); the HTTP thread only reads the resulting immutable tuple, which is
-swapped under a lock. Label values come only from the report's `job`, the fixed sets of
-states, error classes and quantiles, the relay names (host:port) and the reply codes
-("550 5.1.1"): never from reply texts, addresses, problems or events.
+Each report is read (`txsend.reporting.schema.read_report`) and converted into metric
+families once, in `MetricsExporter.update` (the caller's thread); the HTTP thread only
+reads the resulting immutable tuple, which is swapped under a lock. Label values come only
+from the report's `job`, the fixed sets of states, error classes and quantiles, the relay
+names (host:port) and the reply codes ("550 5.1.1"): never from reply texts, addresses,
+problems or events.
 
 Relay metrics come from `run.relays` (this run) or, for a report without `run` (the
 output of `txsend report`), from the top-level `relays` (all runs of the journal).
@@ -36,13 +37,23 @@ from prometheus_client.metrics_core import (
 from prometheus_client.registry import Collector
 
 from txsend.errors import UsageError
+from txsend.reporting.schema import (
+    STATES,
+    Bucket,
+    ErrorCounts,
+    Percentiles,
+    Relay,
+    ReplyCode,
+    Report,
+    Run,
+    StateCounts,
+    read_report,
+)
 
 __all__ = ["STATES", "MetricsExporter", "registry_for"]
 
-# The journal states, in the report's order; every one is always exported.
-STATES = ("pending", "sending", "sent", "bounced", "deferred", "failed", "skipped", "unknown")
-ERROR_CLASSES = ("transient", "permanent", "unknown")
-QUANTILES = (("p50", "0.5"), ("p95", "0.95"), ("p99", "0.99"))
+# Every journal state (STATES, in the report's order) is always exported.
+QUANTILES = {"p50": "0.5", "p95": "0.95", "p99": "0.99"}
 HOST = "127.0.0.1"  # never 0.0.0.0: the metrics name the job and its relays
 JOIN_SECONDS = 5.0
 
@@ -51,7 +62,7 @@ _Family = GaugeMetricFamily | CounterMetricFamily
 
 def registry_for(report: Mapping[str, Any]) -> CollectorRegistry:
     """A fresh registry holding the report's metrics, stamped with the current time."""
-    families = _families(report, time.time())
+    families = _families(read_report(report), time.time())
     registry = CollectorRegistry()
     registry.register(_Collector(lambda: families))
     return registry
@@ -103,7 +114,7 @@ class MetricsExporter:
 
     def update(self, report: Mapping[str, Any]) -> None:
         """Keep `report` as the latest: what /metrics serves and `write` writes from now on."""
-        families = _families(report, time.time())
+        families = _families(read_report(report), time.time())
         with self._lock:
             self._families = families
 
@@ -156,30 +167,28 @@ class _Collector(Collector):
 # -- conversion ---------------------------------------------------------------------------
 
 
-def _families(report: Mapping[str, Any], now: float) -> tuple[Metric, ...]:
+def _families(report: Report, now: float) -> tuple[Metric, ...]:
     """All metric families of one report; missing or malformed optional parts are skipped."""
-    job = str(report.get("job", ""))
+    job = report.job or ""
     out: list[Metric] = []
 
     messages = GaugeMetricFamily(
         "txsend_messages", "Messages in the job's journal, by state.", labels=["job", "state"]
     )
-    _add_states(messages, [job], _mapping(report.get("counts")))
+    _add_states(messages, [job], report.counts)
     out.append(messages)
 
-    run = report.get("run")
-    if isinstance(run, Mapping):
-        out.extend(_run_families(job, run))
-        relays = run.get("relays")
-    else:
-        relays = report.get("relays")
-    out.extend(_relay_families(job, _mapping(relays)))
+    if report.run is not None:
+        out.extend(_run_families(job, report.run))
+    out.extend(_relay_families(job, report.reported_relays))
 
-    exit_code = _num(report.get("exit_code"))
-    if exit_code is not None:
+    if report.exit_code is not None:
         out.append(
             _gauge(
-                "txsend_exit_code", "The run's exit code; -1 while it is running.", job, exit_code
+                "txsend_exit_code",
+                "The run's exit code; -1 while it is running.",
+                job,
+                report.exit_code,
             )
         )
     out.append(
@@ -190,103 +199,103 @@ def _families(report: Mapping[str, Any], now: float) -> tuple[Metric, ...]:
             now,
         )
     )
-    next_attempt = _num(report.get("next_attempt_at"))
-    if next_attempt is not None:
+    if report.next_attempt_at is not None:
         out.append(
             _gauge(
                 "txsend_next_attempt_timestamp_seconds",
                 "When the next deferred message is due for a retry (Unix time).",
                 job,
-                next_attempt,
+                report.next_attempt_at,
             )
         )
     return tuple(out)
 
 
-def _run_families(job: str, run: Mapping[str, Any]) -> list[Metric]:
+def _run_families(job: str, run: Run) -> list[Metric]:
     """The txsend_run_* families and the SMTP transaction histogram of one run."""
-    out: list[Metric] = []
-
     outcomes = CounterMetricFamily(
         "txsend_run_outcomes_total",
         "Messages this run settled, by the state they ended in.",
         labels=["job", "state"],
     )
-    _add_states(outcomes, [job], _mapping(run.get("outcomes")))
-    out.append(outcomes)
+    _add_states(outcomes, [job], run.outcomes)
+    out: list[Metric] = [outcomes, *_run_gauges(job, run)]
 
-    gauges = (
-        (
-            "seconds",
-            "txsend_run_duration_seconds",
-            "How long the run has taken so far (its whole length once it has ended).",
-        ),
-        (
-            "messages_per_second",
-            "txsend_run_messages_per_second",
-            "Messages settled per second over the run.",
-        ),
-        (
-            "error_rate",
-            "txsend_run_error_ratio",
-            "Share of this run's SMTP transactions that were not accepted (0 to 1).",
-        ),
-        (
-            "queue_depth",
-            "txsend_run_queue_depth",
-            "Messages rendered and waiting for a relay connection.",
-        ),
-    )
-    for key, name, documentation in gauges:
-        value = _num(run.get(key))
-        if value is not None:
-            out.append(_gauge(name, documentation, job, value))
-
-    retries = _num(run.get("retries"))
-    if retries is not None:
+    if run.retries is not None:
         family = CounterMetricFamily(
             "txsend_run_retries_total",
             "Delivery attempts after a message's first in this run.",
             labels=["job"],
         )
-        family.add_metric([job], retries)
+        family.add_metric([job], run.retries)
         out.append(family)
 
-    errors = run.get("errors")
-    if isinstance(errors, Mapping):
+    if run.errors is not None:
         family = CounterMetricFamily(
             "txsend_run_errors_total",
             "SMTP transactions of this run that were not accepted, by error class "
             "(transient: retried; permanent: bounced or failed; unknown: lost after DATA).",
             labels=["job", "class"],
         )
-        _add_classes(family, [job], errors)
+        _add_classes(family, [job], run.errors)
         out.append(family)
 
-    histogram = run.get("latency_histogram")
-    if isinstance(histogram, list | tuple):
-        out.append(_histogram(job, histogram, _num(run.get("latency_sum_seconds"))))
-
-    codes: dict[str, float] = {}
-    for entry in _sequence(run.get("reply_codes")):
-        if isinstance(entry, Mapping) and isinstance(entry.get("code"), str):
-            count = _num(entry.get("count"))
-            if count is not None:
-                codes[entry["code"]] = codes.get(entry["code"], 0.0) + count
-    if "reply_codes" in run:
-        family = CounterMetricFamily(
-            "txsend_run_reply_codes_total",
-            "SMTP replies of this run by code and enhanced status "
-            '("none": no reply); the report keeps the most frequent only.',
-            labels=["job", "code"],
-        )
-        for code, count in codes.items():
-            family.add_metric([job, code], count)
-        out.append(family)
+    if run.latency_histogram is not None:
+        out.append(_histogram(job, run.latency_histogram, run.latency_sum_seconds))
+    if run.reply_codes is not None:
+        out.append(_reply_codes(job, run.reply_codes))
     return out
 
 
-def _histogram(job: str, entries: Sequence[Any], sum_seconds: float | None) -> Metric:
+def _run_gauges(job: str, run: Run) -> list[Metric]:
+    """The run's duration, rate, error ratio and queue depth, those the report has."""
+    gauges = (
+        (
+            run.seconds,
+            "txsend_run_duration_seconds",
+            "How long the run has taken so far (its whole length once it has ended).",
+        ),
+        (
+            run.messages_per_second,
+            "txsend_run_messages_per_second",
+            "Messages settled per second over the run.",
+        ),
+        (
+            run.error_rate,
+            "txsend_run_error_ratio",
+            "Share of this run's SMTP transactions that were not accepted (0 to 1).",
+        ),
+        (
+            run.queue_depth,
+            "txsend_run_queue_depth",
+            "Messages rendered and waiting for a relay connection.",
+        ),
+    )
+    return [
+        _gauge(name, documentation, job, value)
+        for value, name, documentation in gauges
+        if value is not None
+    ]
+
+
+def _reply_codes(job: str, entries: Sequence[ReplyCode]) -> Metric:
+    """`txsend_run_reply_codes_total`; entries repeating a code are added up."""
+    codes: dict[str, float] = {}
+    for entry in entries:
+        if entry.code is not None and entry.count is not None:
+            codes[entry.code] = codes.get(entry.code, 0.0) + entry.count
+    family = CounterMetricFamily(
+        "txsend_run_reply_codes_total",
+        "SMTP replies of this run by code and enhanced status "
+        '("none": no reply); the report keeps the most frequent only.',
+        labels=["job", "code"],
+    )
+    for code, count in codes.items():
+        family.add_metric([job, code], count)
+    return family
+
+
+def _histogram(job: str, entries: Sequence[Bucket], sum_seconds: float | None) -> Metric:
     """`txsend_smtp_transaction_seconds` from the report's non-cumulative `le_ms` buckets.
 
     Prometheus buckets are cumulative, in seconds, with +Inf holding the total count. When
@@ -297,11 +306,8 @@ def _histogram(job: str, entries: Sequence[Any], sum_seconds: float | None) -> M
     per_le: dict[float, float] = {}
     total = 0.0
     for entry in entries:
-        if not isinstance(entry, Mapping):
-            continue
-        count = _num(entry.get("count"))
-        le_ms = entry.get("le_ms")
-        if count is None or isinstance(le_ms, bool) or not isinstance(le_ms, int | float):
+        count, le_ms = entry.count, entry.le_ms
+        if count is None or le_ms is None:
             continue
         total += count
         if math.isnan(le_ms) or le_ms < 0 or math.isinf(le_ms):
@@ -327,7 +333,7 @@ def _histogram(job: str, entries: Sequence[Any], sum_seconds: float | None) -> M
     return family
 
 
-def _relay_families(job: str, relays: Mapping[str, Any]) -> list[Metric]:
+def _relay_families(job: str, relays: Mapping[str, Relay]) -> list[Metric]:
     """Per-relay families; label `relay` is the relay's name (host:port) from the report."""
     labels = ["job", "relay"]
     outcomes = CounterMetricFamily(
@@ -375,21 +381,18 @@ def _relay_families(job: str, relays: Mapping[str, Any]) -> list[Metric]:
     )
 
     for name, relay in relays.items():
-        if not isinstance(name, str) or not isinstance(relay, Mapping):
-            continue
         key = [job, name]
-        _add_states(outcomes, key, _mapping(relay.get("outcomes")))
-        _add_value(connections, key, relay.get("connections"))
-        _add_value(connect_failures, key, relay.get("connect_failures"))
-        if isinstance(relay.get("errors"), Mapping):
-            _add_classes(errors, key, relay["errors"])
-        _add_value(error_ratio, key, relay.get("error_rate"))
-        _add_value(rate, key, relay.get("messages_per_second"))
-        _add_quantiles(latency, key, relay.get("latency_ms"))
-        _add_quantiles(connect, key, relay.get("connect_ms"))
-        state = relay.get("circuit")
-        if isinstance(state, str):
-            circuit.add_metric(key, 0.0 if state == "closed" else 1.0)
+        _add_states(outcomes, key, relay.outcomes)
+        _add_value(connections, key, relay.connections)
+        _add_value(connect_failures, key, relay.connect_failures)
+        if relay.errors is not None:
+            _add_classes(errors, key, relay.errors)
+        _add_value(error_ratio, key, relay.error_rate)
+        _add_value(rate, key, relay.messages_per_second)
+        _add_quantiles(latency, key, relay.latency_ms)
+        _add_quantiles(connect, key, relay.connect_ms)
+        if relay.circuit is not None:
+            circuit.add_metric(key, 0.0 if relay.circuit == "closed" else 1.0)
 
     families = [outcomes, connections, connect_failures, errors, error_ratio, rate]
     return [*families, latency, connect, circuit]
@@ -404,47 +407,29 @@ def _gauge(name: str, documentation: str, job: str, value: float) -> GaugeMetric
     return family
 
 
-def _add_states(family: _Family, labels: list[str], counts: Mapping[str, Any]) -> None:
-    """One sample per journal state, 0 for those the report leaves out."""
+def _add_states(family: _Family, labels: list[str], counts: StateCounts) -> None:
+    """One sample per journal state (0 for those the report leaves out)."""
     for state in STATES:
-        family.add_metric([*labels, state], _num(counts.get(state)) or 0.0)
+        family.add_metric([*labels, state], counts[state])
 
 
-def _add_classes(family: _Family, labels: list[str], errors: Mapping[str, Any]) -> None:
-    for error_class in ERROR_CLASSES:
-        family.add_metric([*labels, error_class], _num(errors.get(error_class)) or 0.0)
+def _add_classes(family: _Family, labels: list[str], errors: ErrorCounts) -> None:
+    for error_class, count in errors.items():
+        family.add_metric([*labels, error_class], count)
 
 
-def _add_quantiles(family: GaugeMetricFamily, labels: list[str], percentiles: Any) -> None:
+def _add_quantiles(family: GaugeMetricFamily, labels: list[str], percentiles: Percentiles) -> None:
     """The p50/p95/p99 milliseconds as seconds; null percentiles are left out."""
-    for key, quantile in QUANTILES:
-        value = _num(_mapping(percentiles).get(key))
+    for name, value in percentiles.items():
         if value is not None:
-            family.add_metric([*labels, quantile], _seconds(value))
+            family.add_metric([*labels, QUANTILES[name]], _seconds(value))
 
 
-def _add_value(family: _Family, labels: list[str], value: Any) -> None:
-    number = _num(value)
-    if number is not None:
-        family.add_metric(labels, number)
+def _add_value(family: _Family, labels: list[str], value: float | None) -> None:
+    if value is not None:
+        family.add_metric(labels, value)
 
 
 def _seconds(ms: float) -> float:
     """Milliseconds as seconds without binary noise: 2.1 ms is 0.0021, not 0.0021000000000000003."""
     return float(Decimal(repr(ms)) / 1000)
-
-
-def _num(value: Any) -> float | None:
-    """A finite JSON number as float; None for null, booleans, strings and NaN/infinity."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    number = float(value)
-    return number if math.isfinite(number) else None
-
-
-def _mapping(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
-
-
-def _sequence(value: Any) -> Sequence[Any]:
-    return value if isinstance(value, list | tuple) else ()

@@ -9,8 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from txsend.errors import ExitCode
-from txsend.journal.sqlite import RunInfo
-from txsend.models import State
+from txsend.models import RunInfo, State
 from txsend.reporting.stats import ErrorClass, LatencyHistogram, RunStats, reply_code
 
 SCHEMA = 1

@@ -1,14 +1,13 @@
-"""`txsend sink`: a capture SMTP server for demos, tests and CI (aiosmtpd).
+"""`txsend sink`: the capture server's SMTP side and its loop (aiosmtpd).
 
-It accepts every message (up to 50 MB), counts it, and optionally writes it to a
-Maildir with ``Return-Path`` and ``Delivered-To`` lines prepended. The bytes are
-stored exactly as received (CRLF line endings, after dot-unstuffing), so signatures
-and byte counts can be checked against what the client sent.
+It accepts every message (up to 50 MB) and hands it to `txsend.sink.capture`, which
+counts it and optionally writes it to a Maildir. With `Faults` (`txsend.sink.faults`)
+the sessions and the handler answer as the chaos model decides: 4xx/5xx replies at a
+chosen command, a dropped connection after the final dot, slow replies and
+greylisting. Without `Faults` none of that code runs.
 
-Fault injection ("chaos", see `Faults`) scripts what a real relay does to a client:
-4xx/5xx replies at a chosen command (always, with a probability, every Nth time, or
-for matching addresses), a dropped connection after the final dot, slow replies and
-greylisting. Without `Faults` none of this code runs.
+`serve` binds, announces the port, runs until SIGINT/SIGTERM (or a stop event) and
+returns the stats.
 """
 
 from __future__ import annotations
@@ -17,16 +16,12 @@ import asyncio
 import contextlib
 import errno
 import logging
-import mailbox
-import math
 import os
-import random
 import signal
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, AnyStr
 
@@ -34,17 +29,10 @@ import aiosmtpd
 from aiosmtpd.smtp import SMTP, Envelope, Session, syntax
 
 from txsend.errors import ConfigError
-from txsend.units import parse_duration
+from txsend.sink.capture import MaildirWriter, SinkStats
+from txsend.sink.faults import Chaos, FaultRule, Faults
 
-__all__ = [
-    "FAULT_COMMANDS",
-    "MAX_MESSAGE_SIZE",
-    "FaultRule",
-    "Faults",
-    "SinkStats",
-    "format_stats",
-    "serve",
-]
+__all__ = ["MAX_MESSAGE_SIZE", "serve"]
 
 MAX_MESSAGE_SIZE = 50 * 1024 * 1024
 """Largest message the sink accepts (announced with the SIZE extension)."""
@@ -56,393 +44,63 @@ _TERMINATOR = b"\r\n.\r\n"
 # The bulk DATA reader below relies on aiosmtpd 1.4's internals; other versions fall
 # back to aiosmtpd's own line-by-line reader.
 _FAST_DATA = aiosmtpd.__version__.startswith("1.4.")
-
-
-@dataclass
-class SinkStats:
-    """What one run of the sink accepted."""
-
-    messages: int = 0
-    recipients: int = 0
-    bytes: int = 0  # message bytes as received, without the prepended header lines
-    connections: int = 0
-    seconds: float = 0.0  # from ready to stop
-    host: str = ""
-    port: int = 0
-    stopped_by: str = ""  # "SIGINT", "SIGTERM" or "stop_event"
-    # Fault injection (None when not configured). `faults` counts the faults injected
-    # per rule label ("rcpt 451", in rule order; "disconnect" for --disconnect-after);
-    # messages answered with a fault are not counted as messages above.
-    faults: dict[str, int] | None = None
-    greylisted: int | None = None  # 450 replies sent by greylisting
-
-
-def format_stats(stats: SinkStats) -> str:
-    """One line for stdout: "sink: 42 messages, 42 recipients, 123456 bytes, ..."."""
-    line = (
-        f"sink: {stats.messages} messages, {stats.recipients} recipients, "
-        f"{stats.bytes} bytes, {stats.connections} connections in {stats.seconds:.1f} s"
-    )
-    if stats.faults is not None:
-        detail = ", ".join(f"{label}: {n}" for label, n in stats.faults.items())
-        line += f", {sum(stats.faults.values())} faults injected"
-        if detail:
-            line += f" ({detail})"
-    if stats.greylisted is not None:
-        line += f", {stats.greylisted} greylisted"
-    return line
-
-
-# --------------------------------------------------------------------------- faults
-
-FAULT_COMMANDS = ("connect", "ehlo", "mail", "rcpt", "data", "dot")
-"""Where a --fail rule answers: the greeting, EHLO/HELO, MAIL, RCPT, DATA (instead of
-354) or the final dot (instead of the 250 that accepts the message)."""
-
-RULE_SYNTAX = (
-    "COMMAND:CODE[:PROBABILITY | :every=N][:match=TEXT][:REPLY TEXT], where COMMAND is "
-    "one of connect, ehlo, mail, rcpt, data, dot and CODE a 4xx or 5xx reply code; "
-    "e.g. rcpt:451:0.3, dot:554:every=10, mail:421, rcpt:550:match=@bounce."
-)
-
-_FAULT_MARK = " (txsend sink fault)"
-_DEFAULT_TEXTS = {
-    421: "4.3.2 service not available, closing connection",
-    450: "4.2.0 mailbox busy, try again later",
-    451: "4.3.0 try again later",
-    452: "4.3.1 insufficient system storage",
-    454: "4.7.0 temporary authentication failure",
-    550: "5.1.1 no such user",
-    551: "5.1.6 user not local",
-    552: "5.3.4 message too big",
-    553: "5.1.3 mailbox name not allowed",
-    554: "5.7.1 transaction failed",
-}
-_DEFAULT_TEXTS_BY_COMMAND = {
-    ("connect", 554): "5.7.1 no SMTP service here",
-    ("mail", 550): "5.7.1 sender rejected",
-    ("mail", 553): "5.1.7 bad sender address syntax",
-}
 _DROPPED = "421 4.4.2 connection dropped (txsend sink fault)"  # never sent
 
 
-def _default_text(command: str, code: int) -> str:
-    text = _DEFAULT_TEXTS_BY_COMMAND.get((command, code)) or _DEFAULT_TEXTS.get(code)
-    if text is None:
-        text = f"{code // 100}.0.0 {'temporary' if code < 500 else 'permanent'} failure"
-    return text + _FAULT_MARK
+# --------------------------------------------------------------------------- DATA
 
 
-def _bad_rule(spec: str, reason: str) -> ConfigError:
-    return ConfigError(
-        f"bad --fail rule {spec!r}: {reason}",
-        hint=f"expected {RULE_SYNTAX}",
+async def _read_data_section(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, limit: int | None
+) -> bytearray | None:
+    """The data section up to and with its terminating ".\\r\\n"; None if over `limit`.
+
+    A message over the limit is still read up to its dot (so the session stays in
+    step with the client) but not kept.
+    """
+    data = bytearray()
+    size = 0  # octets received, terminator included
+    tail = b"\r\n"  # the data section starts at the beginning of a line
+    too_much = False
+    while True:
+        try:
+            chunk = await reader.readuntil(b".\r\n")
+        except asyncio.LimitOverrunError as exc:
+            # No line ending in "." within the stream limit: take what is safe
+            # to take (it cannot contain the terminator) and keep reading.
+            chunk = await reader.readexactly(exc.consumed)
+        except asyncio.CancelledError:
+            writer.close()
+            raise
+        size += len(chunk)
+        if not too_much:
+            if limit and size - 3 > limit:
+                too_much = True
+                data = bytearray()  # drop it now; keep draining up to the dot
+            else:
+                data += chunk
+        tail = (tail + chunk[-5:])[-5:]
+        if tail == _TERMINATOR:
+            break
+    return None if too_much else data
+
+
+def _line_too_long(data: bytearray) -> bool:
+    """True if a line of the data section (CRLF not counted) is over the RFC limit."""
+    # The length check first: most messages are shorter than one line may be.
+    return len(data) > _RFC_LINE_LIMIT - 2 and max(map(len, data.split(b"\r\n"))) > (
+        _RFC_LINE_LIMIT - 2
     )
 
 
-@dataclass(frozen=True)
-class FaultRule:
-    """One --fail rule: answer `command` with `code` when the rule fires.
-
-    It fires every `every`th time it is checked when `every` is set, else with
-    `probability`. `match` (MAIL and RCPT only) restricts it to envelope addresses
-    containing that text (case-insensitive); other addresses neither fire it nor count
-    toward `every`. `text` follows the code in the reply; empty: a default with an
-    enhanced status code, e.g. "451 4.3.0 try again later (txsend sink fault)".
-    """
-
-    command: str
-    code: int
-    probability: float = 1.0
-    every: int = 0
-    match: str = ""
-    text: str = ""
-
-    def __post_init__(self) -> None:
-        spec = self.spec
-        if self.command not in FAULT_COMMANDS:
-            raise _bad_rule(spec, f"unknown command {self.command!r}")
-        if isinstance(self.code, bool) or not 400 <= self.code <= 599:
-            raise _bad_rule(spec, f"the code must be a 4xx or 5xx reply code, got {self.code}")
-        if not (0 < self.probability <= 1):
-            raise _bad_rule(spec, f"the probability must be in (0, 1], got {self.probability}")
-        if self.every < 0 or (self.every and self.probability != 1):
-            raise _bad_rule(spec, "give either a probability or every=N (N >= 1), not both")
-        if self.match and self.command not in ("mail", "rcpt"):
-            raise _bad_rule(spec, "match= applies to mail and rcpt rules only")
-        if any(c in self.text for c in "\r\n\0"):
-            raise _bad_rule(spec, "the reply text must be one line")
-
-    @property
-    def spec(self) -> str:
-        """The rule in --fail syntax."""
-        parts = [self.command, str(self.code)]
-        if self.every:
-            parts.append(f"every={self.every}")
-        elif self.probability != 1:
-            parts.append(f"{self.probability:g}")
-        if self.match:
-            parts.append(f"match={self.match}")
-        if self.text:
-            parts.append(self.text)
-        return ":".join(parts)
-
-    @property
-    def label(self) -> str:
-        """How the stats name it: "rcpt 451"."""
-        return f"{self.command} {self.code}"
-
-    @property
-    def reply(self) -> str:
-        return f"{self.code} {self.text or _default_text(self.command, self.code)}"
-
-    @classmethod
-    def parse(cls, spec: str) -> FaultRule:
-        """Parse COMMAND:CODE[:PROBABILITY | :every=N][:match=TEXT][:REPLY TEXT].
-
-        The fields after CODE may come in any order; the first one that is neither a
-        number, every=N nor match=TEXT starts the reply text (which may contain colons).
-        """
-        fields = spec.strip().split(":")
-        if len(fields) < 2:
-            raise _bad_rule(spec, "missing the reply code")
-        command = fields[0].strip().lower()
-        if command not in FAULT_COMMANDS:
-            raise _bad_rule(spec, f"unknown command {fields[0]!r}")
-        code_text = fields[1].strip()
-        if not (len(code_text) == 3 and code_text.isdigit()):
-            raise _bad_rule(spec, f"{code_text!r} is not a 3-digit reply code")
-        probability: float | None = None
-        every = 0
-        match = ""
-        rest = fields[2:]
-        while rest:
-            field_ = rest[0].strip()
-            key, sep, value = field_.partition("=")
-            if sep and key.lower() == "every":
-                if every or probability is not None:
-                    raise _bad_rule(spec, "give one probability or one every=N")
-                if not value.isdigit() or int(value) < 1:
-                    raise _bad_rule(spec, f"every= needs a whole number >= 1, got {value!r}")
-                every = int(value)
-            elif sep and key.lower() == "match":
-                if match or not value:
-                    raise _bad_rule(spec, "give one non-empty match=TEXT")
-                match = value
-            elif _is_number(field_):
-                if every or probability is not None:
-                    raise _bad_rule(spec, "give one probability or one every=N")
-                probability = float(field_)
-                if not (0 < probability <= 1):
-                    raise _bad_rule(spec, f"the probability must be in (0, 1], got {field_}")
-            else:
-                break
-            rest = rest[1:]
-        return cls(
-            command=command,
-            code=int(code_text),
-            probability=1.0 if probability is None else probability,
-            every=every,
-            match=match,
-            text=":".join(rest).strip(),
-        )
+def _unstuff(data: bytearray) -> bytes:
+    """Dot-unstuffing (RFC 5321 4.5.2): drop the first "." of every line."""
+    if data.startswith(b"."):
+        del data[0]
+    return bytes(data.replace(b"\r\n.", b"\r\n"))
 
 
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
-
-def _seconds(option: str, value: str | float) -> float:
-    """A duration for `option` (50ms, 1s, 0.2); 0 is allowed and means none."""
-    try:
-        if float(value) == 0:
-            return 0.0
-    except (TypeError, ValueError):
-        pass
-    try:
-        seconds = parse_duration(value)
-    except ValueError as exc:
-        raise ConfigError(f"{option}: {exc}", hint="write e.g. 50ms, 1s, 0.2 or 2m") from None
-    if not math.isfinite(seconds):
-        raise ConfigError(f"{option}: {value!r} is not a finite duration")
-    return seconds
-
-
-@dataclass(frozen=True)
-class Faults:
-    """What the sink does wrong on purpose (all off by default).
-
-    rules: --fail rules, checked in order for each command; the first that fires
-        answers, and the rules after it do not see that command.
-    seed: seeds the one random.Random that probability rules draw from (None: random);
-        a rule with probability 1 draws nothing.
-    disconnect_after: the Nth message overall (counted across connections, in the
-        order their final dots arrive) is not answered: the connection is dropped
-        right after its final dot and the message is not stored. Once per run.
-    delay: seconds to wait before every reply to a final dot (accepted or fault).
-    delay_command: seconds to wait before every other reply (greeting, EHLO, MAIL,
-        RCPT, DATA's 354, RSET, NOOP, QUIT, ...).
-    greylist: None, or seconds: the first RCPT of a (sender, recipient) pair gets
-        "450 4.2.0 Greylisted"; a later RCPT of that pair passes once this much time
-        has passed since the first (0: any later one), and from then on always.
-    """
-
-    rules: tuple[FaultRule, ...] = ()
-    seed: int | None = None
-    disconnect_after: int | None = None
-    delay: float = 0.0
-    delay_command: float = 0.0
-    greylist: float | None = None
-
-    def __post_init__(self) -> None:
-        if self.disconnect_after is not None and self.disconnect_after < 1:
-            raise ConfigError(f"--disconnect-after must be at least 1, got {self.disconnect_after}")
-        for name, value in (
-            ("--delay", self.delay),
-            ("--delay-command", self.delay_command),
-            ("--greylist", self.greylist),
-        ):
-            if value is not None and not (math.isfinite(value) and value >= 0):
-                raise ConfigError(f"{name} must be a duration >= 0, got {value!r}")
-
-    @property
-    def active(self) -> bool:
-        return bool(
-            self.rules
-            or self.disconnect_after is not None
-            or self.delay
-            or self.delay_command
-            or self.greylist is not None
-        )
-
-    @classmethod
-    def from_options(
-        cls,
-        fail: Iterable[str] = (),
-        *,
-        seed: int | None = None,
-        disconnect_after: int | None = None,
-        delay: str | float | None = None,
-        delay_command: str | float | None = None,
-        greylist: str | float | None = None,
-    ) -> Faults:
-        """Build from command-line values; anything invalid raises ConfigError."""
-        return cls(
-            rules=tuple(FaultRule.parse(spec) for spec in fail),
-            seed=seed,
-            disconnect_after=disconnect_after,
-            delay=_seconds("--delay", delay) if delay is not None else 0.0,
-            delay_command=(
-                _seconds("--delay-command", delay_command) if delay_command is not None else 0.0
-            ),
-            greylist=_seconds("--greylist", greylist) if greylist is not None else None,
-        )
-
-
-class _Chaos:
-    """The run-time state of fault injection (one per server; used on its loop only)."""
-
-    def __init__(self, faults: Faults, stats: SinkStats) -> None:
-        self.faults = faults
-        self.stats = stats
-        self.rng = random.Random(faults.seed)
-        self.seen = [0] * len(faults.rules)
-        self.by_command: dict[str, list[int]] = {}
-        for i, rule in enumerate(faults.rules):
-            self.by_command.setdefault(rule.command, []).append(i)
-        self.messages = 0  # final dots seen, for disconnect_after
-        self.first_try: dict[tuple[str, str], float] = {}  # greylisting
-        self.counts: dict[str, int] | None = None
-        if faults.rules or faults.disconnect_after is not None:
-            self.counts = dict.fromkeys((rule.label for rule in faults.rules), 0)
-            if faults.disconnect_after is not None:
-                self.counts["disconnect"] = 0
-        stats.faults = self.counts
-        stats.greylisted = 0 if faults.greylist is not None else None
-
-    def _count(self, label: str) -> None:
-        assert self.counts is not None
-        self.counts[label] += 1
-
-    def fault(self, command: str, address: str | None = None) -> FaultRule | None:
-        """The rule that answers this command, if one fires."""
-        for i in self.by_command.get(command, ()):
-            rule = self.faults.rules[i]
-            if rule.match and (address is None or rule.match.lower() not in address.lower()):
-                continue
-            self.seen[i] += 1
-            if rule.every:
-                fires = self.seen[i] % rule.every == 0
-            else:
-                fires = rule.probability >= 1 or self.rng.random() < rule.probability
-            if fires:
-                self._count(rule.label)
-                return rule
-        return None
-
-    def drop(self) -> bool:
-        """Count a final dot; True if this message's connection is to be dropped."""
-        self.messages += 1
-        if self.messages == self.faults.disconnect_after:
-            self._count("disconnect")
-            return True
-        return False
-
-    def greylist(self, sender: str, recipient: str) -> str | None:
-        """The 450 reply if greylisting holds this RCPT back, else None."""
-        seconds = self.faults.greylist
-        if seconds is None:
-            return None
-        key = (sender.lower(), recipient.lower())
-        now = time.monotonic()
-        first = self.first_try.get(key)
-        if first is None:
-            self.first_try[key] = now
-        elif now - first >= seconds:
-            return None
-        assert self.stats.greylisted is not None
-        self.stats.greylisted += 1
-        if seconds:
-            wait = f"{seconds:g} second" + ("" if seconds == 1 else "s")
-            return f"450 4.2.0 Greylisted, try again in {wait}"
-        return "450 4.2.0 Greylisted, try again later"
-
-
-class _MaildirWriter:
-    """Writes messages into a Maildir: tmp/ first, then an atomic rename into new/."""
-
-    def __init__(self, path: Path) -> None:
-        try:
-            mailbox.Maildir(path, create=True)
-        except OSError as exc:
-            raise ConfigError(f"cannot create Maildir {path}: {exc.strerror or exc}") from exc
-        self._tmp = str(path / "tmp")
-        self._new = str(path / "new")
-        self._pid = os.getpid()
-        self._host = socket.gethostname().replace("/", r"\057").replace(":", r"\072")
-        self._seq = 0
-
-    def write(self, prefix: bytes, data: bytes) -> None:
-        """Store one message; the name follows the Maildir convention (time.MusecPpidQn.host)."""
-        self._seq += 1
-        now = time.time()
-        name = f"{int(now)}.M{int(now % 1 * 1e6)}P{self._pid}Q{self._seq}.{self._host}"
-        tmp = f"{self._tmp}/{name}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
-        try:
-            view = memoryview(prefix + data)
-            while view:
-                view = view[os.write(fd, view) :]
-        except BaseException:
-            os.close(fd)
-            os.unlink(tmp)
-            raise
-        os.close(fd)
-        os.rename(tmp, f"{self._new}/{name}")
+# --------------------------------------------------------------------------- sessions
 
 
 class _SinkSMTP(SMTP):
@@ -490,50 +148,18 @@ class _SinkSMTP(SMTP):
             await super().smtp_DATA(arg)
             return
         await self.push("354 End data with <CR><LF>.<CR><LF>")
-
-        reader = self._reader
-        limit = self.data_size_limit
-        data = bytearray()
-        size = 0  # octets received, terminator included
-        tail = b"\r\n"  # the data section starts at the beginning of a line
-        too_much = False
-        while True:
-            try:
-                chunk = await reader.readuntil(b".\r\n")
-            except asyncio.LimitOverrunError as exc:
-                # No line ending in "." within the stream limit: take what is safe
-                # to take (it cannot contain the terminator) and keep reading.
-                chunk = await reader.readexactly(exc.consumed)
-            except asyncio.CancelledError:
-                self._writer.close()
-                raise
-            size += len(chunk)
-            if not too_much:
-                if limit and size - 3 > limit:
-                    too_much = True
-                    data = bytearray()  # drop it now; keep draining up to the dot
-                else:
-                    data += chunk
-            tail = (tail + chunk[-5:])[-5:]
-            if tail == _TERMINATOR:
-                break
-
-        if too_much:
+        data = await _read_data_section(self._reader, self._writer, self.data_size_limit)
+        if data is None:
             await self.push("552 Error: Too much mail data")
             self.envelope = self._create_envelope()
             return
         del data[-3:]  # the terminating ".\r\n"
-        if len(data) > _RFC_LINE_LIMIT - 2 and max(map(len, data.split(b"\r\n"))) > (
-            _RFC_LINE_LIMIT - 2
-        ):
+        if _line_too_long(data):
             await self.push("500 Line too long (see RFC5321 4.5.3.1.6)")
             self.envelope = self._create_envelope()
             return
-        # Dot-unstuffing (RFC 5321 4.5.2): drop the first "." of every line.
-        if data.startswith(b"."):
-            del data[0]
-        content = bytes(data.replace(b"\r\n.", b"\r\n"))
-        del data
+        content = _unstuff(data)
+        del data  # a message may be 50 MB: hold one copy, not two
         self.envelope.content = content
         self.envelope.original_content = content
         status = await self._call_handler_hook("DATA")
@@ -544,7 +170,7 @@ class _SinkSMTP(SMTP):
 class _SinkHandler:
     """aiosmtpd handler: accepts everything, counts it, optionally stores it."""
 
-    def __init__(self, stats: SinkStats, writer: _MaildirWriter | None) -> None:
+    def __init__(self, stats: SinkStats, writer: MaildirWriter | None) -> None:
         self.stats = stats
         self.writer = writer
 
@@ -569,11 +195,8 @@ class _SinkHandler:
         stats.recipients += len(rcpts)
         stats.bytes += len(data)
         if self.writer is not None:
-            lines = [f"Return-Path: <{envelope.mail_from or ''}>\r\n"]
-            lines.extend(f"Delivered-To: {rcpt}\r\n" for rcpt in rcpts)
-            prefix = "".join(lines).encode("utf-8", "surrogateescape")
             try:
-                self.writer.write(prefix, data)
+                self.writer.store(envelope.mail_from or "", rcpts, data)
             except OSError:
                 stats.messages -= 1
                 stats.recipients -= len(rcpts)
@@ -587,7 +210,7 @@ class _ChaosSMTP(_SinkSMTP):
     command delay, and hanging up (after a 421, or without a reply)."""
 
     def __init__(
-        self, handler: _ChaosHandler, *, sessions: set[SMTP], chaos: _Chaos, **kwargs: Any
+        self, handler: _ChaosHandler, *, sessions: set[SMTP], chaos: Chaos, **kwargs: Any
     ) -> None:
         super().__init__(handler, sessions=sessions, **kwargs)
         self._chaos = chaos
@@ -677,7 +300,7 @@ def _chaos_smtp(server: SMTP) -> _ChaosSMTP:
 class _ChaosHandler(_SinkHandler):
     """The handler with fault injection at MAIL, RCPT (and greylisting) and the final dot."""
 
-    def __init__(self, stats: SinkStats, writer: _MaildirWriter | None, chaos: _Chaos) -> None:
+    def __init__(self, stats: SinkStats, writer: MaildirWriter | None, chaos: Chaos) -> None:
         super().__init__(stats, writer)
         self.chaos = chaos
 
@@ -728,6 +351,9 @@ class _ChaosHandler(_SinkHandler):
         return await super().handle_DATA(server, session, envelope)
 
 
+# --------------------------------------------------------------------------- the loop
+
+
 def _bind_error(host: str, port: int, exc: OSError) -> ConfigError:
     """A user-facing error for a failed bind."""
     where = f"{host}:{port}"
@@ -755,20 +381,9 @@ def _write_port_file(path: Path, port: int) -> None:
     os.replace(tmp, path)
 
 
-async def _serve(
-    host: str,
-    port: int,
-    *,
-    writer: _MaildirWriter | None,
-    port_file: Path | None,
-    on_ready: Callable[[str, int], None] | None,
-    stop_event: threading.Event | None,
-    faults: Faults | None,
-) -> SinkStats:
-    loop = asyncio.get_running_loop()
-    stats = SinkStats(host=host)
-    sessions: set[SMTP] = set()
-    options: dict[str, Any] = {
+def _smtp_options(loop: asyncio.AbstractEventLoop) -> dict[str, Any]:
+    """The keyword arguments every session gets from aiosmtpd."""
+    return {
         "data_size_limit": MAX_MESSAGE_SIZE,
         "decode_data": False,
         "enable_SMTPUTF8": True,
@@ -776,25 +391,38 @@ async def _serve(
         "ident": "txsend sink",
         "loop": loop,
     }
-    factory: Callable[[], SMTP]
+
+
+def _session_factory(
+    stats: SinkStats,
+    writer: MaildirWriter | None,
+    faults: Faults | None,
+    sessions: set[SMTP],
+    options: dict[str, Any],
+) -> Callable[[], SMTP]:
+    """What makes one session per connection: the chaos one only if `faults` asks for it."""
     if faults is not None and faults.active:
-        chaos = _Chaos(faults, stats)
+        chaos = Chaos(faults, stats)
         chaos_handler = _ChaosHandler(stats, writer, chaos)
 
         def chaos_factory() -> SMTP:
             stats.connections += 1
             return _ChaosSMTP(chaos_handler, sessions=sessions, chaos=chaos, **options)
 
-        factory = chaos_factory
-    else:
-        handler = _SinkHandler(stats, writer)
+        return chaos_factory
+    handler = _SinkHandler(stats, writer)
 
-        def sink_factory() -> SMTP:
-            stats.connections += 1
-            return _SinkSMTP(handler, sessions=sessions, **options)
+    def sink_factory() -> SMTP:
+        stats.connections += 1
+        return _SinkSMTP(handler, sessions=sessions, **options)
 
-        factory = sink_factory
+    return sink_factory
 
+
+async def _listen(
+    loop: asyncio.AbstractEventLoop, factory: Callable[[], SMTP], host: str, port: int
+) -> asyncio.Server:
+    """Bind host:port (0: a free port, the same one on every address of `host`)."""
     try:
         server = await loop.create_server(factory, host=host, port=port, reuse_address=True)
         ports = {sock.getsockname()[1] for sock in server.sockets}
@@ -807,52 +435,100 @@ async def _serve(
             server = await loop.create_server(factory, host=host, port=port, reuse_address=True)
     except OSError as exc:
         raise _bind_error(host, port, exc) from exc
+    return server
 
-    stats.port = server.sockets[0].getsockname()[1]
-    stopped = loop.create_future()
 
-    def stop(reason: str) -> None:
-        if not stopped.done():
-            stopped.set_result(reason)
+class _Stopper:
+    """What ends a run: SIGINT or SIGTERM (in the main thread only), or `stop_event`."""
 
-    installed: list[signal.Signals] = []
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-                loop.add_signal_handler(sig, stop, sig.name)
-                installed.append(sig)
+    def __init__(self, loop: asyncio.AbstractEventLoop, stop_event: threading.Event | None) -> None:
+        self._loop = loop
+        self._stopped: asyncio.Future[str] = loop.create_future()
+        self._signals: list[signal.Signals] = []
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                    loop.add_signal_handler(sig, self.stop, sig.name)
+                    self._signals.append(sig)
+        self._watcher = (
+            asyncio.create_task(self._watch(stop_event)) if stop_event is not None else None
+        )
 
-    async def watch_event(event: threading.Event) -> None:
+    def stop(self, reason: str) -> None:
+        """End the run; the first reason wins."""
+        if not self._stopped.done():
+            self._stopped.set_result(reason)
+
+    async def _watch(self, event: threading.Event) -> None:
+        # A threading.Event cannot wake the loop, so it is polled.
         while not event.is_set():
             await asyncio.sleep(_STOP_POLL_SECONDS)
-        stop("stop_event")
+        self.stop("stop_event")
 
-    watcher = asyncio.create_task(watch_event(stop_event)) if stop_event is not None else None
+    async def wait(self) -> str:
+        """Wait for the run to end; the reason: "SIGINT", "SIGTERM" or "stop_event"."""
+        return await self._stopped
+
+    def close(self) -> None:
+        """Give the signals back and stop watching the event."""
+        for sig in self._signals:
+            self._loop.remove_signal_handler(sig)
+        if self._watcher is not None:
+            self._watcher.cancel()
+
+
+def _announce(
+    host: str, port: int, port_file: Path | None, on_ready: Callable[[str, int], None] | None
+) -> None:
+    """Tell the caller the sink is listening: the port file first, then `on_ready`."""
+    if port_file is not None:
+        try:
+            _write_port_file(port_file, port)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot write the port file {port_file}: {exc.strerror or exc}"
+            ) from exc
+    if on_ready is not None:
+        on_ready(host, port)
+
+
+async def _close(server: asyncio.Server, sessions: set[SMTP]) -> None:
+    """Stop listening and close every open connection."""
+    server.close()
+    for smtp in list(sessions):
+        if smtp.transport is not None:
+            smtp.transport.close()
+    await server.wait_closed()
+    # Let the sessions see their connections closed before the loop goes away.
+    await asyncio.sleep(0)
+
+
+async def _serve(
+    host: str,
+    port: int,
+    *,
+    writer: MaildirWriter | None,
+    port_file: Path | None,
+    on_ready: Callable[[str, int], None] | None,
+    stop_event: threading.Event | None,
+    faults: Faults | None,
+) -> SinkStats:
+    """The body of `serve`, on the loop that asyncio.run() made for it."""
+    loop = asyncio.get_running_loop()
+    stats = SinkStats(host=host)
+    sessions: set[SMTP] = set()
+    factory = _session_factory(stats, writer, faults, sessions, _smtp_options(loop))
+    server = await _listen(loop, factory, host, port)
+    stats.port = server.sockets[0].getsockname()[1]
+    stopper = _Stopper(loop, stop_event)
     started = time.monotonic()
     try:
-        if port_file is not None:
-            try:
-                _write_port_file(port_file, stats.port)
-            except OSError as exc:
-                raise ConfigError(
-                    f"cannot write the port file {port_file}: {exc.strerror or exc}"
-                ) from exc
-        if on_ready is not None:
-            on_ready(host, stats.port)
-        stats.stopped_by = await stopped
+        _announce(host, stats.port, port_file, on_ready)
+        stats.stopped_by = await stopper.wait()
     finally:
         stats.seconds = time.monotonic() - started
-        for sig in installed:
-            loop.remove_signal_handler(sig)
-        if watcher is not None:
-            watcher.cancel()
-        server.close()
-        for smtp in list(sessions):
-            if smtp.transport is not None:
-                smtp.transport.close()
-        await server.wait_closed()
-        # Let the sessions see their connections closed before the loop goes away.
-        await asyncio.sleep(0)
+        stopper.close()
+        await _close(server, sessions)
         if port_file is not None:
             with contextlib.suppress(OSError):
                 port_file.unlink()
@@ -881,7 +557,7 @@ def serve(
         raise ConfigError("--maildir and --discard exclude each other")
     if not 0 <= port <= 65535:
         raise ConfigError(f"port {port} is out of range (0-65535; 0 picks a free port)")
-    writer = _MaildirWriter(Path(maildir)) if maildir is not None and not discard else None
+    writer = MaildirWriter(Path(maildir)) if maildir is not None and not discard else None
     smtp_log = logging.getLogger("mail.log")  # aiosmtpd logs every command at INFO
     if smtp_log.level == logging.NOTSET:
         smtp_log.setLevel(logging.WARNING)

@@ -24,7 +24,7 @@ import pytest
 from tests.jobs import Result, cli, write_job
 from tests.smtpd import ScriptedServer, TlsFiles, make_tls_files
 from txsend.delivery.smtp import RelayDown, SmtpConnection
-from txsend.job.loading import parse_relay_url
+from txsend.job.relays import parse_relay_url
 from txsend.models import Timeouts
 
 USER = "mailer"

@@ -1,0 +1,322 @@
+"""The use case behind `txsend run`, `resume` and `worker`: from the job to the summary.
+
+`run` checks the secrets, takes the journal's lock (a file journal) or joins the shared
+one, ingests, recovers what a dead run left in `sending`, runs the delivery engine under
+the signal handlers and writes the report files; the command line only parses and prints.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import ssl
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from txsend.app import eventloop
+from txsend.app.inspection import problems_of
+from txsend.app.jobs import fingerprint, load, open_for
+from txsend.content.ids import message_id_domain, new_message_id
+from txsend.content.renderer import Renderer
+from txsend.delivery.engine import Engine, SendOptions
+from txsend.delivery.smtp.connection import tls_context_for
+from txsend.errors import (
+    ConfigError,
+    JobError,
+    TxsendError,
+    UsageError,
+)
+from txsend.job.bundle import pack
+from txsend.job.credentials import relay_password
+from txsend.job.recipients import iter_rows
+from txsend.job.spec import Job, JobOverrides
+from txsend.job.suppression import load_suppressions
+from txsend.journal.api import JournalBackend
+from txsend.journal.lock import journal_lock
+from txsend.journal.records import IngestStats
+from txsend.logs import event
+from txsend.models import RelayConfig, State
+from txsend.reporting.outputs import OutputOptions, RunOutputs
+from txsend.reporting.stats import RunStats
+from txsend.reporting.summary import (
+    Summary,
+    decide_exit_code,
+)
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """What `txsend run` / `txsend resume` were asked to do."""
+
+    target: Path
+    overrides: JobOverrides = field(default_factory=JobOverrides)
+    resume: bool = False
+    force: bool = False
+    dry_run: bool = False
+    limit: int | None = None
+    concurrency: int | None = None
+    grace: float = 10.0  # seconds in-flight transactions get after SIGINT/SIGTERM
+    outputs: OutputOptions = field(default_factory=OutputOptions)
+    lease: float | None = None  # shared journal: seconds a silent worker keeps its rows
+    worker: bool = False  # `txsend worker`: the job comes from the journal, already ingested
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A job opened for sending: the CLI shows `due` as the progress total."""
+
+    job: Job
+    journal: JournalBackend
+    ingest: IngestStats | None
+    due: int
+    recovered: int
+
+
+def prepare(job: Job, journal: JournalBackend, request: RunRequest) -> Prepared:
+    """Bind, check and ingest the journal; recover rows a dead run left in `sending`."""
+    stats = None
+    if not request.worker:  # a worker's job came from the journal: nothing to bind
+        prints = fingerprint(job)
+        changes = journal.changes_since(prints)
+        if changes and not request.force:
+            raise JobError(
+                f"the job changed since its journal {journal.location} was made: "
+                + "; ".join(changes),
+                hint="pass --force to continue with the changed job, or --journal NEW for "
+                "a new one",
+            )
+        spec = {"source": str(job.source.resolve()), "overrides": job.flags.to_stored()}
+        journal.bind_job(job.name, prints, spec)
+        if changes or not journal.ingest_complete():
+            domain = message_id_domain(job.from_addr)
+            stats = journal.ingest(
+                iter_rows(job), lambda: new_message_id(domain), refresh=bool(changes)
+            )
+            if journal.shared and not stats.by_other:
+                _store_bundle(job, journal)
+    if journal.shared and request.resume:
+        _clear_abort(journal)
+    recovered = journal.recover()
+    counts = journal.counts()
+    due = counts[State.PENDING] + counts[State.DEFERRED]
+    if resends_unknown(job, journal, request):
+        due += counts[State.UNKNOWN]
+    if request.limit is not None:
+        due = min(due, request.limit)
+    return Prepared(job, journal, stats, due, recovered)
+
+
+def resends_unknown(job: Job, journal: JournalBackend, request: RunRequest) -> bool:
+    """Whether this run sends `unknown` rows again (delivery.on_unknown: resend).
+
+    On a shared journal only `txsend resume` does: while workers run, a row becomes
+    `unknown` when its worker died in DATA, and no other worker may resend it on its own.
+    """
+    if job.delivery.on_unknown != "resend":
+        return False
+    return not journal.shared or request.resume
+
+
+def _store_bundle(job: Job, journal: JournalBackend) -> None:
+    shared = journal.as_shared()
+    assert shared is not None  # prepare() stores a bundle in a shared journal only
+    bundle, why = pack(job)
+    shared.store_bundle(bundle)
+    if why is not None:
+        event(
+            logging.WARNING,
+            "job_not_stored",
+            f"{why}: it is not stored in the journal, so `txsend worker` cannot join; "
+            f"run `txsend run {job.source.name} --journal URL` on each host instead",
+        )
+
+
+def _clear_abort(journal: JournalBackend) -> None:
+    shared = journal.as_shared()
+    assert shared is not None  # prepare() clears the abort of a shared journal only
+    shared.clear_abort()
+
+
+def relays_with_passwords(job: Job) -> list[tuple[RelayConfig, str | None]]:
+    """Each relay with its password; ConfigError (78) before anything is sent."""
+    if not job.relays:
+        raise ConfigError(
+            "no relay to send through",
+            hint="add relays: to the job, pass --relay smtp://host:port, or set TXSEND_RELAY",
+        )
+    for relay in job.relays:
+        try:
+            tls_context_for(relay)
+        except (OSError, ssl.SSLError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise ConfigError(
+                f"relay {relay.url}: cannot load ca_file {relay.ca_file}: {reason}",
+                hint="ca_file must be a PEM file of CA certificates",
+            ) from None
+    return [(relay, relay_password(relay)) for relay in job.relays]
+
+
+def send(
+    prepared: Prepared,
+    request: RunRequest,
+    command: str,
+    relays: Sequence[tuple[RelayConfig, str | None]],
+    on_tick: Callable[[RunStats], None] | None = None,
+) -> Summary:
+    """Send what is due through relays (with their passwords); record the run."""
+    job, journal = prepared.job, prepared.journal
+    renderer = Renderer(job)
+    outputs = RunOutputs(request.outputs)
+    outputs.start()
+    run_id = journal.start_run(command)
+    options = SendOptions(
+        run_id=run_id,
+        concurrency=request.concurrency,
+        limit=request.limit,
+        dry_run=request.dry_run,
+        resend_unknown=resends_unknown(job, journal, request),
+        grace=request.grace,
+    )
+    suppressions = load_suppressions(job.suppress)
+    for address, reason in journal.suppressed():
+        suppressions.add(address, reason)
+
+    def during(stats: RunStats) -> Summary:
+        return Summary(
+            job.name, run_id, journal.counts(), stats, None, -1, request.dry_run, command=command
+        )
+
+    def tick(stats: RunStats) -> None:
+        outputs.tick(lambda: during(stats).to_json())
+        if on_tick is not None:
+            on_tick(stats)
+
+    engine = Engine(job, journal, renderer, relays, options, tick, suppressions)
+    engine.stats.unknown_recovered = prepared.recovered
+    event(
+        logging.INFO,
+        "run_start",
+        f"{command} {job.name}: {prepared.due} messages due, run {run_id}",
+        job=job.name,
+        run_id=run_id,
+        command=command,
+        due=prepared.due,
+        relays=[relay.name for relay, _ in relays],
+        dry_run=request.dry_run,
+    )
+    exit_code = 70  # what the run is recorded with if it ends in an exception
+    recorded = False
+    try:
+        stats = eventloop.run(_run_with_signals(engine))
+        counts = journal.counts()
+        by_error = journal.skipped_by_error()
+        resend = job.delivery.on_unknown == "resend"
+        # unknown rows left on a shared journal wait for `resume` as they would on SQLite
+        exit_code = decide_exit_code(
+            counts,
+            stats,
+            resend_unknown=resend,
+            skipped_by_error=by_error,
+            pending_ok=request.dry_run or request.limit is not None,
+        )
+        journal.finish_run(run_id, exit_code)
+        recorded = True
+        summary = Summary(
+            job.name,
+            run_id,
+            counts,
+            stats,
+            journal.next_attempt_at(),
+            exit_code,
+            request.dry_run,
+            tuple(renderer.warnings),
+            command=command,
+            problems=problems_of(journal, request.target),
+            skipped_by_error=by_error,
+            resend_unknown=resend,
+        )
+        outputs.finish(summary.to_json())
+    except TxsendError as exc:  # e.g. the template fails the run's first rows: 65
+        exit_code = exc.exit_code
+        raise
+    finally:
+        if not recorded:
+            journal.finish_run(run_id, exit_code)
+        outputs.close()
+    event(
+        logging.INFO,
+        "run_end",
+        f"{command} {job.name}: exit {exit_code}",
+        job=job.name,
+        run_id=run_id,
+        exit_code=exit_code,
+        counts={s.value: n for s, n in counts.items() if n},
+        seconds=round(stats.elapsed, 3),
+        messages_per_second=round(stats.rate, 1),
+        stop_reason=stats.stop_reason,
+    )
+    return summary
+
+
+async def _run_with_signals(engine: Engine) -> RunStats:
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, engine.request_stop, signum)
+    try:
+        return await engine.run()
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+
+
+def run(
+    request: RunRequest,
+    command: str,
+    on_prepared: Callable[[Prepared], None] | None = None,
+    on_tick: Callable[[RunStats], None] | None = None,
+    job: Job | None = None,
+) -> Summary:
+    """`txsend run` / `resume` / `worker`: everything from the job to the summary."""
+    if job is None:
+        job = load(request.target, request.overrides)
+    if request.resume and not job.journal.exists():
+        raise UsageError(
+            f"no journal at {job.journal} to resume", hint=f"start it: txsend run {request.target}"
+        )
+    # a missing secret is reported before any work, and each password is read once
+    relays = [] if request.dry_run else relays_with_passwords(job)
+    eventloop.loop_factory()  # a bad TXSEND_LOOP too
+    if job.journal.path is None:  # shared: other processes work the job beside this one
+        return _run_on(
+            job,
+            open_for(job, create=True, lease=request.lease),
+            request,
+            command,
+            relays,
+            on_prepared,
+            on_tick,
+        )
+    with journal_lock(job.journal.path):
+        return _run_on(
+            job, open_for(job, create=True), request, command, relays, on_prepared, on_tick
+        )
+
+
+def _run_on(
+    job: Job,
+    journal: JournalBackend,
+    request: RunRequest,
+    command: str,
+    relays: Sequence[tuple[RelayConfig, str | None]],
+    on_prepared: Callable[[Prepared], None] | None,
+    on_tick: Callable[[RunStats], None] | None,
+) -> Summary:
+    try:
+        prepared = prepare(job, journal, request)
+        if on_prepared is not None:
+            on_prepared(prepared)
+        return send(prepared, request, command, relays, on_tick)
+    finally:
+        journal.close()

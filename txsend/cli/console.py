@@ -1,0 +1,96 @@
+"""Where the command line writes: its Rich consoles, raw stderr lines, and the live
+progress view of a run on a terminal."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
+
+from txsend.models import State
+from txsend.reporting.stats import RunStats
+
+
+def stderr_line(line: str) -> None:
+    """Write one line to stderr as it is (a JSON event, or a log line), at once."""
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
+def stderr_console() -> Console:
+    """The console for messages, warnings and summaries: stderr, no highlighting."""
+    # soft_wrap: never break a message at 80 columns when stderr is a file or a pipe
+    return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def stdout_console() -> Console:
+    """The console for what a command was asked to show (status, report): stdout."""
+    return Console(highlight=False, soft_wrap=True)
+
+
+def local_time(timestamp: float) -> str:
+    """A Unix time as this host's local `YYYY-MM-DD HH:MM:SS`."""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(timestamp))
+
+
+class ProgressView:
+    """Rich progress on a terminal: counts per outcome, rate, ETA."""
+
+    def __init__(self, console: Console) -> None:
+        self._progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total}"),
+            TextColumn("{task.fields[counts]}"),
+            TextColumn("{task.fields[rate]}"),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[health]}"),
+            console=console,
+            transient=True,
+        )
+        self._task: TaskID | None = None
+
+    def start(self, total: int) -> None:
+        """Show the bar, for `total` rows due."""
+        self._progress.start()
+        self._task = self._progress.add_task("sending", total=total, counts="", rate="", health="")
+
+    def update(self, stats: RunStats) -> None:
+        """Redraw from the run's statistics so far (a no-op before `start`)."""
+        if self._task is None:
+            return
+        self._progress.update(
+            self._task,
+            completed=stats.attempted,
+            counts=_counts(stats),
+            rate=f"{stats.timeline.recent_rate(time.monotonic()):.0f} msg/s (avg {stats.rate:.0f})",
+            health=_health(stats),
+        )
+
+    def stop(self) -> None:
+        """Take the bar off the screen (it is transient)."""
+        self._progress.stop()
+
+
+def _counts(stats: RunStats) -> str:
+    o = stats.outcomes
+    return (
+        f"sent {o[State.SENT]}  bounced {o[State.BOUNCED]}  deferred {o[State.DEFERRED]}"
+        + (f"  unknown {o[State.UNKNOWN]}" if o[State.UNKNOWN] else "")
+        + (f"  skipped {o[State.SKIPPED]}" if o[State.SKIPPED] else "")
+    )
+
+
+def _health(stats: RunStats) -> str:
+    if stats.waiting:  # what the run waits for, and when it gives up
+        return f"waiting: {stats.waiting}"
+    p95 = stats.latency.percentile(95)
+    attempts = sum(r.attempts for r in stats.relays.values())
+    errors = sum(stats.errors.values())
+    return (
+        (f"p95 {p95 * 1000:.0f} ms  " if p95 is not None else "")
+        + (f"errors {errors / attempts:.1%}  " if attempts else "")
+        + f"queue {stats.queue_depth}"
+    )

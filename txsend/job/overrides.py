@@ -1,0 +1,94 @@
+"""Applying the command-line flags to a loaded job.
+
+Both kinds of job (a YAML job file, a CSV/JSONL list alone) go through `apply`: each flag
+given replaces what the job says, after the same checks the job file's key would get,
+and the job keeps the flags it was shaped by (`Job.flags`, paths resolved) for the
+journal, so that `resume` rebuilds the same job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from txsend.addresses import mailbox_problem
+from txsend.errors import ConfigError, MissingInputError, UsageError
+from txsend.job.paths import absolute
+from txsend.job.relays import parse_relay_url
+from txsend.job.spec import Job, JobOverrides
+from txsend.job.yamlmap import fraction_problem, read_text
+from txsend.models import AbortPolicy, RelayConfig, Template
+
+__all__ = ["apply"]
+
+
+def apply(job: Job, flags: JobOverrides, env: Mapping[str, str]) -> Job:
+    """The job with the flags applied, remembering them (paths resolved) in `Job.flags`.
+
+    With no --relay and no relays in the job, TXSEND_RELAY (comma-separated URLs) names
+    them; it is not remembered, so a resumed job reads it again.
+    """
+    changes: dict[str, Any] = {}
+    applied = JobOverrides(journal=flags.journal)
+    if flags.name is not None:
+        if not flags.name.strip():
+            raise UsageError("--name must not be empty")
+        changes["name"] = flags.name
+        applied = replace(applied, name=flags.name)
+    if flags.from_addr is not None:
+        problem = mailbox_problem(flags.from_addr, single=True)
+        if problem:
+            raise UsageError(f"--from: {problem}")
+        changes["from_addr"] = flags.from_addr
+        applied = replace(applied, from_addr=flags.from_addr)
+    if flags.subject is not None:
+        if not flags.subject.strip():
+            raise UsageError("--subject must not be empty")
+        changes["subject"] = Template(flags.subject, origin="--subject")
+        applied = replace(applied, subject=flags.subject)
+    if flags.text is not None:
+        changes["text"] = _flag_template(flags.text, "--text")
+        applied = replace(applied, text=changes["text"].path)
+    if flags.html is not None:
+        changes["html"] = _flag_template(flags.html, "--html")
+        applied = replace(applied, html=changes["html"].path)
+    if flags.relays:
+        changes["relays"] = _relays(flags.relays, "--relay")
+        applied = replace(applied, relays=flags.relays)
+    elif not job.relays and env.get("TXSEND_RELAY", "").strip():
+        changes["relays"] = _relays((env["TXSEND_RELAY"],), "TXSEND_RELAY")
+    if flags.abort_on_error_rate is not None:
+        rate = float(flags.abort_on_error_rate)
+        problem = fraction_problem(rate)
+        if problem:
+            raise UsageError(f"--abort-on-error-rate {problem}", hint="e.g. 0.2 for 20%")
+        abort_on = job.delivery.abort_on
+        min_messages = abort_on.min_messages if abort_on is not None else 100
+        changes["delivery"] = replace(job.delivery, abort_on=AbortPolicy(rate, min_messages))
+        applied = replace(applied, abort_on_error_rate=rate)
+    if flags.journal is not None:
+        changes["journal"] = flags.journal
+    return replace(job, **changes, flags=applied)
+
+
+def _relays(given: tuple[str, ...], flag: str) -> tuple[RelayConfig, ...]:
+    """Relay URLs from flags, each of which may list several, comma-separated."""
+    return tuple(
+        _flag_relay(url.strip(), flag) for item in given for url in item.split(",") if url.strip()
+    )
+
+
+def _flag_template(path: Path, flag: str) -> Template:
+    resolved = absolute(path)
+    if not resolved.is_file():
+        raise MissingInputError(f"{flag}: template file not found: {path}")
+    return Template(read_text(resolved, str(path)), origin=str(path), path=resolved)
+
+
+def _flag_relay(url: str, flag: str) -> RelayConfig:
+    try:
+        return parse_relay_url(url)
+    except ConfigError as exc:
+        raise ConfigError(f"{flag}: {exc.message}", hint=exc.hint) from None

@@ -1,0 +1,154 @@
+"""Ingest into the PostgreSQL journal: the job's rows go in once, by whoever comes first.
+
+The job's row is locked (`FOR UPDATE`) for the ingest; rows go in by COPY into a
+temporary table and then `INSERT … ON CONFLICT DO NOTHING`. A process arriving meanwhile
+waits for the lock and finds the job ingested (`IngestStats.by_other`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import psycopg
+
+from txsend.errors import JobError, RowError
+from txsend.journal.postgres.database import Database
+from txsend.journal.records import IngestStats
+from txsend.journal.rules import REDOABLE, encode_data, note_problem
+
+__all__ = ["ingest"]
+
+_MESSAGES_REDOABLE = REDOABLE.replace("state", "m.state")
+
+# A data row that could not be read: (job, row, key, reason, created_at).
+_Invalid = tuple[str, int | None, str | None, str, float]
+
+
+def ingest(
+    db: Database,
+    job: str,
+    rows: Iterable[Any],
+    new_message_id: Callable[[], str],
+    *,
+    refresh: bool = False,
+) -> IngestStats:
+    """Add the job's rows once, whoever comes first; idempotent.
+
+    With refresh (`--force` on a changed job), undelivered rows take the new data and
+    rows that left the data file are skipped, as in the SQLite journal.
+    """
+    stats = IngestStats()
+    now = time.time()
+    with db.connection() as conn, conn.transaction():
+        locked = conn.execute(
+            "SELECT ingest_complete FROM txsend_jobs WHERE name = %s FOR UPDATE", (job,)
+        ).fetchone()
+        if locked is None:
+            raise JobError(f"internal: job {job!r} is not bound in {db.location}")
+        if locked[0] and not refresh:
+            stats.by_other = True  # ingested while this process waited for the lock
+            (stats.existing,) = conn.execute(
+                "SELECT count(*) FROM txsend_messages WHERE job = %s", (job,)
+            ).fetchone() or (0,)
+            return stats
+        conn.execute(
+            "CREATE TEMP TABLE txsend_ingest (row integer, key text, address text, "
+            "data text, message_id text) ON COMMIT DROP"
+        )
+        with conn.cursor() as cur:
+            invalid = _copy(cur, job, rows, new_message_id, stats, now)
+            _skip_invalid(cur, job, invalid, refresh=refresh)
+            _skip_duplicates(cur, job, stats, now)
+            _insert_new(cur, job, stats, now)
+            if refresh:
+                _refresh(cur, job, now)
+        conn.execute("UPDATE txsend_jobs SET ingest_complete = true WHERE name = %s", (job,))
+    return stats
+
+
+def _copy(
+    cur: psycopg.Cursor[Any],
+    job: str,
+    rows: Iterable[Any],
+    new_message_id: Callable[[], str],
+    stats: IngestStats,
+    now: float,
+) -> list[_Invalid]:
+    """COPY the readable rows into the temporary table; returns the unreadable ones."""
+    invalid: list[_Invalid] = []
+    with cur.copy("COPY txsend_ingest (row, key, address, data, message_id) FROM STDIN") as copy:
+        for item in rows:
+            if isinstance(item, RowError):
+                stats.invalid += 1
+                invalid.append((job, item.row, item.key, item.reason, now))
+                note_problem(stats, str(item))
+                continue
+            copy.write_row(
+                (item.number, item.key, item.address, encode_data(item.data), new_message_id())
+            )
+    return invalid
+
+
+def _skip_invalid(
+    cur: psycopg.Cursor[Any], job: str, invalid: list[_Invalid], *, refresh: bool
+) -> None:
+    """Record the unreadable rows (a refresh records the current data file's only)."""
+    if refresh:
+        cur.execute("DELETE FROM txsend_skipped_rows WHERE job = %s", (job,))
+    cur.executemany(
+        "INSERT INTO txsend_skipped_rows(job, row, key, reason, created_at) "
+        "VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+        invalid,
+    )
+
+
+def _skip_duplicates(cur: psycopg.Cursor[Any], job: str, stats: IngestStats, now: float) -> None:
+    """Record every row whose key an earlier row of the data file has."""
+    cur.execute("CREATE INDEX ON txsend_ingest (key, row)")
+    cur.execute(
+        "INSERT INTO txsend_skipped_rows(job, row, key, reason, created_at) "
+        "SELECT %s, row, key, 'duplicate key (first seen in row ' || first || ')', %s "
+        "FROM (SELECT row, key, min(row) OVER (PARTITION BY key) AS first "
+        "FROM txsend_ingest) d WHERE row <> first ON CONFLICT DO NOTHING "
+        "RETURNING row, key, reason",
+        (job, now),
+    )
+    for row, key, reason in cur.fetchall():
+        stats.duplicates += 1
+        note_problem(stats, f"row {row}: key {key!r}: {reason}")
+
+
+def _insert_new(cur: psycopg.Cursor[Any], job: str, stats: IngestStats, now: float) -> None:
+    """Add the keys the journal does not have yet, as `pending` rows; count the others."""
+    cur.execute(
+        "INSERT INTO txsend_messages(job, key, row, address, data, message_id, "
+        "state, attempts, created_at, updated_at) "
+        "SELECT DISTINCT ON (key) %s, key, row, address, data, message_id, "
+        "'pending', 0, %s, %s FROM txsend_ingest ORDER BY key, row "
+        "ON CONFLICT (job, key) DO NOTHING",
+        (job, now, now),
+    )
+    stats.new = cur.rowcount
+    (distinct,) = cur.execute("SELECT count(DISTINCT key) FROM txsend_ingest").fetchone() or (0,)
+    stats.existing = distinct - stats.new
+
+
+def _refresh(cur: psycopg.Cursor[Any], job: str, now: float) -> None:
+    """--force on a changed job: undelivered rows take the new data (see the SQLite Journal)."""
+    cur.execute(
+        "UPDATE txsend_messages m SET row = t.row, address = t.address, data = t.data, "
+        "state = CASE WHEN m.state IN ('skipped', 'failed') THEN 'pending' ELSE m.state END, "
+        "updated_at = %s FROM (SELECT DISTINCT ON (key) * FROM txsend_ingest "
+        "ORDER BY key, row) t "
+        f"WHERE m.job = %s AND m.key = t.key AND {_MESSAGES_REDOABLE}",
+        (now, job),
+    )
+    cur.execute(
+        "UPDATE txsend_messages m SET state = 'skipped', updated_at = %s, "
+        "reply = 'no longer in the data file' "
+        f"WHERE m.job = %s AND {_MESSAGES_REDOABLE} "
+        "AND NOT EXISTS (SELECT 1 FROM txsend_ingest t WHERE t.key = m.key)",
+        (now, job),
+    )

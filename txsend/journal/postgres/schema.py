@@ -1,0 +1,108 @@
+"""The PostgreSQL journal's tables: their definition, and their creation on first use.
+
+Every job shares one set of tables, keyed by the job's name. `migrate` creates what is
+missing under an advisory lock (several workers may start at once on a new database) and
+refuses a database written by a newer txsend.
+"""
+
+from __future__ import annotations
+
+from txsend.errors import ConfigError
+from txsend.journal.postgres.database import Database
+
+__all__ = ["NOW", "SCHEMA", "SCHEMA_LOCK", "SCHEMA_VERSION", "migrate"]
+
+SCHEMA_VERSION = 1
+
+# The server's clock, in epoch seconds: leases, the shared GCRA and reaping use it, so
+# clock skew between the workers' hosts does not matter to them.
+NOW = "extract(epoch from clock_timestamp())"
+
+# Autovacuum: the messages table is updated two or three times per row in a run; vacuum
+# it after 2% of it changed instead of 20%, and leave room on each page (fillfactor) for
+# a row's next versions. README "Scaling out with PostgreSQL" documents these.
+SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS txsend_meta (name text PRIMARY KEY, value text NOT NULL);
+CREATE TABLE IF NOT EXISTS txsend_jobs (
+    name text PRIMARY KEY,
+    fingerprint text,
+    spec text,
+    bundle bytea,
+    ingest_complete boolean NOT NULL DEFAULT false,
+    abort_reason text,
+    created_at float8 NOT NULL DEFAULT {NOW}
+);
+CREATE TABLE IF NOT EXISTS txsend_messages (
+    job text NOT NULL,
+    key text NOT NULL,
+    row integer NOT NULL,
+    address text NOT NULL,
+    data text NOT NULL,
+    message_id text NOT NULL,
+    state text NOT NULL,
+    attempts integer NOT NULL DEFAULT 0,
+    code integer,
+    reply text,
+    relay text,
+    run_id bigint,
+    created_at float8,
+    updated_at float8,
+    sent_at float8,
+    first_attempt_at float8,
+    next_attempt_at float8,
+    owner text,
+    owner_epoch bigint,
+    PRIMARY KEY (job, key)
+) WITH (fillfactor = 80, autovacuum_vacuum_scale_factor = 0.02,
+        autovacuum_analyze_scale_factor = 0.02, autovacuum_vacuum_cost_delay = 1);
+CREATE INDEX IF NOT EXISTS txsend_messages_due ON txsend_messages (job, row)
+    WHERE owner_epoch IS NULL AND state IN ('pending', 'deferred', 'unknown');
+CREATE INDEX IF NOT EXISTS txsend_messages_owner ON txsend_messages (owner_epoch)
+    WHERE owner_epoch IS NOT NULL;
+CREATE INDEX IF NOT EXISTS txsend_messages_state ON txsend_messages (job, state);
+CREATE TABLE IF NOT EXISTS txsend_skipped_rows (
+    job text NOT NULL, row integer NOT NULL, key text, reason text, created_at float8,
+    PRIMARY KEY (job, row)
+);
+CREATE TABLE IF NOT EXISTS txsend_suppressions (
+    job text NOT NULL, address text NOT NULL, reason text, created_at float8,
+    PRIMARY KEY (job, address)
+);
+CREATE TABLE IF NOT EXISTS txsend_runs (
+    id bigserial PRIMARY KEY, job text NOT NULL, command text NOT NULL, host text, pid integer,
+    worker text, started_at float8 NOT NULL, ended_at float8, exit_code integer,
+    fingerprint text, counts text
+);
+CREATE SEQUENCE IF NOT EXISTS txsend_lease_epoch;
+CREATE TABLE IF NOT EXISTS txsend_workers (
+    epoch bigint PRIMARY KEY, worker text NOT NULL, job text NOT NULL, host text, pid integer,
+    started_at float8 NOT NULL, renewed_at float8 NOT NULL, expires_at float8 NOT NULL,
+    state text NOT NULL
+);
+CREATE INDEX IF NOT EXISTS txsend_workers_active ON txsend_workers (job)
+    WHERE state = 'active';
+CREATE TABLE IF NOT EXISTS txsend_rates (relay text PRIMARY KEY, tat float8 NOT NULL);
+CREATE TABLE IF NOT EXISTS txsend_rate_windows (
+    relay text NOT NULL, window_start float8 NOT NULL, count integer NOT NULL,
+    PRIMARY KEY (relay, window_start)
+);
+"""
+SCHEMA_LOCK = 0x7478_7365_6E64  # advisory lock id: "txsend", for concurrent first use
+
+
+def migrate(db: Database) -> None:
+    """Create the tables on first use; refuse a database written by a newer txsend."""
+    with db.connection() as conn, conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
+        conn.execute(SCHEMA)  # a constant of several statements
+        found = conn.execute("SELECT value FROM txsend_meta WHERE name = 'schema'").fetchone()
+        if found is None:
+            conn.execute(
+                "INSERT INTO txsend_meta(name, value) VALUES ('schema', %s)",
+                (str(SCHEMA_VERSION),),
+            )
+        elif int(found[0]) > SCHEMA_VERSION:
+            raise ConfigError(
+                f"journal {db.location} was written by a newer txsend (schema {found[0]})",
+                hint="upgrade txsend",
+            )
