@@ -171,6 +171,49 @@ def send(
     outputs = RunOutputs(request.outputs)
     outputs.start()
     run_id = journal.start_run(command)
+
+    def during(stats: RunStats) -> Summary:
+        return Summary(
+            job.name, run_id, journal.counts(), stats, None, -1, request.dry_run, command=command
+        )
+
+    def tick(stats: RunStats) -> None:
+        outputs.tick(lambda: during(stats).to_json())  # built only when the metrics are due
+        if on_tick is not None:
+            on_tick(stats)
+
+    engine = _engine(prepared, request, renderer, relays, run_id, tick)
+    _run_start_event(prepared, request, command, run_id, relays)
+    exit_code = 70  # what the run is recorded with if it ends in an exception
+    recorded = False
+    try:
+        stats = eventloop.run(_run_with_signals(engine))
+        summary = _verdict(prepared, request, command, run_id, stats, renderer)
+        exit_code = summary.exit_code
+        journal.finish_run(run_id, exit_code)
+        recorded = True
+        outputs.finish(summary.to_json())
+    except TxsendError as exc:  # e.g. the template fails the run's first rows: 65
+        exit_code = exc.exit_code
+        raise
+    finally:
+        if not recorded:
+            journal.finish_run(run_id, exit_code)
+        outputs.close()
+    _run_end_event(summary, stats)
+    return summary
+
+
+def _engine(
+    prepared: Prepared,
+    request: RunRequest,
+    renderer: Renderer,
+    relays: Sequence[tuple[RelayConfig, str | None]],
+    run_id: int,
+    tick: Callable[[RunStats], None],
+) -> Engine:
+    """The delivery engine for this run, with the job's and the journal's suppressions."""
+    job, journal = prepared.job, prepared.journal
     options = SendOptions(
         run_id=run_id,
         concurrency=request.concurrency,
@@ -182,82 +225,82 @@ def send(
     suppressions = load_suppressions(job.suppress)
     for address, reason in journal.suppressed():
         suppressions.add(address, reason)
-
-    def during(stats: RunStats) -> Summary:
-        return Summary(
-            job.name, run_id, journal.counts(), stats, None, -1, request.dry_run, command=command
-        )
-
-    def tick(stats: RunStats) -> None:
-        outputs.tick(lambda: during(stats).to_json())
-        if on_tick is not None:
-            on_tick(stats)
-
     engine = Engine(job, journal, renderer, relays, options, tick, suppressions)
     engine.stats.unknown_recovered = prepared.recovered
+    return engine
+
+
+def _verdict(
+    prepared: Prepared,
+    request: RunRequest,
+    command: str,
+    run_id: int,
+    stats: RunStats,
+    renderer: Renderer,
+) -> Summary:
+    """The run's summary, with its exit code as the journal's counts decide it."""
+    job, journal = prepared.job, prepared.journal
+    counts = journal.counts()
+    by_error = journal.skipped_by_error()
+    resend = job.delivery.on_unknown == "resend"
+    # unknown rows left on a shared journal wait for `resume` as they would on SQLite
+    exit_code = decide_exit_code(
+        counts,
+        stats,
+        resend_unknown=resend,
+        skipped_by_error=by_error,
+        pending_ok=request.dry_run or request.limit is not None,
+    )
+    return Summary(
+        job.name,
+        run_id,
+        counts,
+        stats,
+        journal.next_attempt_at(),
+        exit_code,
+        request.dry_run,
+        tuple(renderer.warnings),
+        command=command,
+        problems=problems_of(journal, request.target),
+        skipped_by_error=by_error,
+        resend_unknown=resend,
+    )
+
+
+def _run_start_event(
+    prepared: Prepared,
+    request: RunRequest,
+    command: str,
+    run_id: int,
+    relays: Sequence[tuple[RelayConfig, str | None]],
+) -> None:
+    name = prepared.job.name
     event(
         logging.INFO,
         "run_start",
-        f"{command} {job.name}: {prepared.due} messages due, run {run_id}",
-        job=job.name,
+        f"{command} {name}: {prepared.due} messages due, run {run_id}",
+        job=name,
         run_id=run_id,
         command=command,
         due=prepared.due,
         relays=[relay.name for relay, _ in relays],
         dry_run=request.dry_run,
     )
-    exit_code = 70  # what the run is recorded with if it ends in an exception
-    recorded = False
-    try:
-        stats = eventloop.run(_run_with_signals(engine))
-        counts = journal.counts()
-        by_error = journal.skipped_by_error()
-        resend = job.delivery.on_unknown == "resend"
-        # unknown rows left on a shared journal wait for `resume` as they would on SQLite
-        exit_code = decide_exit_code(
-            counts,
-            stats,
-            resend_unknown=resend,
-            skipped_by_error=by_error,
-            pending_ok=request.dry_run or request.limit is not None,
-        )
-        journal.finish_run(run_id, exit_code)
-        recorded = True
-        summary = Summary(
-            job.name,
-            run_id,
-            counts,
-            stats,
-            journal.next_attempt_at(),
-            exit_code,
-            request.dry_run,
-            tuple(renderer.warnings),
-            command=command,
-            problems=problems_of(journal, request.target),
-            skipped_by_error=by_error,
-            resend_unknown=resend,
-        )
-        outputs.finish(summary.to_json())
-    except TxsendError as exc:  # e.g. the template fails the run's first rows: 65
-        exit_code = exc.exit_code
-        raise
-    finally:
-        if not recorded:
-            journal.finish_run(run_id, exit_code)
-        outputs.close()
+
+
+def _run_end_event(summary: Summary, stats: RunStats) -> None:
     event(
         logging.INFO,
         "run_end",
-        f"{command} {job.name}: exit {exit_code}",
-        job=job.name,
-        run_id=run_id,
-        exit_code=exit_code,
-        counts={s.value: n for s, n in counts.items() if n},
+        f"{summary.command} {summary.job}: exit {summary.exit_code}",
+        job=summary.job,
+        run_id=summary.run_id,
+        exit_code=summary.exit_code,
+        counts={s.value: n for s, n in summary.counts.items() if n},
         seconds=round(stats.elapsed, 3),
         messages_per_second=round(stats.rate, 1),
         stop_reason=stats.stop_reason,
     )
-    return summary
 
 
 async def _run_with_signals(engine: Engine) -> RunStats:
