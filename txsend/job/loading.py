@@ -106,17 +106,7 @@ def _load_yaml_job(
 ) -> Job:
     source = absolute(path)
     base = source.parent
-    data = load_yaml(source, display)
-    if data is None:
-        raise JobError("the job file is empty", file=display, hint="see: txsend init DIR")
-    if not isinstance(data, dict):
-        raise JobError(
-            f"expected a mapping of keys (from:, subject:, ...), got {describe_value(data)}",
-            file=display,
-            line=1,
-        )
-    root = Section(display, data)
-    root.check_keys(_TOP_KEYS | CONTENT_KEYS)
+    root = _job_root(source, display)
 
     name = _job_name(root)
     from_addr = root.opt_str("from")
@@ -128,41 +118,25 @@ def _load_yaml_job(
     if reply_to is not None:
         _check_address(root, "reply_to", reply_to, single=False)
 
-    subject_src = root.opt_str("subject")
-    subject = (
-        Template(subject_src, origin=f"{display}:{root.line_of('subject')}")
-        if subject_src is not None
-        else None
-    )
-    if subject is None and overrides.subject is None:
-        raise root.missing("subject", hint='e.g. subject: "Welcome, {{ first_name }}!"')
+    subject = _job_subject(root, overrides)
     text = _job_template(root, "text", base)
     html = _job_template(root, "html", base)
     content = load_content(root, base, has_body=text is not None or html is not None)
-    if (
-        text is None
-        and html is None
-        and content.markdown is None
-        and overrides.text is None
-        and overrides.html is None
-    ):
+    bodies = (text, html, content.markdown, overrides.text, overrides.html)
+    if all(body is None for body in bodies):
         raise JobError(
             "a job needs a body: text, text_inline, html, html_inline or markdown",
             file=display,
             hint="e.g. text: templates/message.txt (relative to the job file)",
         )
-
+    # read in this order, so that the first problem in the file is the one reported
     recipients = _job_recipients(root, base)
     headers = job_headers(root)
     relays = job_relays(root, base)
     delivery = _job_delivery(root)
     suppress = _job_suppress(root, base)
-    max_size = 10 * 1024 * 1024
-    if root.value("max_message_size") is not None:
-        try:
-            max_size = parse_size(root.value("max_message_size"))
-        except ValueError as exc:
-            raise root.error("max_message_size", str(exc)) from None
+    max_size = _job_max_size(root)
+    journal = _job_journal(root, base) or JournalLocation(path=default_journal(source))
     job = Job(
         name=name or source.stem,
         source=source,
@@ -171,7 +145,7 @@ def _load_yaml_job(
         from_addr=from_addr or overrides.from_addr or "",
         subject=subject or Template(overrides.subject or "", origin="--subject"),
         recipients=recipients,
-        journal=_job_journal(root, base) or JournalLocation(path=default_journal(source)),
+        journal=journal,
         text=text,
         html=html,
         reply_to=reply_to,
@@ -183,6 +157,42 @@ def _load_yaml_job(
         content=content,
     )
     return apply(job, overrides, env)
+
+
+def _job_root(source: Path, display: str) -> Section:
+    """The job file's top-level mapping, its keys checked."""
+    data = load_yaml(source, display)
+    if data is None:
+        raise JobError("the job file is empty", file=display, hint="see: txsend init DIR")
+    if not isinstance(data, dict):
+        raise JobError(
+            f"expected a mapping of keys (from:, subject:, ...), got {describe_value(data)}",
+            file=display,
+            line=1,
+        )
+    root = Section(display, data)
+    root.check_keys(_TOP_KEYS | CONTENT_KEYS)
+    return root
+
+
+def _job_subject(root: Section, overrides: JobOverrides) -> Template | None:
+    """subject: a template; required unless --subject gives it."""
+    source = root.opt_str("subject")
+    if source is not None:
+        return Template(source, origin=f"{root.display}:{root.line_of('subject')}")
+    if overrides.subject is None:
+        raise root.missing("subject", hint='e.g. subject: "Welcome, {{ first_name }}!"')
+    return None
+
+
+def _job_max_size(root: Section) -> int:
+    """max_message_size: a size like 10MB (the default)."""
+    if root.value("max_message_size") is None:
+        return 10 * 1024 * 1024
+    try:
+        return parse_size(root.value("max_message_size"))
+    except ValueError as exc:
+        raise root.error("max_message_size", str(exc)) from None
 
 
 def _job_journal(root: Section, base: Path) -> JournalLocation | None:
