@@ -46,6 +46,7 @@ bench: $(STAMP)  ## txsend vs a plain aiosmtplib loop, both into Postfix's smtp-
 	sh bench/ensure-smtp-sink.sh
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/content.py
+	$(BIN)/python bench/startup.py
 
 bench-scale: $(STAMP)  ## txsend at 10k/100k/1M rows, journal ingest, 1 MB messages (minutes)
 	sh bench/ensure-smtp-sink.sh

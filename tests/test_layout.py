@@ -25,6 +25,10 @@ LAZY = {
     "txsend.content.dkim": "cryptography and dkimpy load only for jobs that sign",
     "txsend.reporting.prometheus": "prometheus-client loads only with --metrics-*",
     "txsend.reporting.html": "the HTML report's renderer loads only with --report-html",
+    # the command line: --help and --version load no use case, only the one that runs
+    "txsend.app.sending": "the delivery engine, templates and journals load when a run starts",
+    "txsend.app.inspection": "status/report/validate/preview load their use case when run",
+    "txsend.app.jobs": "`txsend worker` loads the stored job's use case when it runs",
 }
 
 

@@ -12,12 +12,11 @@ import logging
 import signal
 import ssl
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
 
 from txsend.app import eventloop
 from txsend.app.inspection import problems_of
 from txsend.app.jobs import fingerprint, load, open_for
+from txsend.app.requests import Prepared, RunRequest
 from txsend.content.ids import message_id_domain, new_message_id
 from txsend.content.renderer import Renderer
 from txsend.delivery.engine import Engine, SendOptions
@@ -31,47 +30,18 @@ from txsend.errors import (
 from txsend.job.bundle import pack
 from txsend.job.credentials import relay_password
 from txsend.job.recipients import iter_rows
-from txsend.job.spec import Job, JobOverrides
+from txsend.job.spec import Job
 from txsend.job.suppression import load_suppressions
 from txsend.journal.api import JournalBackend
 from txsend.journal.lock import journal_lock
-from txsend.journal.records import IngestStats
 from txsend.logs import event
 from txsend.models import RelayConfig, State
-from txsend.reporting.outputs import OutputOptions, RunOutputs
+from txsend.reporting.outputs import RunOutputs
 from txsend.reporting.stats import RunStats
 from txsend.reporting.summary import (
     Summary,
     decide_exit_code,
 )
-
-
-@dataclass(frozen=True)
-class RunRequest:
-    """What `txsend run` / `txsend resume` were asked to do."""
-
-    target: Path
-    overrides: JobOverrides = field(default_factory=JobOverrides)
-    resume: bool = False
-    force: bool = False
-    dry_run: bool = False
-    limit: int | None = None
-    concurrency: int | None = None
-    grace: float = 10.0  # seconds in-flight transactions get after SIGINT/SIGTERM
-    outputs: OutputOptions = field(default_factory=OutputOptions)
-    lease: float | None = None  # shared journal: seconds a silent worker keeps its rows
-    worker: bool = False  # `txsend worker`: the job comes from the journal, already ingested
-
-
-@dataclass(frozen=True)
-class Prepared:
-    """A job opened for sending: the CLI shows `due` as the progress total."""
-
-    job: Job
-    journal: JournalBackend
-    ingest: IngestStats | None
-    due: int
-    recovered: int
 
 
 def prepare(job: Job, journal: JournalBackend, request: RunRequest) -> Prepared:

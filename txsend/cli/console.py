@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import sys
 import time
+from typing import TYPE_CHECKING
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
 from txsend.models import State
 from txsend.reporting.stats import RunStats
+
+if TYPE_CHECKING:
+    from rich.progress import TaskID
 
 
 def stderr_line(line: str) -> None:
@@ -39,6 +42,9 @@ class ProgressView:
     """Rich progress on a terminal: counts per outcome, rate, ETA."""
 
     def __init__(self, console: Console) -> None:
+        # Rich's live view loads only for a run on a terminal, not for every command.
+        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
         self._progress = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),

@@ -7,13 +7,12 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from txsend.app import inspection
 from txsend.cli.console import local_time, stderr_console, stdout_console
 from txsend.cli.options import (
     JobArg,
@@ -26,6 +25,9 @@ from txsend.cli.options import (
 )
 from txsend.cli.verdict import print_summary
 from txsend.errors import ExitCode, UsageError
+
+if TYPE_CHECKING:
+    from txsend.app.inspection import ValidationReport
 
 FailedCsvOpt = Annotated[
     Path | None,
@@ -50,6 +52,8 @@ PartOpt = Annotated[
 
 def status(job: JobArg, journal: JournalOpt = None, json_out: JsonOpt = False) -> None:
     """Counts per state from the journal, the last run and the next retry time."""
+    from txsend.app import inspection  # loaded when the command runs, not for --help
+
     summary = inspection.status(job, journal_overrides(journal))
     if json_out:
         sys.stdout.write(json.dumps(summary.to_json(), indent=2) + "\n")
@@ -93,6 +97,8 @@ def report(
     report_html: ReportHtmlOpt = None,
 ) -> None:
     """The summary of every run so far, from the journal alone (schema 1 with --json)."""
+    from txsend.app import inspection  # loaded when the command runs, not for --help
+
     overrides = journal_overrides(journal)
     data = inspection.report(job, overrides)
     console = stderr_console()
@@ -144,6 +150,8 @@ def _print_journal_report(console: Console, data: dict[str, Any]) -> None:
 @takes("message", MessageFlags)
 def validate(job: JobArg, message: MessageFlags, json_out: JsonOpt = False) -> None:
     """Load and render every row without sending; list every problem (exit 65 if any)."""
+    from txsend.app import inspection  # loaded when the command runs, not for --help
+
     report = inspection.validate(job, message.overrides())
     if json_out:
         sys.stdout.write(json.dumps(_validation_json(report), indent=2) + "\n")
@@ -164,7 +172,7 @@ def validate(job: JobArg, message: MessageFlags, json_out: JsonOpt = False) -> N
     raise typer.Exit(ExitCode.DATA if report.problems else ExitCode.OK)
 
 
-def _validation_json(report: inspection.ValidationReport) -> dict[str, Any]:
+def _validation_json(report: ValidationReport) -> dict[str, Any]:
     return {
         "rows": report.rows,
         "problems": report.problems,
@@ -197,6 +205,8 @@ def preview(
     message: MessageFlags,
 ) -> None:
     """Print one fully rendered message (raw RFC 5322) or one of its parts on stdout."""
+    from txsend.app import inspection  # loaded when the command runs, not for --help
+
     if row is not None and key is not None:
         raise UsageError("pass --row or --key, not both")
     if part is not None and part not in ("text", "html", "subject"):

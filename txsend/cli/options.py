@@ -19,7 +19,7 @@ from typing import Annotated, Any, get_type_hints
 
 import typer
 
-from txsend.app import sending
+from txsend.app import requests
 from txsend.errors import UsageError
 from txsend.job.location import JournalLocation
 from txsend.job.spec import JobOverrides
@@ -225,13 +225,13 @@ class SendFlags:
         *,
         resume: bool = False,
         worker: bool = False,
-    ) -> sending.RunRequest:
+    ) -> requests.RunRequest:
         """What the app is asked to do; --grace and --lease are checked here."""
         grace = _duration("--grace", self.grace)
         lease = _duration("--lease", self.lease)
         if lease < 2:
             raise UsageError("--lease must be at least 2s")
-        return sending.RunRequest(
+        return requests.RunRequest(
             target=target,
             overrides=overrides,
             resume=resume,

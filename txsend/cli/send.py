@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 
 from txsend import logs
-from txsend.app import jobs, sending
+from txsend.app import requests
 from txsend.cli.console import ProgressView, stderr_console, stderr_line
 from txsend.cli.options import JobArg, MessageFlags, SendFlags, takes
 from txsend.cli.verdict import (
@@ -106,6 +106,8 @@ def worker(journal: WorkerJournalOpt, job_name: WorkerJobOpt = None, *, flags: S
             "--journal must be a postgresql:// URL: a worker joins a shared journal",
             hint="a job with a journal file runs with: txsend run JOB",
         )
+    from txsend.app import jobs  # loaded when the command runs: --help never loads it
+
     stored, folder = jobs.load_stored_job(overrides.journal.url, job_name, overrides)
     request = flags.request(stored.source, overrides, worker=True)
     try:
@@ -115,9 +117,11 @@ def worker(journal: WorkerJournalOpt, job_name: WorkerJobOpt = None, *, flags: S
 
 
 def send(
-    request: sending.RunRequest, command: str, flags: SendFlags, job: Job | None = None
+    request: requests.RunRequest, command: str, flags: SendFlags, job: Job | None = None
 ) -> None:
     """Run `request` as `command`, showing it as the flags say; exit with the run's code."""
+    from txsend.app import sending  # loaded when a run starts: --help never loads it
+
     _check_log_flags(flags)
     console = stderr_console()
     view = ProgressView(console) if _shows_progress(console, flags) else None
@@ -178,11 +182,11 @@ def _configure_logs(console: Console, flags: SendFlags) -> Callable[[], None]:
 
 def _announcer(
     console: Console, flags: SendFlags, view: ProgressView | None
-) -> Callable[[sending.Prepared], None]:
+) -> Callable[[requests.Prepared], None]:
     """What a run says once its job is open: what ingest did, what a previous run left
     mid-send; then the progress bar starts."""
 
-    def prepared(p: sending.Prepared) -> None:
+    def prepared(p: requests.Prepared) -> None:
         if not flags.quiet and p.ingest is not None:
             _announce_ingest(console, flags, p.ingest, str(p.journal.location))
         if not flags.quiet and p.recovered:
@@ -221,7 +225,7 @@ def _announce_ingest(console: Console, flags: SendFlags, i: IngestStats, journal
         console.print(f"  skipped {problem}")
 
 
-def _announce_recovered(console: Console, flags: SendFlags, p: sending.Prepared) -> None:
+def _announce_recovered(console: Console, flags: SendFlags, p: requests.Prepared) -> None:
     on_unknown = p.job.delivery.on_unknown
     line = (
         f"{p.recovered} rows were mid-send when a previous run stopped: now 'unknown' "

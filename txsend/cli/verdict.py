@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from txsend import logs
-from txsend.app import sending
+from txsend.app import requests
 from txsend.cli.console import local_time, stderr_line
 from txsend.errors import ExitCode
 from txsend.models import State
@@ -186,7 +186,7 @@ def _ms(seconds: float | None) -> float | None:
     return round(seconds * 1000, 1) if seconds is not None else None
 
 
-def job_argument(request: sending.RunRequest) -> str:
+def job_argument(request: requests.RunRequest) -> str:
     """How the follow-up commands name this job (a worker's job file is a temp copy)."""
     journal = request.overrides.journal
     if journal is None or not journal.shared:
@@ -196,7 +196,7 @@ def job_argument(request: sending.RunRequest) -> str:
     return f"{request.target} --journal {journal.display}"
 
 
-def resume_argument(request: sending.RunRequest) -> str | None:
+def resume_argument(request: requests.RunRequest) -> str | None:
     """How `txsend resume` names a worker's job: its file, on the host that has it."""
     journal = request.overrides.journal
     if not request.worker or journal is None or not journal.shared:

@@ -1,0 +1,45 @@
+"""What a send command asks of the app, and what it gets back once the job is open.
+
+Light on purpose: the command line builds a `RunRequest` and reads a `Prepared` without
+loading the delivery engine, which `txsend.app.sending` imports only when a run starts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from txsend.job.spec import Job, JobOverrides
+from txsend.journal.api import JournalBackend
+from txsend.journal.records import IngestStats
+from txsend.reporting.outputs import OutputOptions
+
+__all__ = ["Prepared", "RunRequest"]
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """What `txsend run` / `txsend resume` were asked to do."""
+
+    target: Path
+    overrides: JobOverrides = field(default_factory=JobOverrides)
+    resume: bool = False
+    force: bool = False
+    dry_run: bool = False
+    limit: int | None = None
+    concurrency: int | None = None
+    grace: float = 10.0  # seconds in-flight transactions get after SIGINT/SIGTERM
+    outputs: OutputOptions = field(default_factory=OutputOptions)
+    lease: float | None = None  # shared journal: seconds a silent worker keeps its rows
+    worker: bool = False  # `txsend worker`: the job comes from the journal, already ingested
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A job opened for sending: the CLI shows `due` as the progress total."""
+
+    job: Job
+    journal: JournalBackend
+    ingest: IngestStats | None
+    due: int
+    recovered: int
