@@ -31,34 +31,28 @@ def apply(job: Job, flags: JobOverrides, env: Mapping[str, str]) -> Job:
     them; it is not remembered, so a resumed job reads it again.
     """
     changes: dict[str, Any] = {}
-    applied = JobOverrides(journal=flags.journal)
     if flags.name is not None:
         if not flags.name.strip():
             raise UsageError("--name must not be empty")
         changes["name"] = flags.name
-        applied = replace(applied, name=flags.name)
     if flags.from_addr is not None:
         problem = mailbox_problem(flags.from_addr, single=True)
         if problem:
             raise UsageError(f"--from: {problem}")
         changes["from_addr"] = flags.from_addr
-        applied = replace(applied, from_addr=flags.from_addr)
     if flags.subject is not None:
         if not flags.subject.strip():
             raise UsageError("--subject must not be empty")
         changes["subject"] = Template(flags.subject, origin="--subject")
-        applied = replace(applied, subject=flags.subject)
     if flags.text is not None:
         changes["text"] = _flag_template(flags.text, "--text")
-        applied = replace(applied, text=changes["text"].path)
     if flags.html is not None:
         changes["html"] = _flag_template(flags.html, "--html")
-        applied = replace(applied, html=changes["html"].path)
     if flags.relays:
         changes["relays"] = _relays(flags.relays, "--relay")
-        applied = replace(applied, relays=flags.relays)
     elif not job.relays and env.get("TXSEND_RELAY", "").strip():
         changes["relays"] = _relays((env["TXSEND_RELAY"],), "TXSEND_RELAY")
+    rate = None
     if flags.abort_on_error_rate is not None:
         rate = float(flags.abort_on_error_rate)
         problem = fraction_problem(rate)
@@ -67,9 +61,15 @@ def apply(job: Job, flags: JobOverrides, env: Mapping[str, str]) -> Job:
         abort_on = job.delivery.abort_on
         min_messages = abort_on.min_messages if abort_on is not None else 100
         changes["delivery"] = replace(job.delivery, abort_on=AbortPolicy(rate, min_messages))
-        applied = replace(applied, abort_on_error_rate=rate)
     if flags.journal is not None:
         changes["journal"] = flags.journal
+    # what the journal keeps: the flags as given, their template paths resolved
+    applied = replace(
+        flags,
+        text=changes["text"].path if "text" in changes else None,
+        html=changes["html"].path if "html" in changes else None,
+        abort_on_error_rate=rate,
+    )
     return replace(job, **changes, flags=applied)
 
 
