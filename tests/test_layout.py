@@ -26,6 +26,8 @@ LAZY = {
     "txsend.reporting.prometheus": "prometheus-client loads only with --metrics-*",
     "txsend.reporting.html": "the HTML report's renderer loads only with --report-html",
     # the command line: --help and --version load no use case, only the one that runs
+    "txsend.cli.app": "`txsend --version` and `--help` are answered before Typer loads",
+    "txsend.cli.help_text": "the stored top-level help loads for `txsend --help` only",
     "txsend.app.sending": "the delivery engine, templates and journals load when a run starts",
     "txsend.app.inspection": "status/report/validate/preview load their use case when run",
     "txsend.app.jobs": "`txsend worker` loads the stored job's use case when it runs",

@@ -1,5 +1,5 @@
 """python -m txsend."""
 
-from txsend.cli.app import main
+from txsend.cli.quick import main
 
 main()

@@ -7,12 +7,11 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
-from rich.console import Console
-
 from txsend.models import State
 from txsend.reporting.stats import RunStats
 
 if TYPE_CHECKING:
+    from rich.console import Console
     from rich.progress import TaskID
 
 
@@ -24,12 +23,16 @@ def stderr_line(line: str) -> None:
 
 def stderr_console() -> Console:
     """The console for messages, warnings and summaries: stderr, no highlighting."""
+    from rich.console import Console  # Rich loads when a command prints, not for --help
+
     # soft_wrap: never break a message at 80 columns when stderr is a file or a pipe
     return Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def stdout_console() -> Console:
     """The console for what a command was asked to show (status, report): stdout."""
+    from rich.console import Console
+
     return Console(highlight=False, soft_wrap=True)
 
 

@@ -10,8 +10,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from txsend.cli.console import local_time, stderr_console, stdout_console
 from txsend.cli.options import (
@@ -27,6 +25,8 @@ from txsend.cli.verdict import print_summary
 from txsend.errors import ExitCode, UsageError
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from txsend.app.inspection import ValidationReport
 
 FailedCsvOpt = Annotated[
@@ -68,6 +68,8 @@ def status(job: JobArg, journal: JournalOpt = None, json_out: JsonOpt = False) -
 
 def _print_workers(console: Console, workers: tuple[dict[str, Any], ...]) -> None:
     """A shared journal's workers: who holds which rows, and how fresh each lease is."""
+    from rich.table import Table
+
     table = Table(title="workers", title_justify="left")
     for name, justify in (
         ("worker", "left"),
@@ -115,6 +117,8 @@ def report(
 
 
 def _print_journal_report(console: Console, data: dict[str, Any]) -> None:
+    from rich.table import Table
+
     table = Table(title=f"txsend: {data['job']} (all runs)", title_justify="left")
     table.add_column("state")
     table.add_column("rows", justify="right")

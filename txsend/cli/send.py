@@ -9,10 +9,9 @@ import os
 import shutil
 import sys
 from collections.abc import Callable
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
 
 from txsend import logs
 from txsend.app import requests
@@ -28,6 +27,9 @@ from txsend.cli.verdict import (
 from txsend.errors import UsageError
 from txsend.job.spec import Job
 from txsend.journal.records import IngestStats
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 # `run` shows --dry-run before --limit, where it has always been in its --help
 _RUN_OPTIONS = (

@@ -5,10 +5,7 @@ as JSON events (--log-format json)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
-
-from rich.console import Console
-from rich.table import Table
+from typing import TYPE_CHECKING, Any
 
 from txsend import logs
 from txsend.app import requests
@@ -17,6 +14,10 @@ from txsend.errors import ExitCode
 from txsend.models import State
 from txsend.reporting.stats import RunStats
 from txsend.reporting.summary import Summary, state_counts
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
 
 # exit codes of a run that ended as it should, with work left or rows refused
 SOFT_EXITS = (ExitCode.SOME_FAILED, ExitCode.TEMPFAIL, ExitCode.SIGINT, ExitCode.SIGTERM)
@@ -50,6 +51,8 @@ def print_summary(console: Console, summary: Summary) -> None:
 
 
 def _state_table(summary: Summary) -> Table:
+    from rich.table import Table  # loads when a summary prints, not for --help
+
     table = Table(title=f"txsend: {summary.job}", title_justify="left")
     table.add_column("state")
     table.add_column("outcomes this run", justify="right")
@@ -64,6 +67,8 @@ def _state_table(summary: Summary) -> Table:
 
 
 def _relay_table(stats: RunStats) -> Table:
+    from rich.table import Table
+
     relays = Table(title_justify="left", box=None, pad_edge=False)
     for column in _RELAY_COLUMNS:
         relays.add_column(column, justify="left" if column == "relay" else "right")
