@@ -11,7 +11,9 @@ where ``seconds`` and ``cpu`` cover the send phase only (connect to quit). With
 line each (uvloop is skipped, with a line saying so, when it is not installed).
 
 The templates below are also what ``bench/run.py`` writes into the txsend job, so both
-clients send messages of the same shape: multipart/alternative, ~1 KB text, ~3 KB HTML.
+clients send messages of the same shape: multipart/alternative, in two sizes (``--size``):
+``5k`` (~1 KB text, ~3 KB HTML: ~4.9 KB on the wire) and ``2k`` (two paragraphs, a
+compact HTML part: ~1.9 KB), where per-message costs weigh more than per-byte ones.
 """
 
 from __future__ import annotations
@@ -45,11 +47,19 @@ _PARAGRAPH = (
     "was sent to; your plan is {{ plan }} and renews on the first of each month."
 )
 
-TEXT_TEMPLATE = (
-    "Hello {{ first_name }},\n\n"
-    "Welcome to Acme, and thank you for signing up.\n\n"
-    + "\n\n".join([_PARAGRAPH] * 4)
-    + "\n\nIf you have any question, reply to this message or write to "
+
+def text_template(paragraphs: int) -> str:
+    """The text part, with `paragraphs` copies of the body paragraph."""
+    return (
+        "Hello {{ first_name }},\n\n"
+        "Welcome to Acme, and thank you for signing up.\n\n"
+        + "\n\n".join([_PARAGRAPH] * paragraphs)
+        + _TEXT_END
+    )
+
+
+_TEXT_END = (
+    "\n\nIf you have any question, reply to this message or write to "
     "support@acme.example; a person reads every message.\n\n"
     "See you soon,\n"
     "The Acme team\n\n"
@@ -63,7 +73,13 @@ _HTML_ROW = (
     'font-size:15px;line-height:22px;color:#333333;">' + _PARAGRAPH + "</td></tr>\n"
 )
 
-HTML_TEMPLATE = (
+
+def html_template(rows: int) -> str:
+    """The HTML part, with `rows` copies of the body paragraph's table row."""
+    return _HTML_START + _HTML_ROW * rows + _HTML_END
+
+
+_HTML_START = (
     "<!DOCTYPE html>\n"
     '<html lang="en">\n<head>\n<meta charset="utf-8">\n'
     '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
@@ -78,9 +94,9 @@ HTML_TEMPLATE = (
     '    <tr><td style="padding:8px 24px;font-family:Helvetica,Arial,sans-serif;'
     'font-size:15px;line-height:22px;color:#333333;">Welcome to Acme, and thank you '
     "for signing up.</td></tr>\n"
-    + _HTML_ROW
-    * 6
-    + '    <tr><td align="center" style="padding:24px;">'
+)
+_HTML_END = (
+    '    <tr><td align="center" style="padding:24px;">'
     '<a href="https://acme.example/start?u={{ token }}" style="display:inline-block;'
     "padding:12px 28px;background:#2b6cb0;color:#ffffff;text-decoration:none;"
     'border-radius:4px;font-family:Helvetica,Arial,sans-serif;">Get started</a>'
@@ -90,6 +106,31 @@ HTML_TEMPLATE = (
     "You receive this message because {{ email }} signed up at acme.example.</td></tr>\n"
     "  </table>\n</td></tr>\n</table>\n</body>\n</html>\n"
 )
+
+# the small workload's HTML: the same personalised content without the layout tables
+COMPACT_HTML_TEMPLATE = (
+    '<!DOCTYPE html>\n<html lang="en">\n<head><meta charset="utf-8">'
+    "<title>Welcome to Acme</title></head>\n<body>\n"
+    "<p>Hello {{ first_name }},</p>\n"
+    + ("<p>" + _PARAGRAPH + "</p>\n")
+    * 2
+    + '<p><a href="https://acme.example/start?u={{ token }}">Get started</a></p>\n'
+    "</body>\n</html>\n"
+)
+
+# the workloads by message size on the wire: 2k (two paragraphs, compact HTML) and 5k
+SIZES = ("2k", "5k")
+DEFAULT_SIZE = "5k"
+
+
+def templates(size: str = DEFAULT_SIZE) -> tuple[str, str]:
+    """(text template, HTML template) of a workload size."""
+    if size == "2k":
+        return text_template(2), COMPACT_HTML_TEMPLATE
+    return text_template(4), html_template(6)
+
+
+TEXT_TEMPLATE, HTML_TEMPLATE = templates(DEFAULT_SIZE)
 
 
 def row(i: int) -> dict[str, str]:
@@ -111,8 +152,9 @@ def fill(template: str, values: dict[str, str]) -> str:
     return out
 
 
-def render(i: int) -> tuple[str, bytes]:
+def render(i: int, size: str = DEFAULT_SIZE) -> tuple[str, bytes]:
     """One message for row i: (envelope recipient, wire bytes with CRLF line endings)."""
+    text, html = templates(size)
     values = row(i)
     msg = EmailMessage()
     msg["From"] = formataddr((FROM_NAME, FROM_ADDR))
@@ -122,8 +164,8 @@ def render(i: int) -> tuple[str, bytes]:
     msg["Date"] = format_datetime(datetime.now().astimezone())
     msg["Message-ID"] = make_msgid(domain="acme.example")
     msg["X-Campaign"] = CAMPAIGN
-    msg.set_content(fill(TEXT_TEMPLATE, values))
-    msg.add_alternative(fill(HTML_TEMPLATE, values), subtype="html")
+    msg.set_content(fill(text, values))
+    msg.add_alternative(fill(html, values), subtype="html")
     return values["email"], msg.as_bytes(policy=email.policy.SMTP)
 
 
@@ -175,10 +217,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--count", type=int, default=20000)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--loops", default="asyncio", help="comma-separated: asyncio,uvloop")
+    parser.add_argument("--size", choices=SIZES, default=DEFAULT_SIZE)
     args = parser.parse_args(argv)
 
     started = time.perf_counter()
-    messages = [render(i) for i in range(args.count)]
+    messages = [render(i, args.size) for i in range(args.count)]
     render_seconds = time.perf_counter() - started
 
     ok = True

@@ -1,15 +1,18 @@
 """Throughput benchmark: txsend against a plain aiosmtplib loop, both into smtp-sink.
 
-Usage: python bench/run.py [--rows N] [--concurrency C] [--json] [--keep] [--txsend PATH]
+Usage: python bench/run.py [--rows N] [--concurrency C] [--sizes 2k,5k] [--json] [--keep]
+                           [--txsend PATH] [--no-peers]
 
-Generates a job (N recipients, a welcome message with ~1 KB text and ~3 KB HTML) in a
-temporary folder, starts Postfix's smtp-sink on a free 127.0.0.1 port, then runs:
+For each message size (2k: ~1.9 KB, two paragraphs and a compact HTML part; 5k: ~4.9 KB,
+~1 KB text and ~3 KB HTML) it generates a job of N recipients in a temporary folder and,
+against one Postfix smtp-sink on a free 127.0.0.1 port, runs:
 
   (a) txsend run JOB --relay smtp://127.0.0.1:PORT?tls=none --concurrency C --quiet
   (b) bench/reference.py: pre-rendered messages over C reused aiosmtplib connections
 
 one after the other, each measured from outside (wall time, and CPU and peak RSS of
-the child from wait4), and prints a table. See bench/README.md for how to read it.
+the child from wait4), and prints a table per size with txsend's ratios to each peer.
+See bench/README.md for how to read it.
 Exits 0 only if every step sent every message.
 """
 
@@ -99,12 +102,14 @@ class Result:
 # -- the job ------------------------------------------------------------------
 
 
-def write_job(folder: Path, rows: int) -> Path:
-    """Write job.yaml, its templates and recipients.csv; return the job file."""
+def write_job(folder: Path, rows: int, size: str = reference.DEFAULT_SIZE) -> Path:
+    """Write job.yaml, its templates (of a reference.SIZES workload) and recipients.csv;
+    return the job file."""
+    text, html = reference.templates(size)
     templates = folder / "templates"
     templates.mkdir(parents=True)
-    (templates / "welcome.txt").write_text(reference.TEXT_TEMPLATE, encoding="utf-8")
-    (templates / "welcome.html").write_text(reference.HTML_TEMPLATE, encoding="utf-8")
+    (templates / "welcome.txt").write_text(text, encoding="utf-8")
+    (templates / "welcome.html").write_text(html, encoding="utf-8")
     with open(folder / "recipients.csv", "w", newline="", encoding="utf-8") as fh:
         fields = list(reference.row(0))
         writer = csv.DictWriter(fh, fieldnames=fields)
@@ -332,10 +337,12 @@ def bench_txsend(
         result.status = f"not available: {binary} not found (is the CLI installed?)"
         return result
     url = f"smtp://127.0.0.1:{sink.port}?tls=none"
-    cmd = [str(binary), "run", str(job), "--relay", url, "--journal", str(work / f"{loop}.db")]
+    journal = work / f"{job.parent.name}-{loop}.db"
+    cmd = [str(binary), "run", str(job), "--relay", url, "--journal", str(journal)]
     cmd += ["--concurrency", str(concurrency), "--quiet"]
     env = {**os.environ, "TXSEND_LOOP": loop}
-    _measure_into_sink(sink, result, cmd, work, f"txsend-{loop}", timeout, rows, env)
+    name = f"txsend-{job.parent.name}-{loop}"
+    _measure_into_sink(sink, result, cmd, work, name, timeout, rows, env)
     return result
 
 
@@ -352,23 +359,30 @@ def bench_smtp_source(
         return result
     cmd = [binary, "-d", "-s", str(sessions), "-m", str(rows), "-l", str(size)]
     cmd += ["-f", reference.FROM_ADDR, "-t", "user@example.com", f"127.0.0.1:{sink.port}"]
-    _measure_into_sink(sink, result, cmd, work, "smtp-source", timeout, rows)
+    _measure_into_sink(sink, result, cmd, work, f"smtp-source-{size}", timeout, rows)
     return result
 
 
 def bench_reference(
-    sink: SmtpSink, rows: int, concurrency: int, work: Path, timeout: float, loops: list[str]
+    sink: SmtpSink,
+    rows: int,
+    concurrency: int,
+    work: Path,
+    timeout: float,
+    loops: list[str],
+    size: str = reference.DEFAULT_SIZE,
 ) -> list[Result]:
     """bench/reference.py: pre-rendered messages over a raw aiosmtplib loop, per event loop,
     and what composing each message with EmailMessage costs on top."""
     cmd = [sys.executable, str(BENCH_DIR / "reference.py"), "--host", "127.0.0.1"]
     cmd += ["--port", str(sink.port), "--count", str(rows), "--connections", str(concurrency)]
-    cmd += ["--loops", ",".join(loops)]
+    cmd += ["--loops", ",".join(loops), "--size", size]
     whole = Result(client="reference (whole process)", status="ok")
-    run = _measure_into_sink(sink, whole, cmd, work, "reference", timeout, rows * len(loops))
+    name = f"reference-{size}"
+    run = _measure_into_sink(sink, whole, cmd, work, name, timeout, rows * len(loops))
     results: list[Result] = []
     render_seconds = 0.0
-    for line in _tail(work / "reference.out", 10):
+    for line in _tail(work / f"{name}.out", 10):
         if not line.startswith("{"):
             continue
         report = json.loads(line)
@@ -399,7 +413,12 @@ def bench_reference(
 
 
 def bench_nodemailer(
-    sink: SmtpSink, rows: int, concurrency: int, work: Path, timeout: float
+    sink: SmtpSink,
+    rows: int,
+    concurrency: int,
+    work: Path,
+    timeout: float,
+    size: str = reference.DEFAULT_SIZE,
 ) -> list[Result]:
     """nodemailer's pool (Node.js), pre-rendered and composing, when node and npm exist."""
     node, npm = shutil.which("node"), shutil.which("npm")
@@ -419,7 +438,8 @@ def bench_nodemailer(
         if done.returncode != 0:
             why = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["npm failed"]
             return [Result(client=n, status=f"not available: npm install: {why[0]}") for n in names]
-    templates = work / "templates.json"
+    text, html = reference.templates(size)
+    templates = work / f"templates-{size}.json"
     templates.write_text(
         json.dumps(
             {
@@ -429,8 +449,8 @@ def bench_nodemailer(
                 "campaign": reference.CAMPAIGN,
                 "subject": reference.SUBJECT_TEMPLATE,
                 "name": reference.NAME_TEMPLATE,
-                "text": reference.TEXT_TEMPLATE,
-                "html": reference.HTML_TEMPLATE,
+                "text": text,
+                "html": html,
                 "rows": [reference.row(i) for i in range(64)],
             }
         )
@@ -441,9 +461,10 @@ def bench_nodemailer(
         cmd += ["--count", str(rows), "--connections", str(concurrency), "--mode", mode]
         cmd += ["--templates", str(templates)]
         whole = Result(client=name, status="ok")
-        _measure_into_sink(sink, whole, cmd, work, f"nodemailer-{mode}", timeout, rows)
+        out = f"nodemailer-{mode}-{size}"
+        _measure_into_sink(sink, whole, cmd, work, out, timeout, rows)
         phase = Result(client=name, status=whole.status)
-        for line in _tail(work / f"nodemailer-{mode}.out", 5):
+        for line in _tail(work / f"{out}.out", 5):
             if line.startswith("{"):
                 report = json.loads(line)
                 phase.messages = int(report["sent"])
@@ -554,12 +575,58 @@ def print_table(info: dict[str, Any], results: list[Result]) -> None:
         f"smtp-source {show(rat['vs_smtp_source'])} (stretch 0.3x)"
     )
     if rat["txsend_cpu_us_per_msg"] is not None:
-        print(f"txsend CPU per message: {rat['txsend_cpu_us_per_msg']:.0f} us (target 100 us)")
+        print(f"txsend CPU per message: {rat['txsend_cpu_us_per_msg']:.0f} us (target 150 us)")
     for r in results:
         if not r.ok and not r.status.startswith("not available"):
             print(f"\n{r.client}: {r.status}", file=sys.stderr)
             for line in r.detail:
                 print(f"  | {line}", file=sys.stderr)
+
+
+def bench_size(
+    args: argparse.Namespace,
+    sink: SmtpSink,
+    work: Path,
+    size: str,
+    message_bytes: int,
+    loops: list[str],
+) -> list[Result]:
+    """Every client on one workload (a message size), one after the other."""
+    results: list[Result] = []
+    job = write_job(work / size, args.rows, size)
+    if not args.no_peers:
+        results.append(bench_smtp_source(sink, args.rows, work, args.timeout, message_bytes))
+    for loop in loops:
+        binary = args.txsend.absolute()
+        results.append(
+            bench_txsend(sink, job, args.rows, args.concurrency, work, args.timeout, binary, loop)
+        )
+    results.extend(
+        bench_reference(sink, args.rows, args.concurrency, work, args.timeout, loops, size)
+    )
+    if not args.no_peers:
+        results.extend(
+            bench_nodemailer(sink, args.rows, args.concurrency, work, args.timeout, size)
+        )
+    return results
+
+
+def print_ratios(workloads: dict[str, list[Result]], message_bytes: dict[str, int]) -> None:
+    """The issue's targets, one line per message size."""
+
+    def show(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.2f}x"
+
+    print("txsend (best loop) against the raw aiosmtplib loop (asyncio), per message size:")
+    for size, results in workloads.items():
+        rat = ratios(results)
+        cpu = rat["txsend_cpu_us_per_msg"]
+        print(
+            f"  {size} ({message_bytes[size]} bytes): "
+            f"{show(rat['vs_aiosmtplib_asyncio'])} (target 1.5x), "
+            f"smtp-source {show(rat['vs_smtp_source'])} (stretch 0.3x), "
+            f"txsend CPU {'n/a' if cpu is None else f'{cpu:.0f}'} us/msg (target 150 us)"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -579,6 +646,11 @@ def main(argv: list[str] | None = None) -> int:
         help="the txsend executable (default: .venv/bin/txsend)",
     )
     parser.add_argument("--no-peers", action="store_true", help="txsend and aiosmtplib only")
+    parser.add_argument(
+        "--sizes",
+        default=",".join(reference.SIZES),
+        help=f"message sizes, comma-separated (default {','.join(reference.SIZES)})",
+    )
     args = parser.parse_args(argv)
     if args.rows < 1 or args.concurrency < 1:
         parser.error("--rows and --concurrency must be at least 1")
@@ -598,37 +670,21 @@ def main(argv: list[str] | None = None) -> int:
         loops = ["uvloop", "asyncio"]
     except ImportError:
         loops = ["asyncio"]
+    sizes = [x.strip() for x in args.sizes.split(",") if x.strip()]
+    unknown = [x for x in sizes if x not in reference.SIZES]
+    if unknown or not sizes:
+        parser.error(f"--sizes: choose from {','.join(reference.SIZES)}")
     info = machine()
-    size = len(reference.render(0)[1])
     info.update(rows=args.rows, concurrency=args.concurrency, smtp_sink=binary)
-    info["message_bytes"] = size
     work = Path(tempfile.mkdtemp(prefix="txsend-bench-"))
-    results: list[Result] = []
+    workloads: dict[str, list[Result]] = {}
+    message_bytes = {size: len(reference.render(0, size)[1]) for size in sizes}
     sink = SmtpSink(binary, free_port(), work / "smtp-sink.out")
     info["port"] = sink.port
     try:
-        job = write_job(work, args.rows)
         sink.start()
-        if not args.no_peers:
-            results.append(bench_smtp_source(sink, args.rows, work, args.timeout, size))
-        for loop in loops:
-            results.append(
-                bench_txsend(
-                    sink,
-                    job,
-                    args.rows,
-                    args.concurrency,
-                    work,
-                    args.timeout,
-                    args.txsend.absolute(),
-                    loop,
-                )
-            )
-        results.extend(
-            bench_reference(sink, args.rows, args.concurrency, work, args.timeout, loops)
-        )
-        if not args.no_peers:
-            results.extend(bench_nodemailer(sink, args.rows, args.concurrency, work, args.timeout))
+        for size in sizes:
+            workloads[size] = bench_size(args, sink, work, size, message_bytes[size], loops)
     finally:
         sink.stop()
         if args.keep:
@@ -641,14 +697,24 @@ def main(argv: list[str] | None = None) -> int:
             json.dumps(
                 {
                     "machine": info,
-                    "results": [r.as_dict() for r in results],
-                    "ratio": ratios(results),
+                    "workloads": {
+                        size: {
+                            "message_bytes": message_bytes[size],
+                            "results": [r.as_dict() for r in results],
+                            "ratio": ratios(results),
+                        }
+                        for size, results in workloads.items()
+                    },
                 },
                 indent=2,
             )
         )
     else:
-        print_table(info, results)
+        for size, results in workloads.items():
+            print_table({**info, "message_bytes": message_bytes[size]}, results)
+            print()
+        print_ratios(workloads, message_bytes)
+    results = [r for rs in workloads.values() for r in rs]
     failed = [r for r in results if not r.ok and not r.status.startswith("not available")]
     return 1 if failed else 0
 
