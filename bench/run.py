@@ -235,6 +235,7 @@ def run_measured(
 ) -> ChildRun:
     """Run cmd to completion; wall time from here, CPU and peak RSS from wait4."""
     env = {**(env or os.environ), "NO_COLOR": "1"}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)  # clients run as installed: bytecode cached
     with open(stdout, "wb") as out, open(stderr, "wb") as err:
         started = time.perf_counter()
         proc = subprocess.Popen(

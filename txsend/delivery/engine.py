@@ -123,6 +123,9 @@ class Engine:
         self._slots: asyncio.Semaphore | None = None
         self._stopping = False
         self._stopped = asyncio.Event()  # set with _stopping: wakes every nap
+        # set with _stopping, and when the last message in flight is settled: the producer
+        # waiting for retries then looks again at once (a run ends when its work does)
+        self._producer_wake = asyncio.Event()
         self._waiting_for_relay = False  # the dispatcher holds a message no relay can take
         self._retry_due: float | None = None  # wall time the producer waits for, if it does
         self._producer_done = False
@@ -211,6 +214,7 @@ class Engine:
             return
         self._stopping = True
         self._stopped.set()
+        self._producer_wake.set()
         if signum is not None:
             self.stats.signal = signum
             self.stats.stop_reason = "interrupted"
@@ -363,6 +367,7 @@ class Engine:
         """Nothing is due now: wait for a retry due soon, or say the run is over."""
         if self.options.dry_run or self._stopping:
             return False
+        self._producer_wake.clear()  # before looking: a drain from now on wakes the nap
         assert self._committer is not None
         self._committer.flush()  # deferrals recorded a moment ago must be visible
         due = self.journal.next_attempt_at()
@@ -376,18 +381,20 @@ class Engine:
             return False
         self._retry_due = due
         try:
-            await self._nap(0.2 if wait is None else min(max(wait, 0.05), 0.5))
+            nap = 0.2 if wait is None else min(max(wait, 0.05), 0.5)
+            await self._nap(nap, wake=self._producer_wake)
         finally:
             self._retry_due = None
         return True
 
-    async def _nap(self, seconds: float) -> None:
-        """Sleep at most `seconds`; a stop request ends the nap at once."""
+    async def _nap(self, seconds: float, *, wake: asyncio.Event | None = None) -> None:
+        """Sleep at most `seconds`; a stop request (or `wake`, which a stop also sets)
+        ends the nap at once."""
         if self._stopping or seconds <= 0:
             return
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(seconds):
-                await self._stopped.wait()
+                await (wake or self._stopped).wait()
 
     # --- dispatcher ------------------------------------------------------------------
 
@@ -501,6 +508,8 @@ class Engine:
             self._in_pipeline.discard(key)
             assert self._slots is not None
             self._slots.release()
+            if not self._in_pipeline:
+                self._producer_wake.set()
             self._maybe_finished()
 
     # --- workers ---------------------------------------------------------------------
