@@ -159,7 +159,7 @@ class Content:
     dkim: DkimSpec | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Row:
     """One recipient row as read from the data file."""
 
@@ -169,7 +169,7 @@ class Row:
     data: dict[str, Any]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RenderedMessage:
     """What the transport needs for one transaction."""
 

@@ -25,7 +25,7 @@ MAX_RETRY_AFTER = 24 * 3600.0  # seconds; longer hints are capped
 EnhancedCode = tuple[int, int, int]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Verdict:
     """What to do with one transaction's outcome."""
 
@@ -51,7 +51,7 @@ class Verdict:
         return "; ".join(parts)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Reply:
     """One outcome, with what the rules look at computed once."""
 

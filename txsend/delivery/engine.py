@@ -76,7 +76,7 @@ class SendOptions:
     tick: float = 0.25  # seconds between progress callbacks
 
 
-@dataclass
+@dataclass(slots=True)
 class _Item:
     """A rendered message in the pipeline, with what the outcome rules count of its row."""
 

@@ -43,7 +43,7 @@ TEMPLATE_FAILURES = 10  # the first rows all failing on one template error: the 
 # --- one message's transactions ------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Transaction:
     """One transaction's outcome: what the relay said, what that means, and which relay."""
 
@@ -52,7 +52,7 @@ class Transaction:
     relay: str  # its name
 
 
-@dataclass
+@dataclass(slots=True)
 class Tally:
     """One claimed row's transactions in this run: what the retry and hand-back rules count."""
 

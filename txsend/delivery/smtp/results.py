@@ -17,7 +17,7 @@ class Phase(StrEnum):
     DONE = "done"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SendResult:
     """The outcome of one transaction as the relay told it (or did not)."""
 
