@@ -5,6 +5,7 @@ open, migrate and resume."""
 from __future__ import annotations
 
 import itertools
+import json
 import sqlite3
 import subprocess
 import sys
@@ -14,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from txsend.errors import ConfigError, RowError
 from txsend.job.loading import load_job
@@ -23,6 +26,7 @@ from txsend.job.spec import Job
 from txsend.journal.records import Record
 from txsend.journal.sqlite import SCHEMA_VERSION, Journal
 from txsend.journal.sqliteingest import INGEST_BATCH
+from txsend.journal.sqliteschema import ArrayEncoder
 from txsend.models import Row, State
 
 
@@ -271,3 +275,26 @@ def test_opening_a_journal_does_not_import_sqlite_utils() -> None:
     code = "import sys, txsend.journal.sqlite; print('sqlite_utils' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def reference_encoding(header: int, rows: list[list[str]]) -> list[str]:
+    return [json.dumps([header, *r], ensure_ascii=False, separators=(",", ":")) for r in rows]
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [
+        [["a@example.com", "Ada"], ["b@example.com", ""]],
+        [['say "hi"', "back\\slash"], ["tab\there", "nul\x00", "\x1f\n"]],
+        [["ü☃\u2028\x7f"], []],
+        [],
+    ],
+)
+def test_array_encoder_is_json(rows: list[list[str]]) -> None:
+    assert ArrayEncoder(7)(rows) == reference_encoding(7, rows)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(st.text(max_size=8), max_size=4), max_size=6))
+def test_array_encoder_is_json_for_any_text(rows: list[list[str]]) -> None:
+    assert ArrayEncoder(1)(rows) == reference_encoding(1, rows)

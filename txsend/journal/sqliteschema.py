@@ -13,7 +13,10 @@ Migrating a schema 1 journal adds the table; its rows keep their objects.
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
+from collections.abc import Sequence
+from json.encoder import encode_basestring
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +25,7 @@ from txsend.errors import ConfigError
 __all__ = [
     "SCHEMA_VERSION",
     "STATE_INDEX",
+    "ArrayEncoder",
     "DataDecoder",
     "get_meta",
     "header_id",
@@ -141,6 +145,36 @@ def header_id(conn: sqlite3.Connection, header: list[str]) -> int:
         cur = conn.execute("INSERT INTO data_headers(columns) VALUES (?)", (columns,))
     assert cur.lastrowid is not None
     return cur.lastrowid
+
+
+# What a JSON encoder escapes in a string (ensure_ascii=False), but NUL: the separator below.
+_ESCAPED = re.compile(r'["\\\x01-\x1f]')
+
+
+class ArrayEncoder:
+    """The stored form of CSV rows' values: `[header id,"value",...]`, a batch at a time.
+
+    The same text as `json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))` gives
+    for `[header id, *values]`. A batch whose values hold nothing to escape (the common
+    case) is quoted and cut apart by a few string operations over the whole batch.
+    """
+
+    def __init__(self, header: int) -> None:
+        self._prefix = f"[{header},"
+        self._separator = f'"]\x00[{header},"'
+
+    def __call__(self, rows_values: Sequence[list[str]]) -> list[str]:
+        if not rows_values:
+            return []
+        values = "\x00".join(map("\x00".join, rows_values))
+        count = sum(map(len, rows_values))
+        if values.count("\x00") == count - 1 and _ESCAPED.search(values) is None:
+            quoted = self._separator.join(map('","'.join, rows_values))
+            return f'{self._prefix}"{quoted}"]'.split("\x00")
+        prefix, empty = self._prefix, self._prefix[:-1] + "]"
+        return [
+            prefix + ",".join(map(encode_basestring, v)) + "]" if v else empty for v in rows_values
+        ]
 
 
 class DataDecoder:
