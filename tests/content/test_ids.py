@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from txsend.content.ids import message_id_domain, new_message_id
+from txsend.content.ids import MessageIds, message_id_domain, new_message_id
 from txsend.errors import JobError
 
 
@@ -18,3 +18,11 @@ def test_message_ids() -> None:
     assert mid != new_message_id("acme.example")
     with pytest.raises(JobError):
         message_id_domain("nobody")
+
+
+def test_message_ids_one_at_a_time_or_many() -> None:
+    ids = MessageIds("acme.example")
+    many = ids.many(1000)
+    assert len(set(many)) == 1000
+    assert all(re.fullmatch(r"<[0-9a-f]{32}@acme\.example>", mid) for mid in [*many, ids()])
+    assert ids.many(0) == []

@@ -17,7 +17,7 @@ from txsend.app import eventloop
 from txsend.app.inspection import problems_of
 from txsend.app.jobs import fingerprint, load, open_for
 from txsend.app.requests import Prepared, RunRequest
-from txsend.content.ids import message_id_domain, new_message_id
+from txsend.content.ids import MessageIds, message_id_domain
 from txsend.content.renderer import Renderer
 from txsend.delivery.engine import Engine, SendOptions
 from txsend.delivery.smtp.connection import tls_context_for
@@ -29,7 +29,7 @@ from txsend.errors import (
 )
 from txsend.job.bundle import pack
 from txsend.job.credentials import relay_password
-from txsend.job.recipients import iter_rows
+from txsend.job.rowbatches import RecipientRows
 from txsend.job.spec import Job
 from txsend.job.suppression import load_suppressions
 from txsend.journal.api import JournalBackend
@@ -60,10 +60,8 @@ def prepare(job: Job, journal: JournalBackend, request: RunRequest) -> Prepared:
         spec = {"source": str(job.source.resolve()), "overrides": job.flags.to_stored()}
         journal.bind_job(job.name, prints, spec)
         if changes or not journal.ingest_complete():
-            domain = message_id_domain(job.from_addr)
-            stats = journal.ingest(
-                iter_rows(job), lambda: new_message_id(domain), refresh=bool(changes)
-            )
+            ids = MessageIds(message_id_domain(job.from_addr))
+            stats = journal.ingest(RecipientRows(job), ids, refresh=bool(changes))
             if journal.shared and not stats.by_other:
                 _store_bundle(job, journal)
     if journal.shared and request.resume:

@@ -21,7 +21,7 @@ from txsend.job.spec import Job
 from txsend.models import RecipientsSpec, Row
 
 JSONL_SUFFIXES = frozenset({".jsonl", ".ndjson"})
-_NOT_IN_ADDRESS = re.compile(r"[\s<>,;]")
+NOT_IN_ADDRESS = re.compile(r"[\s<>,;]")
 _SNIFF_BYTES = 64 * 1024
 _DELIMITERS = ",;\t|"
 UTF8_HINT = "save the file as UTF-8 (in Excel: Save As > CSV UTF-8)"
@@ -32,7 +32,7 @@ def is_jsonl(path: Path) -> bool:
     return path.suffix.lower() in JSONL_SUFFIXES
 
 
-def _show(path: Path) -> str:
+def show_path(path: Path) -> str:
     """A data file's name for messages: relative to the current folder when inside it."""
     try:
         return str(path.relative_to(Path.cwd()))
@@ -42,7 +42,7 @@ def _show(path: Path) -> str:
 
 def check_header(path: Path, spec: RecipientsSpec) -> None:
     """Raise MissingColumn now if the CSV lacks the address (or key) column."""
-    _csv_layout(path, spec)
+    csv_layout(path, spec)
 
 
 def _json_kind(value: object) -> str:
@@ -69,7 +69,7 @@ def iter_rows(job: Job) -> Iterator[Row | RowError]:
 
 
 @dataclass(frozen=True)
-class _CsvLayout:
+class CsvLayout:
     delimiter: str
     skipinitialspace: bool
     header: list[str]
@@ -108,7 +108,7 @@ def _first_bad_byte(path: Path, delimiter: str, skipinitialspace: bool) -> tuple
     lines (a quoted line break) is counted as one row.
     """
     with path.open("rb") as handle:
-        reader = _reader(_decoded_lines(handle), delimiter, skipinitialspace)
+        reader = csv_reader(_decoded_lines(handle), delimiter, skipinitialspace)
         number = -1
         try:
             for _fields in reader:
@@ -121,16 +121,16 @@ def _first_bad_byte(path: Path, delimiter: str, skipinitialspace: bool) -> tuple
     return "the file", 0, 0
 
 
-def _open_data(path: Path) -> BinaryIO:
+def open_data(path: Path) -> BinaryIO:
     try:
         return path.open("rb")
     except FileNotFoundError:
-        raise MissingInputError(f"recipients file not found: {_show(path)}") from None
+        raise MissingInputError(f"recipients file not found: {show_path(path)}") from None
     except OSError as exc:
-        raise MissingInputError(f"cannot read {_show(path)}: {exc.strerror}") from None
+        raise MissingInputError(f"cannot read {show_path(path)}: {exc.strerror}") from None
 
 
-def _reader(lines: Iterator[str], delimiter: str, skipinitialspace: bool) -> Any:
+def csv_reader(lines: Iterator[str], delimiter: str, skipinitialspace: bool) -> Any:
     # Only the delimiter (and skipinitialspace) come from the sniffer: it guesses
     # doublequote=False when the sample has no "" and may pick ' as the quote, both of
     # which would misread later rows. strict makes a broken quote an error, not a
@@ -145,10 +145,10 @@ def _reader(lines: Iterator[str], delimiter: str, skipinitialspace: bool) -> Any
     )
 
 
-def _csv_layout(path: Path, spec: RecipientsSpec) -> _CsvLayout:
+def csv_layout(path: Path, spec: RecipientsSpec) -> CsvLayout:
     """Sniff the delimiter and read the header; JobError if the address column is missing."""
-    display = _show(path)
-    with _open_data(path) as handle:
+    display = show_path(path)
+    with open_data(path) as handle:
         sample_bytes = handle.read(_SNIFF_BYTES)
     if len(sample_bytes) == _SNIFF_BYTES and b"\n" in sample_bytes:
         sample_bytes = sample_bytes[: sample_bytes.rindex(b"\n") + 1]  # whole lines only
@@ -171,7 +171,7 @@ def _csv_layout(path: Path, spec: RecipientsSpec) -> _CsvLayout:
         try:
             header = [
                 name.strip()
-                for name in next(_reader(io.StringIO(sample, newline=""), delimiter, skip))
+                for name in next(csv_reader(io.StringIO(sample, newline=""), delimiter, skip))
             ]
         except (csv.Error, StopIteration):
             continue
@@ -202,7 +202,7 @@ def _csv_layout(path: Path, spec: RecipientsSpec) -> _CsvLayout:
                 file=display,
                 role="key",
             )
-    return _CsvLayout(delimiter, skip, header, to_column, key_column)
+    return CsvLayout(delimiter, skip, header, to_column, key_column)
 
 
 def _guess_from_header(line: str) -> tuple[str, bool]:
@@ -227,14 +227,14 @@ def _suggest(name: str, choices: list[str]) -> str:
 
 
 def _iter_csv(spec: RecipientsSpec) -> Iterator[Row | RowError]:
-    layout = _csv_layout(spec.file, spec)
-    display = _show(spec.file)
+    layout = csv_layout(spec.file, spec)
+    display = show_path(spec.file)
     width = len(layout.header)
-    with _open_data(spec.file) as handle:
+    with open_data(spec.file) as handle:
         # Decoded by a TextIOWrapper (C speed); a bad byte is then pinned to its line by
         # reading the file again in binary, which only an error pays for.
         text = io.TextIOWrapper(handle, encoding="utf-8-sig", newline="")
-        reader = _reader(text, layout.delimiter, layout.skipinitialspace)
+        reader = csv_reader(text, layout.delimiter, layout.skipinitialspace)
         number = -1  # the header is row 0
         while True:
             start_line = reader.line_num + 1
@@ -262,7 +262,7 @@ def _iter_csv(spec: RecipientsSpec) -> Iterator[Row | RowError]:
                 ) from None
             number += 1
             if number == 0:
-                continue  # the header, already read by _csv_layout
+                continue  # the header, already read by csv_layout
             if not "".join(fields).strip():
                 continue  # blank line or an all-empty spreadsheet row
             if len(fields) != width:
@@ -272,12 +272,12 @@ def _iter_csv(spec: RecipientsSpec) -> Iterator[Row | RowError]:
                 continue
             data = {name: value for name, value in zip(layout.header, fields, strict=True) if name}
             key = fields[layout.key_column].strip() if layout.key_column is not None else None
-            yield _make_row(number, fields[layout.to_column], key, spec, data)
+            yield make_row(number, fields[layout.to_column], key, spec, data)
 
 
 def _iter_jsonl(spec: RecipientsSpec) -> Iterator[Row | RowError]:
-    display = _show(spec.file)
-    with _open_data(spec.file) as handle:
+    display = show_path(spec.file)
+    with open_data(spec.file) as handle:
         lines = _decoded_lines(handle)
         number = 0
         while True:
@@ -320,10 +320,10 @@ def _iter_jsonl(spec: RecipientsSpec) -> Iterator[Row | RowError]:
                     key=key.strip() if key else None,
                 )
                 continue
-            yield _make_row(number, address or "", key.strip() if key else None, spec, data)
+            yield make_row(number, address or "", key.strip() if key else None, spec, data)
 
 
-def _make_row(
+def make_row(
     number: int, raw_address: str, key: str | None, spec: RecipientsSpec, data: dict[str, Any]
 ) -> Row | RowError:
     address = raw_address.strip()
@@ -332,7 +332,7 @@ def _make_row(
     if not address:
         return RowError(f"missing address (no value in {spec.to!r})", row=number, key=key)
     local, at, domain = address.rpartition("@")
-    if not (local and at and domain) or _NOT_IN_ADDRESS.search(address):
+    if not (local and at and domain) or NOT_IN_ADDRESS.search(address):
         return RowError(
             f"not an email address: {address!r}", row=number, key=key if key else address
         )

@@ -1,4 +1,4 @@
-"""The SQLite journal: one row per recipient key, the only importer of sqlite-utils.
+"""The SQLite journal: one row per recipient key, in one file, through plain sqlite3.
 
 It implements `txsend.journal.api.JournalBackend`, as the PostgreSQL journal does; one
 process works a SQLite journal at a time (`txsend.journal.lock`).
@@ -10,6 +10,9 @@ rows in `sending`; `recover()` turns them into `unknown` (RFC 1047's window).
 Durability: WAL with synchronous=NORMAL. A committed transaction survives the process
 being killed at any moment (it is in the WAL file); only a power loss or kernel crash can
 roll back the last few commits.
+
+The tables and their migrations are in `txsend.journal.sqliteschema`, the ingest in
+`txsend.journal.sqliteingest`.
 """
 
 from __future__ import annotations
@@ -19,43 +22,36 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
-from itertools import islice
 from pathlib import Path
 from typing import Any
 
-import sqlite_utils
-
-from txsend.errors import ConfigError, JobError, MissingInputError, RowError
+from txsend.errors import ConfigError, JobError, MissingInputError
+from txsend.journal import sqliteingest, sqliteschema
 from txsend.journal.api import SharedJournal
 from txsend.journal.records import Claimed, IngestStats, Record
 from txsend.journal.rules import (
     ENDED_IN_DATA,
     PROBLEM_STATES,
-    REDOABLE,
-    claimed,
     describe_changes,
-    encode_data,
     error_skip_sql,
     final_counts,
-    note_problem,
     run_info,
 )
 from txsend.models import RunInfo, State
 
-__all__ = ["Journal"]
+__all__ = ["SCHEMA_VERSION", "Journal"]
 
-SCHEMA_VERSION = 1
-INGEST_BATCH = 5000
+SCHEMA_VERSION = sqliteschema.SCHEMA_VERSION
 _PROBLEMS = "WHERE state IN ({})".format(", ".join(f"'{s}'" for s in PROBLEM_STATES))
 
 
 class Journal:
     """A job's journal in one SQLite file."""
 
-    def __init__(self, path: Path, db: sqlite_utils.Database) -> None:
+    def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
         self.path = path
-        self._db = db
-        self._conn = db.conn
+        self._conn = conn
+        self._decode = sqliteschema.DataDecoder(conn)
         self._cursor = 0  # rowid after which the next claim starts
         self._tat: dict[str, float] = {}  # reserve_slots: theoretical arrival time per relay
 
@@ -85,82 +81,18 @@ class Journal:
             if not existed:
                 # the journal holds addresses: readable by its owner only
                 os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
-            db = sqlite_utils.Database(path)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.execute("PRAGMA busy_timeout=5000")
+            conn = sqlite3.connect(str(path))
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA busy_timeout=5000")
         except (OSError, sqlite3.Error) as exc:
             raise ConfigError(f"cannot open journal {path}: {exc}") from exc
-        journal = cls(path, db)
+        journal = cls(path, conn)
         journal._migrate()
         return journal
 
     def _migrate(self) -> None:
-        db = self._db
-        with self._conn:
-            db.table("meta").create({"name": str, "value": str}, pk="name", if_not_exists=True)
-            version = self.get_meta("schema")
-            if version is not None and int(version) > SCHEMA_VERSION:
-                raise ConfigError(
-                    f"journal {self.path} was written by a newer txsend (schema {version})",
-                    hint="upgrade txsend",
-                )
-            db.table("messages").create(
-                {
-                    "key": str,
-                    "row": int,
-                    "address": str,
-                    "data": str,
-                    "message_id": str,
-                    "state": str,
-                    "attempts": int,
-                    "code": int,
-                    "reply": str,
-                    "relay": str,
-                    "run_id": int,
-                    "created_at": float,
-                    "updated_at": float,
-                    "sent_at": float,
-                    "first_attempt_at": float,
-                    "next_attempt_at": float,
-                },
-                pk="key",
-                not_null={"row", "address", "data", "message_id", "state", "attempts"},
-                defaults={"attempts": 0},
-                if_not_exists=True,
-            )
-            db.table("messages").create_index(["state", "next_attempt_at"], if_not_exists=True)
-            db.table("skipped_rows").create(
-                {"row": int, "key": str, "reason": str, "created_at": float},
-                pk="row",
-                if_not_exists=True,
-            )
-            db.table("suppressions").create(
-                {"address": str, "reason": str, "created_at": float},
-                pk="address",
-                if_not_exists=True,
-            )
-            db.table("rate_windows").create(
-                {"relay": str, "window_start": float, "count": int},
-                pk=("relay", "window_start"),
-                if_not_exists=True,
-            )
-            db.table("runs").create(
-                {
-                    "id": int,
-                    "command": str,
-                    "pid": int,
-                    "started_at": float,
-                    "ended_at": float,
-                    "exit_code": int,
-                    "fingerprint": str,
-                    "counts": str,
-                },
-                pk="id",
-                if_not_exists=True,
-            )
-            if version is None:
-                self.set_meta("schema", str(SCHEMA_VERSION))
+        sqliteschema.migrate(self._conn, self.path)
 
     def close(self) -> None:
         """Checkpoint and close the database."""
@@ -170,16 +102,11 @@ class Journal:
 
     def get_meta(self, name: str) -> str | None:
         """A stored metadata value, or None."""
-        row = self._conn.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
-        return None if row is None else str(row[0])
+        return sqliteschema.get_meta(self._conn, name)
 
     def set_meta(self, name: str, value: str) -> None:
         """Store a metadata value (the caller commits)."""
-        self._conn.execute(
-            "INSERT INTO meta(name, value) VALUES (?, ?) "
-            "ON CONFLICT(name) DO UPDATE SET value = excluded.value",
-            (name, value),
-        )
+        sqliteschema.set_meta(self._conn, name, value)
 
     def bind_job(self, job_name: str, fingerprint: dict[str, str], spec: dict[str, Any]) -> None:
         """Tie a new journal to a job; refuse a journal made for another job name."""
@@ -216,90 +143,10 @@ class Journal:
 
         With refresh (the data or templates changed and the user passed --force), rows not
         yet delivered take the new data and are rendered again, and rows that left the
-        data file are skipped. Delivered rows keep what was sent.
+        data file are skipped. Delivered rows keep what was sent. Rows that come in
+        batches (`txsend.journal.sqliteingest.CsvBatches`) are read that way.
         """
-        stats = IngestStats()
-        if refresh:
-            with self._conn:
-                # a negative row number marks "not seen yet in this pass"
-                self._conn.execute("UPDATE messages SET row = -row WHERE row > 0")
-                self._conn.execute("DELETE FROM skipped_rows")
-                self.set_meta("ingest_complete", "0")
-        iterator = iter(rows)
-        while batch := list(islice(iterator, INGEST_BATCH)):
-            self._ingest_batch(batch, new_message_id, stats)
-        with self._conn:
-            if refresh:
-                self._conn.execute(
-                    "UPDATE messages SET state = 'skipped', updated_at = ?, "
-                    "reply = 'no longer in the data file' "
-                    f"WHERE row < 0 AND {REDOABLE}",
-                    (time.time(),),
-                )
-                self._conn.execute("UPDATE messages SET row = -row WHERE row < 0")
-            self.set_meta("ingest_complete", "1")
-        return stats
-
-    def _ingest_batch(
-        self, batch: list[Any], new_message_id: Callable[[], str], stats: IngestStats
-    ) -> None:
-        now = time.time()
-        keys = [r.key for r in batch if not isinstance(r, RowError)]
-        known: dict[str, int] = {}
-        for chunk in _chunks(keys, 500):
-            marks = ",".join("?" * len(chunk))
-            for key, row in self._conn.execute(
-                f"SELECT key, row FROM messages WHERE key IN ({marks})", chunk
-            ):
-                known[key] = row
-        new_rows = []
-        refreshed = []
-        skipped = []
-        for item in batch:
-            if isinstance(item, RowError):
-                stats.invalid += 1
-                skipped.append((item.row, item.key, item.reason, now))
-                note_problem(stats, str(item))
-                continue
-            first = known.get(item.key)
-            data = encode_data(item.data)
-            if first is None:
-                new_rows.append(
-                    (item.key, item.number, item.address, data, new_message_id(), now, now)
-                )
-                stats.new += 1
-            elif first < 0:  # refresh pass: first sight of a known key
-                refreshed.append((item.number, item.address, data, now, item.key))
-                stats.existing += 1
-            elif first == item.number:
-                stats.existing += 1
-            else:
-                stats.duplicates += 1
-                reason = f"duplicate key (first seen in row {first})"
-                skipped.append((item.number, item.key, reason, now))
-                note_problem(stats, f"row {item.number}: key {item.key!r}: {reason}")
-                continue
-            known[item.key] = item.number
-        with self._conn:
-            self._conn.executemany(
-                "INSERT INTO messages(key, row, address, data, message_id, state, attempts, "
-                "created_at, updated_at) VALUES (?, ?, ?, ?, ?, 'pending', 0, ?, ?)",
-                new_rows,
-            )
-            self._conn.executemany(
-                "UPDATE messages SET row = ?1, "
-                f"address = CASE WHEN {REDOABLE} THEN ?2 ELSE address END, "
-                f"data = CASE WHEN {REDOABLE} THEN ?3 ELSE data END, "
-                f"state = CASE WHEN {REDOABLE} AND state IN ('skipped', 'failed') "
-                "THEN 'pending' ELSE state END, "
-                "updated_at = ?4 WHERE key = ?5",
-                refreshed,
-            )
-            self._conn.executemany(
-                "INSERT OR IGNORE INTO skipped_rows(row, key, reason, created_at) "
-                "VALUES (?, ?, ?, ?)",
-                skipped,
-            )
+        return sqliteingest.ingest(self._conn, rows, new_message_id, refresh=refresh)
 
     def ingest_complete(self) -> bool:
         """True once every row of the data file has been ingested."""
@@ -338,7 +185,7 @@ class Journal:
         ).fetchall()
         if rows:
             self._cursor = rows[-1][0]
-        return [_claimed(values) for values in rows]
+        return [self._claimed(values) for values in rows]
 
     def claim_retries(
         self, limit: int, *, busy: Collection[str], now: float | None = None
@@ -350,7 +197,7 @@ class Journal:
             "ORDER BY next_attempt_at, rowid LIMIT ?",
             (time.time() if now is None else now, limit + len(busy)),
         ).fetchall()
-        return [_claimed(values) for values in rows if values[1] not in busy][:limit]
+        return [self._claimed(values) for values in rows if values[1] not in busy][:limit]
 
     def write(self, sending: Sequence[tuple[str, int]], records: Sequence[Record]) -> set[str]:
         """Commit, in one transaction, rows entering `sending` (key, run id) and outcomes.
@@ -441,7 +288,7 @@ class Journal:
         found = self._conn.execute(
             f"SELECT {self._CLAIM_COLUMNS} FROM messages WHERE key = ?", (key,)
         ).fetchone()
-        return None if found is None else _claimed(found)
+        return None if found is None else self._claimed(found)
 
     def suppressed(self) -> Iterator[tuple[str, str]]:
         """Addresses this job must not send to again (its own hard bounces), with reasons."""
@@ -536,13 +383,20 @@ class Journal:
         ]
         return int(count), rows
 
+    def _claimed(self, values: tuple[Any, ...]) -> Claimed:
+        # the first column is the rowid, for the claim cursor
+        _, key, row, address, data, message_id, attempts, state, first = values
+        return Claimed(
+            key, row, address, self._decode(data), message_id, attempts, State(state), first
+        )
+
     def iter_problems(self) -> Iterator[tuple[dict[str, Any], str, int | None, str | None]]:
         """Every failed, bounced or unknown row: (original data, state, code, reply)."""
         cur = self._conn.execute(
             f"SELECT data, state, code, reply FROM messages {_PROBLEMS} ORDER BY row"
         )
         for data, state, code, reply in cur:
-            yield json.loads(data), state, code, reply
+            yield self._decode(data), state, code, reply
 
     def relay_outcomes(self) -> dict[str, dict[str, int]]:
         """Rows per relay and state (the relay of each row's last attempt)."""
@@ -573,12 +427,3 @@ class Journal:
             "ORDER BY id DESC LIMIT 1"
         ).fetchone()
         return None if found is None else run_info(found)
-
-
-def _claimed(values: tuple[Any, ...]) -> Claimed:
-    return claimed(values[1:])  # the first column is the rowid, for the claim cursor
-
-
-def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]

@@ -1,0 +1,205 @@
+"""The SQLite journal's tables, its migrations, and how a row's stored data reads back.
+
+Plain `sqlite3` and explicit DDL (no schema library on the start-up path). The DDL is
+the schema that schema 1 journals were made with: the same tables, column names, types,
+primary keys, NOT NULL constraints and defaults, so that either kind opens the same way.
+
+Schema 2 adds `data_headers`: a CSV file's header, stored once. A message's `data` is
+then either a JSON object (schema 1, JSONL rows, rows given as `Row` objects) or a JSON
+array `[header id, value, ...]`: the values of a CSV row in the order of its header.
+Migrating a schema 1 journal adds the table; its rows keep their objects.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+from collections.abc import Sequence
+from json.encoder import encode_basestring
+from pathlib import Path
+from typing import Any
+
+from txsend.errors import ConfigError
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "STATE_INDEX",
+    "ArrayEncoder",
+    "DataDecoder",
+    "get_meta",
+    "header_id",
+    "migrate",
+    "set_meta",
+]
+
+SCHEMA_VERSION = 2
+
+_TABLES = (
+    """CREATE TABLE IF NOT EXISTS "messages" (
+   "key" TEXT PRIMARY KEY,
+   "row" INTEGER NOT NULL,
+   "address" TEXT NOT NULL,
+   "data" TEXT NOT NULL,
+   "message_id" TEXT NOT NULL,
+   "state" TEXT NOT NULL,
+   "attempts" INTEGER NOT NULL DEFAULT 0,
+   "code" INTEGER,
+   "reply" TEXT,
+   "relay" TEXT,
+   "run_id" INTEGER,
+   "created_at" REAL,
+   "updated_at" REAL,
+   "sent_at" REAL,
+   "first_attempt_at" REAL,
+   "next_attempt_at" REAL
+)""",
+    """CREATE TABLE IF NOT EXISTS "skipped_rows" (
+   "row" INTEGER PRIMARY KEY,
+   "key" TEXT,
+   "reason" TEXT,
+   "created_at" REAL
+)""",
+    """CREATE TABLE IF NOT EXISTS "suppressions" (
+   "address" TEXT PRIMARY KEY,
+   "reason" TEXT,
+   "created_at" REAL
+)""",
+    """CREATE TABLE IF NOT EXISTS "rate_windows" (
+   "relay" TEXT,
+   "window_start" REAL,
+   "count" INTEGER,
+   PRIMARY KEY ("relay", "window_start")
+)""",
+    """CREATE TABLE IF NOT EXISTS "runs" (
+   "id" INTEGER PRIMARY KEY,
+   "command" TEXT,
+   "pid" INTEGER,
+   "started_at" REAL,
+   "ended_at" REAL,
+   "exit_code" INTEGER,
+   "fingerprint" TEXT,
+   "counts" TEXT
+)""",
+    # schema 2
+    """CREATE TABLE IF NOT EXISTS "data_headers" (
+   "id" INTEGER PRIMARY KEY,
+   "columns" TEXT NOT NULL
+)""",
+)
+
+_META = """CREATE TABLE IF NOT EXISTS "meta" (
+   "name" TEXT PRIMARY KEY,
+   "value" TEXT
+)"""
+
+# The index the retry and summary queries use. A new journal gets it at the end of its
+# first ingest (one sort is cheaper than keeping it up to date row by row); a journal
+# that has rows but no index (its first ingest was interrupted) gets it when opened.
+STATE_INDEX = (
+    'CREATE INDEX IF NOT EXISTS "idx_messages_state_next_attempt_at" '
+    'ON "messages" ("state", "next_attempt_at")'
+)
+
+
+def get_meta(conn: sqlite3.Connection, name: str) -> str | None:
+    """A stored metadata value, or None."""
+    row = conn.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
+    return None if row is None else str(row[0])
+
+
+def set_meta(conn: sqlite3.Connection, name: str, value: str) -> None:
+    """Store a metadata value (the caller commits)."""
+    conn.execute(
+        "INSERT INTO meta(name, value) VALUES (?, ?) "
+        "ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+        (name, value),
+    )
+
+
+def migrate(conn: sqlite3.Connection, path: Path) -> None:
+    """Create the tables of a new journal, or bring an older one to `SCHEMA_VERSION`."""
+    with conn:
+        conn.execute(_META)
+        version = get_meta(conn, "schema")
+        if version is not None and int(version) > SCHEMA_VERSION:
+            raise ConfigError(
+                f"journal {path} was written by a newer txsend (schema {version})",
+                hint="upgrade txsend",
+            )
+        for ddl in _TABLES:
+            conn.execute(ddl)
+        if conn.execute("SELECT 1 FROM messages LIMIT 1").fetchone() is not None:
+            conn.execute(STATE_INDEX)
+        if version != str(SCHEMA_VERSION):
+            set_meta(conn, "schema", str(SCHEMA_VERSION))
+
+
+def header_id(conn: sqlite3.Connection, header: list[str]) -> int:
+    """The id of a CSV header in `data_headers`, stored now if it is new (committed)."""
+    columns = json.dumps(header, ensure_ascii=False)
+    with conn:
+        found = conn.execute("SELECT id FROM data_headers WHERE columns = ?", (columns,)).fetchone()
+        if found is not None:
+            return int(found[0])
+        cur = conn.execute("INSERT INTO data_headers(columns) VALUES (?)", (columns,))
+    assert cur.lastrowid is not None
+    return cur.lastrowid
+
+
+# What a JSON encoder escapes in a string (ensure_ascii=False), but NUL: the separator below.
+_ESCAPED = re.compile(r'["\\\x01-\x1f]')
+
+
+class ArrayEncoder:
+    """The stored form of CSV rows' values: `[header id,"value",...]`, a batch at a time.
+
+    The same text as `json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))` gives
+    for `[header id, *values]`. A batch whose values hold nothing to escape (the common
+    case) is quoted and cut apart by a few string operations over the whole batch.
+    """
+
+    def __init__(self, header: int) -> None:
+        self._prefix = f"[{header},"
+        self._separator = f'"]\x00[{header},"'
+
+    def __call__(self, rows_values: Sequence[list[str]]) -> list[str]:
+        if not rows_values:
+            return []
+        values = "\x00".join(map("\x00".join, rows_values))
+        count = sum(map(len, rows_values))
+        if values.count("\x00") == count - 1 and _ESCAPED.search(values) is None:
+            quoted = self._separator.join(map('","'.join, rows_values))
+            return f'{self._prefix}"{quoted}"]'.split("\x00")
+        prefix, empty = self._prefix, self._prefix[:-1] + "]"
+        return [
+            prefix + ",".join(map(encode_basestring, v)) + "]" if v else empty for v in rows_values
+        ]
+
+
+class DataDecoder:
+    """A message's stored data as the dict the renderer gets (either stored form)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+        self._headers: dict[int, list[str]] = {}
+
+    def __call__(self, data: str) -> dict[str, Any]:
+        value = json.loads(data)
+        if not isinstance(value, list):
+            return dict(value)
+        header = self._headers.get(value[0])
+        if header is None:
+            header = self._header(value[0])
+        # a column without a name is not part of the data (as when read from the file)
+        return {name: v for name, v in zip(header, value[1:], strict=True) if name}
+
+    def _header(self, number: int) -> list[str]:
+        row = self._conn.execute(
+            "SELECT columns FROM data_headers WHERE id = ?", (number,)
+        ).fetchone()
+        if row is None:
+            raise ConfigError(f"journal row refers to a CSV header ({number}) it does not hold")
+        header: list[str] = json.loads(row[0])
+        self._headers[number] = header
+        return header
