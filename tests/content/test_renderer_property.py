@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from txsend.app.scaffold import write_sample
@@ -96,6 +96,7 @@ def headers(msg: EmailMessage) -> list[tuple[str, str]]:
     suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(first=TEXT, last=TEXT, extra=TEXT)
+@example(first="::ÀÀÀÀÀÀÀतततत À", last="", extra="")  # EmailMessage loses this space
 @pytest.mark.parametrize("job", ["welcome.yaml", "monthly-newsletter.yaml", "init"])
 def test_fast_and_slow_paths_agree(
     renderers: dict[str, tuple[Renderer, Row]], job: str, first: str, last: str, extra: str
@@ -113,7 +114,15 @@ def test_fast_and_slow_paths_agree(
     assert b"\n" not in fast.replace(b"\r\n", b"")
     a, b = parse(fast), parse(slow)
     assert not a.defects
-    assert headers(a) == headers(b)
+    # what the recipient reads is what the template rendered
+    assert str(a["Subject"]) == renderer.render_part(row, "subject")
+    # The Subject is held to the rendered text, not to EmailMessage's: CPython's folder
+    # can put a space between two encoded words, where a reader drops it (RFC 2047 6.2),
+    # e.g. "तततत À" read back as "ततततÀ".
+    assert _without(headers(a), "Subject") == _without(headers(b), "Subject")
     assert a["To"].addresses[0].addr_spec == b["To"].addresses[0].addr_spec
     assert structure(a) == structure(b)
-    assert str(a["Subject"]) == renderer.render_part(row, "subject")
+
+
+def _without(items: list[tuple[str, str]], name: str) -> list[tuple[str, str]]:
+    return [(k, v) for k, v in items if k != name]
