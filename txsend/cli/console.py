@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 from txsend.models import State
 from txsend.reporting.stats import RunStats
@@ -19,6 +19,21 @@ def stderr_line(line: str) -> None:
     """Write one line to stderr as it is (a JSON event, or a log line), at once."""
     sys.stderr.write(line + "\n")
     sys.stderr.flush()
+
+
+class Printer(Protocol):
+    """Where a command's messages go: a Rich console, or `PlainLines`."""
+
+    def print(self, *objects: Any, markup: bool | None = None) -> None: ...
+
+
+class PlainLines:
+    """Messages to stderr as plain lines, without loading Rich: what a run prints when it
+    shows no table and no bar (--quiet, or JSON logs)."""
+
+    def print(self, *objects: Any, markup: bool | None = None) -> None:
+        """Write the objects as one line (markup is not interpreted)."""
+        stderr_line(" ".join(str(o) for o in objects))
 
 
 def stderr_console() -> Console:

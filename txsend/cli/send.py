@@ -15,7 +15,7 @@ import typer
 
 from txsend import logs
 from txsend.app import requests
-from txsend.cli.console import ProgressView, stderr_console, stderr_line
+from txsend.cli.console import PlainLines, Printer, ProgressView, stderr_console, stderr_line
 from txsend.cli.options import JobArg, MessageFlags, SendFlags, takes
 from txsend.cli.verdict import (
     final_and_next,
@@ -125,8 +125,10 @@ def send(
     from txsend.app import sending  # loaded when a run starts: --help never loads it
 
     _check_log_flags(flags)
-    console = stderr_console()
-    view = ProgressView(console) if _shows_progress(console, flags) else None
+    # Rich loads for what only it shows: the summary table and the live bar
+    rich = stderr_console() if not flags.quiet and flags.log_format == "text" else None
+    console: Printer = rich if rich is not None else PlainLines()
+    view = ProgressView(rich) if rich is not None and _shows_progress(rich, flags) else None
     undo_logs = _configure_logs(console, flags)
     try:
         summary = sending.run(
@@ -150,9 +152,9 @@ def send(
         raise typer.Exit(summary.exit_code)
     for warning in summary.warnings:
         console.print(f"warning: {warning}", markup=False)
-    if not flags.quiet:
-        print_summary(console, summary)
-    console.print(final)
+    if rich is not None:
+        print_summary(rich, summary)
+    console.print(final, markup=False)
     raise typer.Exit(summary.exit_code)
 
 
@@ -175,7 +177,7 @@ def _shows_progress(console: Console, flags: SendFlags) -> bool:
     )
 
 
-def _configure_logs(console: Console, flags: SendFlags) -> Callable[[], None]:
+def _configure_logs(console: Printer, flags: SendFlags) -> Callable[[], None]:
     """Send the run's log lines to stderr as the flags say; returns the undo."""
     if flags.log_format == "json":
         return logs.configure("json", flags.log_level, stderr_line)
@@ -183,7 +185,7 @@ def _configure_logs(console: Console, flags: SendFlags) -> Callable[[], None]:
 
 
 def _announcer(
-    console: Console, flags: SendFlags, view: ProgressView | None
+    console: Printer, flags: SendFlags, view: ProgressView | None
 ) -> Callable[[requests.Prepared], None]:
     """What a run says once its job is open: what ingest did, what a previous run left
     mid-send; then the progress bar starts."""
@@ -199,7 +201,7 @@ def _announcer(
     return prepared
 
 
-def _announce_ingest(console: Console, flags: SendFlags, i: IngestStats, journal: str) -> None:
+def _announce_ingest(console: Printer, flags: SendFlags, i: IngestStats, journal: str) -> None:
     line = (
         f"journal {journal}: "
         + ("ingested by another worker: " if i.by_other else f"{i.new} new rows, ")
@@ -222,12 +224,12 @@ def _announce_ingest(console: Console, flags: SendFlags, i: IngestStats, journal
             problems=list(i.problems),
         )
         return
-    console.print(line)
+    console.print(line, markup=False)
     for problem in i.problems:
-        console.print(f"  skipped {problem}")
+        console.print(f"  skipped {problem}", markup=False)
 
 
-def _announce_recovered(console: Console, flags: SendFlags, p: requests.Prepared) -> None:
+def _announce_recovered(console: Printer, flags: SendFlags, p: requests.Prepared) -> None:
     on_unknown = p.job.delivery.on_unknown
     line = (
         f"{p.recovered} rows were mid-send when a previous run stopped: now 'unknown' "
@@ -243,4 +245,4 @@ def _announce_recovered(console: Console, flags: SendFlags, p: requests.Prepared
             on_unknown=on_unknown,
         )
         return
-    console.print(line)
+    console.print(line, markup=False)

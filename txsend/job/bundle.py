@@ -20,7 +20,6 @@ import io
 import os
 import stat
 import tempfile
-import zipfile
 from pathlib import Path
 
 from txsend.errors import ConfigError
@@ -42,6 +41,8 @@ def _secrets(job: Job) -> set[Path]:
 
 def pack(job: Job) -> tuple[bytes | None, str | None]:
     """The job's folder as zip bytes, or (None, why it is not stored)."""
+    import zipfile  # only a job shared through PostgreSQL is packed: not on every run's path
+
     base = job.base_dir.resolve()
     secrets = _secrets(job)
     data_file = job.recipients.file.resolve()
@@ -94,6 +95,8 @@ def unpack(bundle: bytes, source_name: str, secrets_from: Path | None = None) ->
     Each secret the bundle left out is linked to the file at the same relative path
     under `secrets_from` (default: the current directory) when that file exists.
     """
+    import zipfile
+
     folder = Path(tempfile.mkdtemp(prefix="txsend-job-")).resolve()  # mode 0700
     secrets: list[str] = []
     try:
