@@ -65,6 +65,11 @@ def ingest(
             if refresh:
                 _refresh(cur, job, now)
         conn.execute("UPDATE txsend_jobs SET ingest_complete = true WHERE name = %s", (job,))
+    if stats.new or refresh:
+        # statistics of the rows as they are now, for the plans of the claims and reports
+        # (autovacuum would take them only after its next nap)
+        with db.connection() as conn:
+            conn.execute("ANALYZE txsend_messages")
     return stats
 
 
