@@ -79,8 +79,9 @@ def write(
 ) -> set[str]:
     """Commit `sending` rows and outcomes in one transaction; returns the keys refused.
 
-    Both go in one statement (`WRITE`: one round trip, one commit) unless a key is in
-    both, or a hard bounce adds a suppression: then in one transaction of several.
+    One statement (`WRITE` for both, or the one that is needed: one round trip, one
+    commit) unless a key is in both, or a hard bounce adds a suppression: then one
+    transaction of several.
     """
     now = time.time()
     asked = {key for key, _ in sending} | {r.key for r in records}
@@ -91,7 +92,8 @@ def write(
     suppress = any(r.suppress for r in records)
     with db.connection() as conn:
         if not overlap and not suppress:
-            done = {key for (key,) in conn.execute(WRITE, params).fetchall()}
+            query = WRITE if sending and records else MARK_SENDING if sending else RECORD
+            done = {key for (key,) in conn.execute(query, params).fetchall()}
             return asked - done
         with conn.transaction():
             done = set()
