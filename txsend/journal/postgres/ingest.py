@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import psycopg
+from psycopg.copy import QueuedLibpqWriter
 
 from txsend.errors import JobError, RowError
 from txsend.journal.postgres.database import Database
@@ -86,9 +87,12 @@ def _analyze(conn: psycopg.Connection[Any], stats: IngestStats) -> None:
     takes `job = $1` for a selective condition and a key for one of a few rows, and the
     batched writes would read the job's every row (through the (job, state) index, or a
     scan) instead of looking their keys up in the primary key. Autovacuum takes them only
-    after its next nap; these columns take a third of the time of them all.
+    after its next nap. These columns, from a sample of 3000 rows (the plans need to know
+    only that few rows have a job's key, and many its name), take a tenth of the time of
+    a whole ANALYZE; autovacuum's next one takes the usual sample.
     """
     if stats.new:
+        conn.execute("SET LOCAL default_statistics_target = 10")
         conn.execute("ANALYZE txsend_messages (job, key, state, owner_epoch)")
 
 
@@ -166,7 +170,9 @@ def _ingest_first(
 def _copy_new(cur: psycopg.Cursor[Any], values: Iterator[tuple[Any, ...]]) -> int:
     """COPY (binary) new rows into the messages table; returns how many."""
     count = 0
-    with cur.copy(f"COPY txsend_messages ({_NEW_ROW_COLUMNS}) FROM STDIN (FORMAT BINARY)") as copy:
+    sql = f"COPY txsend_messages ({_NEW_ROW_COLUMNS}) FROM STDIN (FORMAT BINARY)"
+    # the rows are encoded here while a thread hands the previous ones to the server
+    with cur.copy(sql, writer=QueuedLibpqWriter(cur)) as copy:
         copy.set_types(_NEW_ROW_TYPES)
         for row in values:
             copy.write_row(row)
