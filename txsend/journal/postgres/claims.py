@@ -107,13 +107,12 @@ def write(
 
 
 # Rows entering DATA (key, run id): one attempt more each. These statements are planned
-# once per connection (PostgreSQL's generic plan, since nothing in it depends on the
-# parameters' values), which must stay a look-up of each of the batch's keys in the
-# primary key, whatever the planner knows of the table: the owner is compared through
-# coalesce (epochs start at 1) so that the owner index, which statistics taken before the
-# run find very selective (every owner NULL), is not used to walk the worker's claimed
-# rows instead.
-_MARK_SENDING = (
+# once per connection (a generic plan: `txsend.journal.postgres.url`), which must stay a
+# look-up of each of the batch's keys in the primary key: with the statistics an ingest
+# leaves (`txsend.journal.postgres.ingest`), and with the owner compared through coalesce
+# (epochs start at 1), so that the owner index, which statistics taken before the run
+# find very selective (every owner NULL), is not used to walk the worker's claimed rows.
+MARK_SENDING = (
     "UPDATE txsend_messages m SET state = 'sending', attempts = m.attempts + 1, "
     "first_attempt_at = coalesce(m.first_attempt_at, %(now)s), run_id = s.run, "
     "updated_at = %(now)s FROM unnest(%(keys)s::text[], %(runs)s::bigint[]) "
@@ -122,7 +121,7 @@ _MARK_SENDING = (
     f"AND {LEASE_HOLDS} RETURNING m.key"
 )
 # Outcomes; each row goes back to no owner.
-_RECORD = (
+RECORD = (
     "UPDATE txsend_messages m SET state = r.state, code = r.code, "
     "reply = r.reply, relay = r.relay, next_attempt_at = r.next_at, "
     "updated_at = %(now)s, attempts = m.attempts + r.attempt, "
@@ -136,11 +135,9 @@ _RECORD = (
     "WHERE m.job = %(job)s AND m.key = r.key "
     f"AND coalesce(m.owner_epoch, 0) = %(epoch)s AND {LEASE_HOLDS} RETURNING m.key"
 )
-MARK_SENDING = _MARK_SENDING
-RECORD = _RECORD
 # Both at once, for keys that are in one of them only (a statement updates a row once).
 WRITE = (
-    f"WITH marked AS ({_MARK_SENDING}), recorded AS ({_RECORD}) "
+    f"WITH marked AS ({MARK_SENDING}), recorded AS ({RECORD}) "
     "SELECT key FROM marked UNION ALL SELECT key FROM recorded"
 )
 

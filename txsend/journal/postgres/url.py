@@ -32,10 +32,13 @@ def connect_kwargs(url: str) -> dict[str, Any]:
             "process lists",
             hint="put it in TXSEND_PG_PASSWORD or a PGPASSFILE, and leave it out of the URL",
         )
-    # Statements are prepared at their first use (no parsing again); PostgreSQL plans them
-    # for their parameters a few times, then keeps a generic plan if it is no worse. The
-    # batched writes are written so that their generic plan is a primary-key look-up per
-    # key (`txsend.journal.postgres.claims`), which saves planning each commit.
+    # Statements are prepared at their first use and planned once per connection
+    # (plan_cache_mode = force_generic_plan, added to any `options` in the URL): planning a
+    # batched write each time cost more than running it. Left to choose, PostgreSQL would
+    # keep planning them, its generic estimate for an array of keys being ten rows. They
+    # are written so that their generic plan is a primary-key look-up per key, and the
+    # claims' a walk of the free rows' index (`txsend.journal.postgres.claims`); an ingest
+    # leaves the statistics those plans need (`txsend.journal.postgres.ingest`).
     # autocommit: a single statement is its own transaction (one round trip, no BEGIN and
     # COMMIT); statements that must commit together run in `conn.transaction()`.
     kwargs: dict[str, Any] = {
