@@ -544,6 +544,26 @@ def test_concurrent_ingest_happens_once(workers: Callable[..., PgJournal]) -> No
     assert all(m.startswith(f"<{winner}.") for m in message_ids)
 
 
+def test_first_ingest_tells_duplicates_from_keys_of_the_same_hash_bucket(
+    workers: Callable[..., PgJournal], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from txsend.journal.postgres import ingest
+
+    monkeypatch.setattr(ingest, "_SEEN_BITS", 8)  # 8 buckets: most keys share one
+    a = workers()
+    data: list[Row | RowError] = [*rows(40), Row(41, key(3), key(3), {"n": "dup"})]
+    data += [Row(42, key(3), key(3), {"n": "again"}), Row(43, key(40), key(40), {"n": "dup"})]
+    stats = a.ingest(data, ids("a"))
+    assert (stats.new, stats.duplicates, stats.existing) == (40, 3, 0)
+    assert [(r["row"], r["reason"]) for r in a.skipped_rows()] == [
+        (41, "duplicate key (first seen in row 3)"),
+        (42, "duplicate key (first seen in row 3)"),
+        (43, "duplicate key (first seen in row 40)"),
+    ]
+    assert keys(a.claim(100, include_unknown=False)) == [key(i) for i in range(1, 41)]
+    assert [found(a, key(i)).data for i in (3, 40)] == [{"n": 3}, {"n": 40}]
+
+
 def test_group_commit_on_a_shared_journal_answers_refused_sending(
     workers: Callable[..., PgJournal],
 ) -> None:
