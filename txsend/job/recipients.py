@@ -229,7 +229,6 @@ def _suggest(name: str, choices: list[str]) -> str:
 def _iter_csv(spec: RecipientsSpec) -> Iterator[Row | RowError]:
     layout = csv_layout(spec.file, spec)
     display = show_path(spec.file)
-    width = len(layout.header)
     with open_data(spec.file) as handle:
         # Decoded by a TextIOWrapper (C speed); a bad byte is then pinned to its line by
         # reading the file again in binary, which only an error pays for.
@@ -263,16 +262,28 @@ def _iter_csv(spec: RecipientsSpec) -> Iterator[Row | RowError]:
             number += 1
             if number == 0:
                 continue  # the header, already read by csv_layout
-            if not "".join(fields).strip():
-                continue  # blank line or an all-empty spreadsheet row
-            if len(fields) != width:
-                yield RowError(
-                    f"has {len(fields)} fields but the header has {width} columns", row=number
-                )
-                continue
-            data = {name: value for name, value in zip(layout.header, fields, strict=True) if name}
-            key = fields[layout.key_column].strip() if layout.key_column is not None else None
-            yield make_row(number, fields[layout.to_column], key, spec, data)
+            row = csv_row(number, fields, layout, spec)
+            if row is not None:
+                yield row
+
+
+def csv_row(
+    number: int, fields: list[str], layout: CsvLayout, spec: RecipientsSpec, *, data: bool = True
+) -> Row | RowError | None:
+    """One data row of a CSV file by the rules of a recipients file: None for a blank
+    line. With data=False the Row carries no data dict (the caller keeps the fields)."""
+    if not "".join(fields).strip():
+        return None  # blank line or an all-empty spreadsheet row
+    width = len(layout.header)
+    if len(fields) != width:
+        return RowError(f"has {len(fields)} fields but the header has {width} columns", row=number)
+    values = (
+        {name: value for name, value in zip(layout.header, fields, strict=True) if name}
+        if data
+        else {}
+    )
+    key = fields[layout.key_column].strip() if layout.key_column is not None else None
+    return make_row(number, fields[layout.to_column], key, spec, values)
 
 
 def _iter_jsonl(spec: RecipientsSpec) -> Iterator[Row | RowError]:

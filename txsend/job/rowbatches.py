@@ -24,9 +24,9 @@ from txsend.job.recipients import (
     CsvLayout,
     csv_layout,
     csv_reader,
+    csv_row,
     is_jsonl,
     iter_rows,
-    make_row,
     open_data,
 )
 from txsend.job.spec import Job
@@ -122,13 +122,7 @@ def _checked(
     number: int, fields: list[str], layout: CsvLayout, spec: RecipientsSpec
 ) -> CsvRow | RowError | None:
     """Any other row, by the rules of iter_rows: None for a blank line."""
-    if not "".join(fields).strip():
-        return None
-    width = len(layout.header)
-    if len(fields) != width:
-        return RowError(f"has {len(fields)} fields but the header has {width} columns", row=number)
-    key = fields[layout.key_column].strip() if layout.key_column is not None else None
-    row = make_row(number, fields[layout.to_column], key, spec, {})
-    if isinstance(row, RowError):
+    row = csv_row(number, fields, layout, spec, data=False)
+    if row is None or isinstance(row, RowError):
         return row
     return (row.number, row.key, row.address, fields)
