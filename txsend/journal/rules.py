@@ -8,7 +8,7 @@ fragments here are the same text in SQLite and PostgreSQL.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from txsend.journal.records import Claimed, IngestStats
@@ -76,10 +76,13 @@ def note_problem(stats: IngestStats, problem: str) -> None:
         stats.problems.append(problem)
 
 
-def claimed(values: tuple[Any, ...]) -> Claimed:
-    """A row read back as (key, row, address, data, message_id, attempts, state, first)."""
+def claimed(
+    values: tuple[Any, ...], decode: Callable[[str], dict[str, Any]] = json.loads
+) -> Claimed:
+    """A row read back as (key, row, address, data, message_id, attempts, state, first);
+    `decode` reads the stored data (the SQLite journal's also reads its compact rows)."""
     key, row, address, data, message_id, attempts, state, first = values
-    return Claimed(key, row, address, json.loads(data), message_id, attempts, State(state), first)
+    return Claimed(key, row, address, decode(data), message_id, attempts, State(state), first)
 
 
 def run_info(values: tuple[Any, ...]) -> RunInfo:

@@ -32,6 +32,7 @@ from txsend.journal.records import Claimed, IngestStats, Record
 from txsend.journal.rules import (
     ENDED_IN_DATA,
     PROBLEM_STATES,
+    claimed,
     describe_changes,
     error_skip_sql,
     final_counts,
@@ -384,11 +385,7 @@ class Journal:
         return int(count), rows
 
     def _claimed(self, values: tuple[Any, ...]) -> Claimed:
-        # the first column is the rowid, for the claim cursor
-        _, key, row, address, data, message_id, attempts, state, first = values
-        return Claimed(
-            key, row, address, self._decode(data), message_id, attempts, State(state), first
-        )
+        return claimed(values[1:], self._decode)  # the first column is the rowid, for the cursor
 
     def iter_problems(self) -> Iterator[tuple[dict[str, Any], str, int | None, str | None]]:
         """Every failed, bounced or unknown row: (original data, state, code, reply)."""
