@@ -125,9 +125,7 @@ def _ingest_first(
     def readable() -> Iterator[tuple[Any, ...]]:
         for item in rows:
             if isinstance(item, RowError):
-                stats.invalid += 1
-                invalid.append((job, item.row, item.key, item.reason, now))
-                note_problem(stats, str(item))
+                invalid.append(_invalid(job, item, stats, now))
                 continue
             bucket = hash(item.key) % _SEEN_BITS
             if seen[bucket >> 3] & (1 << (bucket & 7)):
@@ -162,9 +160,7 @@ def _ingest_first(
             "AS d(row, key, reason) ON CONFLICT DO NOTHING RETURNING row, key, reason",
             (job, now, *(list(column) for column in zip(*duplicates, strict=True))),
         )
-        for row, key, reason in cur.fetchall():
-            stats.duplicates += 1
-            note_problem(stats, f"row {row}: key {key!r}: {reason}")
+        _count_duplicates(cur, stats)
 
 
 def _copy_new(cur: psycopg.Cursor[Any], values: Iterator[tuple[Any, ...]]) -> int:
@@ -210,9 +206,7 @@ def _copy(
     with cur.copy("COPY txsend_ingest (row, key, address, data, message_id) FROM STDIN") as copy:
         for item in rows:
             if isinstance(item, RowError):
-                stats.invalid += 1
-                invalid.append((job, item.row, item.key, item.reason, now))
-                note_problem(stats, str(item))
+                invalid.append(_invalid(job, item, stats, now))
                 continue
             copy.write_row(
                 (item.number, item.key, item.address, encode_data(item.data), new_message_id())
@@ -244,6 +238,18 @@ def _skip_duplicates(cur: psycopg.Cursor[Any], job: str, stats: IngestStats, now
         "RETURNING row, key, reason",
         (job, now),
     )
+    _count_duplicates(cur, stats)
+
+
+def _invalid(job: str, item: RowError, stats: IngestStats, now: float) -> _Invalid:
+    """Count an unreadable row; its `skipped_rows` values."""
+    stats.invalid += 1
+    note_problem(stats, str(item))
+    return (job, item.row, item.key, item.reason, now)
+
+
+def _count_duplicates(cur: psycopg.Cursor[Any], stats: IngestStats) -> None:
+    """Count the duplicate rows an INSERT … RETURNING row, key, reason recorded."""
     for row, key, reason in cur.fetchall():
         stats.duplicates += 1
         note_problem(stats, f"row {row}: key {key!r}: {reason}")
