@@ -7,6 +7,7 @@ Unparsed with a reason or a bounded result, and stay within generous CPU-time bo
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 from pathlib import Path
 
@@ -326,3 +327,19 @@ def test_report_shaped_garbage_never_raises(lines: list[bytes]) -> None:
     )
     found = parse_message(raw, "fuzz")
     assert isinstance(found, Unparsed | list)
+
+
+def test_a_detector_that_raises_leaves_no_traceback_in_the_logs() -> None:
+    # flufl.bounce's Yale detector raises IndexError for a message without a From address,
+    # and flufl.bounce logs it with a traceback before re-raising: nothing reaches the root
+    seen: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.DEBUG)
+    handler.emit = seen.append  # type: ignore[method-assign]
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        found = parse_message(b"Subject: no sender\n\nhello\n", "x")
+    finally:
+        root.removeHandler(handler)
+    assert found == Unparsed("x", "not a delivery report (flufl.bounce: IndexError)")
+    assert [r for r in seen if r.name.startswith("flufl")] == []
