@@ -13,8 +13,11 @@ the multi-worker hooks (abort, lease) that a single-process backend answers triv
 What only a journal shared by several workers offers (the stored job, the list of
 workers) is `SharedJournal`, reached through `JournalBackend.as_shared`.
 
-The records passed through these protocols live in `txsend.journal.records`; they are
-exported here too.
+The suppression store shared by jobs (`SuppressionStore`: a SQLite file, or a table of
+a PostgreSQL journal's database) is not a journal; `txsend.journal.store.open_store`
+opens one.
+
+The records passed through these protocols live in `txsend.journal.records`.
 """
 
 from __future__ import annotations
@@ -22,10 +25,17 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from typing import Any, Protocol
 
-from txsend.journal.records import Claimed, FeedbackEntry, FeedbackRow, IngestStats, Record
+from txsend.journal.records import (
+    Claimed,
+    FeedbackEntry,
+    FeedbackRow,
+    IngestStats,
+    Record,
+    StoreEntry,
+)
 from txsend.models import RunInfo, State
 
-__all__ = ["JournalBackend", "SharedJournal"]
+__all__ = ["JournalBackend", "SharedJournal", "Suppression", "SuppressionStore"]
 
 
 class JournalBackend(Protocol):
@@ -192,3 +202,50 @@ class SharedJournal(JournalBackend, Protocol):
     def workers(self, stopped: int = 5) -> list[dict[str, Any]]:
         """The job's live workers, then the last `stopped` others, newest first."""
         ...
+
+
+class Suppression(Protocol):
+    """What `SuppressionStore.add` takes: a `StoreEntry`, or anything with these four."""
+
+    @property
+    def address(self) -> str: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def reason(self) -> str: ...
+    @property
+    def source(self) -> str | None: ...
+
+
+class SuppressionStore(Protocol):
+    """Addresses no job sends to again, with why; see the module docstring."""
+
+    @property
+    def location(self) -> str:
+        """The file, or the URL without its password, for messages."""
+        ...
+
+    def add(self, entries: Iterable[Suppression]) -> int:
+        """Store the addresses; returns how many were new. An address stored already keeps
+        its created_at and takes the latest kind, reason and source."""
+        ...
+
+    def remove(self, addresses: Iterable[str]) -> int:
+        """Forget the addresses; returns how many were stored."""
+        ...
+
+    def __contains__(self, address: object) -> bool: ...
+
+    def reason(self, address: str) -> str | None:
+        """Why the address is suppressed, or None when it is not."""
+        ...
+
+    def entries(self, kind: str | None = None) -> Iterator[StoreEntry]:
+        """Every entry (of one kind), sorted by address."""
+        ...
+
+    def count(self) -> dict[str, int]:
+        """Entries per kind (every kind of KINDS, 0 included)."""
+        ...
+
+    def close(self) -> None: ...

@@ -1,5 +1,6 @@
 """What goes into a journal and comes out of it: claimed rows, outcomes, ingest counts,
-and what came back after a message was sent (late bounces, delays, complaints).
+and what came back after a message was sent (late bounces, delays, complaints), and an
+entry of the suppression store (`txsend.journal.store`).
 
 Plain data, the same for every backend. A run's record (`RunInfo`) lives in
 `txsend.models`, since the reports read it without knowing about journals.
@@ -12,7 +13,7 @@ from typing import Any
 
 from txsend.models import State
 
-__all__ = ["Claimed", "FeedbackEntry", "FeedbackRow", "IngestStats", "Record"]
+__all__ = ["Claimed", "FeedbackEntry", "FeedbackRow", "IngestStats", "Record", "StoreEntry"]
 
 
 @dataclass(frozen=True)
@@ -91,3 +92,15 @@ class FeedbackEntry:
     occurred_at: float | None = None
     suppress: str | None = None
     unmatched_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class StoreEntry:
+    """One suppressed address (to add: the times are the store's, given ones are ignored)."""
+
+    address: str
+    kind: str  # one of KINDS
+    reason: str
+    source: str | None = None
+    created_at: float = 0.0
+    updated_at: float = 0.0

@@ -2,7 +2,8 @@
 
 Which skips are errors, which rows may be rendered again, which rows are problems, how a
 job's changes are described, how data is stored, how stored rows read back, and what a
-report that came back after sending (a late bounce, a delay) does to a row. The SQL
+report that came back after sending (a late bounce, a delay) does to a row, and how the
+suppression store keeps addresses. The SQL
 fragments here are the same text in SQLite and PostgreSQL.
 """
 
@@ -10,11 +11,15 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from itertools import islice
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from txsend.journal.records import Claimed, FeedbackEntry, FeedbackRow, IngestStats
+
+if TYPE_CHECKING:
+    from txsend.journal.api import Suppression
 from txsend.models import RunInfo, State
 
 __all__ = [
@@ -29,8 +34,11 @@ __all__ = [
     "PROBLEMS_NOTED",
     "PROBLEM_STATES",
     "REDOABLE",
+    "STORE_CHUNK",
+    "STORE_KINDS",
     "FeedbackChange",
     "FeedbackPlan",
+    "chunks",
     "claimed",
     "describe_changes",
     "encode_data",
@@ -40,10 +48,12 @@ __all__ = [
     "feedback_values",
     "final_counts",
     "message_id_range",
+    "normal_address",
     "note_problem",
     "plan_feedback",
     "run_info",
     "unique_events",
+    "unique_rows",
 ]
 
 # Reasons a row is skipped on purpose; any other skip (an invalid address, a template
@@ -305,3 +315,39 @@ def _merged(earlier: FeedbackChange | None, later: FeedbackChange) -> FeedbackCh
         code=later.code if later.sets_code else earlier.code,
         sent=earlier.sent or later.sent,
     )
+
+
+# --- the suppression store ------------------------------------------------------------
+
+STORE_KINDS = ("bounce", "complaint", "manual", "import")
+STORE_CHUNK = 10_000  # addresses per transaction: other writers wait for one chunk at most
+_T = TypeVar("_T")
+
+
+def chunks(items: Iterable[_T], size: int = STORE_CHUNK) -> Iterator[list[_T]]:
+    """The items, `size` at a time (itertools.batched is Python 3.12)."""
+    iterator = iter(items)
+    while chunk := list(islice(iterator, size)):
+        yield chunk
+
+
+def normal_address(address: str) -> str:
+    """An address as the store keeps and compares it."""
+    return address.strip().lower()
+
+
+def unique_rows(
+    entries: Iterable[Suppression], now: float
+) -> list[tuple[str, str, str, str | None, float]]:
+    """(address, kind, reason, source, now) per address of a chunk, the last one winning;
+    ValueError for an empty address or a kind not in STORE_KINDS (the caller checks its input)."""
+    rows: dict[str, tuple[str, str, str, str | None, float]] = {}
+    for entry in entries:
+        address = normal_address(entry.address)
+        if not address:
+            raise ValueError(f"suppression without an address: {entry!r}")
+        if entry.kind not in STORE_KINDS:
+            raise ValueError(f"suppression of {address}: unknown kind {entry.kind!r}")
+        rows.pop(address, None)  # the latest also takes the latest place
+        rows[address] = (address, entry.kind, entry.reason, entry.source, now)
+    return list(rows.values())
