@@ -933,3 +933,34 @@ def test_others_busy_ends_when_the_holders_lease_expires(
     assert found(b, key(1)).state is State.UNKNOWN  # it was in DATA
     assert keys(b.claim_retries(10, busy=())) == [key(2), key(3)]
     assert not b.others_busy()
+
+
+def test_a_late_report_takes_a_row_from_the_worker_holding_it(
+    workers: Callable[..., PgJournal],
+) -> None:
+    a, b = workers(), workers()
+    settle_states(a)
+    assert keys(b.claim(10, include_unknown=True)) == [key(2)]  # the unknown row
+    assert b.record_feedback([report("late", "failed", key(2))]) == ["applied"]
+    run = b.start_run("resume")
+    # b had claimed key 2 to send it again: the report proved it bounced, and b may not
+    assert b.write([(key(2), run)], []) == {key(2)}
+    assert found(a, key(2)).state is State.BOUNCED
+    assert a.write([(key(3), run)], []) == set()  # the rows a holds are still a's
+
+
+def test_a_schema_1_database_gets_the_feedback_table_and_the_secret(pg_url: str) -> None:
+    import psycopg
+
+    first = open_journal(JournalLocation.parse(pg_url), job_name=JOB)
+    bound(first).close()
+    with psycopg.connect(pg_url, autocommit=True) as conn:  # as schema 1 made it
+        conn.execute("DROP TABLE txsend_feedback")
+        conn.execute("ALTER TABLE txsend_jobs DROP COLUMN verp_secret")
+        conn.execute("UPDATE txsend_meta SET value = '1' WHERE name = 'schema'")
+    with closing(open_journal(JournalLocation.parse(pg_url), job_name=JOB)) as journal:
+        assert len(journal.verp_secret()) == 32
+        assert journal.record_feedback([report("e", "failed", None)]) == ["noted"]
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        found_schema = conn.execute("SELECT value FROM txsend_meta WHERE name = 'schema'")
+        assert found_schema.fetchone() == ("2",)
