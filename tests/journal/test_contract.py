@@ -6,13 +6,14 @@ The tests at the end are for the PostgreSQL journal only: several workers on one
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import closing
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 
@@ -20,7 +21,7 @@ from txsend.errors import RowError
 from txsend.job.location import JournalLocation
 from txsend.journal.api import JournalBackend
 from txsend.journal.opening import open_journal
-from txsend.journal.records import Claimed, IngestStats, Record
+from txsend.journal.records import Claimed, FeedbackEntry, FeedbackRow, IngestStats, Record
 from txsend.models import Row, State
 
 if TYPE_CHECKING:
@@ -435,6 +436,301 @@ def test_reserve_slots_spaces_reservations(journal: JournalBackend) -> None:
     assert 0.08 < second <= 0.1
 
 
+# --- what came back after sending: late bounces, delays, complaints ---------------
+
+
+def hex_id(i: int) -> str:
+    return f"<{i:032x}@example.com>"
+
+
+def hex_ids() -> Callable[[], str]:
+    counter = itertools.count(1)
+    return lambda: hex_id(next(counter))
+
+
+# The rows of `settle_states`, by state: k1 sent, k2 unknown, k3 pending, ...
+SETTLED = [
+    State.SENT,
+    State.UNKNOWN,
+    State.PENDING,
+    State.DEFERRED,
+    State.SKIPPED,
+    State.FAILED,
+    State.BOUNCED,
+]
+
+
+def settle_states(journal: JournalBackend) -> None:
+    """Seven rows, one in each state of `SETTLED` (message ids `hex_id(1)`...)."""
+    journal.ingest(rows(len(SETTLED)), hex_ids())
+    journal.claim(10, include_unknown=False)
+    outcomes = {
+        State.SENT: Record("", State.SENT, 250, "250 2.0.0 ok", "r"),
+        State.UNKNOWN: Record("", State.UNKNOWN, None, "no reply", "r"),
+        State.DEFERRED: Record("", State.DEFERRED, 451, "451 later", "r", next_attempt_at=9e9),
+        State.SKIPPED: Record("", State.SKIPPED, None, "line break in Subject"),
+        State.FAILED: Record("", State.FAILED, 554, "554 refused", "r"),
+        State.BOUNCED: Record("", State.BOUNCED, 550, "550 5.1.1 no such user", "r"),
+    }
+    records = [
+        dataclasses.replace(outcomes[state], key=key(i))
+        for i, state in enumerate(SETTLED, 1)
+        if state in outcomes
+    ]
+    assert journal.write([], records) == set()
+
+
+def report(event: str, kind: str, k: str | None, **fields: object) -> FeedbackEntry:
+    values: dict[str, Any] = {
+        "matched_by": "verp" if k else None,
+        "recipient": k,
+        "source": f"maildir:new/{event}",
+        "detector": "dsn",
+    }
+    if kind == "failed":
+        values.update(status="5.1.1", code=550, diagnostic="smtp; 550 5.1.1 User unknown")
+    values.update(fields)
+    return FeedbackEntry(event, kind, k, **values)
+
+
+def states(journal: JournalBackend) -> list[State]:
+    return [found(journal, key(i)).state for i in range(1, len(SETTLED) + 1)]
+
+
+def test_a_late_bounce_turns_a_sent_row_bounced_keeping_its_sent_at(
+    journal: JournalBackend,
+) -> None:
+    settle_states(journal)
+    sent_before = journal.feedback_rows(key=key(1))[0].sent_at
+    assert sent_before is not None
+    assert journal.record_feedback([report("e1", "failed", key(1))]) == ["applied"]
+    row = journal.feedback_rows(key=key(1))[0]
+    assert (row.state, row.sent_at) == (State.BOUNCED, sent_before)
+    _, problems = journal.problems()
+    assert {
+        "key": key(1),
+        "address": key(1),
+        "state": "bounced",
+        "code": 550,
+        "reply": "accepted, then bounced: 5.1.1 smtp; 550 5.1.1 User unknown",
+    } in problems
+    counts = journal.counts()
+    assert (counts[State.BOUNCED], counts[State.SENT]) == (2, 0)  # counted as bounced
+    assert journal.feedback_counts() == {
+        "late_bounced": 1,
+        "delayed": 0,
+        "complaints": 0,
+        "unmatched": 0,
+        "events": 1,
+    }
+
+
+def test_a_permanent_failure_changes_only_sent_and_unknown_rows(
+    journal: JournalBackend,
+) -> None:
+    settle_states(journal)
+    batch = [report(f"f{i}", "failed", key(i)) for i in range(1, len(SETTLED) + 1)]
+    assert journal.record_feedback(batch) == ["applied", "applied"] + ["noted"] * 5
+    assert states(journal) == [State.BOUNCED, State.BOUNCED, *SETTLED[2:]]
+    unknown = found(journal, key(2))
+    assert unknown.attempts == 0  # a report is no attempt
+    assert journal.feedback_rows(key=key(2))[0].sent_at is None  # never known as sent
+    assert journal.find(key(6)) is not None
+    _, problems = journal.problems()
+    replies = {p["key"]: (p["code"], p["reply"]) for p in problems}
+    assert replies[key(6)] == (554, "554 refused")  # a failed row keeps its own reply
+    assert replies[key(7)] == (550, "550 5.1.1 no such user")
+    assert journal.feedback_counts()["late_bounced"] == 2
+
+
+def test_a_delay_proves_an_unknown_row_sent_and_changes_nothing_else(
+    journal: JournalBackend,
+) -> None:
+    settle_states(journal)
+    batch = [
+        report(f"d{i}", "delayed", key(i), status="4.4.7", diagnostic="smtp; 451 later")
+        for i in range(1, len(SETTLED) + 1)
+    ]
+    assert journal.record_feedback(batch) == ["noted", "applied"] + ["noted"] * 5
+    assert states(journal) == [State.SENT, State.SENT, *SETTLED[2:]]
+    now_sent = journal.feedback_rows(key=key(2))[0]
+    assert now_sent.sent_at is not None
+    assert journal.feedback_counts() == {
+        "late_bounced": 0,
+        "delayed": 7,
+        "complaints": 0,
+        "unmatched": 0,
+        "events": 7,
+    }
+    # the row, sent after all, may bounce later
+    assert journal.record_feedback([report("late", "failed", key(2))]) == ["applied"]
+    assert found(journal, key(2)).state is State.BOUNCED
+
+
+def test_delivered_and_complaint_reports_change_no_state(journal: JournalBackend) -> None:
+    settle_states(journal)
+    batch = [report("ok", "delivered", key(2)), report("spam", "complaint", key(1))]
+    assert journal.record_feedback(batch) == ["noted", "noted"]
+    assert states(journal) == SETTLED
+
+
+def test_a_complaint_suppresses_the_address_in_the_same_transaction(
+    journal: JournalBackend,
+) -> None:
+    settle_states(journal)
+    complaint = report("c1", "complaint", key(1), suppress="complaint: abuse")
+    unmatched = report("c2", "complaint", None, recipient="Who@Example.ORG", suppress="abuse")
+    assert journal.record_feedback([complaint, unmatched]) == ["noted", "noted"]
+    assert sorted(journal.suppressed()) == [
+        (key(1), "complaint: abuse"),
+        ("who@example.org", "abuse"),
+    ]
+    assert journal.feedback_counts()["complaints"] == 2
+    assert journal.record_feedback([complaint]) == ["duplicate"]
+    assert len(list(journal.suppressed())) == 2
+
+
+def test_the_same_events_again_are_duplicates_and_change_nothing(
+    journal: JournalBackend,
+) -> None:
+    settle_states(journal)
+    first = [report("a", "failed", key(1)), report("b", "delayed", key(2))]
+    assert journal.record_feedback(first) == ["applied", "applied"]
+    after_first = states(journal)
+    # the process died after that batch: the next run reads the whole mailbox again
+    with closing(reopen(journal)) as again:
+        batch = [*first, report("c", "failed", key(2)), report("c", "failed", key(2))]
+        assert again.record_feedback(batch) == ["duplicate", "duplicate", "applied", "duplicate"]
+        assert again.record_feedback(batch) == ["duplicate"] * 4
+        assert states(again)[2:] == after_first[2:]
+        assert states(again)[:2] == [State.BOUNCED, State.BOUNCED]
+        assert again.feedback_counts() == {
+            "late_bounced": 2,
+            "delayed": 1,
+            "complaints": 0,
+            "unmatched": 0,
+            "events": 3,
+        }
+
+
+def test_two_reports_about_one_row_in_a_batch_apply_in_order(journal: JournalBackend) -> None:
+    settle_states(journal)
+    batch = [
+        report("d", "delayed", key(2), status="4.4.1"),
+        report("f", "failed", key(2), code=None, status="5.0.0", diagnostic=None),
+    ]
+    assert journal.record_feedback(batch) == ["applied", "applied"]
+    row = journal.feedback_rows(key=key(2))[0]
+    assert row.state is State.BOUNCED
+    assert row.sent_at is not None  # the delay proved it accepted
+    problem = next(p for p in journal.problems()[1] if p["key"] == key(2))
+    assert (problem["code"], problem["reply"]) == (None, "accepted, then bounced: 5.0.0")
+
+
+def test_an_unmatched_report_is_recorded_and_counted(journal: JournalBackend) -> None:
+    settle_states(journal)
+    lost = report("u1", "failed", None, recipient="gone@example.net", unmatched_reason="no token")
+    wrong_key = report("u2", "failed", "nobody@example.com", matched_by="recipient")
+    assert journal.record_feedback([lost, wrong_key]) == ["noted", "noted"]
+    assert states(journal) == SETTLED
+    counts = journal.feedback_counts()
+    assert (counts["unmatched"], counts["events"], counts["late_bounced"]) == (2, 2, 0)
+    newest, oldest = list(journal.feedback_events())
+    assert (newest["event_id"], oldest["event_id"]) == ("u2", "u1")
+    assert oldest["unmatched_reason"] == "no token"
+    assert oldest["state_before"] is None and oldest["outcome"] == "noted"
+
+
+def test_feedback_events_keep_what_the_report_said(journal: JournalBackend) -> None:
+    settle_states(journal)
+    entry = report("e1", "failed", key(1), reporting_mta="dns; mx.example", occurred_at=12.5)
+    journal.record_feedback([entry, report("e2", "delayed", key(3))])
+    events = list(journal.feedback_events())
+    assert [e["event_id"] for e in events] == ["e2", "e1"]  # newest first
+    recorded_at = events[1].pop("recorded_at")
+    assert isinstance(recorded_at, float)
+    assert events[1] == {
+        "event_id": "e1",
+        "kind": "failed",
+        "key": key(1),
+        "matched_by": "verp",
+        "recipient": key(1),
+        "status": "5.1.1",
+        "code": 550,
+        "diagnostic": "smtp; 550 5.1.1 User unknown",
+        "reporting_mta": "dns; mx.example",
+        "source": "maildir:new/e1",
+        "detector": "dsn",
+        "occurred_at": 12.5,
+        "suppress": None,
+        "unmatched_reason": None,
+        "outcome": "applied",
+        "state_before": "sent",
+        "state_after": "bounced",
+    }
+    assert (events[0]["state_before"], events[0]["state_after"]) == ("pending", None)
+    assert len(list(journal.feedback_events(limit=1))) == 1
+
+
+def test_a_batch_that_fails_midway_records_nothing(journal: JournalBackend) -> None:
+    import sqlite3
+
+    errors: tuple[type[BaseException], ...] = (sqlite3.Error,)
+    if journal.shared:
+        import psycopg
+
+        errors = (psycopg.Error,)
+    settle_states(journal)
+    good = [report("g1", "failed", key(1), suppress="hard bounce"), report("g2", "delayed", key(2))]
+    unstorable = report("bad", "failed", key(2), reporting_mta=cast(str, object()))
+    with pytest.raises(errors):
+        journal.record_feedback([*good, unstorable])
+    with pytest.raises(ValueError, match="unknown kind 'bogus'"):
+        journal.record_feedback([*good, report("worse", "bogus", key(2))])
+    with pytest.raises(ValueError, match="without an event id"):
+        journal.record_feedback([*good, report("", "failed", key(2))])
+    assert states(journal) == SETTLED
+    assert list(journal.suppressed()) == []
+    assert journal.feedback_counts()["events"] == 0
+    assert journal.record_feedback(good) == ["applied", "applied"]  # none was recorded
+
+
+def test_feedback_rows_find_a_row_by_key_message_id_or_address(journal: JournalBackend) -> None:
+    data = [*rows(3), Row(4, "other", "K1@Example.com", {"n": 4})]
+    journal.ingest(data, hex_ids())
+    journal.prepare_feedback()
+    journal.prepare_feedback()  # once made, nothing to do
+    by_key = journal.feedback_rows(key=key(2))
+    assert by_key == [FeedbackRow(key(2), key(2), hex_id(2), State.PENDING, None)]
+    assert journal.feedback_rows(message_hex=f"{3:032x}") == journal.feedback_rows(key=key(3))
+    assert journal.feedback_rows(message_hex=f"{3:032X}")[0].key == key(3)
+    assert journal.feedback_rows(message_hex=f"{9:032x}") == []
+    assert journal.feedback_rows(message_hex="3%") == []  # not a Message-ID's hex
+    assert [r.key for r in journal.feedback_rows(address="k1@EXAMPLE.com")] == [key(1), "other"]
+    assert [r.key for r in journal.feedback_rows(address="k1@example.com", limit=1)] == [key(1)]
+    assert journal.feedback_rows(key="nobody") == []
+    with pytest.raises(ValueError, match="exactly one"):
+        journal.feedback_rows(key=key(1), address=key(1))
+    with pytest.raises(ValueError, match="exactly one"):
+        journal.feedback_rows()
+
+
+def test_the_verp_secret_is_made_once_and_kept(journal: JournalBackend, tmp_path: Path) -> None:
+    secret = journal.verp_secret()
+    assert isinstance(secret, bytes) and len(secret) == 32
+    assert journal.verp_secret() == secret
+    with closing(reopen(journal)) as again:
+        assert again.verp_secret() == secret
+    if journal.shared:
+        other = open_journal(JournalLocation.parse(journal.location), job_name="other")
+    else:
+        other = open_journal(JournalLocation.parse(tmp_path / "other.db"), job_name="other")
+    with closing(other):
+        other.bind_job("other", {"data file p.csv": "1"}, {"source": "p.csv"})
+        assert other.verp_secret() not in (secret, b"")
+    assert journal.verp_secret() == secret
+
+
 # --- several workers on one PostgreSQL job ------------------------------------------
 
 
@@ -637,3 +933,34 @@ def test_others_busy_ends_when_the_holders_lease_expires(
     assert found(b, key(1)).state is State.UNKNOWN  # it was in DATA
     assert keys(b.claim_retries(10, busy=())) == [key(2), key(3)]
     assert not b.others_busy()
+
+
+def test_a_late_report_takes_a_row_from_the_worker_holding_it(
+    workers: Callable[..., PgJournal],
+) -> None:
+    a, b = workers(), workers()
+    settle_states(a)
+    assert keys(b.claim(10, include_unknown=True)) == [key(2)]  # the unknown row
+    assert b.record_feedback([report("late", "failed", key(2))]) == ["applied"]
+    run = b.start_run("resume")
+    # b had claimed key 2 to send it again: the report proved it bounced, and b may not
+    assert b.write([(key(2), run)], []) == {key(2)}
+    assert found(a, key(2)).state is State.BOUNCED
+    assert a.write([(key(3), run)], []) == set()  # the rows a holds are still a's
+
+
+def test_a_schema_1_database_gets_the_feedback_table_and_the_secret(pg_url: str) -> None:
+    import psycopg
+
+    first = open_journal(JournalLocation.parse(pg_url), job_name=JOB)
+    bound(first).close()
+    with psycopg.connect(pg_url, autocommit=True) as conn:  # as schema 1 made it
+        conn.execute("DROP TABLE txsend_feedback")
+        conn.execute("ALTER TABLE txsend_jobs DROP COLUMN verp_secret")
+        conn.execute("UPDATE txsend_meta SET value = '1' WHERE name = 'schema'")
+    with closing(open_journal(JournalLocation.parse(pg_url), job_name=JOB)) as journal:
+        assert len(journal.verp_secret()) == 32
+        assert journal.record_feedback([report("e", "failed", None)]) == ["noted"]
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        found_schema = conn.execute("SELECT value FROM txsend_meta WHERE name = 'schema'")
+        assert found_schema.fetchone() == ("2",)

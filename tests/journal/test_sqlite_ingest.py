@@ -23,7 +23,7 @@ from txsend.job.loading import load_job
 from txsend.job.recipients import iter_rows
 from txsend.job.rowbatches import RecipientRows
 from txsend.job.spec import Job
-from txsend.journal.records import Record
+from txsend.journal.records import FeedbackEntry, Record
 from txsend.journal.sqlite import SCHEMA_VERSION, Journal
 from txsend.journal.sqliteingest import INGEST_BATCH
 from txsend.journal.sqliteschema import ArrayEncoder
@@ -238,17 +238,27 @@ def test_a_new_journal_has_the_tables_of_schema_1(tmp_path: Path) -> None:
         (0, "id", "INTEGER", 0, None, 1),
         (1, "columns", "TEXT", 1, None, 0),
     ]
+    assert [column[1] for column in new.pop("feedback")][:3] == ["id", "event_id", "kind"]
     assert new == old
-    with closing(sqlite3.connect(tmp_path / "new.db")) as conn:
-        indexes = conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'").fetchall()
-    assert ("idx_messages_state_next_attempt_at",) in indexes
+    # the lookups of `txsend bounces` are not indexed at ingest: sending does not pay
+    assert indexes(tmp_path / "new.db") == ["idx_messages_state_next_attempt_at"]
+
+
+def indexes(path: Path) -> list[str]:
+    """The indexes made by name (not the automatic ones of keys and UNIQUE) on messages."""
+    with closing(sqlite3.connect(path)) as conn:
+        found = conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'messages' "
+            "AND sql IS NOT NULL ORDER BY name"
+        ).fetchall()
+    return [name for (name,) in found]
 
 
 def test_a_schema_1_journal_opens_migrates_and_resumes(tmp_path: Path) -> None:
     path = tmp_path / "old.db"
     schema_1_journal(path)
     with closing(Journal.open(path)) as journal:
-        assert journal.get_meta("schema") == str(SCHEMA_VERSION) == "2"
+        assert journal.get_meta("schema") == str(SCHEMA_VERSION) == "3"
         stats = journal.ingest(
             [Row(i, f"k{i}@example.com", f"k{i}@example.com", {"n": i}) for i in (1, 2, 3)],
             ids(),
@@ -260,6 +270,54 @@ def test_a_schema_1_journal_opens_migrates_and_resumes(tmp_path: Path) -> None:
             ("k3@example.com", {"n": 3}, "<m.0@example.com>"),
         ]
         assert journal.counts()[State.SENT] == 1
+
+
+# What schema 2 added to schema 1 (the DDL of the txsend that wrote schema 2).
+DATA_HEADERS_2 = (
+    'CREATE TABLE "data_headers" (\n   "id" INTEGER PRIMARY KEY,\n   "columns" TEXT NOT NULL\n)'
+)
+
+
+def schema_2_journal(path: Path) -> None:
+    """A journal as schema 2 wrote it: a JSON row sent, a compact CSV row pending."""
+    schema_1_journal(path)
+    with closing(sqlite3.connect(path)) as conn, conn:
+        conn.execute(DATA_HEADERS_2)
+        conn.execute("UPDATE meta SET value = '2' WHERE name = 'schema'")
+        conn.execute("INSERT INTO data_headers VALUES (1, ?)", ('["email", "name"]',))
+        conn.execute(
+            "INSERT INTO messages(key, row, address, data, message_id, state, attempts, "
+            "created_at, updated_at) VALUES (?, 3, ?, ?, ?, 'pending', 0, 1.0, 1.0)",
+            ("k3@example.com", "k3@example.com", '[1,"k3@example.com","Ada"]', f"<{'c' * 32}@x>"),
+        )
+
+
+def test_a_schema_2_journal_opens_migrates_and_keeps_its_rows(tmp_path: Path) -> None:
+    path = tmp_path / "two.db"
+    schema_2_journal(path)
+    with closing(Journal.open(path)) as journal:
+        assert journal.get_meta("schema") == "3"
+        assert journal.counts()[State.SENT] == 1
+        pending = journal.find("k3@example.com")
+        assert pending is not None
+        assert pending.data == {"email": "k3@example.com", "name": "Ada"}
+        secret = journal.verp_secret()
+        entry = FeedbackEntry("e1", "failed", "k1@example.com", "verp", status="5.1.1")
+        assert journal.record_feedback([entry]) == ["applied"]
+        assert journal.feedback_counts()["late_bounced"] == 1
+        assert indexes(path) == ["idx_messages_state_next_attempt_at"]
+        journal.prepare_feedback()
+        found = journal.feedback_rows(message_hex="c" * 32)
+        assert [(r.key, r.state) for r in found] == [("k3@example.com", State.PENDING)]
+    assert indexes(path) == [
+        "idx_messages_address",
+        "idx_messages_message_id",
+        "idx_messages_state_next_attempt_at",
+    ]
+    with closing(Journal.open(path)) as journal:
+        assert journal.verp_secret() == secret
+        sent = journal.find("k1@example.com")
+        assert sent is not None and sent.state is State.BOUNCED
 
 
 def test_a_journal_of_a_newer_schema_is_refused(tmp_path: Path) -> None:

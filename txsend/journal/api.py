@@ -8,12 +8,16 @@ backend from the location.
 
 The narrow core is ingest, claim, write (record) and counts (summary); the rest is
 reading for reports, the job binding, runs, rate-limit state shared by all workers,
-and the multi-worker hooks (abort, lease) that a single-process backend answers
-trivially. What only a journal shared by several workers offers (the stored job, the
-list of workers) is `SharedJournal`, reached through `JournalBackend.as_shared`.
+what came back after sending (late bounces, delays, complaints: `record_feedback`), and
+the multi-worker hooks (abort, lease) that a single-process backend answers trivially.
+What only a journal shared by several workers offers (the stored job, the list of
+workers) is `SharedJournal`, reached through `JournalBackend.as_shared`.
 
-The records passed through these protocols live in `txsend.journal.records`; they are
-exported here too.
+The suppression store shared by jobs (`SuppressionStore`: a SQLite file, or a table of
+a PostgreSQL journal's database) is not a journal; `txsend.journal.store.open_store`
+opens one.
+
+The records passed through these protocols live in `txsend.journal.records`.
 """
 
 from __future__ import annotations
@@ -21,10 +25,17 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from typing import Any, Protocol
 
-from txsend.journal.records import Claimed, IngestStats, Record
+from txsend.journal.records import (
+    Claimed,
+    FeedbackEntry,
+    FeedbackRow,
+    IngestStats,
+    Record,
+    StoreEntry,
+)
 from txsend.models import RunInfo, State
 
-__all__ = ["JournalBackend", "SharedJournal"]
+__all__ = ["JournalBackend", "SharedJournal", "Suppression", "SuppressionStore"]
 
 
 class JournalBackend(Protocol):
@@ -88,6 +99,50 @@ class JournalBackend(Protocol):
     def relay_outcomes(self) -> dict[str, dict[str, int]]: ...
     def reply_codes(self) -> list[tuple[int | None, str, int]]: ...
 
+    # what came back after sending: late bounces, delays, complaints
+    def verp_secret(self) -> bytes:
+        """The key of the job's VERP tokens: 32 random bytes made on first call, kept in the
+        journal (per job in PostgreSQL) and the same ever after. Never to be printed."""
+        ...
+
+    def prepare_feedback(self) -> None:
+        """Make the indexes `feedback_rows` uses (Message-ID, address) if they are missing.
+
+        Not made at ingest, so that sending does not pay for them."""
+        ...
+
+    def feedback_rows(
+        self,
+        *,
+        key: str | None = None,
+        message_hex: str | None = None,
+        address: str | None = None,
+        limit: int = 5,
+    ) -> list[FeedbackRow]:
+        """The rows (in data order, up to limit) a report names, by exactly one of: a key;
+        the 32 hex digits of a Message-ID `<hex@domain>`; an address (any case)."""
+        ...
+
+    def record_feedback(self, entries: Sequence[FeedbackEntry]) -> list[str]:
+        """Record a batch of reports in ONE transaction (events, rows' changes, suppressions).
+
+        Per entry: "duplicate" when its event id is recorded already (nothing changes);
+        "applied" when the rule (`txsend.journal.rules.feedback_change`) changed its row's
+        state (failed: sent|unknown -> bounced; delayed: unknown -> sent); else "noted".
+        An entry's `suppress` adds its row's address (else its recipient) to the job's
+        suppressions. ValueError (nothing recorded) for an entry of an unknown kind.
+        """
+        ...
+
+    def feedback_counts(self) -> dict[str, int]:
+        """{"late_bounced": rows a report turned bounced, "delayed", "complaints",
+        "unmatched" (no row): reports, "events": every report recorded}."""
+        ...
+
+    def feedback_events(self, limit: int = 1000) -> Iterator[dict[str, Any]]:
+        """Recorded reports, newest first: `txsend.journal.rules.FEEDBACK_COLUMNS` each."""
+        ...
+
     # runs
     def start_run(self, command: str) -> int: ...
     def finish_run(self, run_id: int, exit_code: int) -> None: ...
@@ -147,3 +202,50 @@ class SharedJournal(JournalBackend, Protocol):
     def workers(self, stopped: int = 5) -> list[dict[str, Any]]:
         """The job's live workers, then the last `stopped` others, newest first."""
         ...
+
+
+class Suppression(Protocol):
+    """What `SuppressionStore.add` takes: a `StoreEntry`, or anything with these four."""
+
+    @property
+    def address(self) -> str: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def reason(self) -> str: ...
+    @property
+    def source(self) -> str | None: ...
+
+
+class SuppressionStore(Protocol):
+    """Addresses no job sends to again, with why; see the module docstring."""
+
+    @property
+    def location(self) -> str:
+        """The file, or the URL without its password, for messages."""
+        ...
+
+    def add(self, entries: Iterable[Suppression]) -> int:
+        """Store the addresses; returns how many were new. An address stored already keeps
+        its created_at and takes the latest kind, reason and source."""
+        ...
+
+    def remove(self, addresses: Iterable[str]) -> int:
+        """Forget the addresses; returns how many were stored."""
+        ...
+
+    def __contains__(self, address: object) -> bool: ...
+
+    def reason(self, address: str) -> str | None:
+        """Why the address is suppressed, or None when it is not."""
+        ...
+
+    def entries(self, kind: str | None = None) -> Iterator[StoreEntry]:
+        """Every entry (of one kind), sorted by address."""
+        ...
+
+    def count(self) -> dict[str, int]:
+        """Entries per kind (every kind of KINDS, 0 included)."""
+        ...
+
+    def close(self) -> None: ...

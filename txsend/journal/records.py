@@ -1,4 +1,6 @@
-"""What goes into a journal and comes out of it: claimed rows, outcomes, ingest counts.
+"""What goes into a journal and comes out of it: claimed rows, outcomes, ingest counts,
+and what came back after a message was sent (late bounces, delays, complaints), and an
+entry of the suppression store (`txsend.journal.store`).
 
 Plain data, the same for every backend. A run's record (`RunInfo`) lives in
 `txsend.models`, since the reports read it without knowing about journals.
@@ -11,7 +13,7 @@ from typing import Any
 
 from txsend.models import State
 
-__all__ = ["Claimed", "IngestStats", "Record"]
+__all__ = ["Claimed", "FeedbackEntry", "FeedbackRow", "IngestStats", "Record", "StoreEntry"]
 
 
 @dataclass(frozen=True)
@@ -53,3 +55,52 @@ class IngestStats:
     invalid: int = 0
     problems: list[str] = field(default_factory=list)  # first few skip reasons, for display
     by_other: bool = False  # another worker had ingested the job already (shared journal)
+
+
+@dataclass(frozen=True)
+class FeedbackRow:
+    """A row as a report about it is matched: which message it was, and where it stands."""
+
+    key: str
+    address: str
+    message_id: str
+    state: State
+    sent_at: float | None
+
+
+@dataclass(frozen=True)
+class FeedbackEntry:
+    """One report (a DSN's recipient, an ARF report, a provider's event) to record.
+
+    `kind` is "failed", "delayed", "complaint" or "delivered"; `key` the row it was matched
+    to (None: unmatched, with `unmatched_reason`), `matched_by` how ("verp", "envid",
+    "message-id", "recipient"). `suppress`, when set, is the reason to add the address to
+    the job's suppressions.
+    """
+
+    event_id: str
+    kind: str
+    key: str | None = None
+    matched_by: str | None = None
+    recipient: str | None = None
+    status: str | None = None
+    code: int | None = None
+    diagnostic: str | None = None
+    reporting_mta: str | None = None
+    source: str | None = None
+    detector: str | None = None
+    occurred_at: float | None = None
+    suppress: str | None = None
+    unmatched_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class StoreEntry:
+    """One suppressed address (to add: the times are the store's, given ones are ignored)."""
+
+    address: str
+    kind: str  # one of KINDS
+    reason: str
+    source: str | None = None
+    created_at: float = 0.0
+    updated_at: float = 0.0

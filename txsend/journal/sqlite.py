@@ -12,7 +12,8 @@ being killed at any moment (it is in the WAL file); only a power loss or kernel 
 roll back the last few commits.
 
 The tables and their migrations are in `txsend.journal.sqliteschema`, the ingest in
-`txsend.journal.sqliteingest`.
+`txsend.journal.sqliteingest`, the reports that came back after sending (late bounces,
+complaints) in `txsend.journal.sqlitefeedback`.
 """
 
 from __future__ import annotations
@@ -26,9 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from txsend.errors import ConfigError, JobError, MissingInputError
-from txsend.journal import sqliteingest, sqliteschema
+from txsend.journal import sqlitefeedback, sqliteingest, sqliteschema
 from txsend.journal.api import SharedJournal
-from txsend.journal.records import Claimed, IngestStats, Record
+from txsend.journal.records import Claimed, FeedbackEntry, FeedbackRow, IngestStats, Record
 from txsend.journal.rules import (
     ENDED_IN_DATA,
     PROBLEM_STATES,
@@ -294,6 +295,39 @@ class Journal:
     def suppressed(self) -> Iterator[tuple[str, str]]:
         """Addresses this job must not send to again (its own hard bounces), with reasons."""
         yield from self._conn.execute("SELECT address, reason FROM suppressions")
+
+    # --- what came back after sending (`txsend.journal.sqlitefeedback`) ---------------
+
+    def verp_secret(self) -> bytes:
+        """The key of this journal's VERP tokens, made on first use and kept."""
+        return sqlitefeedback.verp_secret(self._conn)
+
+    def prepare_feedback(self) -> None:
+        """Make the indexes the lookups of `feedback_rows` use (on first use only)."""
+        sqlitefeedback.prepare_feedback(self._conn)
+
+    def feedback_rows(
+        self,
+        *,
+        key: str | None = None,
+        message_hex: str | None = None,
+        address: str | None = None,
+        limit: int = 5,
+    ) -> list[FeedbackRow]:
+        """The rows a report names: by key, Message-ID hex, or address (any case)."""
+        return sqlitefeedback.feedback_rows(
+            self._conn, key=key, message_hex=message_hex, address=address, limit=limit
+        )
+
+    def record_feedback(self, entries: Sequence[FeedbackEntry]) -> list[str]:
+        """Record a batch of reports in one transaction: "applied", "noted" or "duplicate"."""
+        return sqlitefeedback.record_feedback(self._conn, entries)
+
+    def feedback_counts(self) -> dict[str, int]:
+        return sqlitefeedback.feedback_counts(self._conn)
+
+    def feedback_events(self, limit: int = 1000) -> Iterator[dict[str, Any]]:
+        return sqlitefeedback.feedback_events(self._conn, limit)
 
     # --- rate-limit windows (txsend.delivery.ratelimit.WindowStore) -----------------------
 

@@ -8,6 +8,12 @@ Schema 2 adds `data_headers`: a CSV file's header, stored once. A message's `dat
 then either a JSON object (schema 1, JSONL rows, rows given as `Row` objects) or a JSON
 array `[header id, value, ...]`: the values of a CSV row in the order of its header.
 Migrating a schema 1 journal adds the table; its rows keep their objects.
+
+Schema 3 adds `feedback`: the reports that came back after sending (late bounces, delays,
+complaints), one row per event id, so that reading a mailbox twice counts once. The VERP
+secret is a `meta` value. Migrating from schema 1 or 2 adds the table; nothing else
+changes. The indexes the reports' lookups need (`FEEDBACK_INDEXES`) are made by the
+first `txsend bounces`, not at ingest: the send path does not pay for them.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from typing import Any
 from txsend.errors import ConfigError
 
 __all__ = [
+    "FEEDBACK_INDEXES",
     "SCHEMA_VERSION",
     "STATE_INDEX",
     "ArrayEncoder",
@@ -33,7 +40,7 @@ __all__ = [
     "set_meta",
 ]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _TABLES = (
     """CREATE TABLE IF NOT EXISTS "messages" (
@@ -86,6 +93,28 @@ _TABLES = (
    "id" INTEGER PRIMARY KEY,
    "columns" TEXT NOT NULL
 )""",
+    # schema 3
+    """CREATE TABLE IF NOT EXISTS "feedback" (
+   "id" INTEGER PRIMARY KEY,
+   "event_id" TEXT NOT NULL UNIQUE,
+   "kind" TEXT NOT NULL,
+   "key" TEXT,
+   "matched_by" TEXT,
+   "recipient" TEXT,
+   "status" TEXT,
+   "code" INTEGER,
+   "diagnostic" TEXT,
+   "reporting_mta" TEXT,
+   "source" TEXT,
+   "detector" TEXT,
+   "occurred_at" REAL,
+   "suppress" TEXT,
+   "unmatched_reason" TEXT,
+   "outcome" TEXT NOT NULL,
+   "state_before" TEXT,
+   "state_after" TEXT,
+   "recorded_at" REAL NOT NULL
+)""",
 )
 
 _META = """CREATE TABLE IF NOT EXISTS "meta" (
@@ -99,6 +128,12 @@ _META = """CREATE TABLE IF NOT EXISTS "meta" (
 STATE_INDEX = (
     'CREATE INDEX IF NOT EXISTS "idx_messages_state_next_attempt_at" '
     'ON "messages" ("state", "next_attempt_at")'
+)
+
+# The lookups of `txsend bounces` (a report names a row by its Message-ID or its address).
+FEEDBACK_INDEXES = (
+    'CREATE INDEX IF NOT EXISTS "idx_messages_message_id" ON "messages" ("message_id")',
+    'CREATE INDEX IF NOT EXISTS "idx_messages_address" ON "messages" ("address" COLLATE NOCASE)',
 )
 
 

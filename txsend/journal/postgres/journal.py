@@ -10,7 +10,9 @@ the 250), plus what several workers need. Each part has its module in this packa
 * `ingest`: the job's rows, ingested once by whoever comes first (COPY);
 * `claims`: claims with `FOR UPDATE SKIP LOCKED`, and writes fenced by the lease epoch;
 * `leases`: each worker's lease, its heartbeat, reaping the dead, the abort flag;
-* `rates`: the GCRA pace and the quota windows every worker shares.
+* `rates`: the GCRA pace and the quota windows every worker shares;
+* `feedback`: what came back after sending (late bounces, complaints), the VERP secret;
+* `store`: the suppression store every job of the database shares (not part of a journal).
 
 This module keeps the job binding, the reading for reports, and the runs. Times are
 epoch seconds (float8). Leases, GCRA and reaping use the server's clock, so hosts' clock
@@ -28,13 +30,13 @@ from typing import Any
 
 from txsend.errors import ConfigError, MissingInputError
 from txsend.journal.api import SharedJournal
-from txsend.journal.postgres import claims, leases, rates
+from txsend.journal.postgres import claims, feedback, leases, rates
 from txsend.journal.postgres.claims import CLAIM_COLUMNS
 from txsend.journal.postgres.database import Database
 from txsend.journal.postgres.ingest import ingest
 from txsend.journal.postgres.leases import DEFAULT_LEASE, Lease
 from txsend.journal.postgres.schema import migrate
-from txsend.journal.records import Claimed, IngestStats, Record
+from txsend.journal.records import Claimed, FeedbackEntry, FeedbackRow, IngestStats, Record
 from txsend.journal.rules import (
     PROBLEM_STATES,
     claimed,
@@ -213,6 +215,39 @@ class PgJournal:
     def workers(self, stopped: int = 5) -> list[dict[str, Any]]:
         """The job's live workers, then the last `stopped` others, newest first."""
         return leases.workers(self._db, self._job(), stopped)
+
+    # --- what came back after sending (`txsend.journal.postgres.feedback`) -----------
+
+    def verp_secret(self) -> bytes:
+        """The key of this job's VERP tokens, made on first use and kept with the job."""
+        return feedback.verp_secret(self._db, self._job())
+
+    def prepare_feedback(self) -> None:
+        """Make the indexes the lookups of `feedback_rows` use (on first use only)."""
+        feedback.prepare_feedback(self._db)
+
+    def feedback_rows(
+        self,
+        *,
+        key: str | None = None,
+        message_hex: str | None = None,
+        address: str | None = None,
+        limit: int = 5,
+    ) -> list[FeedbackRow]:
+        """The job's rows a report names: by key, Message-ID hex, or address (any case)."""
+        return feedback.feedback_rows(
+            self._db, self._job(), key=key, message_hex=message_hex, address=address, limit=limit
+        )
+
+    def record_feedback(self, entries: Sequence[FeedbackEntry]) -> list[str]:
+        """Record a batch of reports in one transaction: "applied", "noted" or "duplicate"."""
+        return feedback.record_feedback(self._db, self._job(), entries)
+
+    def feedback_counts(self) -> dict[str, int]:
+        return feedback.feedback_counts(self._db, self._job())
+
+    def feedback_events(self, limit: int = 1000) -> Iterator[dict[str, Any]]:
+        return feedback.feedback_events(self._db, self._job(), limit)
 
     # --- rate limits -----------------------------------------------------------------
 

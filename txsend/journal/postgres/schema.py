@@ -3,6 +3,11 @@
 Every job shares one set of tables, keyed by the job's name. `migrate` creates what is
 missing under an advisory lock (several workers may start at once on a new database) and
 refuses a database written by a newer txsend.
+
+Schema 2 adds `txsend_feedback` (the reports that came back after sending, keyed by job
+and event id) and each job's VERP secret (`txsend_jobs.verp_secret`); a schema 1
+database gets them when a txsend of schema 2 first opens it. The indexes the reports'
+lookups use (`FEEDBACK_INDEXES`) are made by the first `txsend bounces`, not here.
 """
 
 from __future__ import annotations
@@ -10,9 +15,9 @@ from __future__ import annotations
 from txsend.errors import ConfigError
 from txsend.journal.postgres.database import Database
 
-__all__ = ["NOW", "SCHEMA", "SCHEMA_LOCK", "SCHEMA_VERSION", "migrate"]
+__all__ = ["FEEDBACK_INDEXES", "NOW", "SCHEMA", "SCHEMA_LOCK", "SCHEMA_VERSION", "migrate"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # The server's clock, in epoch seconds: leases, the shared GCRA and reaping use it, so
 # clock skew between the workers' hosts does not matter to them.
@@ -86,6 +91,40 @@ CREATE TABLE IF NOT EXISTS txsend_rate_windows (
     relay text NOT NULL, window_start float8 NOT NULL, count integer NOT NULL,
     PRIMARY KEY (relay, window_start)
 );
+CREATE TABLE IF NOT EXISTS txsend_feedback (
+    job text NOT NULL,
+    event_id text NOT NULL,
+    id bigserial NOT NULL,
+    kind text NOT NULL,
+    key text,
+    matched_by text,
+    recipient text,
+    status text,
+    code integer,
+    diagnostic text,
+    reporting_mta text,
+    source text,
+    detector text,
+    occurred_at float8,
+    suppress text,
+    unmatched_reason text,
+    outcome text NOT NULL,
+    state_before text,
+    state_after text,
+    recorded_at float8 NOT NULL,
+    PRIMARY KEY (job, event_id)
+);
+"""
+# Schema 2's change of a table schema 1 made, run when the stored schema is older (an ALTER
+# TABLE locks the table out, even when IF NOT EXISTS finds the column: not on every open).
+TO_SCHEMA_2 = "ALTER TABLE txsend_jobs ADD COLUMN IF NOT EXISTS verp_secret bytea"
+
+# The lookups of `txsend bounces`: a report names a row by its Message-ID (a prefix,
+# compared byte-wise: text_pattern_ops) or by its address (any case).
+FEEDBACK_INDEXES = """
+CREATE INDEX IF NOT EXISTS txsend_messages_message_id
+    ON txsend_messages (job, message_id text_pattern_ops);
+CREATE INDEX IF NOT EXISTS txsend_messages_address ON txsend_messages (job, lower(address));
 """
 SCHEMA_LOCK = 0x7478_7365_6E64  # advisory lock id: "txsend", for concurrent first use
 
@@ -96,13 +135,15 @@ def migrate(db: Database) -> None:
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
         conn.execute(SCHEMA)  # a constant of several statements
         found = conn.execute("SELECT value FROM txsend_meta WHERE name = 'schema'").fetchone()
-        if found is None:
-            conn.execute(
-                "INSERT INTO txsend_meta(name, value) VALUES ('schema', %s)",
-                (str(SCHEMA_VERSION),),
-            )
-        elif int(found[0]) > SCHEMA_VERSION:
+        if found is not None and int(found[0]) > SCHEMA_VERSION:
             raise ConfigError(
                 f"journal {db.location} was written by a newer txsend (schema {found[0]})",
                 hint="upgrade txsend",
+            )
+        if found is None or int(found[0]) < SCHEMA_VERSION:
+            conn.execute(TO_SCHEMA_2)
+            conn.execute(
+                "INSERT INTO txsend_meta(name, value) VALUES ('schema', %s) "
+                "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                (str(SCHEMA_VERSION),),
             )
