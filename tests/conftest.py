@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.postfix import PostfixInstance, postfix_instance
 from tests.smtpd import ScriptedServer
 
 
@@ -44,3 +45,11 @@ def pg_url(pg_server: str, request: pytest.FixtureRequest) -> str:
 
     name = "t_" + re.sub(r"[^a-z0-9]+", "_", request.node.name.lower())[:50]
     return fresh_database(pg_server, name)
+
+
+@pytest.fixture
+def postfix() -> Iterator[PostfixInstance]:
+    """A throwaway Postfix relay on 127.0.0.1 that bounces mail for nowhere.example, delays
+    slow.example and delivers acme.example to a Maildir (tests/postfix.py)."""
+    with postfix_instance() as instance:
+        yield instance
