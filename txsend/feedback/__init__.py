@@ -1,0 +1,1 @@
+"""What came back after sending: delivery reports, complaints, and where they are read."""
