@@ -8,7 +8,7 @@ import smtplib
 from email.message import EmailMessage, Message
 from pathlib import Path
 
-from tests.postfix import PostfixInstance, postfix_instance, process_alive
+from tests.postfix import PostfixInstance, listening, postfix_instance, process_alive
 
 TOKEN = "tx1abcdefabcdefghijklmnopqrstuvwxyz234567abcdefghi"
 VERP = f"bounces+{TOKEN}@acme.example"
@@ -121,3 +121,4 @@ def test_the_instance_is_stopped_and_its_folder_removed_at_the_end() -> None:
         assert process_alive(pid)
     assert not process_alive(pid)
     assert not folder.exists()
+    assert not listening(instance.port) and not listening(instance.mx_port)
