@@ -303,19 +303,18 @@ class ImapSource:
 
     def _create(self, imap: imaplib.IMAP4, folder: str) -> None:
         """Make the folder handled messages go to; one that exists already is fine."""
-        try:
-            typ, data = imap.create(mailbox_name(folder))
+        try:  # NO [ALREADYEXISTS] is an answer, not an error; a real problem shows at MOVE
+            imap.create(mailbox_name(folder))
         except (imaplib.IMAP4.abort, OSError, EOFError) as exc:
             raise UnreachableError(
                 f"IMAP server {self.url.where}: connection lost creating {folder!r}: {_why(exc)}"
             ) from None
         except imaplib.IMAP4.error:
-            return  # NO [ALREADYEXISTS] on most servers; a real problem shows at MOVE
-        del typ, data
+            return
 
     def _command(self, what: str, *args: Any) -> list[Any]:
-        """One UID command; its data, or UnreachableError when the session broke, or
-        TxsendError when the server said NO/BAD."""
+        """One UID command; its data. UnreachableError when the session broke or the
+        server refused (NO/BAD), naming the command."""
         imap = self._session()
         try:
             typ, data = imap.uid(*args)
