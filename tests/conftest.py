@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.dovecot import DovecotServer, dovecot_server
 from tests.postfix import PostfixInstance, postfix_instance
 from tests.smtpd import ScriptedServer
 
@@ -53,3 +54,11 @@ def postfix() -> Iterator[PostfixInstance]:
     slow.example and delivers acme.example to a Maildir (tests/postfix.py)."""
     with postfix_instance() as instance:
         yield instance
+
+
+@pytest.fixture
+def dovecot() -> Iterator[DovecotServer]:
+    """A throwaway Dovecot IMAP server on 127.0.0.1 (imaps and STARTTLS ports, a test CA,
+    one user) with an empty Maildir (tests/dovecot.py)."""
+    with dovecot_server() as server:
+        yield server

@@ -77,12 +77,24 @@ def wait_until(
         time.sleep(0.05)
 
 
-def _port_open(port: int) -> bool:
+def listening(port: int) -> bool:
+    """Whether a TCP socket listens on 127.0.0.1:port (read from /proc/net/tcp, without
+    connecting, so that the server logs no aborted session)."""
+    wanted = f"0100007F:{port:04X}"
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
+        lines = Path("/proc/net/tcp").read_text().splitlines()[1:]
     except OSError:
         return False
+    return any(line.split()[1] == wanted and line.split()[3] == "0A" for line in lines)
+
+
+def process_alive(pid: int) -> bool:
+    """Whether the process runs (a zombie left for an init that does not reap is gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
 @dataclass
@@ -281,7 +293,7 @@ def postfix_instance() -> Iterator[PostfixInstance]:
         if done.returncode != 0:
             raise RuntimeError(f"postfix start failed: {done.stderr or done.stdout}")
         wait_until(
-            lambda: _port_open(instance.port) and _port_open(instance.mx_port),
+            lambda: listening(instance.port) and listening(instance.mx_port),
             START_TIMEOUT,
             f"Postfix listening on 127.0.0.1:{instance.port}",
             instance.log_path,
@@ -302,15 +314,6 @@ def _master_pid(instance: PostfixInstance) -> int | None:
         return None
 
 
-def _alive(pid: int) -> bool:
-    """Whether the process runs (a zombie left for an init that does not reap is gone)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
-
-
 def _stop(instance: PostfixInstance) -> None:
     """postfix stop, then wait for the master to be gone (kill it if it lingers)."""
     pid = _master_pid(instance)
@@ -323,7 +326,7 @@ def _stop(instance: PostfixInstance) -> None:
     if pid is None:
         return
     deadline = time.monotonic() + STOP_TIMEOUT
-    while _alive(pid) and time.monotonic() < deadline:
+    while process_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
-    if _alive(pid):
+    if process_alive(pid):
         os.kill(pid, signal.SIGKILL)

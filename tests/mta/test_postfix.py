@@ -8,7 +8,7 @@ import smtplib
 from email.message import EmailMessage, Message
 from pathlib import Path
 
-from tests.postfix import PostfixInstance, postfix_instance
+from tests.postfix import PostfixInstance, listening, postfix_instance, process_alive
 
 TOKEN = "tx1abcdefabcdefghijklmnopqrstuvwxyz234567abcdefghi"
 VERP = f"bounces+{TOKEN}@acme.example"
@@ -118,14 +118,7 @@ def test_the_instance_is_stopped_and_its_folder_removed_at_the_end() -> None:
     with postfix_instance() as instance:
         pid = int((instance.queue_directory / "pid" / "master.pid").read_text().split()[0])
         folder = instance.folder
-        assert _running(pid)
-    assert not _running(pid)
+        assert process_alive(pid)
+    assert not process_alive(pid)
     assert not folder.exists()
-
-
-def _running(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+    assert not listening(instance.port) and not listening(instance.mx_port)
