@@ -31,6 +31,9 @@ LAZY = {
     "txsend.app.sending": "the delivery engine, templates and journals load when a run starts",
     "txsend.app.inspection": "status/report/validate/preview load their use case when run",
     "txsend.app.jobs": "`txsend worker` loads the stored job's use case when it runs",
+    "txsend.app.bounces": "the report parsers (flufl.bounce among them) load for `bounces` only",
+    "txsend.app.suppressions": "the suppression store loads when `txsend suppress` runs",
+    "txsend.feedback.imap": "imaplib and TLS load only for `txsend bounces --imap`",
 }
 
 

@@ -144,6 +144,20 @@ class DkimSpec:
 
 
 @dataclass(frozen=True)
+class Envelope:
+    """`return_path:` and `verp:`: the envelope sender (MAIL FROM), where bounces go.
+
+    `return_path` None: the From address. With `verp`, each row has its own envelope
+    sender: `verp_pattern` with ``{token}`` replaced (`txsend.verp`), or, without a pattern,
+    the return path's local part + ``+{token}`` at its domain.
+    """
+
+    return_path: str | None = None  # bare address
+    verp: bool = False
+    verp_pattern: str | None = None
+
+
+@dataclass(frozen=True)
 class Content:
     """Everything about a message's content beyond from/subject/text/html."""
 
@@ -157,6 +171,7 @@ class Content:
     attachments: tuple[AttachmentSpec, ...] = ()
     unsubscribe: Unsubscribe | None = None
     dkim: DkimSpec | None = None
+    envelope: Envelope = field(default_factory=Envelope)
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +193,7 @@ class RenderedMessage:
     rcpt_to: str  # envelope recipient (bare address)
     data: bytes  # RFC 5322 message, CRLF line endings, not dot-stuffed
     smtputf8: bool = False  # the recipient's local part is not ASCII: needs SMTPUTF8
+    envid: str | None = None  # the DSN's ENVID (RFC 3461): the row's VERP token
 
 
 @dataclass(frozen=True)

@@ -34,8 +34,10 @@ def test_help_lists_the_commands_in_their_order() -> None:
         "report",
         "validate",
         "preview",
+        "bounces",
         "init",
         "sink",
+        "suppress",
     ]
 
 

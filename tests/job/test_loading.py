@@ -598,6 +598,78 @@ def test_suppress_paths_are_absolute_and_deduplicated(tmp_path: Path) -> None:
     assert all(p.is_absolute() for p in job.suppress)
 
 
+@pytest.mark.parametrize(
+    ("suppress", "store"),
+    [
+        ("suppress: {store: true}\n", "default"),
+        ("suppress: {store: default}\n", "default"),
+        ("suppress: {store: postgresql://db.example/txsend}\n", "postgresql://db.example/txsend"),
+        ("suppress: {store: false}\n", None),
+    ],
+)
+def test_suppress_store_forms(tmp_path: Path, suppress: str, store: str | None) -> None:
+    job = load_job(make_job(tmp_path, MINIMAL_JOB + suppress, templates=False), env={})
+    assert job.suppress_store == store
+    assert job.suppress == ()
+
+
+def test_suppress_store_path_is_relative_to_the_job_and_files_still_read(tmp_path: Path) -> None:
+    (tmp_path / "lists.txt").write_text("x@example.com\n")
+    job = load_job(
+        make_job(
+            tmp_path,
+            MINIMAL_JOB + "suppress: {store: state/supp.db, files: [lists.txt]}\n",
+            templates=False,
+        ),
+        env={},
+    )
+    assert job.suppress_store == str(tmp_path / "state" / "supp.db")
+    assert job.suppress == (tmp_path / "lists.txt",)
+
+
+@pytest.mark.parametrize(
+    ("yaml", "return_path", "verp", "pattern"),
+    [
+        ("", None, False, None),
+        ("return_path: bounces@acme.example\n", "bounces@acme.example", False, None),
+        ("return_path: <b@acme.example>\nverp: true\n", "b@acme.example", True, None),
+        ("verp: 'b-{token}@acme.example'\n", None, True, "b-{token}@acme.example"),
+        ("verp: false\n", None, False, None),
+    ],
+)
+def test_envelope_forms(
+    tmp_path: Path, yaml: str, return_path: str | None, verp: bool, pattern: str | None
+) -> None:
+    job = load_job(make_job(tmp_path, MINIMAL_JOB + yaml, templates=False), env={})
+    envelope = job.content.envelope
+    assert (envelope.return_path, envelope.verp, envelope.verp_pattern) == (
+        return_path,
+        verp,
+        pattern,
+    )
+
+
+@pytest.mark.parametrize(
+    ("yaml", "expected"),
+    [
+        ("return_path: not-an-address\n", "job.yaml:5: return_path: no '@' in address"),
+        ("return_path: 'a@b@c'\n", "job.yaml:5: return_path: more than one '@'"),
+        ("verp: 3\n", "job.yaml:5: verp: expected true, false or an address with {token}"),
+        ("verp: 'bounces@acme.example'\n", "job.yaml:5: verp: must hold {token} once"),
+        ("verp: 'b@{token}.example'\n", "job.yaml:5: verp: {token} belongs in the local part"),
+        (
+            "verp: 'a-very-long-prefix-for-bounces-{token}@acme.example'\n",
+            "job.yaml:5: verp: with its 44-character token the local part is over 64",
+        ),
+        ("verp: 'b {token}@acme.example'\n", "job.yaml:5: verp: does not make an address"),
+    ],
+)
+def test_envelope_errors_name_the_line(tmp_path: Path, yaml: str, expected: str) -> None:
+    with pytest.raises(JobError) as caught:
+        load_job(make_job(tmp_path, MINIMAL_JOB + yaml, templates=False), env={})
+    assert str(caught.value).startswith(str(tmp_path / expected)), str(caught.value)
+
+
 def test_suppress_empty_list(tmp_path: Path) -> None:
     job = load_job(make_job(tmp_path, MINIMAL_JOB + "suppress: []\n", templates=False), env={})
     assert job.suppress == ()
@@ -622,7 +694,10 @@ def test_missing_suppression_file_names_file_and_line(tmp_path: Path) -> None:
     ("suppress", "expected"),
     [
         ("suppress: 5\n", "job.yaml:5: suppress: expected a list, got the number 5"),
-        ("suppress: {file: a.csv}\n", "job.yaml:5: suppress: expected a list, got a mapping"),
+        ("suppress: {file: a.csv}\n", "job.yaml:5: suppress.file: unknown key (did you mean"),
+        ("suppress: {store: 5}\n", "job.yaml:5: suppress.store: expected true, a file path"),
+        ("suppress: {store: 'mysql://x/y'}\n", "job.yaml:5: suppress.store: a store URL is"),
+        ("suppress: {files: [7]}\n", "job.yaml:5: suppress.files[0]: expected a file path"),
         ("suppress:\n  - suppressed.csv\n  - 7\n", "job.yaml:7: suppress[1]: expected a file path"),
         ('suppress: [""]\n', "job.yaml:5: suppress[0]: expected a file path"),
         ("suppress: [lists]\n", "job.yaml:5: suppress[0]: lists is not a file"),

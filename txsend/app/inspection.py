@@ -54,6 +54,7 @@ def report(target: Path, overrides: JobOverrides) -> dict[str, Any]:
             journal.reply_codes(),
             journal.next_attempt_at(),
             problems_of(journal, target),
+            journal.feedback_counts(),
         )
     finally:
         journal.close()
@@ -130,6 +131,7 @@ def status(target: Path, overrides: JobOverrides) -> Summary:
             command="status",
             problems=problems_of(journal, target),
             workers=_workers(journal),
+            feedback=journal.feedback_counts(),
         )
     finally:
         journal.close()

@@ -17,9 +17,11 @@ from txsend.app import eventloop
 from txsend.app.inspection import problems_of
 from txsend.app.jobs import fingerprint, load, open_for
 from txsend.app.requests import Prepared, RunRequest
+from txsend.app.suppressions import add_to_run, open_job_store
 from txsend.content.ids import MessageIds, message_id_domain
 from txsend.content.renderer import Renderer
 from txsend.delivery.engine import Engine, SendOptions
+from txsend.delivery.outcomes import HARD_BOUNCE
 from txsend.delivery.smtp.connection import tls_context_for
 from txsend.errors import (
     ConfigError,
@@ -34,6 +36,7 @@ from txsend.job.spec import Job
 from txsend.job.suppression import load_suppressions
 from txsend.journal.api import JournalBackend
 from txsend.journal.lock import journal_lock
+from txsend.journal.store import StoreEntry
 from txsend.logs import event
 from txsend.models import RelayConfig, State
 from txsend.reporting.outputs import RunOutputs
@@ -135,7 +138,7 @@ def send(
 ) -> Summary:
     """Send what is due through relays (with their passwords); record the run."""
     job, journal = prepared.job, prepared.journal
-    renderer = Renderer(job)
+    renderer = Renderer(job, verp_secret=journal.verp_secret())
     outputs = RunOutputs(request.outputs)
     outputs.start()
     run_id = journal.start_run(command)
@@ -168,8 +171,24 @@ def send(
         if not recorded:
             journal.finish_run(run_id, exit_code)
         outputs.close()
+    _share_hard_bounces(job, journal)
     _run_end_event(summary, stats)
     return summary
+
+
+def _share_hard_bounces(job: Job, journal: JournalBackend) -> None:
+    """The run's hard bounces (bad mailboxes) go to the job's suppression store, if any."""
+    store = open_job_store(job)
+    if store is None:
+        return
+    try:
+        store.add(
+            StoreEntry(address, "bounce", f"{reason} ({job.name})", job.name)
+            for address, reason in journal.suppressed()
+            if reason == HARD_BOUNCE
+        )
+    finally:
+        store.close()
 
 
 def _engine(
@@ -193,6 +212,9 @@ def _engine(
     suppressions = load_suppressions(job.suppress)
     for address, reason in journal.suppressed():
         suppressions.add(address, reason)
+    store = add_to_run(job, suppressions)
+    if store is not None:
+        store.close()
     engine = Engine(job, journal, renderer, relays, options, tick, suppressions)
     engine.stats.unknown_recovered = prepared.recovered
     return engine

@@ -17,7 +17,7 @@ from typing import Annotated, Any
 import typer
 
 from txsend import __version__, logs
-from txsend.cli import inspection, send, tools
+from txsend.cli import feedback, inspection, send, tools
 from txsend.cli.console import stderr_console, stderr_line
 from txsend.errors import ExitCode, TxsendError
 
@@ -43,11 +43,13 @@ COMMANDS: tuple[Callable[..., None], ...] = (
     inspection.report,
     inspection.validate,
     inspection.preview,
+    feedback.bounces,
     tools.init,
     tools.sink,
 )
 for _command in COMMANDS:
     app.command()(_command)
+app.add_typer(feedback.suppress_app)
 
 # the commands whose --log-format json turns even a usage error into a JSON line
 _LOGGING_COMMANDS = ("run", "resume", "worker")

@@ -21,7 +21,7 @@ from txsend.cli.options import (
     journal_overrides,
     takes,
 )
-from txsend.cli.verdict import print_summary
+from txsend.cli.verdict import feedback_line, print_summary
 from txsend.errors import ExitCode, UsageError
 
 if TYPE_CHECKING:
@@ -126,6 +126,8 @@ def _print_journal_report(console: Console, data: dict[str, Any]) -> None:
         if count:
             table.add_row(state, str(count))
     console.print(table)
+    if data.get("feedback"):
+        console.print(feedback_line(data["feedback"]), markup=False)
     for run in data["runs"]:
         code = "running or killed" if run["exit_code"] is None else f"exit {run['exit_code']}"
         console.print(

@@ -32,6 +32,8 @@ def print_summary(console: Console, summary: Summary) -> None:
     """The summary table (this run's outcomes beside the journal's totals), then the pace,
     the relays and what the run left to look at."""
     console.print(_state_table(summary))
+    if summary.feedback and summary.feedback.get("events"):
+        console.print(feedback_line(summary.feedback), markup=False)
     stats = summary.stats
     if stats is None:
         return
@@ -48,6 +50,15 @@ def print_summary(console: Console, summary: Summary) -> None:
         )
     if summary.dry_run:
         console.print(f"dry run: {stats.queued} messages rendered, nothing sent")
+
+
+def feedback_line(feedback: dict[str, int]) -> str:
+    """What `txsend bounces` recorded so far, in one line."""
+    return (
+        f"after acceptance: {feedback.get('late_bounced', 0)} bounced (counted in bounced), "
+        f"{feedback.get('complaints', 0)} complaints, {feedback.get('delayed', 0)} delays, "
+        f"{feedback.get('unmatched', 0)} reports matched no row"
+    )
 
 
 def _state_table(summary: Summary) -> Table:

@@ -36,9 +36,11 @@ from txsend.content.mime import Framer, normalise_body, text_leaf
 from txsend.content.templates import CompiledTemplate, compile_template, environments
 from txsend.errors import JobError, MissingInputError, RowError, RowFailed, UsageError
 from txsend.job.content import FIELD_NAME, RESERVED_HEADERS
+from txsend.job.envelope import check_verp_address, verp_pattern
 from txsend.job.paths import PathEscapes, confine
 from txsend.job.spec import Job
 from txsend.models import AttachmentSpec, Content, RenderedMessage, Row, Unsubscribe
+from txsend.verp import PLACEHOLDER, make_token
 
 if TYPE_CHECKING:
     from txsend.content.dkim import DkimSigner
@@ -78,8 +80,11 @@ class _RowFile:
 class Renderer:
     """Turns recipient rows into complete RFC 5322 messages for one job."""
 
-    def __init__(self, job: Job) -> None:
-        """Compile every template, read shared files, precompute everything constant."""
+    def __init__(self, job: Job, *, verp_secret: bytes | None = None) -> None:
+        """Compile every template, read shared files, precompute everything constant.
+
+        With `verp_secret` (the journal's), each message carries its row's VERP token as
+        the DSN's ENVID and, when the job asks for `verp:`, in its envelope sender."""
         if job.text is None and job.html is None and job.content.markdown is None:
             raise JobError("the job has neither a text nor an html template", file=str(job.source))
         self.job = job
@@ -93,7 +98,9 @@ class Renderer:
         self._after_mid = self._fixed_header_lines()
 
         self._from = self._job_mailbox(job.from_addr, "From")
-        self.mail_from = self._from[1]
+        self.mail_from = job.content.envelope.return_path or self._from[1]
+        self._secret = verp_secret
+        self._verp = self._verp_pattern(job)
         self._reply_to = self._job_mailbox(job.reply_to, "Reply-To") if job.reply_to else None
         self._from_lines = self._sender_lines()
         self._subject_const = self._fixed_subject()
@@ -456,9 +463,36 @@ class Renderer:
         )
         if self.signer is not None:
             data = self.signer.sign(data)
+        if self._secret is None:
+            return RenderedMessage(
+                key=row.key, mail_from=self.mail_from, rcpt_to=f.rcpt, data=data, smtputf8=smtputf8
+            )
+        token = make_token(self._secret, self.job.name, message_id)
+        mail_from = self.mail_from if self._verp is None else self._verp.replace(PLACEHOLDER, token)
         return RenderedMessage(
-            key=row.key, mail_from=self.mail_from, rcpt_to=f.rcpt, data=data, smtputf8=smtputf8
+            key=row.key,
+            mail_from=mail_from,
+            rcpt_to=f.rcpt,
+            data=data,
+            smtputf8=smtputf8,
+            envid=token,
         )
+
+    def envelope_sender(self, message_id: str) -> str:
+        """The envelope sender of the message with this Message-ID (for `preview`)."""
+        if self._secret is None or self._verp is None:
+            return self.mail_from
+        return self._verp.replace(PLACEHOLDER, make_token(self._secret, self.job.name, message_id))
+
+    def _verp_pattern(self, job: Job) -> str | None:
+        envelope = job.content.envelope
+        if not envelope.verp:
+            return None
+        pattern = envelope.verp_pattern or verp_pattern(self.mail_from)
+        problem = check_verp_address(pattern)
+        if problem is not None:
+            raise JobError(f"verp: {pattern}: {problem}", file=str(job.source))
+        return pattern
 
     def render_slow(self, row: Row, message_id: str, *, date: str) -> bytes:
         """Build the same message with EmailMessage (reference path, for tests)."""

@@ -38,7 +38,7 @@ def feedback(
         # no per-message block (seen from some gateways): every block is a recipient
         per_message, recipients = [], report.blocks[:MAX_RECIPIENTS]
     envid = fields.xtext(first(per_message, "original-envelope-id"))
-    all_tokens = tokens + tuple(t for t in fields.tokens([envid]) if t not in tokens)
+    all_tokens = tokens  # the ENVID's token is read from `envid`, by whoever matches
     arrival = fields.rfc5322_date(first(per_message, "arrival-date"))
     original_id = _message_id(report.returned)
     found: list[Feedback] = []

@@ -42,7 +42,7 @@ class Feedback:
     reporting_mta: str | None = None  # "dns; mx.example"
     remote_mta: str | None = None
     envid: str | None = None  # Original-Envelope-Id
-    tokens: tuple[str, ...] = ()  # VERP tokens found in envelope headers and the ENVID
+    tokens: tuple[str, ...] = ()  # VERP tokens in the addresses the report came back to
     message_id: str | None = None  # the original message's Message-ID, "<...>"
     complaint_type: str | None = None  # ARF Feedback-Type (abuse, fraud, ...)
     occurred_at: float | None = None  # epoch seconds

@@ -91,7 +91,7 @@ class MboxSource:
     def __init__(self, path: Path) -> None:
         if not path.exists():
             raise MissingInputError(f"{path}: no such mbox file")
-        if not path.is_file():
+        if not (path.is_file() or path.is_fifo()):  # a pipe too: --mbox <(zcat old.mbox.gz)
             raise JobError("not an mbox file", file=str(path), hint="for a Maildir: --maildir")
         self.path = path
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from txsend.addresses import a_label
 from txsend.errors import JobError, MissingInputError
+from txsend.job.envelope import ENVELOPE_KEYS, load_envelope
 from txsend.job.paths import PathEscapes, absolute, confine
 from txsend.job.yamlmap import Section, read_text
 from txsend.models import AttachmentSpec, Content, DkimSpec, Template, Unsubscribe
@@ -30,19 +31,22 @@ RESERVED_HEADERS: dict[str, str] = {
     "mime-version": "txsend sets it",
 }
 
-CONTENT_KEYS = frozenset(
-    {
-        "markdown",
-        "auto_text",
-        "inline_css",
-        "transactional",
-        "auto_submitted",
-        "precedence",
-        "feedback_id",
-        "attachments",
-        "unsubscribe",
-        "dkim",
-    }
+CONTENT_KEYS = (
+    frozenset(
+        {
+            "markdown",
+            "auto_text",
+            "inline_css",
+            "transactional",
+            "auto_submitted",
+            "precedence",
+            "feedback_id",
+            "attachments",
+            "unsubscribe",
+            "dkim",
+        }
+    )
+    | ENVELOPE_KEYS
 )
 _ATTACHMENT_KEYS = frozenset({"path", "content_type", "filename", "compress", "compress_over"})
 _UNSUBSCRIBE_KEYS = frozenset({"url", "mailto", "one_click"})
@@ -77,6 +81,7 @@ def load_content(root: Section, base: Path, *, has_body: bool) -> Content:
         attachments=_attachments(root, base),
         unsubscribe=_unsubscribe(root),
         dkim=_dkim(root, base),
+        envelope=load_envelope(root),
     )
 
 

@@ -7,6 +7,7 @@ import shlex
 import stat
 import subprocess
 from collections.abc import Mapping
+from pathlib import Path
 
 from txsend.errors import ConfigError
 from txsend.models import RelayConfig
@@ -15,52 +16,63 @@ from txsend.models import RelayConfig
 FALLBACK_ENV = "TXSEND_RELAY_PASSWORD"
 
 
+def read_secret(
+    owner: str,
+    *,
+    env_var: str | None = None,
+    file: Path | None = None,
+    cmd: str | None = None,
+    env: Mapping[str, str] = os.environ,
+) -> str | None:
+    """A password from an environment variable, a file (mode 0600) or a command's output
+    (trailing newline stripped); None when no source is given. `owner` names what the
+    password is for, in errors (ConfigError, 78)."""
+    if env_var:
+        value = env.get(env_var)
+        if not value:
+            raise ConfigError(
+                f"{owner}: environment variable {env_var} is not set",
+                hint=f"export {env_var}=... before running txsend",
+            )
+        return value
+    if file:
+        try:
+            mode = file.stat().st_mode
+            password = file.read_text(encoding="utf-8").rstrip("\r\n")
+        except OSError as exc:
+            raise ConfigError(f"{owner}: cannot read password_file {file}: {exc.strerror}") from exc
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise ConfigError(
+                f"{owner}: password_file {file} is readable by others",
+                hint=f"chmod 600 {file}",
+            )
+        return password
+    if cmd:
+        try:
+            done = subprocess.run(
+                shlex.split(cmd), capture_output=True, text=True, timeout=30, check=False
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise ConfigError(f"{owner}: password_cmd failed to run: {exc}") from exc
+        if done.returncode != 0:
+            raise ConfigError(f"{owner}: password_cmd exited with status {done.returncode}")
+        return done.stdout.rstrip("\r\n")
+    return None
+
+
 def relay_password(relay: RelayConfig, env: Mapping[str, str] = os.environ) -> str | None:
     """The relay's password, or None when it needs none; ConfigError (78) when it is missing.
 
     Whether a password may be used at all (a user in the URL, TLS or allow_insecure_auth)
     is checked when the relay URL is parsed.
     """
-    if relay.password_env:
-        value = env.get(relay.password_env)
-        if not value:
-            raise ConfigError(
-                f"relay {relay.url}: environment variable {relay.password_env} is not set",
-                hint=f"export {relay.password_env}=... before running txsend",
-            )
-        password: str | None = value
-    elif relay.password_file:
-        try:
-            mode = relay.password_file.stat().st_mode
-            password = relay.password_file.read_text(encoding="utf-8").rstrip("\r\n")
-        except OSError as exc:
-            raise ConfigError(
-                f"relay {relay.url}: cannot read password_file {relay.password_file}: "
-                f"{exc.strerror}"
-            ) from exc
-        if mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise ConfigError(
-                f"relay {relay.url}: password_file {relay.password_file} is readable by others",
-                hint=f"chmod 600 {relay.password_file}",
-            )
-    elif relay.password_cmd:
-        try:
-            done = subprocess.run(
-                shlex.split(relay.password_cmd),
-                capture_output=True,
-                text=True,
-                timeout=30,
-                check=False,
-            )
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise ConfigError(f"relay {relay.url}: password_cmd failed to run: {exc}") from exc
-        if done.returncode != 0:
-            raise ConfigError(
-                f"relay {relay.url}: password_cmd exited with status {done.returncode}"
-            )
-        password = done.stdout.rstrip("\r\n")
-    else:
-        password = None
+    password = read_secret(
+        f"relay {relay.url}",
+        env_var=relay.password_env,
+        file=relay.password_file,
+        cmd=relay.password_cmd,
+        env=env,
+    )
 
     if password is None and relay.username is not None:
         password = env.get(FALLBACK_ENV) or None

@@ -68,6 +68,8 @@ _RETRY_KEYS = ("attempts", "backoff", "max_backoff", "max_age")
 _ABORT_KEYS = ("error_rate", "min_messages")
 _TIMEOUT_KEYS = ("connect", "command", "data_end")
 _ON_UNKNOWN = ("resend", "skip")
+_SUPPRESS_KEYS = frozenset({"store", "files"})
+DEFAULT_STORE = "default"  # suppress.store: true
 
 # Catches two addresses in one cell, or "Name <addr>" where a bare address belongs.
 
@@ -134,7 +136,7 @@ def _load_yaml_job(
     headers = job_headers(root)
     relays = job_relays(root, base)
     delivery = _job_delivery(root)
-    suppress = _job_suppress(root, base)
+    suppress, suppress_store = _job_suppress(root, base)
     max_size = _job_max_size(root)
     journal = _job_journal(root, base) or JournalLocation(path=default_journal(source))
     job = Job(
@@ -154,6 +156,7 @@ def _load_yaml_job(
         delivery=delivery,
         max_message_size=max_size,
         suppress=suppress,
+        suppress_store=suppress_store,
         content=content,
     )
     return apply(job, overrides, env)
@@ -391,15 +394,47 @@ def _seconds(value: float) -> str:
     return f"{value:g}s"
 
 
-def _job_suppress(root: Section, base: Path) -> tuple[Path, ...]:
-    """suppress: one file or a list of files of addresses never to send to."""
-    value = root.value("suppress")
+def _job_suppress(root: Section, base: Path) -> tuple[tuple[Path, ...], str | None]:
+    """suppress: files of addresses never to send to, and the shared store to consult.
+
+    One file, a list of files, or a mapping ``{store: PATH, files: [...]}`` whose
+    `store` is a SQLite file (relative to the job's folder), a postgresql:// URL, or
+    ``true`` for the default (the PostgreSQL journal's database, else a file in the
+    user's state directory)."""
+    section = root.opt_map("suppress") if isinstance(root.value("suppress"), dict) else None
+    if section is not None:
+        section.check_keys(_SUPPRESS_KEYS)
+        return _suppress_files(section, "files", base), _suppress_store(section, base)
+    return _suppress_files(root, "suppress", base), None
+
+
+def _suppress_store(section: Section, base: Path) -> str | None:
+    value = section.value("store")
+    if value is None or value is False:
+        return None
+    if value is True or (isinstance(value, str) and value.strip() == DEFAULT_STORE):
+        return DEFAULT_STORE
+    if not isinstance(value, str) or not value.strip():
+        raise section.error(
+            "store",
+            f"expected true, a file path or a postgresql:// URL, got {describe_value(value)}",
+        )
+    text = value.strip()
+    if "://" in text:
+        if not text.startswith(("postgresql://", "postgres://")):
+            raise section.error("store", "a store URL is postgresql://host/db")
+        return text
+    return str(absolute(base / Path(text).expanduser()))
+
+
+def _suppress_files(root: Section, key: str, base: Path) -> tuple[Path, ...]:
+    value = root.value(key)
     if isinstance(value, str):
-        items: list[tuple[Any, int | None]] = [(value, root.line_of("suppress"))]
-        names = ["suppress"]
+        items: list[tuple[Any, int | None]] = [(value, root.line_of(key))]
+        names = [root.name(key)]
     else:
-        items = root.opt_list("suppress")
-        names = [f"suppress[{index}]" for index in range(len(items))]
+        items = root.opt_list(key)
+        names = [f"{root.name(key)}[{index}]" for index in range(len(items))]
     files: list[Path] = []
     for (item, line), name in zip(items, names, strict=True):
         if isinstance(item, bool) or not isinstance(item, str) or not item.strip():

@@ -111,6 +111,8 @@ class Job:
     delivery: Delivery = field(default_factory=Delivery)
     max_message_size: int = 10 * 1024 * 1024
     suppress: tuple[Path, ...] = ()  # files of addresses never to send to
+    # the suppression store shared by jobs: a SQLite path, a postgresql:// URL, "default"
+    suppress_store: str | None = None
     content: Content = field(default_factory=Content)
     # the flags applied (paths resolved); stored in the journal so `resume` rebuilds the job
     flags: JobOverrides = field(default_factory=JobOverrides)

@@ -63,6 +63,10 @@ class SuppressionList:
     def __len__(self) -> int:
         return len(self._reasons)
 
+    def addresses(self) -> Iterator[str]:
+        """Every suppressed address, normalised (lowercase), in the order added."""
+        return iter(self._reasons)
+
     def __repr__(self) -> str:
         return f"SuppressionList({len(self)} addresses)"
 

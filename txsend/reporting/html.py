@@ -291,6 +291,14 @@ def _header_facts(report: Report) -> list[tuple[str, str]]:
     return facts
 
 
+_FEEDBACK_CARDS = (
+    ("late_bounced", "accepted, then bounced"),
+    ("complaints", "complaints"),
+    ("delayed", "delays"),
+    ("unmatched", "unmatched reports"),
+)
+
+
 def _card(label: str, value: str, state: str | None = None) -> str:
     mark = swatch(state) if state else ""
     return (
@@ -305,6 +313,16 @@ def _summary(report: Report) -> str:
     cards = [_card(state, fmt_int(counts[state]), state) for state in shown]
     parts = [f'<div class="cards">\n{"".join(cards)}\n</div>']
     parts.append('<p class="note">Journal totals after the run.</p>')
+    if report.feedback:
+        late = [
+            _card(label, fmt_int(round(report.feedback.get(key) or 0)))
+            for key, label in _FEEDBACK_CARDS
+        ]
+        parts.append(f'<div class="cards">\n{"".join(late)}\n</div>')
+        parts.append(
+            '<p class="note">After the relay accepted: reports read by txsend bounces. '
+            "Rows accepted, then bounced are counted in bounced too.</p>"
+        )
     run = report.run
     if run is not None:
         rate = run.messages_per_second

@@ -198,6 +198,7 @@ class Report:
     relays: Mapping[str, Relay]  # over all runs (`txsend report` only)
     reply_codes: tuple[ReplyCode, ...] | None  # over all runs (`txsend report` only)
     problems: ProblemReport
+    feedback: Mapping[str, float | None]  # `txsend bounces` totals; empty when absent
 
     @property
     def reported_relays(self) -> Mapping[str, Relay]:
@@ -231,6 +232,7 @@ def read_report(data: Mapping[str, Any]) -> Report:
         relays=_relays(data.get("relays")),
         reply_codes=_entries(data["reply_codes"], _reply_code) if "reply_codes" in data else None,
         problems=_problems(_mapping(data.get("problems"))),
+        feedback={str(k): _number(v) for k, v in _mapping(data.get("feedback")).items()},
     )
 
 

@@ -52,6 +52,7 @@ class Summary:
     workers: tuple[dict[str, Any], ...] = ()  # a shared journal's processes (`status`)
     skipped_by_error: int = 0  # skipped rows not skipped by policy (they make exit 1)
     resend_unknown: bool = True  # delivery.on_unknown: resend (resume sends them again)
+    feedback: dict[str, int] | None = None  # `txsend bounces` totals (journal.feedback_counts)
 
     def to_json(self) -> dict[str, Any]:
         """The report object of `--json` and `--report` (schema 1)."""
@@ -72,6 +73,8 @@ class Summary:
         }
         if stats is not None:
             data["run"] = run_json(stats)
+        if self.feedback and self.feedback.get("events"):
+            data["feedback"] = dict(self.feedback)
         if self.workers:
             data["workers"] = [
                 {
@@ -149,6 +152,7 @@ def journal_json(
     replies: list[tuple[int | None, str, int]],
     next_attempt_at: float | None,
     problems: Problems,
+    feedback: Mapping[str, int] | None = None,
 ) -> dict[str, Any]:
     """The report of `txsend report`: all runs of a journal, from the journal alone."""
     codes: dict[str, dict[str, Any]] = {}
@@ -186,6 +190,7 @@ def journal_json(
         },
         "reply_codes": sorted(codes.values(), key=lambda c: -int(c["count"]))[:20],
         "problems": problems.to_json(),
+        **({"feedback": dict(feedback)} if feedback and feedback.get("events") else {}),
     }
 
 
