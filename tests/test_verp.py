@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 
 import pytest
@@ -10,6 +11,7 @@ from hypothesis import strategies as st
 
 from txsend.verp import (
     TokenCheck,
+    base32,
     find_token,
     make_token,
     parse_token,
@@ -61,3 +63,8 @@ def test_every_message_id_round_trips(raw: bytes, job: str) -> None:
     assert find_token(token) == token
     assert token_message_hex(token) == raw.hex()
     assert verify_token(token, SECRET, job) is TokenCheck.OK
+
+
+@given(st.binary(max_size=40))
+def test_base32_is_rfc_4648(data: bytes) -> None:
+    assert base32(data) == base64.b32encode(data).decode().rstrip("=").lower()

@@ -22,6 +22,7 @@ so the prefix cannot occur inside one).
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import re
@@ -32,6 +33,7 @@ __all__ = [
     "PLACEHOLDER",
     "Token",
     "TokenCheck",
+    "base32",
     "find_token",
     "job_tag",
     "make_token",
@@ -64,30 +66,49 @@ class Token:
     mac: str
 
 
-def _b32(data: bytes) -> str:
-    return base64.b32encode(data).decode("ascii").rstrip("=").lower()
+_ALPHABET = "abcdefghijklmnopqrstuvwxyz234567"  # RFC 4648 base32, lowercase
+_PAIRS = [_ALPHABET[i >> 5] + _ALPHABET[i & 31] for i in range(1024)]  # 10 bits at a time
 
 
+def base32(data: bytes) -> str:
+    """RFC 4648 base32 of `data`, lowercase, unpadded (as base64.b32encode, 4x faster)."""
+    bits = len(data) * 8
+    chars = -(-bits // 5)
+    even = chars + chars % 2
+    n = int.from_bytes(data, "big") << (even * 5 - bits)
+    return "".join([_PAIRS[(n >> shift) & 0x3FF] for shift in range((even - 2) * 5, -1, -10)])[
+        :chars
+    ]
+
+
+@functools.lru_cache(maxsize=64)
 def job_tag(job: str) -> str:
     """The job's tag in its tokens: 6 base32 characters of SHA-256 of its name."""
-    return _b32(hashlib.sha256(job.encode("utf-8")).digest())[:_TAG]
+    return base32(hashlib.sha256(job.encode("utf-8")).digest())[:_TAG]
 
 
 def _mac(secret: bytes, tag: str, ident: str) -> str:
-    digest = hmac.new(secret, f"{PREFIX}{tag}{ident}".encode("ascii"), hashlib.sha256).digest()
-    return _b32(digest[:6])[:_MAC]
+    digest = hmac.digest(secret, f"{PREFIX}{tag}{ident}".encode("ascii"), "sha256")
+    return base32(digest[:6])[:_MAC]
 
 
 def make_token(secret: bytes, job: str, message_id: str) -> str:
     """The token for the row whose Message-ID is `message_id` (txsend's own form).
 
-    ValueError when the Message-ID is not ``<32 hex digits@domain>``.
+    ValueError when the Message-ID is not ``<32 hex digits@domain>``. About 3 µs: it is
+    made for every message sent.
     """
-    found = _MESSAGE_ID.fullmatch(message_id.strip())
-    if found is None:
-        raise ValueError(f"not a txsend Message-ID: {message_id!r}")
+    try:  # the Message-IDs txsend makes: "<" 32 lowercase hex digits "@"
+        if message_id[0] != "<" or message_id[33] != "@" or message_id[-1] != ">":
+            raise ValueError
+        raw = bytes.fromhex(message_id[1:33])
+    except (ValueError, IndexError):
+        found = _MESSAGE_ID.fullmatch(message_id.strip())
+        if found is None:
+            raise ValueError(f"not a txsend Message-ID: {message_id!r}") from None
+        raw = bytes.fromhex(found.group(1))
     tag = job_tag(job)
-    ident = _b32(bytes.fromhex(found.group(1)))
+    ident = base32(raw)
     return f"{PREFIX}{tag}{ident}{_mac(secret, tag, ident)}"
 
 

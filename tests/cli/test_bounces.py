@@ -13,6 +13,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 
 from tests.jobs import cli, write_job
@@ -21,6 +22,7 @@ from txsend.job.location import JournalLocation
 from txsend.journal.opening import open_journal
 from txsend.verp import make_token
 
+SCHEMA = json.loads((Path(__file__).parents[2] / "docs" / "report.schema.json").read_text())
 BOUNDARY = "4Zq1xK0c3Hz9sWd.1793700902/mx.example.org"
 
 
@@ -217,6 +219,8 @@ def test_reports_turn_sent_rows_bounced_once_whatever_key_matches(
     assert status["feedback"]["delayed"] == 1
     report = json.loads(cli(capsys, "report", job, "--json").out)
     assert report["feedback"]["late_bounced"] == 3
+    jsonschema.validate(report, SCHEMA)
+    jsonschema.validate(status, SCHEMA)
     text = cli(capsys, "status", job)
     assert "after acceptance: 3 bounced" in text.out
     # the bad mailboxes are in the job's store: a second job naming it skips them
@@ -397,3 +401,40 @@ def test_suppress_manages_the_default_store(
     assert [json.loads(x)["address"] for x in only.out.splitlines()] == ["b@example.com"]
     bad = cli(capsys, "suppress", "list", "--kind", "weird")
     assert bad.code == 64
+
+
+def test_with_a_postgresql_journal_the_store_is_its_database(
+    pg_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A run's hard bounce and a late bounce land in the shared database's store, which
+    another job in that database skips; `txsend bounces` works the PostgreSQL journal."""
+    extra = f"journal: {pg_url}\nsuppress: {{store: true}}\nverp: true\n"
+    job = write_job(tmp_path / "a", rows=3, extra_yaml="name: job-a\n" + extra)
+    job.write_text(job.read_text().replace("name: test-job\n", ""))
+    with ScriptedServer() as server:
+        server.rcpt_replies["user0@example.com"] = "550 5.1.1 <user0@example.com>: no such user"
+        run = cli(capsys, "run", job, "--relay", server.url, "--quiet")
+    assert run.code == 1, run.err  # one row bounced at once
+    listed = cli(capsys, "suppress", "list", "--job", job, "--json")
+    assert listed.code == 0, listed.err
+    assert [json.loads(x)["address"] for x in listed.out.splitlines()] == ["user0@example.com"]
+    # a late bounce for user1, matched by its VERP address
+    opened = open_journal(JournalLocation(url=pg_url), create=False, job_name="job-a")
+    try:
+        secret = opened.verp_secret()
+        [row] = opened.feedback_rows(address="user1@example.com")
+    finally:
+        opened.close()
+    token = make_token(secret, "job-a", row.message_id)
+    box = maildir(tmp_path / "box", [dsn(to=f"x+{token}@acme.example", recipient="zz@x.example")])
+    late = json.loads(cli(capsys, "bounces", job, "--maildir", box, "--json").out)
+    assert (late["late_bounced"], late["matched_by"], late["suppressed"]) == (1, {"verp": 1}, 1)
+    assert late["suppression_store"] == pg_url
+    # job-b, in the same database, skips both
+    other = write_job(tmp_path / "b", rows=3, extra_yaml="name: job-b\n" + extra)
+    other.write_text(other.read_text().replace("name: test-job\n", ""))
+    with ScriptedServer() as server:
+        again = cli(capsys, "run", other, "--relay", server.url, "--quiet")
+        delivered = {rcpt for m in server.received for rcpt in m.rcpt_tos}
+    assert again.code == 0, again.err
+    assert delivered == {"user2@example.com"}

@@ -666,3 +666,21 @@ def test_chromium_renders_the_page(tmp_path: Path) -> None:
     data = shot.read_bytes()
     assert data.startswith(b"\x89PNG\r\n\x1a\n")
     assert len(data) > 20_000
+
+
+def test_reports_read_after_sending_are_shown_apart() -> None:
+    data = example()
+    data["feedback"] = {
+        "late_bounced": 1234,
+        "complaints": 5,
+        "delayed": 7,
+        "unmatched": 2,
+        "events": 1248,
+    }
+    _, root = render(data)
+    text = root.find_all("body")[0].text()
+    assert "accepted, then bounced" in text and "1,234" in text
+    assert "complaints" in text and "unmatched reports" in text
+    # a report without the member shows no such cards
+    _, plain = render(example())
+    assert "accepted, then bounced" not in plain.find_all("body")[0].text()
