@@ -2,8 +2,8 @@
 
 The server runs on its own event loop in a background thread, bound to 127.0.0.1 on a
 free port. Every script attribute (``rcpt_replies``, ``mail_reply``, ``data_reply``,
-``data_delay``, ``disconnect_after``, ``credentials``) is read when the command arrives,
-so a test can change the script between sends.
+``data_replies``, ``data_delay``, ``disconnect_after``, ``credentials``) is read when the
+command arrives, so a test can change the script between sends.
 
 TLS is optional: ``ScriptedServer(tls_context=...)`` offers STARTTLS (and, with
 ``require_starttls=True``, refuses mail before it), ``implicit_tls=True`` as well makes the
@@ -114,6 +114,11 @@ class _Handler:
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         owner = self.owner
+        # the next MAIL already read with this message's content: the client announced its
+        # next transaction behind the final dot (RFC 2920 section 3.1)
+        reader = getattr(server, "_reader", None)
+        if reader is not None and bytes(getattr(reader, "_buffer", b"")).startswith(b"MAIL"):
+            owner.announced += 1
         if owner.data_delay > 0:
             await asyncio.sleep(owner.data_delay)
         login = session.auth_data if isinstance(session.auth_data, str) else None
@@ -133,6 +138,8 @@ class _Handler:
             # connection_lost() cancels this session's task, so no reply is ever sent.
             await asyncio.sleep(3600)
         reply = owner.data_reply or "250 OK"
+        for rcpt in envelope.rcpt_tos:
+            reply = owner.data_replies.get(rcpt.lower(), reply)
         if reply.startswith("2"):
             owner._record(received)
         return reply
@@ -201,6 +208,7 @@ class ScriptedServer:
         self.rcpt_replies: dict[str, str] = {}
         self.mail_reply: str | None = None
         self.data_reply: str | None = None
+        self.data_replies: dict[str, str] = {}  # recipient -> reply to the final dot
         self.data_delay: float = 0.0
         self.credentials: dict[str, str] = {}  # user -> password; non-empty: AUTH required
         self.connections: int = 0
@@ -213,6 +221,7 @@ class ScriptedServer:
         self.smtputf8: bool = True  # offer SMTPUTF8 (RFC 6531) in the EHLO reply
         self.pipelining: bool = True  # offer PIPELINING (RFC 2920) in the EHLO reply
         self.pipelined: int = 0  # MAIL commands that arrived together with their RCPT
+        self.announced: int = 0  # final dots that arrived with the next MAIL behind them
         self._mail_started: dict[int, float] = {}  # envelope id -> when its MAIL was accepted
         self._disconnect_after: int | None = None
         self._disconnect_base = 0

@@ -1099,6 +1099,90 @@ def test_pipelined_mail_refusal_with_354_gets_an_empty_message(
     assert {v[:2] for v in _outcome(tmp_path).values()} == {("deferred", 451)}
 
 
+def _one_connection(server: ScriptedServer, **relay: object) -> str:
+    return relays_yaml({"url": server.url, "connections": 1, **relay})
+
+
+@pytest.mark.parametrize(
+    ("pipelining", "relay", "announces"),
+    [(True, {}, True), (False, {}, False), (True, {"rate": "1000/s"}, False)],
+    ids=["pipelining", "lockstep", "rate-limited"],
+)
+def test_the_next_transaction_rides_on_the_message_content(
+    pipelining: bool,
+    relay: dict[str, object],
+    announces: bool,
+    tmp_path: Path,
+    smtp_server: ScriptedServer,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """RFC 2920 3.1: message content may start a group, so the next MAIL, RCPT and DATA
+    go out behind the final dot; never without PIPELINING, never on a rate-limited relay
+    (the limiter's slot comes just before each transaction)."""
+    smtp_server.pipelining = pipelining
+    job = write_job(tmp_path, rows=20, extra_yaml=_one_connection(smtp_server, **relay))
+    result = cli(capsys, "run", job)
+    assert result.code == 0, result.err
+    assert recipients(smtp_server) == {f"user{i}@example.com": 1 for i in range(20)}
+    assert {v[0] for v in _outcome(tmp_path).values()} == {"sent"}
+    assert smtp_server.connections == 1
+    assert (smtp_server.announced > 0) if announces else (smtp_server.announced == 0)
+
+
+def test_messages_per_connection_holds_with_announced_transactions(
+    tmp_path: Path, smtp_server: ScriptedServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    extra = _one_connection(smtp_server, messages_per_connection=3)
+    job = write_job(tmp_path, rows=10, extra_yaml=extra)
+    result = cli(capsys, "run", job)
+    assert result.code == 0, result.err
+    assert recipients(smtp_server) == {f"user{i}@example.com": 1 for i in range(10)}
+    assert smtp_server.connections == 4  # 3 + 3 + 3 + 1
+    assert not smtp_server.errors
+
+
+def test_a_refused_final_dot_leaves_the_announced_message_to_a_new_connection(
+    tmp_path: Path, smtp_server: ScriptedServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A 5xx or 421 to the final dot while the next transaction's commands are on the
+    wire: the refused row is classified as ever, the next one goes out exactly once."""
+    smtp_server.data_replies = {
+        "user2@example.com": "554 5.6.0 content rejected",
+        "user5@example.com": "421 4.3.2 closing this connection",
+    }
+    job = write_job(tmp_path, rows=9, extra_yaml=_one_connection(smtp_server))
+    result = cli(capsys, "run", job)
+    assert result.code == 75, result.err  # user5 deferred, for a retry in 10 minutes
+    delivered = {f"user{i}@example.com": 1 for i in (0, 1, 3, 4, 6, 7, 8)}
+    assert recipients(smtp_server) == delivered
+    outcome = _outcome(tmp_path)
+    assert outcome["user2@example.com"][:2] == ("bounced", 554)
+    assert outcome["user5@example.com"][:2] == ("deferred", 421)
+    assert {k for k, v in outcome.items() if v[0] == "sent"} == set(delivered)
+    assert journal_rows(tmp_path / "job.journal.db")["user3@example.com"]["attempts"] == 1
+    assert smtp_server.connections >= 3  # the first, then one after each refusal
+
+
+def test_a_lost_final_reply_leaves_only_its_own_row_unknown(
+    tmp_path: Path, smtp_server: ScriptedServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The connection drops after the 4th message's content, with the 5th's commands
+    behind it: the 4th is in RFC 1047's window (unknown), the 5th was never started."""
+    smtp_server.disconnect_after = 3
+    job = write_job(tmp_path, rows=8, extra_yaml=_one_connection(smtp_server))
+    result = cli(capsys, "run", job)
+    assert result.code == 75, result.err  # an unknown row that resume resends
+    assert [r.rcpt_tos[0] for r in smtp_server.dropped] == ["user3@example.com"]
+    delivered = {f"user{i}@example.com": 1 for i in (0, 1, 2, 4, 5, 6, 7)}
+    assert recipients(smtp_server) == delivered
+    outcome = _outcome(tmp_path)
+    assert outcome["user3@example.com"][0] == "unknown"
+    assert {k for k, v in outcome.items() if v[0] == "sent"} == set(delivered)
+    rows = journal_rows(tmp_path / "job.journal.db")
+    assert rows["user4@example.com"]["attempts"] == 1
+    assert smtp_server.connections == 2
+
+
 @pytest.mark.skipif(SMTP_SINK is None, reason="Postfix's smtp-sink is not installed")
 @pytest.mark.parametrize("refuse", [[], ["-r", "rcpt"], ["-f", "."]], ids=["ok", "450", "500"])
 def test_smtp_sink_pipelined_and_not(

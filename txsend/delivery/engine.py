@@ -530,19 +530,51 @@ class Engine:
         queue = self._relay_queues[relay.name]
         connection = SmtpConnection(relay.config, relay.password, self.job.delivery.timeouts)
         try:
-            while (item := await queue.get()) is not _END:
+            item = await queue.get()
+            while item is not _END:
+                following: _Item | None = None
                 if self._stopping:
+                    connection.withdraw(item.message)
                     self._drop(item)
                 elif suppressed := self._suppressions.reason(item.claimed.address):
                     # a bounce since the row was rendered (rendering runs ahead)
+                    connection.withdraw(item.message)
                     self._record(Record(item.key, State.SKIPPED, reply=f"suppressed: {suppressed}"))
                     self._release(item.key)
-                elif not await self._ready_to_send(relay, connection):
+                elif not connection.holds(item.message) and not await self._ready_to_send(
+                    relay, connection
+                ):
+                    # (a message whose transaction is open already goes on: it began before
+                    # a pause or an open circuit could apply, like one in flight)
                     self._hand_back(item)
                 else:
-                    await self._send(relay, connection, item)
+                    following = await self._send(relay, connection, item, queue)
+                # the message whose commands went out with this one's content comes next
+                item = following if following is not None else await queue.get()
         finally:
             await asyncio.shield(connection.close())
+
+    def _following(
+        self, relay: RelayState, connection: SmtpConnection, queue: asyncio.Queue[_Item | None]
+    ) -> _Item | None:
+        """The next message of this relay's queue, when it is already there and the
+        connection that sends the current one can carry it too (its commands are then
+        announced behind the current message's content).
+
+        Not on a rate-limited relay: a slot is taken just before each transaction, and
+        the relay would hold the announced one open while the limiter waits."""
+        if (
+            self._stopping
+            or relay.limiter is not None
+            or queue.empty()
+            # counted with the current one: within messages_per_connection
+            or connection.transactions >= relay.config.messages_per_connection
+        ):
+            return None
+        following = queue.get_nowait()
+        if following is None:  # the end marker: back where every worker finds one
+            queue.put_nowait(_END)
+        return following
 
     async def _ready_to_send(self, relay: RelayState, connection: SmtpConnection) -> bool:
         """Wait out throttling, connect, take a rate slot; False hands the message back."""
@@ -604,30 +636,57 @@ class Engine:
         relay.ever_connected = True
         return True
 
-    async def _send(self, relay: RelayState, connection: SmtpConnection, item: _Item) -> None:
+    async def _send(
+        self,
+        relay: RelayState,
+        connection: SmtpConnection,
+        item: _Item,
+        queue: asyncio.Queue[_Item | None],
+    ) -> _Item | None:
+        """One transaction for `item`. Returns the message taken from `queue` to follow it
+        on this connection (its commands went out with `item`'s content), if any."""
         if item.message.smtputf8 and not connection.offers_smtputf8:
             # RFC 6531 section 3.2: such a message is not sent without SMTPUTF8.
+            connection.withdraw(item.message)
             reason = (
                 f"the address has a non-ASCII local part, which needs SMTPUTF8; "
                 f"relay {relay.name} does not offer it"
             )
             self._record(Record(item.key, State.FAILED, reply=reason, relay=relay.name))
             self._release(item.key)
-            return
+            return None
+        taken: list[_Item] = []
+
+        def announce() -> RenderedMessage | None:
+            following = self._following(relay, connection, queue)
+            if following is None:
+                return None
+            taken.append(following)
+            if (following.message.smtputf8 and not connection.offers_smtputf8) or (
+                # not even a RCPT to an address a bounce has suppressed since
+                self._suppressions.reason(following.claimed.address) is not None
+            ):
+                return None
+            return following.message
+
         started = time.perf_counter()
-        result = await connection.send(item.message, partial(self._mark_sending, item.key))
+        result = await connection.send(
+            item.message, partial(self._mark_sending, item.key), announce
+        )
+        following = taken[0] if taken else None
         item.tally.count(result.phase)
         if item.key in self._refused:
             # the row is no longer this worker's: nothing sent, nothing to record
             self._refused.discard(item.key)
             self._release(item.key)
-            return
+            return following
         verdict = classify(result.phase, result.code, result.text)
         latency = time.perf_counter() - started
         self._count_transaction(relay, item, result, latency)
         self._settle(item, Transaction(result, verdict, relay.name), relay, latency)
         if verdict.reconnect or connection.transactions >= relay.config.messages_per_connection:
             await connection.close()
+        return following
 
     async def _mark_sending(self, key: str) -> bool:
         """Record `sending` before DATA (the journal counts the attempt); False: the
