@@ -75,7 +75,13 @@ DeleteOpt = Annotated[
     bool, typer.Option("--delete", help="Delete handled mail (IMAP: expunge) instead.")
 ]
 TimeoutOpt = Annotated[
-    float, typer.Option(min=1, metavar="SECONDS", help="IMAP: give up on a silent server after.")
+    float,
+    typer.Option(
+        min=1,
+        metavar="SECONDS",
+        help="IMAP: give up when one exchange with the server (a command and all of its "
+        "answer) takes longer.",
+    ),
 ]
 StoreOpt = Annotated[
     str | None,
