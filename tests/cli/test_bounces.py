@@ -345,6 +345,29 @@ def test_provider_events_match_by_message_id(
     assert (again["duplicates"], again["late_bounced"]) == (1, 0)
 
 
+def test_reading_a_mailbox_again_does_not_undo_suppress_remove(
+    sent_job: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    job, journal = sent_job
+    key = sorted(rows(journal))[0]
+    verp = f"bounces+{_token(journal, key)}@acme.example"
+    # two reports about one address (from two MTAs): one address suppressed
+    box = maildir(
+        tmp_path / "box",
+        [dsn(to=verp, recipient=key), dsn(to=verp, recipient=key, reporting="mx2.example.org")],
+    )
+    first = json.loads(cli(capsys, "bounces", job, "--maildir", box, "--json").out)
+    assert (first["recorded"], first["late_bounced"], first["suppressed"]) == (2, 1, 1)
+    removed = cli(capsys, "suppress", "remove", "--job", job, key)
+    assert "1 removed" in removed.err
+    # cron reads the same Maildir again (its cur/ too): the report counts once, and the
+    # address the user took out of the store stays out
+    again = json.loads(cli(capsys, "bounces", job, "--maildir", box, "--json").out)
+    assert (again["recorded"], again["duplicates"], again["suppressed"]) == (0, 2, 0)
+    listed = cli(capsys, "suppress", "list", "--job", job, "--json")
+    assert listed.out == ""
+
+
 @pytest.mark.parametrize(
     ("args", "code", "message"),
     [
@@ -430,6 +453,13 @@ def test_with_a_postgresql_journal_the_store_is_its_database(
     late = json.loads(cli(capsys, "bounces", job, "--maildir", box, "--json").out)
     assert (late["late_bounced"], late["matched_by"], late["suppressed"]) == (1, {"verp": 1}, 1)
     assert late["suppression_store"] == pg_url
+    # read again after the address was taken out of the store: it stays out
+    assert "1 removed" in cli(capsys, "suppress", "remove", "--job", job, "user1@example.com").err
+    again = json.loads(cli(capsys, "bounces", job, "--maildir", box, "--json").out)
+    assert (again["duplicates"], again["suppressed"]) == (1, 0)
+    listed = cli(capsys, "suppress", "list", "--job", job, "--json")
+    assert [json.loads(x)["address"] for x in listed.out.splitlines()] == ["user0@example.com"]
+    cli(capsys, "suppress", "add", "--job", job, "user1@example.com")
     # job-b, in the same database, skips both
     other = write_job(tmp_path / "b", rows=3, extra_yaml="name: job-b\n" + extra)
     other.write_text(other.read_text().replace("name: test-job\n", ""))

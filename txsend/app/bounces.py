@@ -84,7 +84,7 @@ class BounceResult:
     matched_by: dict[str, int] = field(default_factory=dict)  # new reports per key
     late_bounced: int = 0  # rows that became bounced in this run
     accepted: int = 0  # unknown rows a report proved accepted (now sent)
-    suppressed: int = 0  # addresses added to the suppressions
+    suppressed: int = 0  # addresses new reports suppressed (each counted once)
     unmatched: list[tuple[str, str]] = field(default_factory=list)  # (source, why)
     unmatched_count: int = 0
     unreadable: list[tuple[str, str]] = field(default_factory=list)  # (source, why)
@@ -237,6 +237,7 @@ class _Recorder:
         self._journal = journal
         self._store = store
         self._result = result
+        self._suppressed: set[str] = set()  # the addresses new reports suppressed
 
     def feed_events(self, events: Iterable[Feedback | Unparsed], matcher: Matcher) -> None:
         batch: list[Feedback] = []
@@ -282,15 +283,18 @@ class _Recorder:
         matches = [matcher.match(report) for report in reports]
         entries = [_entry(r, m) for r, m in zip(reports, matches, strict=True)]
         if self._store is not None:
+            # a report the journal holds already was put in the store when it was new: put
+            # again, it would undo a `txsend suppress remove` made since
+            known = self._journal.recorded_feedback([e.event_id for e in entries])
             self._store.add(
                 StoreEntry(m.address, _store_kind(e.kind), e.suppress, e.source)
                 for e, m in zip(entries, matches, strict=True)
-                if e.suppress and m.address
+                if e.suppress and m.address and e.event_id not in known
             )
         outcomes = self._journal.record_feedback(entries)
         result = self._result
         result.read += len(entries)
-        for entry, outcome in zip(entries, outcomes, strict=True):
+        for entry, match, outcome in zip(entries, matches, outcomes, strict=True):
             if outcome == "duplicate":
                 result.duplicates += 1
                 continue
@@ -304,8 +308,9 @@ class _Recorder:
                 continue
             assert entry.matched_by is not None
             result.matched_by[entry.matched_by] = result.matched_by.get(entry.matched_by, 0) + 1
-            if entry.suppress:
-                result.suppressed += 1
+            if entry.suppress and match.address:
+                self._suppressed.add(match.address.lower())
+                result.suppressed = len(self._suppressed)
             if outcome == "applied":
                 if entry.kind == Kind.FAILED:
                     result.late_bounced += 1
