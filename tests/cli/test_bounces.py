@@ -368,6 +368,53 @@ def test_reading_a_mailbox_again_does_not_undo_suppress_remove(
     assert listed.out == ""
 
 
+def test_an_internationalised_domain_matches_and_is_suppressed_in_either_form(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The data writes user@bücher.example; it goes out (RCPT TO), comes back in a DSN
+    and from providers as user@xn--bcher-kva.example: one mailbox."""
+    people = [
+        {"email": "User@Bücher.example", "first_name": "U", "plan": "x"},
+        {"email": "plain@example.com", "first_name": "P", "plan": "x"},
+    ]
+    store = tmp_path / "store.db"
+    extra = f"return_path: bounces@acme.example\nsuppress: {{store: {store}}}\n"
+    job = write_job(tmp_path / "job", records=people, extra_yaml=extra)
+    with ScriptedServer() as server:
+        assert cli(capsys, "run", job, "--relay", server.url, "--quiet").code == 0
+        assert "User@xn--bcher-kva.example" in {r for m in server.received for r in m.rcpt_tos}
+    box = maildir(
+        tmp_path / "box",
+        [dsn(to="bounces@acme.example", recipient="user@xn--bcher-kva.example")],
+    )
+    result = cli(capsys, "bounces", job, "--maildir", box, "--json")
+    assert result.code == 0, result.err
+    data = json.loads(result.out)
+    assert (data["matched_by"], data["late_bounced"]) == ({"recipient": 1}, 1)
+    journal = job.parent / "job.journal.db"
+    assert rows(journal)["User@Bücher.example"]["state"] == "bounced"
+    # a job whose data writes the domain either way skips the address
+    for name, written in (
+        ("u-labels", "user@bücher.example"),
+        ("a-labels", "USER@XN--BCHER-KVA.EXAMPLE"),
+    ):
+        other = write_job(
+            tmp_path / name,
+            records=[{"email": written, "first_name": "U", "plan": "x"}, people[1]],
+            extra_yaml=f"suppress: {{store: {store}}}\n",
+        )
+        with ScriptedServer() as server:
+            run = cli(capsys, "run", other, "--relay", server.url, "--quiet")
+            delivered = {r for m in server.received for r in m.rcpt_tos}
+        assert run.code == 0, run.err
+        assert delivered == {"plain@example.com"}, name
+    # and txsend suppress takes either form for one address
+    added = cli(capsys, "suppress", "add", "--store", str(store), "user@BÜCHER.example")
+    assert "0 new of 1" in added.err
+    removed = cli(capsys, "suppress", "remove", "--store", str(store), "user@bücher.example")
+    assert "1 removed" in removed.err
+
+
 @pytest.mark.parametrize(
     ("args", "code", "message"),
     [

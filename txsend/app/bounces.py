@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from txsend.addresses import address_forms
 from txsend.app.jobs import load, open_for
 from txsend.app.suppressions import open_job_store
 from txsend.errors import UsageError
@@ -218,8 +219,15 @@ class Matcher:
                     if row.message_id.lower() == wanted:
                         return Match(row.key, row.address, "message-id")
         if report.recipient:
-            rows = self._journal.feedback_rows(address=report.recipient, limit=50)
-            sent = [r for r in rows if r.state in (State.SENT, State.UNKNOWN, State.BOUNCED)]
+            # a report names an internationalised domain as it went out (A-labels); the
+            # row may hold it as the data wrote it (U-labels), or the other way round
+            by_key = {
+                row.key: row
+                for form in address_forms(report.recipient)
+                for row in self._journal.feedback_rows(address=form, limit=50)
+            }
+            went_out = (State.SENT, State.UNKNOWN, State.BOUNCED)
+            sent = [r for r in by_key.values() if r.state in went_out]
             if len(sent) == 1:
                 return Match(sent[0].key, sent[0].address, "recipient")
             if len(sent) > 1:
