@@ -473,6 +473,21 @@ def test_suppress_manages_the_default_store(
     assert bad.code == 64
 
 
+@pytest.mark.parametrize("bad", ["", "   ", "not-an-address", "user@", "@example.com"])
+def test_suppress_add_refuses_what_is_not_an_address(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], bad: str
+) -> None:
+    store = str(tmp_path / "store.db")
+    result = cli(capsys, "suppress", "add", "--store", store, "ok@example.com", bad)
+    assert result.code == 64, result.err
+    assert "not an email address" in result.err and "internal error" not in result.err
+    assert cli(capsys, "suppress", "list", "--store", store, "--json").out == ""
+    named = cli(capsys, "suppress", "add", "--store", store, "Ann <Ann@Example.com>")
+    assert named.code == 0, named.err
+    listed = cli(capsys, "suppress", "list", "--store", store, "--json")
+    assert [json.loads(x)["address"] for x in listed.out.splitlines()] == ["ann@example.com"]
+
+
 def test_with_a_postgresql_journal_the_store_is_its_database(
     pg_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
