@@ -444,6 +444,28 @@ def test_bad_input_is_a_clear_error(
     assert "Traceback" not in result.err
 
 
+def test_a_file_that_is_no_mbox_is_refused_before_anything_is_read(
+    sent_job: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    job, journal = sent_job
+    key = sorted(rows(journal))[0]
+    report = dsn(to=f"bounces+{_token(journal, key)}@acme.example", recipient=key)
+    box = maildir(tmp_path / "box", [report])
+    letter = tmp_path / "bounce.eml"  # one message, no "From " line: not an mbox
+    letter.write_bytes(report)
+    for path in (letter, tmp_path / "missing.mbox"):
+        result = cli(capsys, "bounces", job, "--maildir", box, "--mbox", path)
+        assert result.code == (65 if path == letter else 66), result.err
+        assert str(path.name) in result.err and "Traceback" not in result.err
+    assert "not an mbox file" in cli(capsys, "bounces", job, "--mbox", letter).err
+    # the Maildir named beside it was not read either
+    assert len(list((box / "new").iterdir())) == 1
+    assert rows(journal)[key]["state"] == "sent"
+    empty = tmp_path / "empty.mbox"
+    empty.write_bytes(b"")
+    assert cli(capsys, "bounces", job, "--mbox", empty).code == 0
+
+
 def test_suppress_manages_the_default_store(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -137,21 +137,25 @@ def read_bounces(request: BounceRequest) -> BounceResult:
     job = load(request.target, request.overrides)
     journal = open_for(job)
     store = open_job_store(job)
+    mail: list[MailSource] = []
     try:
         journal.prepare_feedback()
         matcher = Matcher(job, journal)
         result = BounceResult(job.name, store=store.location if store else None)
         recorder = _Recorder(journal, store, result)
-        if request.events is not None:
-            recorder.feed_events(read_events(request.events, request.provider), matcher)
+        events = None if request.events is None else read_events(request.events, request.provider)
+        # every input is checked (missing, not a mailbox, a bad URL) before any is read
         for source in _mail_sources(request):
-            try:
-                recorder.feed_mail(source, matcher)
-            finally:
-                source.close()
+            mail.append(source)
+        if events is not None:
+            recorder.feed_events(events, matcher)
+        for source in mail:
+            recorder.feed_mail(source, matcher)
         result.totals = journal.feedback_counts()
         return result
     finally:
+        for source in mail:
+            source.close()
         if store is not None:
             store.close()
         journal.close()
