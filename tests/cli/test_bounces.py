@@ -270,6 +270,26 @@ def test_forged_foreign_and_malformed_reports_change_no_row(
     assert "not readable (left in place)" in text.out
 
 
+def test_a_maildir_file_that_cannot_be_read_is_listed_and_the_rest_is_read(
+    sent_job: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    job, journal = sent_job
+    key = sorted(rows(journal))[0]
+    box = maildir(
+        tmp_path / "box", [dsn(to=f"bounces+{_token(journal, key)}@acme.example", recipient=key)]
+    )
+    # open() fails on it (ELOOP), as on a message another user delivered with mode 0600
+    (box / "new" / "1700000001.loop.test").symlink_to("1700000001.loop.test")
+    result = cli(capsys, "bounces", job, "--maildir", box, "--json")
+    assert result.code == 0, result.err
+    data = json.loads(result.out)
+    assert (data["messages"], data["late_bounced"]) == (2, 1)
+    [unreadable] = data["unreadable"]["listed"]
+    assert unreadable["source"] == "maildir:new/1700000001.loop.test"
+    assert unreadable["reason"].startswith("cannot read the file")
+    assert [p.name for p in (box / "new").iterdir()] == ["1700000001.loop.test"]
+
+
 def test_a_complaint_suppresses_the_address_for_every_job_naming_the_store(
     sent_job: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -269,6 +269,9 @@ class _Recorder:
         reports: list[Feedback] = []
         for item in source:
             self._result.messages += 1
+            if item.unreadable is not None:
+                self._unreadable(Unparsed(item.source, item.unreadable))
+                continue
             parsed = parse_message(item.raw, item.source)
             if isinstance(parsed, Unparsed):
                 self._unreadable(parsed)  # left unmarked: a newer txsend may read it

@@ -56,9 +56,15 @@ class MaildirSource:
             for name in names:
                 if name.startswith("."):
                     continue
-                raw = _read(self.path / sub / name)
+                source = f"maildir:{sub}/{name}"
+                try:
+                    raw = _read(self.path / sub / name)
+                except OSError as exc:  # not ours to read (mode 0600, another user), a loop
+                    why = exc.strerror or type(exc).__name__
+                    yield Item(source, b"", unreadable=f"cannot read the file ({why})")
+                    continue
                 if raw is not None:
-                    yield Item(f"maildir:{sub}/{name}", raw)
+                    yield Item(source, raw)
 
     def handled(self, item: Item) -> None:
         """Mark one message seen (new/ → cur/ with S), move it, or delete it when asked."""
