@@ -123,8 +123,9 @@ def bounces(
 
     Matches each report to a row by VERP token, ENVID, Message-ID, then final
     recipient. Reading the same mail twice counts it once. Exit 0 when every source
-    was read (unmatched and unreadable reports are listed), 66 missing input, 69 IMAP
-    unreachable or login refused, 78 configuration."""
+    was read (unmatched and unreadable reports are listed), 64 bad flags, 65 an input that
+    is not a Maildir / mbox / JSON, 66 missing input, 69 IMAP unreachable or login
+    refused, 78 configuration."""
     from txsend.app.bounces import BounceRequest, read_bounces
 
     if provider is not None and provider.lower() not in PROVIDERS:
