@@ -19,6 +19,8 @@ __all__ = [
     "BAD_HEADER_CHAR",
     "LINE_BREAK",
     "a_label",
+    "address_forms",
+    "comparable_address",
     "envelope_address",
     "mailbox_problem",
     "split_mailbox",
@@ -86,6 +88,41 @@ def envelope_address(addr: str) -> str:
     if not _DOMAIN_RE.fullmatch(domain):
         raise ValueError("invalid domain")
     return f"{local}@{domain}"
+
+
+def comparable_address(address: str) -> str:
+    """An address as suppressions compare it: stripped, lowercased, and its domain in
+    A-labels, since that is how it went out in RCPT TO and how DSNs and providers report
+    it (user@bücher.example and USER@xn--bcher-kva.example are one mailbox)."""
+    address = address.strip().lower()
+    local, at, domain = address.rpartition("@")
+    if at and domain and not domain.isascii():
+        try:
+            return f"{local}@{a_label(domain)}"
+        except ValueError:
+            return address  # not a valid IDN: compared as written
+    return address
+
+
+def address_forms(address: str) -> list[str]:
+    """The address as written, then with its domain in A-labels or in U-labels (whichever
+    it is not in): the ways one internationalised mailbox may be written in a journal."""
+    forms = [address]
+    local, at, domain = address.rpartition("@")
+    if not at or not domain:
+        return forms
+    try:
+        if not domain.isascii():
+            other = a_label(domain)
+        elif "xn--" in domain.lower():
+            other = idna.decode(domain.lower())
+        else:
+            return forms
+    except (ValueError, idna.IDNAError):
+        return forms
+    if other.lower() != domain.lower():
+        forms.append(f"{local}@{other}")
+    return forms
 
 
 def _refuse_shape(addr: str) -> None:

@@ -270,6 +270,26 @@ def test_forged_foreign_and_malformed_reports_change_no_row(
     assert "not readable (left in place)" in text.out
 
 
+def test_a_maildir_file_that_cannot_be_read_is_listed_and_the_rest_is_read(
+    sent_job: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    job, journal = sent_job
+    key = sorted(rows(journal))[0]
+    box = maildir(
+        tmp_path / "box", [dsn(to=f"bounces+{_token(journal, key)}@acme.example", recipient=key)]
+    )
+    # open() fails on it (ELOOP), as on a message another user delivered with mode 0600
+    (box / "new" / "1700000001.loop.test").symlink_to("1700000001.loop.test")
+    result = cli(capsys, "bounces", job, "--maildir", box, "--json")
+    assert result.code == 0, result.err
+    data = json.loads(result.out)
+    assert (data["messages"], data["late_bounced"]) == (2, 1)
+    [unreadable] = data["unreadable"]["listed"]
+    assert unreadable["source"] == "maildir:new/1700000001.loop.test"
+    assert unreadable["reason"].startswith("cannot read the file")
+    assert [p.name for p in (box / "new").iterdir()] == ["1700000001.loop.test"]
+
+
 def test_a_complaint_suppresses_the_address_for_every_job_naming_the_store(
     sent_job: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -345,6 +365,76 @@ def test_provider_events_match_by_message_id(
     assert (again["duplicates"], again["late_bounced"]) == (1, 0)
 
 
+def test_reading_a_mailbox_again_does_not_undo_suppress_remove(
+    sent_job: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    job, journal = sent_job
+    key = sorted(rows(journal))[0]
+    verp = f"bounces+{_token(journal, key)}@acme.example"
+    # two reports about one address (from two MTAs): one address suppressed
+    box = maildir(
+        tmp_path / "box",
+        [dsn(to=verp, recipient=key), dsn(to=verp, recipient=key, reporting="mx2.example.org")],
+    )
+    first = json.loads(cli(capsys, "bounces", job, "--maildir", box, "--json").out)
+    assert (first["recorded"], first["late_bounced"], first["suppressed"]) == (2, 1, 1)
+    removed = cli(capsys, "suppress", "remove", "--job", job, key)
+    assert "1 removed" in removed.err
+    # cron reads the same Maildir again (its cur/ too): the report counts once, and the
+    # address the user took out of the store stays out
+    again = json.loads(cli(capsys, "bounces", job, "--maildir", box, "--json").out)
+    assert (again["recorded"], again["duplicates"], again["suppressed"]) == (0, 2, 0)
+    listed = cli(capsys, "suppress", "list", "--job", job, "--json")
+    assert listed.out == ""
+
+
+def test_an_internationalised_domain_matches_and_is_suppressed_in_either_form(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The data writes user@bücher.example; it goes out (RCPT TO), comes back in a DSN
+    and from providers as user@xn--bcher-kva.example: one mailbox."""
+    people = [
+        {"email": "User@Bücher.example", "first_name": "U", "plan": "x"},
+        {"email": "plain@example.com", "first_name": "P", "plan": "x"},
+    ]
+    store = tmp_path / "store.db"
+    extra = f"return_path: bounces@acme.example\nsuppress: {{store: {store}}}\n"
+    job = write_job(tmp_path / "job", records=people, extra_yaml=extra)
+    with ScriptedServer() as server:
+        assert cli(capsys, "run", job, "--relay", server.url, "--quiet").code == 0
+        assert "User@xn--bcher-kva.example" in {r for m in server.received for r in m.rcpt_tos}
+    box = maildir(
+        tmp_path / "box",
+        [dsn(to="bounces@acme.example", recipient="user@xn--bcher-kva.example")],
+    )
+    result = cli(capsys, "bounces", job, "--maildir", box, "--json")
+    assert result.code == 0, result.err
+    data = json.loads(result.out)
+    assert (data["matched_by"], data["late_bounced"]) == ({"recipient": 1}, 1)
+    journal = job.parent / "job.journal.db"
+    assert rows(journal)["User@Bücher.example"]["state"] == "bounced"
+    # a job whose data writes the domain either way skips the address
+    for name, written in (
+        ("u-labels", "user@bücher.example"),
+        ("a-labels", "USER@XN--BCHER-KVA.EXAMPLE"),
+    ):
+        other = write_job(
+            tmp_path / name,
+            records=[{"email": written, "first_name": "U", "plan": "x"}, people[1]],
+            extra_yaml=f"suppress: {{store: {store}}}\n",
+        )
+        with ScriptedServer() as server:
+            run = cli(capsys, "run", other, "--relay", server.url, "--quiet")
+            delivered = {r for m in server.received for r in m.rcpt_tos}
+        assert run.code == 0, run.err
+        assert delivered == {"plain@example.com"}, name
+    # and txsend suppress takes either form for one address
+    added = cli(capsys, "suppress", "add", "--store", str(store), "user@BÜCHER.example")
+    assert "0 new of 1" in added.err
+    removed = cli(capsys, "suppress", "remove", "--store", str(store), "user@bücher.example")
+    assert "1 removed" in removed.err
+
+
 @pytest.mark.parametrize(
     ("args", "code", "message"),
     [
@@ -372,6 +462,28 @@ def test_bad_input_is_a_clear_error(
     assert result.code == code, result.err
     assert message in result.err
     assert "Traceback" not in result.err
+
+
+def test_a_file_that_is_no_mbox_is_refused_before_anything_is_read(
+    sent_job: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    job, journal = sent_job
+    key = sorted(rows(journal))[0]
+    report = dsn(to=f"bounces+{_token(journal, key)}@acme.example", recipient=key)
+    box = maildir(tmp_path / "box", [report])
+    letter = tmp_path / "bounce.eml"  # one message, no "From " line: not an mbox
+    letter.write_bytes(report)
+    for path in (letter, tmp_path / "missing.mbox"):
+        result = cli(capsys, "bounces", job, "--maildir", box, "--mbox", path)
+        assert result.code == (65 if path == letter else 66), result.err
+        assert str(path.name) in result.err and "Traceback" not in result.err
+    assert "not an mbox file" in cli(capsys, "bounces", job, "--mbox", letter).err
+    # the Maildir named beside it was not read either
+    assert len(list((box / "new").iterdir())) == 1
+    assert rows(journal)[key]["state"] == "sent"
+    empty = tmp_path / "empty.mbox"
+    empty.write_bytes(b"")
+    assert cli(capsys, "bounces", job, "--mbox", empty).code == 0
 
 
 def test_suppress_manages_the_default_store(
@@ -403,6 +515,21 @@ def test_suppress_manages_the_default_store(
     assert bad.code == 64
 
 
+@pytest.mark.parametrize("bad", ["", "   ", "not-an-address", "user@", "@example.com"])
+def test_suppress_add_refuses_what_is_not_an_address(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], bad: str
+) -> None:
+    store = str(tmp_path / "store.db")
+    result = cli(capsys, "suppress", "add", "--store", store, "ok@example.com", bad)
+    assert result.code == 64, result.err
+    assert "not an email address" in result.err and "internal error" not in result.err
+    assert cli(capsys, "suppress", "list", "--store", store, "--json").out == ""
+    named = cli(capsys, "suppress", "add", "--store", store, "Ann <Ann@Example.com>")
+    assert named.code == 0, named.err
+    listed = cli(capsys, "suppress", "list", "--store", store, "--json")
+    assert [json.loads(x)["address"] for x in listed.out.splitlines()] == ["ann@example.com"]
+
+
 def test_with_a_postgresql_journal_the_store_is_its_database(
     pg_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -430,6 +557,13 @@ def test_with_a_postgresql_journal_the_store_is_its_database(
     late = json.loads(cli(capsys, "bounces", job, "--maildir", box, "--json").out)
     assert (late["late_bounced"], late["matched_by"], late["suppressed"]) == (1, {"verp": 1}, 1)
     assert late["suppression_store"] == pg_url
+    # read again after the address was taken out of the store: it stays out
+    assert "1 removed" in cli(capsys, "suppress", "remove", "--job", job, "user1@example.com").err
+    again = json.loads(cli(capsys, "bounces", job, "--maildir", box, "--json").out)
+    assert (again["duplicates"], again["suppressed"]) == (1, 0)
+    listed = cli(capsys, "suppress", "list", "--job", job, "--json")
+    assert [json.loads(x)["address"] for x in listed.out.splitlines()] == ["user0@example.com"]
+    cli(capsys, "suppress", "add", "--job", job, "user1@example.com")
     # job-b, in the same database, skips both
     other = write_job(tmp_path / "b", rows=3, extra_yaml="name: job-b\n" + extra)
     other.write_text(other.read_text().replace("name: test-job\n", ""))

@@ -3,10 +3,12 @@ it fails (a wrong CA, a wrong password, a closed port, a silent server, a bad UR
 
 from __future__ import annotations
 
+import contextlib
 import imaplib
 import re
 import socket
 import ssl
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -262,6 +264,58 @@ def test_a_server_that_never_greets_times_out() -> None:
         with pytest.raises(UnreachableError, match=f"127.0.0.1:{port}: .*timed out"):
             ImapSource(f"imap://u@127.0.0.1:{port}/", "pw", timeout=0.5).connect()
         assert time.monotonic() - started < 4.0  # bounded by the timeout, not hanging
+
+
+class _DrippingServer:
+    """An IMAP server on loopback that greets, then answers every command with untagged
+    lines, one every few milliseconds, without end: each read gets bytes in time."""
+
+    def __init__(self) -> None:
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._stop = threading.Event()
+        self.commands = 0
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        with contextlib.suppress(OSError):
+            conn, _ = self._listener.accept()
+            with conn:
+                conn.sendall(b"* OK IMAP4rev1 ready\r\n")
+                conn.recv(1024)  # the first command, whatever it is
+                self.commands += 1
+                while not self._stop.wait(0.005):
+                    conn.sendall(b"* OK still thinking\r\n")
+
+    def close(self) -> None:
+        self._stop.set()
+        self._listener.close()
+        self._thread.join(10)
+
+
+def test_a_server_that_drips_untagged_lines_forever_times_out() -> None:
+    server = _DrippingServer()
+    failed: list[BaseException] = []
+
+    def connect() -> None:
+        try:
+            ImapSource(f"imap://u@127.0.0.1:{server.port}/", "pw", timeout=0.5).connect()
+        except BaseException as exc:
+            failed.append(exc)
+
+    try:
+        client = threading.Thread(target=connect, daemon=True)
+        client.start()
+        client.join(30)  # far past the timeout: a client still waiting never ends
+        assert not client.is_alive(), "the exchange was not bounded by the timeout"
+    finally:
+        server.close()
+    assert server.commands == 1
+    [error] = failed
+    assert isinstance(error, UnreachableError), error
+    assert f"127.0.0.1:{server.port}" in str(error) and "timed out" in str(error)
+    assert error.exit_code == ExitCode.UNAVAILABLE
 
 
 def test_a_missing_folder_is_a_config_error(dovecot: DovecotServer) -> None:

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from txsend.addresses import address_forms
 from txsend.app.jobs import load, open_for
 from txsend.app.suppressions import open_job_store
 from txsend.errors import UsageError
@@ -84,7 +85,7 @@ class BounceResult:
     matched_by: dict[str, int] = field(default_factory=dict)  # new reports per key
     late_bounced: int = 0  # rows that became bounced in this run
     accepted: int = 0  # unknown rows a report proved accepted (now sent)
-    suppressed: int = 0  # addresses added to the suppressions
+    suppressed: int = 0  # addresses new reports suppressed (each counted once)
     unmatched: list[tuple[str, str]] = field(default_factory=list)  # (source, why)
     unmatched_count: int = 0
     unreadable: list[tuple[str, str]] = field(default_factory=list)  # (source, why)
@@ -136,21 +137,25 @@ def read_bounces(request: BounceRequest) -> BounceResult:
     job = load(request.target, request.overrides)
     journal = open_for(job)
     store = open_job_store(job)
+    mail: list[MailSource] = []
     try:
         journal.prepare_feedback()
         matcher = Matcher(job, journal)
         result = BounceResult(job.name, store=store.location if store else None)
         recorder = _Recorder(journal, store, result)
-        if request.events is not None:
-            recorder.feed_events(read_events(request.events, request.provider), matcher)
+        events = None if request.events is None else read_events(request.events, request.provider)
+        # every input is checked (missing, not a mailbox, a bad URL) before any is read
         for source in _mail_sources(request):
-            try:
-                recorder.feed_mail(source, matcher)
-            finally:
-                source.close()
+            mail.append(source)
+        if events is not None:
+            recorder.feed_events(events, matcher)
+        for source in mail:
+            recorder.feed_mail(source, matcher)
         result.totals = journal.feedback_counts()
         return result
     finally:
+        for source in mail:
+            source.close()
         if store is not None:
             store.close()
         journal.close()
@@ -218,8 +223,15 @@ class Matcher:
                     if row.message_id.lower() == wanted:
                         return Match(row.key, row.address, "message-id")
         if report.recipient:
-            rows = self._journal.feedback_rows(address=report.recipient, limit=50)
-            sent = [r for r in rows if r.state in (State.SENT, State.UNKNOWN, State.BOUNCED)]
+            # a report names an internationalised domain as it went out (A-labels); the
+            # row may hold it as the data wrote it (U-labels), or the other way round
+            by_key = {
+                row.key: row
+                for form in address_forms(report.recipient)
+                for row in self._journal.feedback_rows(address=form, limit=50)
+            }
+            went_out = (State.SENT, State.UNKNOWN, State.BOUNCED)
+            sent = [r for r in by_key.values() if r.state in went_out]
             if len(sent) == 1:
                 return Match(sent[0].key, sent[0].address, "recipient")
             if len(sent) > 1:
@@ -237,6 +249,7 @@ class _Recorder:
         self._journal = journal
         self._store = store
         self._result = result
+        self._suppressed: set[str] = set()  # the addresses new reports suppressed
 
     def feed_events(self, events: Iterable[Feedback | Unparsed], matcher: Matcher) -> None:
         batch: list[Feedback] = []
@@ -256,6 +269,9 @@ class _Recorder:
         reports: list[Feedback] = []
         for item in source:
             self._result.messages += 1
+            if item.unreadable is not None:
+                self._unreadable(Unparsed(item.source, item.unreadable))
+                continue
             parsed = parse_message(item.raw, item.source)
             if isinstance(parsed, Unparsed):
                 self._unreadable(parsed)  # left unmarked: a newer txsend may read it
@@ -282,15 +298,18 @@ class _Recorder:
         matches = [matcher.match(report) for report in reports]
         entries = [_entry(r, m) for r, m in zip(reports, matches, strict=True)]
         if self._store is not None:
+            # a report the journal holds already was put in the store when it was new: put
+            # again, it would undo a `txsend suppress remove` made since
+            known = self._journal.recorded_feedback([e.event_id for e in entries])
             self._store.add(
                 StoreEntry(m.address, _store_kind(e.kind), e.suppress, e.source)
                 for e, m in zip(entries, matches, strict=True)
-                if e.suppress and m.address
+                if e.suppress and m.address and e.event_id not in known
             )
         outcomes = self._journal.record_feedback(entries)
         result = self._result
         result.read += len(entries)
-        for entry, outcome in zip(entries, outcomes, strict=True):
+        for entry, match, outcome in zip(entries, matches, outcomes, strict=True):
             if outcome == "duplicate":
                 result.duplicates += 1
                 continue
@@ -304,8 +323,9 @@ class _Recorder:
                 continue
             assert entry.matched_by is not None
             result.matched_by[entry.matched_by] = result.matched_by.get(entry.matched_by, 0) + 1
-            if entry.suppress:
-                result.suppressed += 1
+            if entry.suppress and match.address:
+                self._suppressed.add(match.address.lower())
+                result.suppressed = len(self._suppressed)
             if outcome == "applied":
                 if entry.kind == Kind.FAILED:
                     result.late_bounced += 1

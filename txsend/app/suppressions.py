@@ -82,7 +82,15 @@ class StoreRef:
 
 
 def add(ref: StoreRef, addresses: list[str], reason: str, kind: str = "manual") -> tuple[int, str]:
-    """Suppress addresses; (how many were new, the store's location)."""
+    """Suppress addresses; (how many were new, the store's location). UsageError, and
+    nothing added, when one of them is not an address ("Name <addr>" is read as addr)."""
+    addresses = [_address_arg(a) for a in addresses]
+    bad = [a for a in addresses if not _looks_like_address(a)]
+    if bad:
+        shown = ", ".join(repr(a) for a in bad[:5]) + (" ..." if len(bad) > 5 else "")
+        raise UsageError(
+            f"not an email address: {shown}", hint="nothing was added; pass whole addresses"
+        )
     store = ref.open()
     try:
         new = store.add(StoreEntry(a, kind, reason, "txsend suppress add") for a in addresses)
@@ -120,6 +128,18 @@ def import_file(ref: StoreRef, path: Path, reason: str | None) -> tuple[int, int
         return len(listed), new, store.location
     finally:
         store.close()
+
+
+def _address_arg(text: str) -> str:
+    text = text.strip()
+    if text.endswith(">") and "<" in text:
+        return text[text.rindex("<") + 1 : -1].strip()
+    return text
+
+
+def _looks_like_address(text: str) -> bool:
+    local, at, domain = text.rpartition("@")
+    return bool(at and local and domain) and not any(c.isspace() or c in "<>" for c in text)
 
 
 def _plain(entry: StoreEntry) -> dict[str, Any]:

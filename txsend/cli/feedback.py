@@ -75,7 +75,13 @@ DeleteOpt = Annotated[
     bool, typer.Option("--delete", help="Delete handled mail (IMAP: expunge) instead.")
 ]
 TimeoutOpt = Annotated[
-    float, typer.Option(min=1, metavar="SECONDS", help="IMAP: give up on a silent server after.")
+    float,
+    typer.Option(
+        min=1,
+        metavar="SECONDS",
+        help="IMAP: give up when one exchange with the server (a command and all of its "
+        "answer) takes longer.",
+    ),
 ]
 StoreOpt = Annotated[
     str | None,
@@ -117,8 +123,9 @@ def bounces(
 
     Matches each report to a row by VERP token, ENVID, Message-ID, then final
     recipient. Reading the same mail twice counts it once. Exit 0 when every source
-    was read (unmatched and unreadable reports are listed), 66 missing input, 69 IMAP
-    unreachable or login refused, 78 configuration."""
+    was read (unmatched and unreadable reports are listed), 64 bad flags, 65 an input that
+    is not a Maildir / mbox / JSON, 66 missing input, 69 IMAP unreachable or login
+    refused, 78 configuration."""
     from txsend.app.bounces import BounceRequest, read_bounces
 
     if provider is not None and provider.lower() not in PROVIDERS:

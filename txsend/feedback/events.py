@@ -62,6 +62,7 @@ class Item:
 
     source: str  # as Feedback.source
     raw: bytes
+    unreadable: str | None = None  # why the mailbox could not give its bytes (raw is b"")
 
 
 class MailSource(Protocol):

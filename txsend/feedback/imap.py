@@ -15,7 +15,8 @@ MOVE, RFC 6851; else COPY, ``\\Deleted`` and UID EXPUNGE) or removes it only wit
 ``delete=True``. A run that dies between the journal and ``handled`` reads the message
 again next time; the journal counts it once.
 
-Every socket operation is bounded by ``timeout``. A refused or timed-out connection, a
+Every exchange with the server (the greeting, each command with all of its answer) ends
+within ``timeout``, however the server drips its bytes. A refused or timed-out connection, a
 certificate that does not verify, a refused login or a lost connection raise
 UnreachableError (exit 69), one line naming host:port and what failed; a bad URL raises
 ConfigError (78).
@@ -26,23 +27,29 @@ from __future__ import annotations
 import base64
 import contextlib
 import imaplib
+import io
 import re
 import socket
 import ssl
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from txsend.errors import ConfigError, MissingInputError, TxsendError, UnreachableError
 from txsend.feedback.events import Item
 
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
+
 HANDLED = "$TxsendHandled"
 BATCH = 50  # messages per UID FETCH
 DEFAULT_PORTS = {"imaps": 993, "imap": 143}
 TLS_MODES = ("implicit", "starttls", "none")
+MAX_LINE = 1_000_000  # bytes of one line from the server (imaplib's own limit)
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,7 +229,7 @@ class ImapSource:
                 stage = "TLS connection"
                 imap = _ImplicitTls(url.host, url.port, ssl_context=context, timeout=self._timeout)
             else:
-                imap = imaplib.IMAP4(url.host, url.port, timeout=self._timeout)
+                imap = _Plain(url.host, url.port, timeout=self._timeout)
             if url.tls != "starttls":
                 return imap
             if "STARTTLS" in imap.capabilities:
@@ -407,13 +414,86 @@ class ImapSource:
         self.close()
 
 
-class _ImplicitTls(imaplib.IMAP4_SSL):
-    """IMAP4_SSL whose socket is closed when the TLS handshake fails (imaplib leaves it to
-    the garbage collector). open() is the documented place to change how a session
-    connects."""
+class _Bounded(imaplib.IMAP4):
+    """An IMAP session whose every exchange ends within `timeout`: the greeting, and each
+    command with all of its answer. imaplib's timeout bounds one socket read only, so a
+    server that drips bytes, or untagged lines without end, would keep it forever; here
+    every read of the socket gets what is left of the exchange's time, and none is left
+    once it has passed."""
+
+    _limit: float | None = None
+    _deadline = 0.0
+    _reader: io.BufferedReader | None = None
+    _read_from: object = None  # the socket it reads (another one once STARTTLS is done)
+
+    def _start_exchange(self) -> None:
+        if self._limit is not None:
+            self._deadline = time.monotonic() + self._limit
+
+    def _left(self) -> float | None:
+        if self._limit is None:
+            return None
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("timed out")
+        return left
+
+    def _buffered(self) -> io.BufferedReader:
+        if self._reader is None or self._read_from is not self.sock:
+            # a new socket (TLS just began): what was buffered before it is dropped
+            self._reader = io.BufferedReader(_DeadlineReads(self))
+            self._read_from = self.sock
+        return self._reader
+
+    def read(self, size: int) -> bytes:
+        return self._buffered().read(size)
+
+    def readline(self) -> bytes:
+        line = self._buffered().readline(MAX_LINE + 1)
+        if len(line) > MAX_LINE:
+            raise self.error(f"got more than {MAX_LINE} bytes")
+        return line
+
+    def send(self, data: ReadableBuffer) -> None:
+        self._start_exchange()
+        self.sock.settimeout(self._left())
+        super().send(data)
+
+
+class _DeadlineReads(io.RawIOBase):
+    """The session's current socket as a raw stream, each read bounded by the exchange's
+    time left."""
+
+    def __init__(self, session: _Bounded) -> None:
+        self._session = session
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        sock = self._session.sock
+        sock.settimeout(self._session._left())
+        return sock.recv_into(buffer)
+
+
+class _Plain(_Bounded):
+    """imaplib.IMAP4 (plain, or STARTTLS later) with every exchange bounded."""
+
+    def open(self, host: str = "", port: int = 143, timeout: float | None = None) -> None:
+        self._limit = timeout
+        self._start_exchange()  # the greeting
+        super().open(host, port, timeout)
+
+
+class _ImplicitTls(_Bounded, imaplib.IMAP4_SSL):
+    """IMAP4_SSL with every exchange bounded, whose socket is closed when the TLS handshake
+    fails (imaplib leaves it to the garbage collector). open() is the documented place to
+    change how a session connects."""
 
     def open(self, host: str = "", port: int | None = 993, timeout: float | None = None) -> None:
         self.host, self.port = host, 993 if port is None else port
+        self._limit = timeout
+        self._start_exchange()  # the handshake and the greeting
         raw = socket.create_connection((host, self.port), timeout)
         try:
             self.sock = self.ssl_context.wrap_socket(raw, server_hostname=host)

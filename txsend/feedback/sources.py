@@ -56,9 +56,15 @@ class MaildirSource:
             for name in names:
                 if name.startswith("."):
                     continue
-                raw = _read(self.path / sub / name)
+                source = f"maildir:{sub}/{name}"
+                try:
+                    raw = _read(self.path / sub / name)
+                except OSError as exc:  # not ours to read (mode 0600, another user), a loop
+                    why = exc.strerror or type(exc).__name__
+                    yield Item(source, b"", unreadable=f"cannot read the file ({why})")
+                    continue
                 if raw is not None:
-                    yield Item(f"maildir:{sub}/{name}", raw)
+                    yield Item(source, raw)
 
     def handled(self, item: Item) -> None:
         """Mark one message seen (new/ → cur/ with S), move it, or delete it when asked."""
@@ -94,11 +100,17 @@ class MboxSource:
         if not (path.is_file() or path.is_fifo()):  # a pipe too: --mbox <(zcat old.mbox.gz)
             raise JobError("not an mbox file", file=str(path), hint="for a Maildir: --maildir")
         self.path = path
+        if path.is_file():  # a pipe is checked as it is read
+            try:
+                with path.open("rb") as mbox:
+                    _check_start(next((ln for ln in mbox if ln.strip()), b""), path)
+            except OSError as exc:
+                raise MissingInputError(f"{path}: cannot read it ({exc.strerror})") from None
 
     def __iter__(self) -> Iterator[Item]:
         index = 0
         with self.path.open("rb") as mbox:
-            for raw in _split_mbox(mbox):
+            for raw in _split_mbox(mbox, self.path):
                 index += 1
                 yield Item(f"mbox:{self.path}#{index}", raw)
 
@@ -109,7 +121,17 @@ class MboxSource:
         """The file is closed after each full read."""
 
 
-def _split_mbox(lines: Iterable[bytes]) -> Iterator[bytes]:
+def _check_start(first: bytes, path: Path) -> None:
+    """An mbox begins (after blank lines) with a "From " line; an empty one is an mbox too."""
+    if first and not first.startswith(b"From "):
+        raise JobError(
+            "not an mbox file: it does not begin with a 'From ' line",
+            file=str(path),
+            hint="one message alone: put it in a Maildir's new/ and pass --maildir",
+        )
+
+
+def _split_mbox(lines: Iterable[bytes], path: Path) -> Iterator[bytes]:
     """Each message of an mbox: after a "From " line that starts a message, ">From " unquoted."""
     chunks: list[bytes] = []
     size = 0
@@ -124,6 +146,8 @@ def _split_mbox(lines: Iterable[bytes]) -> Iterator[bytes]:
             continue
         previous_blank = line in (b"\n", b"\r\n")
         if not started:
+            if line.strip():
+                _check_start(line, path)
             continue
         if line.startswith(b">") and line.lstrip(b">").startswith(b"From "):
             line = line[1:]

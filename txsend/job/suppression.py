@@ -9,7 +9,8 @@ A file is either
   by its first line: a header containing such a column, either alone on the line or
   beside others separated by ``,``, ``;``, tab or ``|``. Empty cells are ignored.
 
-Addresses are compared whole and case-insensitively, surrounding spaces stripped. Each
+Addresses are compared whole and case-insensitively, surrounding spaces stripped, an
+internationalised domain as its A-labels (so ``bücher.example`` is ``xn--bcher-kva.example``). Each
 remembers why it is suppressed: "listed in FILE" for the files, or what ``add`` was told
 (e.g. the engine's hard bounces), for the journal and the report.
 
@@ -25,6 +26,7 @@ import csv
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from txsend.addresses import comparable_address
 from txsend.errors import JobError, MissingInputError
 
 __all__ = ["DEFAULT_REASON", "SuppressionList", "load_suppressions"]
@@ -36,7 +38,7 @@ _CSV_HINT = "a CSV suppression file needs a header row with an 'email' or 'addre
 
 
 def _normalise(address: str) -> str:
-    return address.strip().lower()
+    return comparable_address(address)
 
 
 class SuppressionList:
@@ -64,7 +66,7 @@ class SuppressionList:
         return len(self._reasons)
 
     def addresses(self) -> Iterator[str]:
-        """Every suppressed address, normalised (lowercase), in the order added."""
+        """Every suppressed address, normalised (lowercase, A-labels), in the order added."""
         return iter(self._reasons)
 
     def __repr__(self) -> str:

@@ -134,6 +134,10 @@ class JournalBackend(Protocol):
         """
         ...
 
+    def recorded_feedback(self, event_ids: Sequence[str]) -> set[str]:
+        """Which of these report event ids the journal has recorded already."""
+        ...
+
     def feedback_counts(self) -> dict[str, int]:
         """{"late_bounced": rows a report turned bounced, "delayed", "complaints",
         "unmatched" (no row): reports, "events": every report recorded}."""

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from txsend.addresses import comparable_address
 from txsend.journal.records import Claimed, FeedbackEntry, FeedbackRow, IngestStats
 
 if TYPE_CHECKING:
@@ -332,8 +333,8 @@ def chunks(items: Iterable[_T], size: int = STORE_CHUNK) -> Iterator[list[_T]]:
 
 
 def normal_address(address: str) -> str:
-    """An address as the store keeps and compares it."""
-    return address.strip().lower()
+    """An address as the store keeps and compares it (lowercase, the domain in A-labels)."""
+    return comparable_address(address)
 
 
 def unique_rows(

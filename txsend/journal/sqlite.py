@@ -323,6 +323,10 @@ class Journal:
         """Record a batch of reports in one transaction: "applied", "noted" or "duplicate"."""
         return sqlitefeedback.record_feedback(self._conn, entries)
 
+    def recorded_feedback(self, event_ids: Sequence[str]) -> set[str]:
+        """Which of these report event ids are recorded already."""
+        return sqlitefeedback.recorded_feedback(self._conn, event_ids)
+
     def feedback_counts(self) -> dict[str, int]:
         return sqlitefeedback.feedback_counts(self._conn)
 

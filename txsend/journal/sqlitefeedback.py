@@ -99,6 +99,17 @@ def feedback_rows(
     return [_row(values) for values in cur]
 
 
+def recorded_feedback(conn: sqlite3.Connection, event_ids: Sequence[str]) -> set[str]:
+    """Which of these event ids the journal has recorded already."""
+    if not event_ids:
+        return set()
+    found = conn.execute(
+        "SELECT event_id FROM feedback WHERE event_id IN (SELECT value FROM json_each(?))",
+        (json.dumps(list(event_ids)),),
+    )
+    return {event_id for (event_id,) in found}
+
+
 def record_feedback(conn: sqlite3.Connection, entries: Sequence[FeedbackEntry]) -> list[str]:
     """Record a batch of reports in one transaction; per entry "applied", "noted" or
     "duplicate" (`txsend.journal.rules.plan_feedback`)."""

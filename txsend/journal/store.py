@@ -13,7 +13,9 @@ default at `default_store_path()`), or, for a postgresql:// location, the table
 
 Several processes use one SQLite store at once (two `txsend bounces` on different jobs,
 a run reading it): WAL, a busy timeout, and short transactions (`BEGIN IMMEDIATE`, a
-chunk of addresses each). Addresses are compared case-insensitively: stored lowercased.
+chunk of addresses each). Addresses are compared case-insensitively: stored lowercased,
+an internationalised domain as its A-labels (as it went out in RCPT TO, and as reports
+name it).
 """
 
 from __future__ import annotations

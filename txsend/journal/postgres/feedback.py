@@ -177,6 +177,17 @@ def record_feedback(db: Database, job: str, entries: Sequence[FeedbackEntry]) ->
     return plan.results
 
 
+def recorded_feedback(db: Database, job: str, event_ids: Sequence[str]) -> set[str]:
+    """Which of these event ids the job's journal has recorded already."""
+    if not event_ids:
+        return set()
+    found = db.all(
+        "SELECT event_id FROM txsend_feedback WHERE job = %s AND event_id = ANY(%s::text[])",
+        (job, list(event_ids)),
+    )
+    return {event_id for (event_id,) in found}
+
+
 def feedback_counts(db: Database, job: str) -> dict[str, int]:
     """Late bounces (rows), delays, complaints, unmatched reports and all events."""
     values = db.one(FEEDBACK_COUNTS.format(table="txsend_feedback WHERE job = %s"), (job,))

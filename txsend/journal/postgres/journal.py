@@ -243,6 +243,10 @@ class PgJournal:
         """Record a batch of reports in one transaction: "applied", "noted" or "duplicate"."""
         return feedback.record_feedback(self._db, self._job(), entries)
 
+    def recorded_feedback(self, event_ids: Sequence[str]) -> set[str]:
+        """Which of these report event ids are recorded already."""
+        return feedback.recorded_feedback(self._db, self._job(), event_ids)
+
     def feedback_counts(self) -> dict[str, int]:
         return feedback.feedback_counts(self._db, self._job())
 
