@@ -60,6 +60,8 @@ class SuppressionList:
 
     def reason(self, address: str) -> str | None:
         """Why the address is suppressed (e.g. "listed in suppressed.csv"), None if it is not."""
+        if not self._reasons:  # asked for every message, several times: most lists are empty
+            return None
         return self._reasons.get(_normalise(address))
 
     def __len__(self) -> int:
