@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from txsend.addresses import envelope_address, split_mailbox
 from txsend.app.jobs import load
 from txsend.errors import UsageError
 from txsend.job.loading import DEFAULT_STORE
@@ -84,8 +85,8 @@ class StoreRef:
 def add(ref: StoreRef, addresses: list[str], reason: str, kind: str = "manual") -> tuple[int, str]:
     """Suppress addresses; (how many were new, the store's location). UsageError, and
     nothing added, when one of them is not an address ("Name <addr>" is read as addr)."""
-    addresses = [_address_arg(a) for a in addresses]
-    bad = [a for a in addresses if not _looks_like_address(a)]
+    addresses = [split_mailbox(a)[1] for a in addresses]
+    bad = [a for a in addresses if not _is_address(a)]
     if bad:
         shown = ", ".join(repr(a) for a in bad[:5]) + (" ..." if len(bad) > 5 else "")
         raise UsageError(
@@ -130,16 +131,13 @@ def import_file(ref: StoreRef, path: Path, reason: str | None) -> tuple[int, int
         store.close()
 
 
-def _address_arg(text: str) -> str:
-    text = text.strip()
-    if text.endswith(">") and "<" in text:
-        return text[text.rindex("<") + 1 : -1].strip()
-    return text
-
-
-def _looks_like_address(text: str) -> bool:
-    local, at, domain = text.rpartition("@")
-    return bool(at and local and domain) and not any(c.isspace() or c in "<>" for c in text)
+def _is_address(text: str) -> bool:
+    """Whether `text` is an address txsend could send to (the renderer's rule)."""
+    try:
+        envelope_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _plain(entry: StoreEntry) -> dict[str, Any]:
