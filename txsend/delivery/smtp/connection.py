@@ -14,6 +14,7 @@ from typing import cast
 
 import aiosmtplib
 
+from txsend.delivery.smtp.auth import authenticate
 from txsend.delivery.smtp.replies import ReplyReader
 from txsend.delivery.smtp.results import ConnectFault, Phase, RelayDown, SendResult
 from txsend.models import RelayConfig, RenderedMessage, Timeouts, TlsMode
@@ -104,7 +105,7 @@ class SmtpConnection:
                 # ours to close properly
                 if self._password is not None and relay.username is not None:
                     stage = "auth"
-                    await smtp.login(relay.username, self._password)
+                    await authenticate(smtp, relay, self._password)
         except (aiosmtplib.SMTPException, OSError, ssl.SSLError, TimeoutError) as exc:
             await _shut(smtp)
             fault, code, reason = connect_fault(exc, stage, tls=relay.tls is TlsMode.IMPLICIT)
