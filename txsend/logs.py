@@ -3,8 +3,10 @@
 Library code calls `event(level, name, message, **fields)`; nothing is written until the
 CLI calls `configure`. Events and their levels:
 
-    info     run_start, run_end, relay_up, circuit_closed, metrics_serving
-    warning  relay_down, circuit_opened, relay_given_up, rate_spent, interrupted
+    info     run_start, run_end, relay_up, circuit_closed, metrics_serving, command_output,
+             command_done
+    warning  relay_down, circuit_opened, relay_given_up, rate_spent, interrupted, alert,
+             command_failed
     error    abort
     debug    message (one per outcome: key, address, state, code, reply, relay)
 
@@ -74,7 +76,7 @@ def output_event(
     write(json_line(level, name, message, fields))
 
 
-def event(level: int, name: str, message: str, **fields: Any) -> None:
+def event(level: int, name: str, message: str, /, **fields: Any) -> None:
     """Log one event (cheap when its level is off)."""
     if LOGGER.isEnabledFor(level):
         LOGGER.log(level, message, extra={"event": name, "fields": fields})

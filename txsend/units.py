@@ -1,4 +1,5 @@
-"""Units a user writes: sizes ("10MB"), durations ("1h30m") and rates ("50/s", "10000/day").
+"""Units a user writes: sizes ("10MB"), durations ("1h30m"), rates ("50/s", "10000/day")
+and shares ("5%", 0.05).
 
 Part of the kernel: the job loader, the rate limiter, the sink and the command line all
 read these, so they live below all of them. `describe_value` says how a value from a job
@@ -12,7 +13,7 @@ import math
 import re
 from dataclasses import dataclass
 
-__all__ = ["Rate", "describe_value", "parse_duration", "parse_rate", "parse_size"]
+__all__ = ["Rate", "describe_value", "parse_duration", "parse_rate", "parse_share", "parse_size"]
 
 _SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kmg]i?b?|b)?\s*\Z", re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
@@ -29,6 +30,7 @@ _DURATION_UNITS = {
 RATE_UNITS = {"s": 1.0, "min": 60.0, "h": 3600.0, "day": 86400.0}
 _RATE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*/\s*(s|min|h|day)\s*\Z")
 _RATE_EXAMPLES = "50/s, 600/min, 1000/h or 10000/day"
+_PERCENT = re.compile(r"\s*(\d+(?:\.\d+)?)\s*%\s*\Z")
 
 
 def describe_value(value: object) -> str:
@@ -125,3 +127,23 @@ def parse_rate(text: str) -> Rate:
     if not count > 0 or not math.isfinite(count):
         raise ValueError(f"a rate must be positive, got {text!r}")
     return Rate(count=count, per=RATE_UNITS[match.group(2)])
+
+
+def parse_share(value: str | float) -> float:
+    """A share of a whole, 0 < share <= 1, from "5%", "12.5%" or a number like 0.05."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError(f"expected a share like 5% or 0.05, got {describe_value(value)}")
+    if isinstance(value, str):
+        match = _PERCENT.match(value)
+        if match is None:
+            raise ValueError(f"not a share: {value!r} (write e.g. 5% or 0.05)")
+        share = float(match.group(1)) / 100
+    else:
+        share = float(value)
+        if 1 < share <= 100:
+            raise ValueError(
+                f"a share is at most 1, got {value:g} (for {value:g}% write '{value:g}%')"
+            )
+    if not (math.isfinite(share) and 0 < share <= 1):
+        raise ValueError(f"a share must be above 0 and at most 100%, got {value!r}")
+    return share

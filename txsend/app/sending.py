@@ -12,11 +12,13 @@ import logging
 import signal
 import ssl
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from txsend.app import eventloop
 from txsend.app.inspection import problems_of
 from txsend.app.jobs import fingerprint, load, open_for
 from txsend.app.requests import Prepared, RunRequest
+from txsend.app.runhooks import RunHooks
 from txsend.app.suppressions import add_to_run, open_job_store
 from txsend.content.ids import MessageIds, message_id_domain
 from txsend.content.renderer import Renderer
@@ -143,36 +145,54 @@ def send(
     outputs.start()
     run_id = journal.start_run(command)
 
+    hooks = RunHooks(job, run_id, command, request.outputs, dry_run=request.dry_run)
+
     def during(stats: RunStats) -> Summary:
         return Summary(
-            job.name, run_id, journal.counts(), stats, None, -1, request.dry_run, command=command
+            job.name,
+            run_id,
+            journal.counts(),
+            stats,
+            None,
+            -1,
+            request.dry_run,
+            command=command,
+            alerts=hooks.report(),
         )
 
     def tick(stats: RunStats) -> None:
+        hooks.tick()  # the alerts first: the metrics show what they decided
         outputs.tick(lambda: during(stats).to_json())  # built only when the metrics are due
         if on_tick is not None:
             on_tick(stats)
 
     engine = _engine(prepared, request, renderer, relays, run_id, tick)
+    hooks.watch(engine.stats)
     _run_start_event(prepared, request, command, run_id, relays)
     exit_code = 70  # what the run is recorded with if it ends in an exception
     recorded = False
+    failure: BaseException | None = None
     try:
         stats = eventloop.run(_run_with_signals(engine))
-        summary = _verdict(prepared, request, command, run_id, stats, renderer)
+        summary = _verdict(prepared, request, command, run_id, stats, renderer, hooks.report())
         exit_code = summary.exit_code
         journal.finish_run(run_id, exit_code)
         recorded = True
         outputs.finish(summary.to_json())
-    except TxsendError as exc:  # e.g. the template fails the run's first rows: 65
-        exit_code = exc.exit_code
+    except BaseException as exc:  # e.g. the template fails the run's first rows: 65
+        if isinstance(exc, TxsendError):
+            exit_code = exc.exit_code
+        failure = exc
         raise
     finally:
         if not recorded:
             journal.finish_run(run_id, exit_code)
         outputs.close()
+        if failure is not None:  # on_finish_command after an error too (runhooks)
+            hooks.finish(exit_code, journal, error=failure)
     _share_hard_bounces(job, journal)
     _run_end_event(summary, stats)
+    hooks.finish(exit_code, journal, summary)
     return summary
 
 
@@ -227,6 +247,7 @@ def _verdict(
     run_id: int,
     stats: RunStats,
     renderer: Renderer,
+    alerts: tuple[dict[str, Any], ...] | None = None,
 ) -> Summary:
     """The run's summary, with its exit code as the journal's counts decide it."""
     job, journal = prepared.job, prepared.journal
@@ -254,6 +275,7 @@ def _verdict(
         problems=problems_of(journal, request.target),
         skipped_by_error=by_error,
         resend_unknown=resend,
+        alerts=alerts,
     )
 
 

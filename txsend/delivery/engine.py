@@ -447,6 +447,12 @@ class Engine:
                 return
             waiting = waiting_reason(outlook, give_up)
             self.stats.waiting = waiting.words if waiting else None
+            if self.stats.watcher is not None:
+                # nothing to send (retries not due, the relays' quota spent) is not slowness
+                idle = outlook.quota_spent is not None or (
+                    waiting is not None and waiting.kind == "retry"
+                )
+                self.stats.watcher.waiting(idle, outlook.now)
             if waiting is not None and waiting.kind != shown:  # logged when the kind changes
                 level = logging.WARNING if waiting.kind == "outage" else logging.INFO
                 words = waiting.words
@@ -500,6 +506,8 @@ class Engine:
         so that the journal counts those attempts."""
         record = abandoned(item.tally, self._policy, now=time.time(), rng=self._random)
         if record is not None:
+            if self.stats.watcher is not None:
+                self.stats.watcher.outcome(record.state, None, time.monotonic())
             self._conclude(record)
         self._release(item.key)
 
@@ -733,8 +741,11 @@ class Engine:
             self._hand_back(item)
             return
         record = settle(tally, transaction, self._policy, now=time.time(), rng=self._random)
-        if record.state is State.SENT:
+        accepted = record.state is State.SENT
+        if accepted:
             self.stats.latency.add(latency)
+        if (watcher := self.stats.watcher) is not None:
+            watcher.outcome(record.state, latency if accepted else None, time.monotonic())
         self._conclude(record)
         self._release(item.key)
         self._judge_error_rate(record.state)

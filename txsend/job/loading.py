@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 from txsend.addresses import mailbox_problem
 from txsend.errors import ConfigError, JobError, MissingInputError, UsageError
+from txsend.job.alerts import HOOK_KEYS, load_hooks
 from txsend.job.content import CONTENT_KEYS, job_headers, load_content
 from txsend.job.location import JournalLocation, default_journal
 from txsend.job.overrides import apply
@@ -139,6 +140,7 @@ def _load_yaml_job(
     suppress, suppress_store = _job_suppress(root, base)
     max_size = _job_max_size(root)
     journal = _job_journal(root, base) or JournalLocation(path=default_journal(source))
+    hooks = load_hooks(root)
     job = Job(
         name=name or source.stem,
         source=source,
@@ -158,6 +160,7 @@ def _load_yaml_job(
         suppress=suppress,
         suppress_store=suppress_store,
         content=content,
+        hooks=hooks,
     )
     return apply(job, overrides, env)
 
@@ -174,7 +177,7 @@ def _job_root(source: Path, display: str) -> Section:
             line=1,
         )
     root = Section(display, data)
-    root.check_keys(_TOP_KEYS | CONTENT_KEYS)
+    root.check_keys(_TOP_KEYS | CONTENT_KEYS | HOOK_KEYS)
     return root
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from txsend.job.alerts import Hooks
 from txsend.job.location import JournalLocation
 from txsend.models import Content, Delivery, RecipientsSpec, RelayConfig, Template
 
@@ -116,6 +117,8 @@ class Job:
     content: Content = field(default_factory=Content)
     # the flags applied (paths resolved); stored in the journal so `resume` rebuilds the job
     flags: JobOverrides = field(default_factory=JobOverrides)
+    # alerts, on_finish_command, hook_timeout (txsend.job.alerts)
+    hooks: Hooks = field(default_factory=Hooks)
 
     def input_files(self) -> list[Path]:
         """Every file whose content defines what is sent (for the journal fingerprint)."""

@@ -43,6 +43,7 @@ from txsend.reporting.markup import (
     whole_counts,
 )
 from txsend.reporting.schema import (
+    Alert,
     ErrorCounts,
     ProblemReport,
     ProblemRow,
@@ -141,6 +142,7 @@ def _page(report: Report) -> str:
         _relays_section(report.reported_relays),
         _reply_codes_section(report.reported_reply_codes),
         _problems_section(report.problems),
+        _alerts_section(report.alerts),
     ]
     return "\n".join(
         [
@@ -482,3 +484,46 @@ def _problem_row(row: ProblemRow) -> list[str]:
         esc(int(row.code)) if row.code is not None else DASH,
         esc(row.reply or DASH),
     ]
+
+
+# Alerts (only for a job with `alerts:`).
+
+
+def _alerts_section(alerts: Sequence[Alert]) -> str:
+    if not alerts:
+        return ""
+    rows = [_alert_row(alert) for alert in alerts]
+    table = _table(
+        ["Alert", "Threshold", "Window", "Fired", "At the end", "Last value", "Changes"],
+        rows,
+        {3},
+    )
+    return _section("alerts", "Alerts", table)
+
+
+def _alert_row(alert: Alert) -> list[str]:
+    changes = "; ".join(
+        f"{event.state or DASH} {event.at or DASH} ({_alert_value(event.value, alert.unit)})"
+        for event in alert.events
+    )
+    return [
+        esc(alert.name or DASH),
+        esc(f"{alert.condition or DASH} {_alert_value(alert.threshold, alert.unit)}"),
+        esc(_fmt_duration(alert.window_seconds)),
+        esc(fmt_int(whole(alert.fired))),
+        "firing" if alert.active else "ok",
+        esc(_alert_value(alert.value, alert.unit)),
+        esc(changes or DASH),
+    ]
+
+
+def _alert_value(value: float | None, unit: str | None) -> str:
+    if value is None:
+        return DASH
+    if unit == "ratio":
+        return _fmt_percent(value)
+    if unit == "seconds":
+        return fmt_ms(value * 1000)
+    if unit == "per_second":
+        return f"{fmt_num(value)}/s"
+    return fmt_num(value)

@@ -8,8 +8,8 @@ Each report is read (`txsend.reporting.schema.read_report`) and converted into m
 families once, in `MetricsExporter.update` (the caller's thread); the HTTP thread only
 reads the resulting immutable tuple, which is swapped under a lock. Label values come only
 from the report's `job`, the fixed sets of states, error classes and quantiles, the relay
-names (host:port) and the reply codes ("550 5.1.1"): never from reply texts, addresses,
-problems or events.
+names (host:port), the reply codes ("550 5.1.1") and the alert names of the job's `alerts:`
+(error_rate, ...): never from reply texts, addresses, problems or events.
 
 Relay metrics come from `run.relays` (this run) or, for a report without `run` (the
 output of `txsend report`), from the top-level `relays` (all runs of the journal).
@@ -39,6 +39,7 @@ from prometheus_client.registry import Collector
 from txsend.errors import UsageError
 from txsend.reporting.schema import (
     STATES,
+    Alert,
     Bucket,
     ErrorCounts,
     Percentiles,
@@ -181,6 +182,9 @@ def _families(report: Report, now: float) -> tuple[Metric, ...]:
     if report.run is not None:
         out.extend(_run_families(job, report.run))
     out.extend(_relay_families(job, report.reported_relays))
+
+    if report.alerts:
+        out.extend(_alert_families(job, report.alerts))
 
     if report.exit_code is not None:
         out.append(
@@ -396,6 +400,36 @@ def _relay_families(job: str, relays: Mapping[str, Relay]) -> list[Metric]:
 
     families = [outcomes, connections, connect_failures, errors, error_ratio, rate]
     return [*families, latency, connect, circuit]
+
+
+def _alert_families(job: str, alerts: Sequence[Alert]) -> list[Metric]:
+    """The job's alerts (`alerts:`); label `alert` is the alert's name (error_rate, ...)."""
+    labels = ["job", "alert"]
+    active = GaugeMetricFamily(
+        "txsend_alert_active",
+        "1 while the job's alert is firing (its threshold crossed over its window), else 0.",
+        labels=labels,
+    )
+    fired = CounterMetricFamily(
+        "txsend_alerts_total", "Times the job's alert fired in this run.", labels=labels
+    )
+    value = GaugeMetricFamily(
+        "txsend_alert_value",
+        "The alert's last judged value (a ratio, seconds or messages per second).",
+        labels=labels,
+    )
+    threshold = GaugeMetricFamily(
+        "txsend_alert_threshold", "The alert's threshold, in the unit of its value.", labels=labels
+    )
+    for alert in alerts:
+        if alert.name is None:
+            continue
+        key = [job, alert.name]
+        active.add_metric(key, 1.0 if alert.active else 0.0)
+        _add_value(fired, key, alert.fired)
+        _add_value(value, key, alert.value)
+        _add_value(threshold, key, alert.threshold)
+    return [active, fired, value, threshold]
 
 
 # -- helpers ------------------------------------------------------------------------------

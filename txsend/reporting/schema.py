@@ -24,6 +24,8 @@ from txsend.models import State
 
 __all__ = [
     "ERROR_CLASSES",
+    "Alert",
+    "AlertEvent",
     "STATES",
     "Bucket",
     "ErrorCounts",
@@ -180,6 +182,32 @@ class ProblemReport:
 
 
 @dataclass(frozen=True)
+class AlertEvent:
+    """One `alerts[].events` entry: the alert fired or resolved."""
+
+    state: str | None  # "firing" or "resolved"
+    at: str | None
+    value: float | None
+    messages: float | None
+
+
+@dataclass(frozen=True)
+class Alert:
+    """One `alerts` entry: a threshold of the job's `alerts:` and what it did in the run."""
+
+    name: str | None  # error_rate, p95_transaction_time, throughput, deferred_share
+    condition: str | None  # "above" or "below"
+    threshold: float | None
+    unit: str | None  # "ratio", "seconds" or "per_second"
+    window_seconds: float | None
+    active: bool  # firing at the end of the report
+    fired: float | None
+    value: float | None  # the last value judged
+    messages: float | None
+    events: tuple[AlertEvent, ...]
+
+
+@dataclass(frozen=True)
 class Report:
     """A whole report: one run's (`run` set) or all runs of a journal's (`runs` set)."""
 
@@ -199,6 +227,7 @@ class Report:
     reply_codes: tuple[ReplyCode, ...] | None  # over all runs (`txsend report` only)
     problems: ProblemReport
     feedback: Mapping[str, float | None]  # `txsend bounces` totals; empty when absent
+    alerts: tuple[Alert, ...] = ()  # the job's alerts (a run's report only)
 
     @property
     def reported_relays(self) -> Mapping[str, Relay]:
@@ -233,6 +262,7 @@ def read_report(data: Mapping[str, Any]) -> Report:
         reply_codes=_entries(data["reply_codes"], _reply_code) if "reply_codes" in data else None,
         problems=_problems(_mapping(data.get("problems"))),
         feedback={str(k): _number(v) for k, v in _mapping(data.get("feedback")).items()},
+        alerts=_entries(data.get("alerts"), _alert),
     )
 
 
@@ -317,6 +347,30 @@ def _run_record(data: Mapping[str, Any]) -> RunRecord:
         started_at=_text(data.get("started_at")),
         ended_at=_text(data.get("ended_at")),
         exit_code=_number(data.get("exit_code")),
+    )
+
+
+def _alert(data: Mapping[str, Any]) -> Alert:
+    return Alert(
+        name=_text(data.get("name")),
+        condition=_text(data.get("condition")),
+        threshold=_number(data.get("threshold")),
+        unit=_text(data.get("unit")),
+        window_seconds=_number(data.get("window_seconds")),
+        active=data.get("active") is True,
+        fired=_number(data.get("fired")),
+        value=_number(data.get("value")),
+        messages=_number(data.get("messages")),
+        events=_entries(data.get("events"), _alert_event),
+    )
+
+
+def _alert_event(data: Mapping[str, Any]) -> AlertEvent:
+    return AlertEvent(
+        state=_text(data.get("state")),
+        at=_text(data.get("at")),
+        value=_number(data.get("value")),
+        messages=_number(data.get("messages")),
     )
 
 

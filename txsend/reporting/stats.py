@@ -7,7 +7,7 @@ import re
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from txsend.models import State
 
@@ -15,6 +15,28 @@ from txsend.models import State
 _BASE = 1.05
 _MIN_SECONDS = 1e-4
 _BUCKETS = int(math.log(1e6, _BASE)) + 2
+BUCKETS = _BUCKETS
+
+
+def bucket_of(seconds: float) -> int:
+    """The index of the log-spaced bucket a duration falls in."""
+    index = 0 if seconds <= _MIN_SECONDS else int(math.log(seconds / _MIN_SECONDS, _BASE)) + 1
+    return min(index, _BUCKETS - 1)
+
+
+def bucket_edge(index: int) -> float:
+    """The upper edge of bucket `index`, in seconds."""
+    return float(_MIN_SECONDS * _BASE**index)
+
+
+class OutcomeWatcher(Protocol):
+    """Told of every transaction outcome as it is settled (`txsend.reporting.alerts`)."""
+
+    def outcome(self, state: State, seconds: float | None, now: float) -> None:
+        """One row's outcome at monotonic `now`; `seconds`: an accepted transaction's time."""
+
+    def waiting(self, idle: bool, now: float) -> None:
+        """Whether the run waits with nothing to send (retries not due, quota spent)."""
 
 
 class LatencyHistogram:
@@ -181,6 +203,7 @@ class RunStats:
     unreachable: bool = False
     ever_connected: bool = False
     signal: int | None = None
+    watcher: OutcomeWatcher | None = None  # the job's alerts, fed by the engine
 
     def __post_init__(self) -> None:
         self.timeline = Timeline(self.started)

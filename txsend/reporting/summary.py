@@ -53,6 +53,7 @@ class Summary:
     skipped_by_error: int = 0  # skipped rows not skipped by policy (they make exit 1)
     resend_unknown: bool = True  # delivery.on_unknown: resend (resume sends them again)
     feedback: dict[str, int] | None = None  # `txsend bounces` totals (journal.feedback_counts)
+    alerts: tuple[dict[str, Any], ...] | None = None  # the job's alerts (AlertMonitor.to_json)
 
     def to_json(self) -> dict[str, Any]:
         """The report object of `--json` and `--report` (schema 1)."""
@@ -73,6 +74,8 @@ class Summary:
         }
         if stats is not None:
             data["run"] = run_json(stats)
+        if self.alerts is not None:
+            data["alerts"] = list(self.alerts)
         if self.feedback and self.feedback.get("events"):
             data["feedback"] = dict(self.feedback)
         if self.workers:
