@@ -64,8 +64,12 @@ def run_command(
     timeout: float,
     *,
     base_env: Mapping[str, str] | None = None,
+    hook_timeout: float | None = None,
 ) -> CommandResult:
-    """Run `command` to its end or its timeout; log its output and how it ended."""
+    """Run `command` to its end or its `timeout`; log its output and how it ended.
+
+    `hook_timeout`: the job's setting, named in the warning when `timeout` is what was
+    left of it at the end of the run."""
     env = dict(os.environ if base_env is None else base_env)
     env.update(variables)
     started = time.monotonic()
@@ -107,7 +111,7 @@ def run_command(
         time.monotonic() - started,
         tuple(tail),
     )
-    _log_end(hook, result, timeout)
+    _log_end(hook, result, timeout if hook_timeout is None else hook_timeout)
     return result
 
 
@@ -165,7 +169,7 @@ def _log_end(hook: str, result: CommandResult, timeout: float | None = None) -> 
         )
         return
     if result.timed_out:
-        why = f"killed after its timeout of {timeout:g} s (hook_timeout)"
+        why = f"killed at its time limit, hook_timeout {timeout:g}s"
     elif result.exit_code is None:
         why = f"could not start {SHELL}"
     elif result.exit_code < 0:
@@ -233,4 +237,6 @@ class AlertCommands:
                         output=[],
                     )
                     continue
-            self.results.append(run_command("alert", self.command, variables, timeout))
+            self.results.append(
+                run_command("alert", self.command, variables, timeout, hook_timeout=self.timeout)
+            )
