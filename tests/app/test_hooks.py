@@ -44,7 +44,7 @@ def test_variables_and_the_users_environment_reach_the_command(
     result = run_command(
         "alert",
         f'echo "$TXSEND_ALERT_TEXT"; echo "$MINE" > {out}',
-        {"TXSEND_ALERT_TEXT": "it's \"quoted\" $HOME `x`"},
+        {"TXSEND_ALERT_TEXT": 'it\'s "quoted" $HOME `x`'},
         5.0,
         base_env={"MINE": "from the user", "PATH": os.environ["PATH"]},
     )
@@ -52,7 +52,7 @@ def test_variables_and_the_users_environment_reach_the_command(
     assert out.read_text() == "from the user\n"
     # the value reached the command as it is: no second round of shell expansion
     [line] = events(caplog, "command_output")
-    assert line["line"] == "it's \"quoted\" $HOME `x`" and line["hook"] == "alert"
+    assert line["line"] == 'it\'s "quoted" $HOME `x`' and line["hook"] == "alert"
     [done] = events(caplog, "command_done")
     assert done["level"] == "INFO" and done["exit_code"] == 0
 

@@ -5,18 +5,21 @@ from __future__ import annotations
 
 import json
 import shlex
+import signal
 import time
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 
 from tests.cli.test_json_logs import events
-from tests.jobs import cli, write_job
+from tests.jobs import cli, txsend_subprocess, write_job
 from tests.smtpd import ScriptedServer
 from txsend.app.hooks import KILL_GRACE
 
 ROWS = 40
+SCHEMA = json.loads((Path(__file__).parents[2] / "docs" / "report.schema.json").read_text())
 
 
 def dump_env(folder: Path, name: str) -> str:
@@ -121,6 +124,7 @@ def test_a_refused_share_fires_the_alert_everywhere(
 
     # the report
     data = json.loads(report.read_text())
+    jsonschema.validate(data, SCHEMA)
     by_name = {a["name"]: a for a in data["alerts"]}
     assert by_name["error_rate"]["active"] is True and by_name["error_rate"]["fired"] == 1
     assert by_name["error_rate"]["events"][0]["state"] == "firing"
@@ -269,7 +273,9 @@ def test_secrets_stay_out_of_the_commands_environment(
     )
     command = f"env > {shlex.quote(str(out / 'alert.env'))}"
     finish = f"env > {shlex.quote(str(out / 'finish.env'))}"
-    job = write_job(folder, rows=ROWS, extra_yaml=relay_yaml + alerts_yaml(command, on_finish=finish))
+    job = write_job(
+        folder, rows=ROWS, extra_yaml=relay_yaml + alerts_yaml(command, on_finish=finish)
+    )
     smtp_server.credentials = {"mailer": secret}
     refuse_every_fourth(smtp_server)
     monkeypatch.delenv("TXSEND_RELAY", raising=False)
@@ -281,3 +287,31 @@ def test_secrets_stay_out_of_the_commands_environment(
         assert "TXSEND_EXIT_CODE" in text or "TXSEND_ALERT=" in text
         assert secret not in text
     assert secret not in result.err and secret not in result.out
+
+
+@pytest.mark.slow
+def test_on_finish_command_after_sigterm_gets_143(
+    tmp_path: Path, smtp_server: ScriptedServer
+) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    job = write_job(
+        tmp_path / "job",
+        rows=100,
+        extra_yaml=f"on_finish_command: {json.dumps(dump_env(out, 'finish'))}\n",
+    )
+    smtp_server.data_delay = 0.05
+    proc = txsend_subprocess(
+        "run", job, "--relay", relay(smtp_server), "--concurrency", "1", "--log-format", "json"
+    )
+    try:
+        smtp_server.wait_for(2, timeout=30)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    events(err)  # every line JSON
+    env = read_env(out / "finish.env")
+    assert env["TXSEND_EXIT_CODE"] == "143"
+    assert env["TXSEND_STOP_REASON"] == "interrupted"
+    assert int(env["TXSEND_COUNT_PENDING"]) > 0

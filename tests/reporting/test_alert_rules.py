@@ -74,12 +74,7 @@ def names_in_rules() -> set[str]:
 def test_every_metric_the_rules_name_is_one_txsend_writes(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], smtp_server: ScriptedServer
 ) -> None:
-    extra = (
-        "alerts:\n"
-        "  error_rate: {above: 5%}\n"
-        "  throughput: {below: 1/s}\n"
-        "  min_messages: 2\n"
-    )
+    extra = "alerts:\n  error_rate: {above: 5%}\n  throughput: {below: 1/s}\n  min_messages: 2\n"
     job = write_job(tmp_path / "job", rows=6, extra_yaml=extra)
     smtp_server.rcpt_replies["user0@example.com"] = "550 5.1.1 no such user"
     metrics = tmp_path / "txsend.prom"

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import datetime
 import math
-from collections import Counter, deque
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -97,7 +97,7 @@ class _Window:
         self.slots = [[0, 0, 0, 0] for _ in range(SLOTS)]
         self.totals = [0, 0, 0, 0]
         self.timed = timed
-        self.slot_times: list[Counter[int]] = [Counter() for _ in range(SLOTS)] if timed else []
+        self.slot_times: list[dict[int, int]] = [{} for _ in range(SLOTS)] if timed else []
         self.times = [0] * BUCKETS if timed else []
         self.timed_count = 0
 
@@ -127,18 +127,25 @@ class _Window:
         return slot
 
     def add(self, state: State, seconds: float | None, now: float) -> None:
-        index = self.advance(now) % SLOTS
+        slot = int(now // self.step)
+        if slot != self.head:
+            slot = self.advance(now)
+        index = slot % SLOTS
         counts, totals = self.slots[index], self.totals
         counts[_SETTLED] += 1
         totals[_SETTLED] += 1
-        kind = (
-            _FAILURES if state in _FAILED else _DEFERRED if state is State.DEFERRED else _ACCEPTED
-        )
+        if state is State.SENT:
+            kind = _ACCEPTED
+        elif state is State.DEFERRED:
+            kind = _DEFERRED
+        else:
+            kind = _FAILURES
         counts[kind] += 1
         totals[kind] += 1
         if seconds is not None and self.timed:
             bucket = bucket_of(seconds)
-            self.slot_times[index][bucket] += 1
+            times = self.slot_times[index]
+            times[bucket] = times.get(bucket, 0) + 1
             self.times[bucket] += 1
             self.timed_count += 1
 

@@ -142,8 +142,9 @@ def _page(report: Report) -> str:
         _relays_section(report.reported_relays),
         _reply_codes_section(report.reported_reply_codes),
         _problems_section(report.problems),
-        _alerts_section(report.alerts),
     ]
+    if report.alerts:  # a job with `alerts:` only
+        body.append(_alerts_section(report.alerts))
     return "\n".join(
         [
             "<!DOCTYPE html>",
@@ -490,8 +491,6 @@ def _problem_row(row: ProblemRow) -> list[str]:
 
 
 def _alerts_section(alerts: Sequence[Alert]) -> str:
-    if not alerts:
-        return ""
     rows = [_alert_row(alert) for alert in alerts]
     table = _table(
         ["Alert", "Threshold", "Window", "Fired", "At the end", "Last value", "Changes"],

@@ -24,9 +24,9 @@ from txsend.models import State
 
 __all__ = [
     "ERROR_CLASSES",
+    "STATES",
     "Alert",
     "AlertEvent",
-    "STATES",
     "Bucket",
     "ErrorCounts",
     "Percentiles",
