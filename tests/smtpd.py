@@ -2,8 +2,15 @@
 
 The server runs on its own event loop in a background thread, bound to 127.0.0.1 on a
 free port. Every script attribute (``rcpt_replies``, ``mail_reply``, ``data_reply``,
-``data_replies``, ``data_delay``, ``disconnect_after``, ``credentials``) is read when the
-command arrives, so a test can change the script between sends.
+``data_replies``, ``data_delay``, ``disconnect_after``, ``credentials``, ``oauth_tokens``...)
+is read when the command arrives, so a test can change the script between sends.
+
+OAuth 2.0: with ``oauth_tokens`` scripted the server offers XOAUTH2 and OAUTHBEARER
+(``oauth_mechanisms``), checks the exact SASL bytes against each user's token, and refuses
+a wrong token as Google does: a ``334`` with the base64 JSON ``oauth_error``, then, after
+the client's expected answer (XOAUTH2 an empty line, OAUTHBEARER ^A), ``oauth_refusal``.
+``oauth_refusals`` scripts the final replies of the next AUTHs whatever the token (454...).
+Every exchange is kept in ``oauth_exchanges``.
 
 TLS is optional: ``ScriptedServer(tls_context=...)`` offers STARTTLS (and, with
 ``require_starttls=True``, refuses mail before it), ``implicit_tls=True`` as well makes the
@@ -14,7 +21,11 @@ a server certificate for 127.0.0.1 and localhost with the ``openssl`` command li
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
+import collections
 import email.policy
+import json
 import os
 import ssl
 import subprocess
@@ -28,14 +39,26 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
-from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session, TLSSetupException
+from aiosmtpd.smtp import (
+    MISSING,
+    SMTP,
+    AuthResult,
+    Envelope,
+    LoginPassword,
+    Session,
+    TLSSetupException,
+)
 
-__all__ = ["Received", "ScriptedServer", "TlsFiles", "make_tls_files"]
+__all__ = ["OAuthExchange", "Received", "ScriptedServer", "TlsFiles", "make_tls_files"]
 
 _T = TypeVar("_T")
 _HOST = "127.0.0.1"
 _SERVER_NAME = "test-smtpd"
 _DATA_SIZE_LIMIT = 50 * 1024 * 1024
+_AUTH_LINE_LIMIT = 12288  # RFC 4954 section 4: an AUTH line with a long token
+_OAUTH_MECHANISMS = ("XOAUTH2", "OAUTHBEARER")
+# the client's answer to the error challenge (RFC 7628 section 3.2.3 for OAUTHBEARER)
+_OAUTH_ABORT = {"XOAUTH2": b"", "OAUTHBEARER": b"\x01"}
 
 
 @dataclass
@@ -57,11 +80,28 @@ class Received:
         return BytesParser(policy=email.policy.default).parsebytes(self.data)
 
 
+@dataclass(frozen=True)
+class OAuthExchange:
+    """One OAuth AUTH the server saw: the decoded initial client response, the client's
+    answer to the error challenge (None when there was none), and the final reply."""
+
+    mechanism: str
+    initial: bytes
+    answer: bytes | None
+    reply: str
+
+
 class _Handler:
     """aiosmtpd hooks that read the owning server's script at call time."""
 
     def __init__(self, owner: ScriptedServer) -> None:
         self.owner = owner
+
+    async def auth_XOAUTH2(self, server: SMTP, args: list[str]) -> AuthResult:
+        return await self.owner._oauth(server, "XOAUTH2", args)
+
+    async def auth_OAUTHBEARER(self, server: SMTP, args: list[str]) -> AuthResult:
+        return await self.owner._oauth(server, "OAUTHBEARER", args)
 
     async def handle_EHLO(
         self,
@@ -89,7 +129,7 @@ class _Handler:
         reader = getattr(server, "_reader", None)
         if reader is not None and b"RCPT" in bytes(getattr(reader, "_buffer", b"")):
             owner.pipelined += 1
-        if owner.credentials and not session.authenticated:
+        if (owner.credentials or owner.oauth_tokens) and not session.authenticated:
             return "530 5.7.0 Authentication required"
         reply = owner.mail_reply or "250 OK"
         if reply.startswith("2"):
@@ -164,8 +204,15 @@ def _is_tls(transport: asyncio.BaseTransport | None) -> bool:
 class _TrackedSMTP(SMTP):
     """aiosmtpd's SMTP that keeps itself in a set while its connection is open."""
 
+    # aiosmtpd reads every line with one limit; an AUTH line may have 12288 octets (RFC
+    # 4954 section 4: an access token is 1-2 KB), so data lines that long pass too
+    line_length_limit = _AUTH_LINE_LIMIT + 2
+
     def __init__(self, handler: _Handler, *, sessions: set[SMTP], **kwargs: Any) -> None:
+        # aiosmtpd's limits are a class attribute: this session gets its own
+        self.command_size_limits = collections.defaultdict(lambda: SMTP.command_size_limit)
         super().__init__(handler, **kwargs)
+        self.command_size_limits["AUTH"] = _AUTH_LINE_LIMIT
         self._owner = handler.owner
         self._sessions = sessions
         sessions.add(self)
@@ -211,6 +258,16 @@ class ScriptedServer:
         self.data_replies: dict[str, str] = {}  # recipient -> reply to the final dot
         self.data_delay: float = 0.0
         self.credentials: dict[str, str] = {}  # user -> password; non-empty: AUTH required
+        self.oauth_tokens: dict[str, str] = {}  # user -> access token; non-empty: AUTH required
+        self.oauth_mechanisms: tuple[str, ...] = _OAUTH_MECHANISMS  # offered with oauth_tokens
+        self.oauth_error: dict[str, str] = {
+            "status": "400",
+            "schemes": "Bearer",
+            "scope": "https://mail.google.com/",
+        }
+        self.oauth_refusal: str = "535 5.7.8 Username and Password not accepted"
+        self.oauth_refusals: list[str] = []  # final replies for the next AUTHs, any token
+        self.oauth_exchanges: list[OAuthExchange] = []
         self.connections: int = 0
         self.errors: list[Exception] = []  # exceptions raised inside the handler
         self.tls_context: ssl.SSLContext | None = tls_context
@@ -342,8 +399,12 @@ class ScriptedServer:
 
     def _factory(self) -> SMTP:
         self.connections += 1
-        auth = bool(self.credentials)
+        auth = bool(self.credentials or self.oauth_tokens)
         starttls = None if self.implicit_tls else self.tls_context
+        oauth = self.oauth_mechanisms if self.oauth_tokens else ()
+        excluded = [m for m in _OAUTH_MECHANISMS if m not in oauth]
+        if oauth and not self.credentials:
+            excluded += ["PLAIN", "LOGIN"]  # an OAuth-only server
         return _TrackedSMTP(
             _Handler(self),
             sessions=self._sessions,
@@ -356,6 +417,7 @@ class ScriptedServer:
             # not see implicit TLS); a STARTTLS server only after STARTTLS.
             auth_require_tls=starttls is not None or not auth,
             authenticator=self._authenticate if auth else None,
+            auth_exclude_mechanism=excluded,
             tls_context=starttls,
             require_starttls=starttls is not None and self.require_starttls,
             loop=self._loop,
@@ -370,6 +432,52 @@ class ScriptedServer:
             if self.credentials.get(user) == password:
                 return AuthResult(success=True, auth_data=user)
         return AuthResult(success=False, handled=False)
+
+    async def _oauth(self, server: SMTP, mechanism: str, args: list[str]) -> AuthResult:
+        """XOAUTH2 or OAUTHBEARER as Google's servers speak them (see the module docstring)."""
+        if len(args) > 1:
+            try:
+                initial = base64.b64decode(args[1], validate=True)
+            except binascii.Error:
+                await server.push("501 5.5.2 Can't decode base64")
+                return AuthResult(success=False, handled=True)
+        else:
+            got = await server.challenge_auth("")
+            if got is MISSING:
+                return AuthResult(success=False, handled=True)
+            assert isinstance(got, bytes)
+            initial = got
+        with self._cond:
+            scripted = self.oauth_refusals.pop(0) if self.oauth_refusals else None
+        user = next(
+            (u for u, t in self.oauth_tokens.items() if initial == self._sasl(mechanism, u, t)),
+            None,
+        )
+        if user is not None and scripted is None:
+            self._exchange(OAuthExchange(mechanism, initial, None, "235"))
+            return AuthResult(success=True, auth_data=user)
+        answer = await server.challenge_auth(json.dumps(self.oauth_error))
+        if answer is MISSING:
+            self._exchange(OAuthExchange(mechanism, initial, None, "501"))
+            return AuthResult(success=False, handled=True)
+        assert isinstance(answer, bytes)
+        reply = scripted or self.oauth_refusal
+        if answer != _OAUTH_ABORT[mechanism]:
+            reply = "501 5.5.2 unexpected answer to the error challenge"
+        self._exchange(OAuthExchange(mechanism, initial, answer, reply))
+        return AuthResult(success=False, handled=False, message=reply)
+
+    def _sasl(self, mechanism: str, user: str, token: str) -> bytes:
+        """The initial client response expected from `user` with `token`."""
+        if mechanism == "XOAUTH2":
+            return f"user={user}\x01auth=Bearer {token}\x01\x01".encode()
+        return (
+            f"n,a={user},\x01host={self.host}\x01port={self.port}\x01auth=Bearer {token}\x01\x01"
+        ).encode()
+
+    def _exchange(self, exchange: OAuthExchange) -> None:
+        with self._cond:
+            self.oauth_exchanges.append(exchange)
 
     async def _close(self) -> None:
         if self._server is not None:

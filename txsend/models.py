@@ -30,6 +30,20 @@ class TlsMode(StrEnum):
     NONE = "none"
 
 
+class RelayAuth(StrEnum):
+    """How a relay's secret is used in AUTH: a password (CRAM-MD5, PLAIN or LOGIN), or an
+    OAuth 2.0 access token (XOAUTH2 as Google and Microsoft define it; OAUTHBEARER, RFC 7628)."""
+
+    PASSWORD = "password"
+    XOAUTH2 = "xoauth2"
+    OAUTHBEARER = "oauthbearer"
+
+    @property
+    def oauth(self) -> bool:
+        """True when the secret is an access token (fetched again for each connection)."""
+        return self is not RelayAuth.PASSWORD
+
+
 @dataclass(frozen=True)
 class RelayConfig:
     """One SMTP relay from the job's `relays:` list (or --relay / TXSEND_RELAY)."""
@@ -43,6 +57,7 @@ class RelayConfig:
     password_file: Path | None = None
     password_cmd: str | None = None
     allow_insecure_auth: bool = False
+    auth: RelayAuth = RelayAuth.PASSWORD
     ca_file: Path | None = None
     connections: int = 4
     messages_per_connection: int = 100

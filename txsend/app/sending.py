@@ -32,7 +32,7 @@ from txsend.errors import (
     UsageError,
 )
 from txsend.job.bundle import pack
-from txsend.job.credentials import relay_password
+from txsend.job.credentials import RelaySecret, relay_secret
 from txsend.job.rowbatches import RecipientRows
 from txsend.job.spec import Job
 from txsend.job.suppression import load_suppressions
@@ -112,8 +112,9 @@ def _clear_abort(journal: JournalBackend) -> None:
     shared.clear_abort()
 
 
-def relays_with_passwords(job: Job) -> list[tuple[RelayConfig, str | None]]:
-    """Each relay with its password; ConfigError (78) before anything is sent."""
+def relays_with_passwords(job: Job) -> list[tuple[RelayConfig, RelaySecret]]:
+    """Each relay with its secret: a password read once, or an OAuth token source whose
+    first token is fetched now; ConfigError (78) before anything is sent."""
     if not job.relays:
         raise ConfigError(
             "no relay to send through",
@@ -128,17 +129,18 @@ def relays_with_passwords(job: Job) -> list[tuple[RelayConfig, str | None]]:
                 f"relay {relay.url}: cannot load ca_file {relay.ca_file}: {reason}",
                 hint="ca_file must be a PEM file of CA certificates",
             ) from None
-    return [(relay, relay_password(relay)) for relay in job.relays]
+    timeout = job.delivery.timeouts.connect  # bounds each token command
+    return [(relay, relay_secret(relay, timeout=timeout)) for relay in job.relays]
 
 
 def send(
     prepared: Prepared,
     request: RunRequest,
     command: str,
-    relays: Sequence[tuple[RelayConfig, str | None]],
+    relays: Sequence[tuple[RelayConfig, RelaySecret]],
     on_tick: Callable[[RunStats], None] | None = None,
 ) -> Summary:
-    """Send what is due through relays (with their passwords); record the run."""
+    """Send what is due through relays (with their secrets); record the run."""
     job, journal = prepared.job, prepared.journal
     renderer = Renderer(job, verp_secret=journal.verp_secret())
     outputs = RunOutputs(request.outputs)
@@ -215,7 +217,7 @@ def _engine(
     prepared: Prepared,
     request: RunRequest,
     renderer: Renderer,
-    relays: Sequence[tuple[RelayConfig, str | None]],
+    relays: Sequence[tuple[RelayConfig, RelaySecret]],
     run_id: int,
     tick: Callable[[RunStats], None],
 ) -> Engine:
@@ -284,7 +286,7 @@ def _run_start_event(
     request: RunRequest,
     command: str,
     run_id: int,
-    relays: Sequence[tuple[RelayConfig, str | None]],
+    relays: Sequence[tuple[RelayConfig, RelaySecret]],
 ) -> None:
     name = prepared.job.name
     event(
@@ -340,7 +342,8 @@ def run(
         raise UsageError(
             f"no journal at {job.journal} to resume", hint=f"start it: txsend run {request.target}"
         )
-    # a missing secret is reported before any work, and each password is read once
+    # a missing secret is reported before any work: a password is read once, an OAuth
+    # token fetched once now (and again for each connection)
     relays = [] if request.dry_run else relays_with_passwords(job)
     eventloop.loop_factory()  # a bad TXSEND_LOOP too
     if job.journal.path is None:  # shared: other processes work the job beside this one
@@ -364,7 +367,7 @@ def _run_on(
     journal: JournalBackend,
     request: RunRequest,
     command: str,
-    relays: Sequence[tuple[RelayConfig, str | None]],
+    relays: Sequence[tuple[RelayConfig, RelaySecret]],
     on_prepared: Callable[[Prepared], None] | None,
     on_tick: Callable[[RunStats], None] | None,
 ) -> Summary:

@@ -343,13 +343,15 @@ CONNECT_RULES: tuple[ConnectRule, ...] = (
         ConnectFault.AUTH_REFUSED,
         "AUTH refused (535 and other 5yz)",
         True,
-        "check the relay's user name and its password_env / password_file / password_cmd",
+        "check the relay's user name and its password_env / password_file / password_cmd "
+        "(an OAuth token: its scope, and that the account may use SMTP AUTH)",
     ),
     ConnectRule(
         ConnectFault.AUTH_UNAVAILABLE,
         "credentials given, but no AUTH mechanism offered that txsend speaks",
         True,
-        "the relay offers no AUTH here: is TLS required first?",
+        "the relay offers no AUTH here: is TLS required first? With auth: xoauth2 or "
+        "oauthbearer, choose one the relay lists",
     ),
 )
 

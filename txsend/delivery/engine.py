@@ -49,6 +49,7 @@ from txsend.delivery.ratelimit import limiter_for
 from txsend.delivery.relays import Circuit, RelayPool, RelayState, cool_down_cap
 from txsend.delivery.smtp import RelayDown, SendResult, SmtpConnection
 from txsend.errors import RowError, RowFailed, TemplateRowError
+from txsend.job.credentials import RelaySecret
 from txsend.job.spec import Job
 from txsend.job.suppression import SuppressionList
 from txsend.journal.api import JournalBackend
@@ -100,7 +101,7 @@ class Engine:
         job: Job,
         journal: JournalBackend,
         renderer: Renderer,
-        relays: Sequence[tuple[RelayConfig, str | None]],
+        relays: Sequence[tuple[RelayConfig, RelaySecret | str | None]],
         options: SendOptions,
         on_tick: Callable[[RunStats], None] | None = None,
         suppressions: SuppressionList | None = None,
@@ -536,7 +537,7 @@ class Engine:
 
     async def _worker(self, relay: RelayState) -> None:
         queue = self._relay_queues[relay.name]
-        connection = SmtpConnection(relay.config, relay.password, self.job.delivery.timeouts)
+        connection = SmtpConnection(relay.config, relay.secret, self.job.delivery.timeouts)
         try:
             item = await queue.get()
             while item is not _END:
@@ -832,7 +833,7 @@ class Engine:
 
 
 def _relay_pool(
-    relays: Sequence[tuple[RelayConfig, str | None]],
+    relays: Sequence[tuple[RelayConfig, RelaySecret | str | None]],
     journal: JournalBackend,
     give_up_unreachable: float,
 ) -> RelayPool:
@@ -842,10 +843,10 @@ def _relay_pool(
         [
             RelayState(
                 config,
-                password,
+                secret,
                 limiter_for(config, journal, shared=journal if journal.shared else None),
                 max_cool_down=max_cool_down,
             )
-            for config, password in relays
+            for config, secret in relays
         ]
     )

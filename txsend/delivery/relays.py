@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from txsend.delivery.ratelimit import RateLimiter
+from txsend.job.credentials import RelaySecret
 from txsend.logs import event
 from txsend.models import RelayConfig
 
@@ -50,7 +51,7 @@ class RelayState:
     """One relay's configuration and health during a run."""
 
     config: RelayConfig
-    password: str | None
+    secret: RelaySecret | str | None  # a password, or where each connection's token comes from
     limiter: RateLimiter | None = None
     circuit: Circuit = Circuit.CLOSED
     failures: int = 0  # consecutive

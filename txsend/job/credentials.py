@@ -1,16 +1,45 @@
-"""Relay passwords from the environment or a file; never from the job file or command line."""
+"""Relay secrets from the environment, a file or a command; never from the job file or
+the command line.
+
+A relay's connections get their secret through a `RelaySecret`. A password is read once,
+before the run (`FixedSecret`). An OAuth 2.0 access token (`auth: xoauth2|oauthbearer`)
+lives about an hour, so its `password_cmd` runs again for each new connection
+(`TokenCommand`: an asyncio subprocess, killed with its process group after `timeout`),
+and its `password_file` is read again (`TokenFile`, for a file a token refresher keeps
+current); a token from `password_env` cannot change during the run (`FixedSecret`).
+Nothing here ever puts a secret, or a token command's output, into a message.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
+import re
 import shlex
+import signal
 import stat
 import subprocess
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from txsend.errors import ConfigError
 from txsend.models import RelayConfig
+
+__all__ = [
+    "FALLBACK_ENV",
+    "FixedSecret",
+    "RelaySecret",
+    "SecretUnavailable",
+    "TokenCommand",
+    "TokenFile",
+    "fetch_token",
+    "read_secret",
+    "relay_password",
+    "relay_secret",
+]
 
 # For a relay given as --relay or TXSEND_RELAY, which has no password_env of its own.
 FALLBACK_ENV = "TXSEND_RELAY_PASSWORD"
@@ -60,14 +89,21 @@ def read_secret(
     return None
 
 
-def relay_password(relay: RelayConfig, env: Mapping[str, str] = os.environ) -> str | None:
-    """The relay's password, or None when it needs none; ConfigError (78) when it is missing.
+def relay_password(
+    relay: RelayConfig, env: Mapping[str, str] = os.environ, *, timeout: float = 30.0
+) -> str | None:
+    """The relay's password, or for an OAuth relay one freshly fetched access token; None
+    when it needs none; ConfigError (78) when it is missing (SecretUnavailable when a token
+    command fails, or prints no token within `timeout` seconds).
 
-    Whether a password may be used at all (a user in the URL, TLS or allow_insecure_auth)
+    Whether a secret may be used at all (a user in the URL, TLS or allow_insecure_auth)
     is checked when the relay URL is parsed.
     """
+    owner = f"relay {relay.url}"
+    if relay.auth.oauth and relay.password_cmd:
+        return fetch_token(owner, relay.password_cmd, timeout)
     password = read_secret(
-        f"relay {relay.url}",
+        owner,
         env_var=relay.password_env,
         file=relay.password_file,
         cmd=relay.password_cmd,
@@ -82,4 +118,200 @@ def relay_password(relay: RelayConfig, env: Mapping[str, str] = os.environ) -> s
                 hint=f"add password_env: VARIABLE (or password_file) to the relay in the job, "
                 f"or export {FALLBACK_ENV} for a --relay / TXSEND_RELAY URL",
             )
+    if password is not None and relay.auth.oauth:
+        source = "password_file" if relay.password_file else "password_env"
+        return _access_token(owner, source, password)
     return password
+
+
+# --------------------------------------------------------------------------- the seam
+
+
+class RelaySecret(Protocol):
+    """Where a relay's connections get their secret: asked once per new connection."""
+
+    async def secret(self) -> str | None:
+        """The secret for the next connection; SecretUnavailable when there is none now."""
+        ...
+
+
+class SecretUnavailable(ConfigError):
+    """A token command failed or hung, or a token file went bad. Before the run this is a
+    configuration error (78); during the run it fails the connection being opened.
+
+    `reason` is the message without the relay's name; neither holds any of the command's
+    output."""
+
+    def __init__(self, owner: str, reason: str) -> None:
+        super().__init__(
+            f"{owner}: {reason}",
+            hint="run the command by hand to see what it says; it must print one access "
+            "token and exit 0",
+        )
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class FixedSecret:
+    """A secret read once before the run (a password, or a token from password_env)."""
+
+    value: str | None = field(repr=False)
+
+    async def secret(self) -> str | None:
+        return self.value
+
+
+@dataclass(frozen=True)
+class TokenCommand:
+    """An OAuth relay's password_cmd, run again for each new connection."""
+
+    owner: str
+    command: str
+    timeout: float  # seconds: the job's timeouts.connect
+
+    async def secret(self) -> str:
+        return await fetch_token_async(self.owner, self.command, self.timeout)
+
+
+@dataclass(frozen=True)
+class TokenFile:
+    """An OAuth relay's password_file, read again for each new connection."""
+
+    owner: str
+    path: Path
+
+    async def secret(self) -> str:
+        try:
+            token = read_secret(self.owner, file=self.path)
+        except ConfigError as exc:
+            raise SecretUnavailable(
+                self.owner, exc.message.removeprefix(f"{self.owner}: ")
+            ) from None
+        assert token is not None  # a file was given
+        return _access_token(self.owner, "password_file", token)
+
+
+def relay_secret(
+    relay: RelayConfig, *, timeout: float, env: Mapping[str, str] = os.environ
+) -> RelaySecret:
+    """The relay's secret for a run. Read (or, for an OAuth relay, fetched) once now, so
+    that a missing secret or a failing token command is a configuration error (78) before
+    anything is sent; `timeout` (timeouts.connect) bounds each token command."""
+    value = relay_password(relay, env, timeout=timeout)
+    owner = f"relay {relay.url}"
+    if relay.auth.oauth and relay.password_cmd:
+        return TokenCommand(owner, relay.password_cmd, timeout)
+    if relay.auth.oauth and relay.password_file:
+        return TokenFile(owner, relay.password_file)
+    return FixedSecret(value)
+
+
+# --------------------------------------------------------------------------- token commands
+
+# RFC 6750 section 2.1, b64token: what a bearer token is made of
+_ACCESS_TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
+_KILLED_WAIT = 5.0  # seconds for a killed command's pipes to close
+
+
+def _access_token(owner: str, source: str, text: str) -> str:
+    """`text` (a command's output, trailing newline stripped) if it is one bearer token."""
+    token = text.rstrip("\r\n")
+    if not _ACCESS_TOKEN.fullmatch(token):
+        if not token.strip():
+            raise SecretUnavailable(owner, f"{source} gave an empty access token")
+        # nothing of it is shown: it may be a token with a stray character
+        raise SecretUnavailable(
+            owner,
+            f"{source} gave {len(token.splitlines())} line(s) that are not one OAuth access "
+            "token (letters, digits and -._~+/=)",
+        )
+    return token
+
+
+def _argv(owner: str, command: str) -> list[str]:
+    try:
+        argv = shlex.split(command)
+    except ValueError as exc:
+        raise SecretUnavailable(owner, f"password_cmd cannot be read as a command: {exc}") from None
+    if not argv:
+        raise SecretUnavailable(owner, "password_cmd is empty")
+    return argv
+
+
+def _kill_group(pid: int) -> None:
+    """Kill a token command and whatever it started (its own process group)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def _timed_out(owner: str, timeout: float) -> SecretUnavailable:
+    return SecretUnavailable(
+        owner, f"password_cmd did not finish within {timeout:g} s (timeouts.connect): stopped"
+    )
+
+
+def _finished(owner: str, returncode: int | None, out: bytes) -> str:
+    if returncode != 0:
+        # never the output: on stdout it may be a token, and stderr is not kept
+        raise SecretUnavailable(owner, f"password_cmd exited with status {returncode}")
+    try:
+        text = out.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SecretUnavailable(owner, "password_cmd printed bytes that are not UTF-8") from None
+    return _access_token(owner, "password_cmd", text)
+
+
+def fetch_token(owner: str, command: str, timeout: float) -> str:
+    """One access token from `command`'s stdout (its own session, stdin closed, stderr
+    dropped); SecretUnavailable (78) if it fails, prints no token, or takes longer than
+    `timeout` seconds (then it is killed with everything it started)."""
+    argv = _argv(owner, command)
+    try:
+        process = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    except OSError as exc:
+        raise SecretUnavailable(owner, f"password_cmd failed to run: {exc.strerror}") from None
+    with process:
+        try:
+            out, _ = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _kill_group(process.pid)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.communicate(timeout=_KILLED_WAIT)
+            raise _timed_out(owner, timeout) from None
+    return _finished(owner, process.returncode, out)
+
+
+async def fetch_token_async(owner: str, command: str, timeout: float) -> str:
+    """As `fetch_token`, without blocking the event loop; a cancelled fetch kills the
+    command too."""
+    argv = _argv(owner, command)
+    try:
+        process = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    except OSError as exc:
+        raise SecretUnavailable(owner, f"password_cmd failed to run: {exc.strerror}") from None
+    done = False
+    try:
+        async with asyncio.timeout(timeout):
+            out, _ = await process.communicate()
+        done = True
+    except TimeoutError:
+        raise _timed_out(owner, timeout) from None
+    finally:
+        if not done:  # timed out or cancelled: nothing of it may outlive the fetch
+            _kill_group(process.pid)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(_KILLED_WAIT):
+                    await process.communicate()
+    return _finished(owner, process.returncode, out)

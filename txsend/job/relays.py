@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -15,7 +16,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 from txsend.errors import ConfigError, JobError
 from txsend.job.paths import absolute
 from txsend.job.yamlmap import Section
-from txsend.models import RelayConfig, TlsMode
+from txsend.models import RelayAuth, RelayConfig, TlsMode
 from txsend.units import describe_value, parse_rate
 
 __all__ = ["RELAY_OPTIONS", "job_relays", "parse_relay_url"]
@@ -26,6 +27,7 @@ RELAY_OPTIONS = frozenset(
         "password_file",
         "password_cmd",
         "allow_insecure_auth",
+        "auth",
         "ca_file",
         "connections",
         "messages_per_connection",
@@ -107,18 +109,37 @@ def parse_relay_url(url: str, **options: Any) -> RelayConfig:
     ]
     if len(secrets) > 1:
         raise ConfigError(f"relay {shown}: set only one of {', '.join(secrets)}")
+    auth: RelayAuth = checked.get("auth", RelayAuth.PASSWORD)
+    if auth.oauth:
+        _check_oauth(shown, auth, username, secrets)
     if secrets and username is None:
         raise ConfigError(
             f"relay {shown}: {secrets[0]} is set but the URL has no user name",
             hint="write the user into the URL: smtp://USER@host:587",
         )
     if secrets and tls is TlsMode.NONE and not checked.get("allow_insecure_auth", False):
+        what = "access token" if auth.oauth else "password"
         raise ConfigError(
-            f"relay {shown}: authenticating without TLS would send the password in clear",
+            f"relay {shown}: authenticating without TLS would send the {what} in clear",
             hint="use tls=starttls or smtps://, "
             "or set allow_insecure_auth: true (test relays only)",
         )
     return RelayConfig(url=url.strip(), host=host, port=port, tls=tls, username=username, **checked)
+
+
+def _check_oauth(shown: str, auth: RelayAuth, username: str | None, secrets: Sequence[str]) -> None:
+    """An OAuth relay names the account in its URL and says where its token comes from."""
+    if username is None:
+        raise ConfigError(
+            f"relay {shown}: auth: {auth} needs the account's user name in the URL",
+            hint="write it into the URL: smtp://USER%40example.com@host:587",
+        )
+    if not secrets:
+        raise ConfigError(
+            f"relay {shown}: auth: {auth} needs a source for the access token",
+            hint="add password_cmd: a command that prints a fresh access token (run again for "
+            "each connection), or password_file: a file that a token refresher keeps current",
+        )
 
 
 def _relay_option(name: str, value: Any) -> Any:
@@ -136,6 +157,14 @@ def _relay_option(name: str, value: Any) -> Any:
         if not isinstance(value, bool):
             raise ValueError(f"expected true or false, got {describe_value(value)}")
         return value
+    if name == "auth":
+        choices = ", ".join(RelayAuth)
+        if not isinstance(value, str):
+            raise ValueError(f"expected one of {choices}, got {describe_value(value)}")
+        try:
+            return RelayAuth(value.strip().lower())
+        except ValueError:
+            raise ValueError(f"expected one of {choices}, got {value!r}") from None
     if name in ("password_file", "ca_file"):
         if not isinstance(value, (str, Path)) or not str(value).strip():
             raise ValueError(f"expected a file path, got {describe_value(value)}")

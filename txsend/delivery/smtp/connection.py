@@ -17,6 +17,7 @@ import aiosmtplib
 from txsend.delivery.smtp.auth import authenticate
 from txsend.delivery.smtp.replies import ReplyReader
 from txsend.delivery.smtp.results import ConnectFault, Phase, RelayDown, SendResult
+from txsend.job.credentials import FixedSecret, RelaySecret, SecretUnavailable
 from txsend.models import RelayConfig, RenderedMessage, Timeouts, TlsMode
 
 # Replies that make no sense for one message but say the session is over (RFC 5321 3.8).
@@ -46,13 +47,14 @@ class SmtpConnection:
     def __init__(
         self,
         relay: RelayConfig,
-        password: str | None,
+        secret: RelaySecret | str | None,
         timeouts: Timeouts,
         *,
         pipelining: bool = True,
     ) -> None:
         self.relay = relay
-        self._password = password
+        # asked once per open(): an OAuth relay's token is fetched for each connection
+        self._secret = FixedSecret(secret) if secret is None or isinstance(secret, str) else secret
         self._timeouts = timeouts
         self._allow_pipelining = pipelining
         self._reader: ReplyReader | None = None
@@ -80,11 +82,14 @@ class SmtpConnection:
     async def open(self) -> None:
         """Connect, EHLO, STARTTLS and AUTH as the relay wants; RelayDown on any failure.
 
-        The whole opening is bounded by `timeouts.connect + timeouts.command`, however
-        the relay paces its replies (a server that drips one byte a second is cut off)."""
+        The secret is asked for first (an OAuth token command is bounded by
+        `timeouts.connect`); then the whole opening is bounded by `timeouts.connect +
+        timeouts.command`, however the relay paces its replies (a server that drips one
+        byte a second is cut off)."""
         relay = self.relay
         tls_context = tls_context_for(relay)
         timeouts = self._timeouts
+        secret = await self._fetch_secret()
         smtp = aiosmtplib.SMTP(
             hostname=relay.host,
             port=relay.port,
@@ -103,9 +108,9 @@ class SmtpConnection:
                     await smtp.ehlo()
                 # AUTH here rather than in connect(): on a refusal the connection is still
                 # ours to close properly
-                if self._password is not None and relay.username is not None:
+                if secret is not None:
                     stage = "auth"
-                    await authenticate(smtp, relay, self._password)
+                    await authenticate(smtp, relay, secret)
         except (aiosmtplib.SMTPException, OSError, ssl.SSLError, TimeoutError) as exc:
             await _shut(smtp)
             fault, code, reason = connect_fault(exc, stage, tls=relay.tls is TlsMode.IMPLICIT)
@@ -120,6 +125,19 @@ class SmtpConnection:
         transport.set_protocol(reader)  # aiosmtplib is done with this connection
         self._reader = reader
         self.transactions = 0
+
+    async def _fetch_secret(self) -> str | None:
+        """The secret for this connection (None: no AUTH); RelayDown when a token command
+        fails or hangs: a failed connection, which the relay's circuit counts."""
+        if self.relay.username is None:
+            return None
+        try:
+            return await self._secret.secret()
+        except SecretUnavailable as exc:
+            # transient: the command may work again (its token endpoint was down); the
+            # circuit counts it and give_up_unreachable bounds the wait
+            reason = f"fetching the access token: {exc.reason}"
+            raise RelayDown(self.relay.url, reason, fault=ConnectFault.OTHER) from None
 
     def holds(self, message: RenderedMessage) -> bool:
         """Whether `message`'s transaction is open on this connection (announced by the
