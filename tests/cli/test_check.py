@@ -22,8 +22,8 @@ from typing import Any
 import pytest
 
 from tests.certs import make_dated_tls_files
-from tests.faultserver import HANG, FaultServer, drip, make_misnamed_tls_files, reply
-from tests.jobs import Result, cli, write_job
+from tests.faultserver import CLOSE, HANG, FaultServer, drip, make_misnamed_tls_files, reply
+from tests.jobs import Result, cli, txsend_subprocess, write_job
 from tests.smtpd import ScriptedServer, TlsFiles, make_tls_files
 
 USER = "mailer"
@@ -747,3 +747,83 @@ def test_smtp_sink(flags: list[str], code: int, capsys: pytest.CaptureFixture[st
         found = phases(result)
         assert found["ehlo"]["details"]["offers"]["PIPELINING"]
         assert found["rcpt"]["code"] == 250
+
+
+# --------------------------------------------------------------------------- odd relays
+
+
+@pytest.mark.parametrize(
+    ("script", "code", "phase", "text"),
+    [
+        ({"CONNECT": CLOSE}, 21, "greeting", "the relay closed the connection"),
+        ({"EHLO": CLOSE}, 22, "ehlo", "the relay closed the connection"),
+        (
+            {"EHLO": reply("250-faultserver\n250 STARTTLS"), "STARTTLS": reply("454 4.7.0 no")},
+            29,
+            "tls",
+            "4.7.0 no",
+        ),
+        (
+            # 220 to STARTTLS, and then no handshake: the client's hello is never answered
+            {
+                "CONNECT": reply("220 faultserver"),  # "*" would answer it too
+                "EHLO": reply("250-faultserver\n250 STARTTLS"),
+                "STARTTLS": reply("220 go ahead"),
+                "*": HANG,
+            },
+            29,
+            "tls",
+            "TLS handshake not done within 1 s",
+        ),
+        (
+            # 220 to STARTTLS, and then plain text where the server's hello should be
+            {"EHLO": reply("250-faultserver\n250 STARTTLS"), "STARTTLS": reply("220 go ahead")},
+            29,
+            "tls",
+            "TLS handshake failed: WRONG_VERSION_NUMBER",
+        ),
+    ],
+    ids=["closed-before-greeting", "closed-at-ehlo", "starttls-454", "no-handshake", "garbage"],
+)
+def test_relays_that_hang_up_or_refuse_tls(
+    script: dict[str, Any], code: int, phase: str, text: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with FaultServer(script) as server:
+        url = server.url.replace("tls=none", "tls=starttls")
+        started = time.monotonic()
+        result = check(capsys, url, "--timeout", "1", "--rcpt", "b@example.com", "--json")
+        elapsed = time.monotonic() - started
+        commands = list(server.commands)
+    assert result.code == code, result.out + result.err
+    assert elapsed < 4
+    failed = phases(result)[phase]
+    assert failed["ok"] is False and text in failed["text"]
+    assert "MAIL" not in commands
+
+
+def test_smtps_to_a_plain_port_fails_the_handshake(capsys: pytest.CaptureFixture[str]) -> None:
+    with FaultServer() as server:
+        result = check(capsys, f"smtps://127.0.0.1:{server.port}", "--timeout", "2", "--json")
+    assert result.code == 29, result.out + result.err
+    assert phases(result)["tls"]["text"].startswith("TLS handshake failed")
+
+
+def test_what_a_relay_says_is_shown_as_text_not_markup(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with FaultServer({"CONNECT": reply("220-[bold red]hi[/] there\n220 second line")}) as server:
+        result = check(capsys, server.url)
+    assert result.code == 0, result.out + result.err
+    assert "220 [bold red]hi[/] there" in result.out
+    assert "second line" in result.out
+
+
+def test_the_console_script_exits_with_the_phase_code() -> None:
+    """The real entry point (`python -m txsend`), in a process of its own."""
+    with FaultServer({"RCPT": reply("550 5.1.1 no such user")}) as server:
+        proc = txsend_subprocess("check", server.url, "--rcpt", "b@example.com", "--json")
+        out, err = proc.communicate(timeout=60)
+        assert "DATA" not in server.commands
+    assert proc.returncode == 24, err
+    assert json.loads(out)["relays"][0]["failed_phase"] == "rcpt"
+    assert err == ""
