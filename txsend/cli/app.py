@@ -17,7 +17,7 @@ from typing import Annotated, Any
 import typer
 
 from txsend import __version__, logs
-from txsend.cli import feedback, inspection, send, tools
+from txsend.cli import check, feedback, inspection, send, tools
 from txsend.cli.console import stderr_console, stderr_line
 from txsend.errors import ExitCode, TxsendError
 
@@ -43,6 +43,7 @@ COMMANDS: tuple[Callable[..., None], ...] = (
     inspection.report,
     inspection.validate,
     inspection.preview,
+    check.check,
     feedback.bounces,
     tools.init,
     tools.sink,

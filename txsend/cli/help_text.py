@@ -25,6 +25,7 @@ HELP = (
     "  report    The summary of every run so far, from the journal alone...\n"
     "  validate  Load and render every row without sending; list every problem...\n"
     "  preview   Print one fully rendered message (raw RFC 5322) or one of its...\n"
+    "  check     Probe relays (greeting, EHLO, TLS, AUTH, RCPT); nothing is sent.\n"
     "  bounces   Read late bounces and complaints; mark rows bounced, feed the...\n"
     "  init      Write a working sample job into DIRECTORY (refuses to...\n"
     "  sink      A capture SMTP server for demos and tests; prints what it...\n"
