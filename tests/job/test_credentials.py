@@ -235,3 +235,16 @@ def _gone(pid: int, within: float = 10.0) -> bool:
             return True
         time.sleep(0.05)
     return False
+
+
+def test_fallback_password_is_never_sent_in_clear_to_another_host() -> None:
+    """`--relay smtp://user@remote?tls=none` with TXSEND_RELAY_PASSWORD: refused (78)
+    before anything connects; a loopback test relay may still take it."""
+    remote = parse_relay_url("smtp://mailer@mail.example.com:25?tls=none")
+    with pytest.raises(ConfigError, match="in clear") as caught:
+        relay_password(remote, {FALLBACK_ENV: "s3cret"})
+    assert "s3cret" not in str(caught.value) and "s3cret" not in (caught.value.hint or "")
+    local = parse_relay_url("smtp://mailer@127.0.0.1:2525?tls=none")
+    assert relay_password(local, {FALLBACK_ENV: "s3cret"}) == "s3cret"
+    tls = parse_relay_url("smtp://mailer@mail.example.com:587")
+    assert relay_password(tls, {FALLBACK_ENV: "s3cret"}) == "s3cret"

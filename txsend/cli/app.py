@@ -96,7 +96,7 @@ def _run_cli(argv: list[str]) -> int:
         _fail(exc.exit_code, exc.message, exc.hint)
         return exc.exit_code
     except KeyboardInterrupt:
-        return _interrupted()
+        return _interrupted(argv)
     except Exception as exc:
         if _is_click_usage_error(exc):  # bad flags or arguments, already worded by click
             return _usage_error(exc, argv)
@@ -104,11 +104,14 @@ def _run_cli(argv: list[str]) -> int:
     return result if isinstance(result, int) else ExitCode.OK
 
 
-def _interrupted() -> int:
+def _interrupted(argv: list[str]) -> int:
+    message = "interrupted"
+    if argv and argv[0] in _LOGGING_COMMANDS:  # a run: say how it goes on
+        message += "; the journal is consistent: txsend resume JOB"
     if logs.json_mode():
-        _fail(ExitCode.SIGINT, "interrupted; the journal is consistent: txsend resume JOB")
+        _fail(ExitCode.SIGINT, message)
     else:
-        stderr_console().print("txsend: interrupted; the journal is consistent: txsend resume JOB")
+        stderr_console().print(f"txsend: {message}", markup=False)
     return ExitCode.SIGINT
 
 

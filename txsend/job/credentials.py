@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Protocol
 
 from txsend.errors import ConfigError
-from txsend.models import RelayConfig
+from txsend.job.relays import is_loopback
+from txsend.models import RelayConfig, TlsMode
 
 __all__ = [
     "FALLBACK_ENV",
@@ -112,6 +113,18 @@ def relay_password(
 
     if password is None and relay.username is not None:
         password = env.get(FALLBACK_ENV) or None
+        if (
+            password is not None
+            and relay.tls is TlsMode.NONE
+            and not relay.allow_insecure_auth
+            and not is_loopback(relay.host)
+        ):
+            raise ConfigError(
+                f"relay {relay.url}: authenticating without TLS would send the password "
+                "in clear to a host that is not this machine",
+                hint="use ?tls=starttls or smtps://, or a job file relay with "
+                "allow_insecure_auth: true (test relays only)",
+            )
         if password is None:
             raise ConfigError(
                 f"relay {relay.url}: the URL names user {relay.username!r} but no password source",

@@ -19,7 +19,7 @@ from txsend.job.yamlmap import Section
 from txsend.models import RelayAuth, RelayConfig, TlsMode
 from txsend.units import describe_value, parse_rate
 
-__all__ = ["RELAY_OPTIONS", "job_relays", "parse_relay_url"]
+__all__ = ["RELAY_OPTIONS", "is_loopback", "job_relays", "parse_relay_url"]
 
 RELAY_OPTIONS = frozenset(
     [
@@ -93,7 +93,7 @@ def parse_relay_url(url: str, **options: Any) -> RelayConfig:
         tls = TlsMode(value.lower())
     if tls is None:
         # A local sink or test relay rarely speaks TLS; anything else must opt out explicitly.
-        tls = TlsMode.NONE if _is_loopback(host) else TlsMode.STARTTLS
+        tls = TlsMode.NONE if is_loopback(host) else TlsMode.STARTTLS
     if port is None:
         port = {TlsMode.IMPLICIT: 465, TlsMode.STARTTLS: 587, TlsMode.NONE: 25}[tls]
     username = unquote(parts.username) if parts.username else None
@@ -192,7 +192,7 @@ def redact_relay_url(url: str) -> str:
     return url[: match.start()] + f"{user}:***@" + url[match.end() :]
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
     name = host.lower().rstrip(".")
     if name == "localhost" or name.endswith(".localhost"):
         return True
