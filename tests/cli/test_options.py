@@ -34,6 +34,7 @@ def test_help_lists_the_commands_in_their_order() -> None:
         "report",
         "validate",
         "preview",
+        "check",
         "bounces",
         "init",
         "sink",
