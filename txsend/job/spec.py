@@ -116,6 +116,9 @@ class Job:
     content: Content = field(default_factory=Content)
     # the flags applied (paths resolved); stored in the journal so `resume` rebuilds the job
     flags: JobOverrides = field(default_factory=JobOverrides)
+    # inbox-monitoring addresses that get a copy of the first message (`txsend.job.seeds`)
+    seeds: tuple[str, ...] = ()
+    seeds_every: int | None = None  # and of every Nth message after it
 
     def input_files(self) -> list[Path]:
         """Every file whose content defines what is sent (for the journal fingerprint)."""
