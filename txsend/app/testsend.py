@@ -123,7 +123,7 @@ def pick_rows(job: Job, test: TestSend) -> tuple[list[Row], list[RowError]]:
         listed = "; ".join(str(p) for p in problems[:3]) or "the recipients file has no rows"
         more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
         raise JobError(
-            f"no row of {job.source.name} renders, so there is nothing to test: {listed}{more}",
+            f"no row of {job.recipients.file.name} renders, so there is nothing to test: {listed}{more}",
             hint=f"see every problem with: txsend validate {job.source}",
         )
     return picked, problems

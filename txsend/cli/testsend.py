@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from txsend import logs
-from txsend.addresses import envelope_address
+from txsend.addresses import comparable_address, envelope_address
 from txsend.app import requests
 from txsend.cli.console import Printer, stderr_line
 from txsend.cli.options import SendFlags
@@ -57,8 +57,8 @@ def test_flags(test_to: list[str] | None, rows: int | None) -> requests.TestSend
             raise UsageError(
                 f"--test-to {value!r}: {exc}", hint="a bare address, e.g. reviewer@example.com"
             ) from None
-        if address not in addresses:
-            addresses.append(address)
+        if comparable_address(address) not in map(comparable_address, addresses):
+            addresses.append(address)  # one reviewer, however often (in whatever case) given
     return requests.TestSend(tuple(addresses), rows or requests.DEFAULT_TEST_ROWS)
 
 
@@ -93,8 +93,6 @@ def test_send(
         console.print(_sent_line(test), markup=False)
         for row in result.rows:
             console.print(f"  row {row.number} ({row.key}) for {row.address}", markup=False)
-        for problem in result.problems:
-            console.print(f"  skipped {problem}", markup=False)
     for warning in summary.warnings:
         console.print(f"warning: {warning}", markup=False)
     if rich is not None:
