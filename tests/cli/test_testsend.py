@@ -378,3 +378,44 @@ def test_a_postgresql_journal_job_is_not_touched(
     real = cli(capsys, "run", job, "--relay", smtp_server.url)
     assert real.code == 0, real.err
     assert len(smtp_server.received) == 4
+
+
+def test_a_relay_that_never_answers_ends_the_test_within_its_limits(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import time
+
+    from tests.faultserver import HANG, FaultServer
+
+    delivery = "  timeouts: {connect: 1s, command: 1s}\n  give_up_unreachable: 1s\n"
+    job = write_job(tmp_path, rows=2, delivery=delivery)
+    with FaultServer({"CONNECT": HANG}) as server:  # accepts TCP, never greets
+        started = time.monotonic()
+        result = cli(capsys, "run", job, "--relay", server.url, "--test-to", REVIEWER)
+        elapsed = time.monotonic() - started
+    assert result.code == 69, result.err  # no relay ever answered
+    assert elapsed < 15
+    assert "send the test again with" in result.err
+    assert snapshot(tmp_path) == {}
+
+
+def test_a_csv_alone_job_takes_its_flags(
+    tmp_path: Path, smtp_server: ScriptedServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "list.csv"
+    data.write_text("email,first_name\na@example.com,Ann\nb@example.com,Bob\n")
+    (tmp_path / "body.txt").write_text("Hi {{ first_name }}\n")
+    flags = ["--from", "News <news@acme.example>", "--subject", "News for {{ first_name }}"]
+    flags += ["--text", str(tmp_path / "body.txt"), "--relay", smtp_server.url]
+    assert cli(capsys, "run", data, *flags, "--limit", "1").code == 0
+    journal = tmp_path / "list.journal.db"
+    before = hashlib.sha256(journal.read_bytes()).hexdigest()
+    # without the flags: they are in the job's journal, which a test does not open
+    bare = cli(capsys, "run", data, "--relay", smtp_server.url, "--test-to", REVIEWER)
+    assert bare.code == 64 and "needs --from" in bare.err
+    result = cli(capsys, "run", data, *flags, "--test-to", REVIEWER, "--rows", "2")
+    assert result.code == 0, result.err
+    subjects = [r.message["Subject"] for r in smtp_server.received[1:]]
+    assert subjects == ["[TEST] News for Ann", "[TEST] News for Bob"]
+    assert hashlib.sha256(journal.read_bytes()).hexdigest() == before
+    assert len(sorted((tmp_path / "list.tests").glob("*.journal.db"))) == 1

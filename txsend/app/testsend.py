@@ -23,13 +23,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from txsend.app import eventloop
-from txsend.app.jobs import JOURNAL_SUFFIXES, fingerprint, load
+from txsend.app.jobs import JOURNAL_SUFFIXES, fingerprint
 from txsend.app.requests import Prepared, RunRequest, TestSend
 from txsend.app.sending import relays_with_passwords, send
 from txsend.app.suppressions import open_job_store
 from txsend.content.ids import MessageIds, message_id_domain
 from txsend.content.testsend import TestSendRenderer, test_key
 from txsend.errors import JobError, RowError, UsageError
+from txsend.job.loading import load_job
 from txsend.job.location import JournalLocation
 from txsend.job.rowbatches import RecipientRows
 from txsend.job.spec import Job
@@ -80,7 +81,8 @@ def run(
         )
     if request.limit is not None:
         raise UsageError("--limit does not apply to a test send", hint="use --rows N")
-    job = load(request.target, request.overrides)
+    # the job file itself: never the flags a CSV-alone job's journal keeps (that opens it)
+    job = load_job(request.target, request.overrides)
     relays = [] if request.dry_run else relays_with_passwords(job)
     eventloop.loop_factory()  # a bad TXSEND_LOOP too
     suppressions = _suppressions(job)
