@@ -199,3 +199,22 @@ def test_a_run_killed_and_resumed_sends_no_seed_copy_twice(
     final = journal_rows(journal)
     assert {s for s, _, _ in final.values()} == {"sent"}
     assert sum(1 for _, o, _ in final.values() if o) == rows
+
+
+def test_seeds_on_a_postgresql_journal(
+    tmp_path: Path,
+    smtp_server: ScriptedServer,
+    capsys: pytest.CaptureFixture[str],
+    pg_url: str,
+) -> None:
+    extra = f"journal: {pg_url}\n" + SEEDS_YAML + "seeds_every: 2\n"
+    job = write_job(tmp_path, rows=5, extra_yaml=extra)
+    result = cli(capsys, "run", job, "--relay", smtp_server.url, "--json")
+    assert result.code == 0, result.err
+    assert Counter(seed_copies(smtp_server)) == Counter(
+        (s, f"Welcome, User{n}!") for s in (SEED_A, SEED_B) for n in (0, 2, 4)
+    )
+    assert json.loads(result.out)["seeds"]["sent"] == 6
+    status = cli(capsys, "status", job, "--json")
+    assert json.loads(status.out)["seeds"]["sent"] == 6
+    assert len(smtp_server.received) == 11

@@ -108,9 +108,7 @@ def test_several_reviewers_get_each_row(
     args = ["--test-to", REVIEWER, "--test-to", other, "--test-to", REVIEWER.upper()]
     result = cli(capsys, "run", job, "--relay", smtp_server.url, *args, "--rows", "3")
     assert result.code == 0, result.err
-    got = Counter(
-        (r.rcpt_tos[0], r.message["X-Txsend-Intended-To"]) for r in smtp_server.received
-    )
+    got = Counter((r.rcpt_tos[0], r.message["X-Txsend-Intended-To"]) for r in smtp_server.received)
     # an address given twice (in any case) is one reviewer
     addresses = {r.rcpt_tos[0].lower() for r in smtp_server.received}
     assert addresses == {REVIEWER, other}
@@ -141,9 +139,7 @@ def ed25519_job(folder: Path, rows: int = 2) -> tuple[Path, bytes]:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "dkim.pem").write_bytes(pem)
     (folder / "dkim.pem").chmod(0o600)
-    raw = key.public_key().public_bytes(
-        serialization.Encoding.Raw, serialization.PublicFormat.Raw
-    )
+    raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     record = b"v=DKIM1; k=ed25519; p=" + base64.b64encode(raw)
     extra = (
         "dkim: {domain: acme.example, selector: s1, key_file: dkim.pem, "
@@ -304,9 +300,7 @@ def test_dry_run_renders_and_sends_nothing(
     tmp_path: Path, smtp_server: ScriptedServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
     job = write_job(tmp_path, rows=3)
-    result = cli(
-        capsys, "run", job, "--test-to", REVIEWER, "--rows", "2", "--dry-run", "--json"
-    )
+    result = cli(capsys, "run", job, "--test-to", REVIEWER, "--rows", "2", "--dry-run", "--json")
     assert result.code == 0, result.err
     assert smtp_server.received == []
     report = json.loads(result.out)

@@ -28,7 +28,7 @@ from txsend.app.requests import Prepared, RunRequest, TestSend
 from txsend.app.sending import relays_with_passwords, send
 from txsend.app.suppressions import open_job_store
 from txsend.content.ids import MessageIds, message_id_domain
-from txsend.content.testsend import TestSendRenderer, test_key
+from txsend.content.testsend import TestSendRenderer, reviewer_key
 from txsend.errors import JobError, RowError, UsageError
 from txsend.job.loading import load_job
 from txsend.job.location import JournalLocation
@@ -125,7 +125,8 @@ def pick_rows(job: Job, test: TestSend) -> tuple[list[Row], list[RowError]]:
         listed = "; ".join(str(p) for p in problems[:3]) or "the recipients file has no rows"
         more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
         raise JobError(
-            f"no row of {job.recipients.file.name} renders, so there is nothing to test: {listed}{more}",
+            f"no row of {job.recipients.file.name} renders, so there is nothing to test: "
+            f"{listed}{more}",
             hint=f"see every problem with: txsend validate {job.source}",
         )
     return picked, problems
@@ -135,7 +136,7 @@ def _render_problem(
     checker: TestSendRenderer, originals: dict[str, Row], row: Row, address: str
 ) -> RowError | None:
     """Why the row's test message cannot be made (as the run would find it), or None."""
-    test_row = Row(row.number, test_key(address, row.key), address, row.data)
+    test_row = Row(row.number, reviewer_key(address, row.key), address, row.data)
     originals[test_row.key] = row
     try:
         message = checker.render(test_row, "<check@txsend.invalid>")
@@ -153,7 +154,7 @@ def _render_problem(
 def _test_rows(picked: Sequence[Row], to: Sequence[str]) -> Iterator[Row]:
     for row in picked:
         for address in to:
-            yield Row(row.number, test_key(address, row.key), address, row.data)
+            yield Row(row.number, reviewer_key(address, row.key), address, row.data)
 
 
 def _send(
@@ -182,7 +183,7 @@ def _send(
         prepared = Prepared(job, journal, stats, counts[State.PENDING], 0)
         if on_prepared is not None:
             on_prepared(prepared)
-        originals = {test_key(address, row.key): row for row in picked for address in test.to}
+        originals = {reviewer_key(address, row.key): row for row in picked for address in test.to}
         renderer = TestSendRenderer(job, originals, verp_secret=journal.verp_secret())
         request = dataclasses.replace(request, target=job.journal.path)
         return send(prepared, request, "run", relays, on_tick, renderer=renderer)

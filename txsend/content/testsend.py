@@ -20,13 +20,13 @@ from txsend.content.renderer import Renderer, _Fields
 from txsend.job.spec import Job
 from txsend.models import Row
 
-__all__ = ["INTENDED_HEADER", "SUBJECT_MARK", "TestSendRenderer", "test_key"]
+__all__ = ["INTENDED_HEADER", "SUBJECT_MARK", "TestSendRenderer", "reviewer_key"]
 
 INTENDED_HEADER = "X-Txsend-Intended-To"
 SUBJECT_MARK = "[TEST] "
 
 
-def test_key(address: str, key: str) -> str:
+def reviewer_key(address: str, key: str) -> str:
     """The key, in a test send's journal, of row `key`'s message to the test `address`."""
     return f"test:{address}:{key}"
 
@@ -43,7 +43,7 @@ def intended(name: str, address: str) -> str:
 class TestSendRenderer(Renderer):
     """A renderer whose messages go to a test address (see the module docstring).
 
-    `originals` maps each test row's key (`test_key`) to the job's row it shows; a test
+    `originals` maps each test row's key (`reviewer_key`) to the job's row it shows; a test
     row's address is the test address. Every per-row value is rendered from the original
     row, so its errors name the original row number and key.
     """
