@@ -94,6 +94,8 @@ def test_each_command_shows_its_options_in_the_order_it_always_had() -> None:
         "concurrency",
         "force",
         *SEND_OPTIONS[6:],
+        "test_to",  # a test send: run only, after the shared options
+        "rows",
     ]
     assert list(params("resume")) == ["job", *SEND_OPTIONS]
     assert list(params("worker")) == [

@@ -963,4 +963,4 @@ def test_a_schema_1_database_gets_the_feedback_table_and_the_secret(pg_url: str)
         assert journal.record_feedback([report("e", "failed", None)]) == ["noted"]
     with psycopg.connect(pg_url, autocommit=True) as conn:
         found_schema = conn.execute("SELECT value FROM txsend_meta WHERE name = 'schema'")
-        assert found_schema.fetchone() == ("2",)
+        assert found_schema.fetchone() == ("3",)

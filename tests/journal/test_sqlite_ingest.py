@@ -239,9 +239,14 @@ def test_a_new_journal_has_the_tables_of_schema_1(tmp_path: Path) -> None:
         (1, "columns", "TEXT", 1, None, 0),
     ]
     assert [column[1] for column in new.pop("feedback")][:3] == ["id", "event_id", "kind"]
+    # schema 4 adds the seed copies' column after schema 1's
+    assert new["messages"].pop() == (16, "seed_of", "TEXT", 0, None, 0)
     assert new == old
     # the lookups of `txsend bounces` are not indexed at ingest: sending does not pay
-    assert indexes(tmp_path / "new.db") == ["idx_messages_state_next_attempt_at"]
+    assert indexes(tmp_path / "new.db") == [
+        "idx_messages_seeds",
+        "idx_messages_state_next_attempt_at",
+    ]
 
 
 def indexes(path: Path) -> list[str]:
@@ -258,7 +263,7 @@ def test_a_schema_1_journal_opens_migrates_and_resumes(tmp_path: Path) -> None:
     path = tmp_path / "old.db"
     schema_1_journal(path)
     with closing(Journal.open(path)) as journal:
-        assert journal.get_meta("schema") == str(SCHEMA_VERSION) == "3"
+        assert journal.get_meta("schema") == str(SCHEMA_VERSION) == "4"
         stats = journal.ingest(
             [Row(i, f"k{i}@example.com", f"k{i}@example.com", {"n": i}) for i in (1, 2, 3)],
             ids(),
@@ -296,7 +301,7 @@ def test_a_schema_2_journal_opens_migrates_and_keeps_its_rows(tmp_path: Path) ->
     path = tmp_path / "two.db"
     schema_2_journal(path)
     with closing(Journal.open(path)) as journal:
-        assert journal.get_meta("schema") == "3"
+        assert journal.get_meta("schema") == "4"
         assert journal.counts()[State.SENT] == 1
         pending = journal.find("k3@example.com")
         assert pending is not None
@@ -305,13 +310,14 @@ def test_a_schema_2_journal_opens_migrates_and_keeps_its_rows(tmp_path: Path) ->
         entry = FeedbackEntry("e1", "failed", "k1@example.com", "verp", status="5.1.1")
         assert journal.record_feedback([entry]) == ["applied"]
         assert journal.feedback_counts()["late_bounced"] == 1
-        assert indexes(path) == ["idx_messages_state_next_attempt_at"]
+        assert indexes(path) == ["idx_messages_seeds", "idx_messages_state_next_attempt_at"]
         journal.prepare_feedback()
         found = journal.feedback_rows(message_hex="c" * 32)
         assert [(r.key, r.state) for r in found] == [("k3@example.com", State.PENDING)]
     assert indexes(path) == [
         "idx_messages_address",
         "idx_messages_message_id",
+        "idx_messages_seeds",
         "idx_messages_state_next_attempt_at",
     ]
     with closing(Journal.open(path)) as journal:

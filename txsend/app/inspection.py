@@ -55,6 +55,7 @@ def report(target: Path, overrides: JobOverrides) -> dict[str, Any]:
             journal.next_attempt_at(),
             problems_of(journal, target),
             journal.feedback_counts(),
+            journal.seed_counts(),
         )
     finally:
         journal.close()
@@ -132,6 +133,7 @@ def status(target: Path, overrides: JobOverrides) -> Summary:
             problems=problems_of(journal, target),
             workers=_workers(journal),
             feedback=journal.feedback_counts(),
+            seeds=journal.seed_counts(),
         )
     finally:
         journal.close()

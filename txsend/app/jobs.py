@@ -164,6 +164,8 @@ def fingerprint(job: Job) -> dict[str, str]:
     )
     if settings != _DEFAULT_CONTENT_SETTINGS:
         parts["content settings"] = digest(repr(settings))
+    if job.seeds:  # named only when set: a journal made before seeds existed stays the same
+        parts["seeds"] = digest(repr((job.seeds, job.seeds_every)))
     sha = hashlib.sha256()
     with job.recipients.file.open("rb") as data:
         for block in iter(lambda: data.read(1 << 20), b""):

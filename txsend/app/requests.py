@@ -14,7 +14,11 @@ from txsend.journal.api import JournalBackend
 from txsend.journal.records import IngestStats
 from txsend.reporting.outputs import OutputOptions
 
-__all__ = ["Prepared", "RunRequest"]
+__all__ = ["DEFAULT_TEST_ROWS", "Prepared", "RunRequest", "TestSend"]
+
+# One message per reviewer by default: a test send is for a person to read, and the first
+# row shows the template; --rows N shows more rows (personalisation, other data).
+DEFAULT_TEST_ROWS = 1
 
 
 @dataclass(frozen=True)
@@ -43,3 +47,13 @@ class Prepared:
     ingest: IngestStats | None
     due: int
     recovered: int
+
+
+@dataclass(frozen=True)
+class TestSend:
+    """`txsend run JOB --test-to ADDR [--rows N]`: the addresses (checked), rows >= 1."""
+
+    __test__ = False  # not a pytest test class
+
+    to: tuple[str, ...]
+    rows: int = DEFAULT_TEST_ROWS

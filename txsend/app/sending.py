@@ -34,6 +34,7 @@ from txsend.errors import (
 from txsend.job.bundle import pack
 from txsend.job.credentials import RelaySecret, relay_secret
 from txsend.job.rowbatches import RecipientRows
+from txsend.job.seeds import SeededRows
 from txsend.job.spec import Job
 from txsend.job.suppression import load_suppressions
 from txsend.journal.api import JournalBackend
@@ -52,6 +53,7 @@ from txsend.reporting.summary import (
 def prepare(job: Job, journal: JournalBackend, request: RunRequest) -> Prepared:
     """Bind, check and ingest the journal; recover rows a dead run left in `sending`."""
     stats = None
+    refuse_test_journal(journal)
     if not request.worker:  # a worker's job came from the journal: nothing to bind
         prints = fingerprint(job)
         changes = journal.changes_since(prints)
@@ -66,7 +68,7 @@ def prepare(job: Job, journal: JournalBackend, request: RunRequest) -> Prepared:
         journal.bind_job(job.name, prints, spec)
         if changes or not journal.ingest_complete():
             ids = MessageIds(message_id_domain(job.from_addr))
-            stats = journal.ingest(RecipientRows(job), ids, refresh=bool(changes))
+            stats = journal.ingest(job_rows(job), ids, refresh=bool(changes))
             if journal.shared and not stats.by_other:
                 _store_bundle(job, journal)
     if journal.shared and request.resume:
@@ -79,6 +81,25 @@ def prepare(job: Job, journal: JournalBackend, request: RunRequest) -> Prepared:
     if request.limit is not None:
         due = min(due, request.limit)
     return Prepared(job, journal, stats, due, recovered)
+
+
+def refuse_test_journal(journal: JournalBackend) -> None:
+    """A test send's journal (`txsend.app.testsend`) is not sent again as a job: its rows
+    are messages to a reviewer, rendered as a test send renders them."""
+    spec = journal.job_spec()
+    if spec is not None and spec.get("test_send"):
+        raise UsageError(
+            f"{journal.location} is the journal of a test send",
+            hint="send the test again: txsend run JOB --test-to ADDRESS",
+        )
+
+
+def job_rows(job: Job) -> RecipientRows | SeededRows:
+    """The rows a job's ingest stores: its recipients, and its seed copies if it has seeds."""
+    rows = RecipientRows(job)
+    if not job.seeds:
+        return rows
+    return SeededRows(rows, job.seeds, job.seeds_every)
 
 
 def resends_unknown(job: Job, journal: JournalBackend, request: RunRequest) -> bool:
@@ -139,10 +160,14 @@ def send(
     command: str,
     relays: Sequence[tuple[RelayConfig, RelaySecret]],
     on_tick: Callable[[RunStats], None] | None = None,
+    renderer: Renderer | None = None,
 ) -> Summary:
-    """Send what is due through relays (with their secrets); record the run."""
+    """Send what is due through relays (with their secrets); record the run.
+
+    `renderer`: how the messages are made (default: the job's; a test send's differs)."""
     job, journal = prepared.job, prepared.journal
-    renderer = Renderer(job, verp_secret=journal.verp_secret())
+    if renderer is None:
+        renderer = Renderer(job, verp_secret=journal.verp_secret())
     outputs = RunOutputs(request.outputs)
     outputs.start()
     run_id = journal.start_run(command)
@@ -278,6 +303,7 @@ def _verdict(
         skipped_by_error=by_error,
         resend_unknown=resend,
         alerts=alerts,
+        seeds=journal.seed_counts(),
     )
 
 

@@ -122,9 +122,12 @@ def _print_journal_report(console: Console, data: dict[str, Any]) -> None:
     table = Table(title=f"txsend: {data['job']} (all runs)", title_justify="left")
     table.add_column("state")
     table.add_column("rows", justify="right")
+    seeds = data.get("seeds")
+    if seeds:
+        table.add_column("of which seeds", justify="right")
     for state, count in data["counts"].items():
         if count:
-            table.add_row(state, str(count))
+            table.add_row(state, str(count), *([str(seeds[state])] if seeds else []))
     console.print(table)
     if data.get("feedback"):
         console.print(feedback_line(data["feedback"]), markup=False)

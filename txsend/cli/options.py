@@ -157,6 +157,27 @@ GraceOpt = Annotated[
     ),
 ]
 
+TestToOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--test-to",
+        metavar="ADDRESS",
+        help="Send a test instead of the job: the job's first --rows rows, each rendered "
+        "as its recipient would get it, to ADDRESS only (RCPT and To), the Subject marked "
+        "[TEST], the intended recipient in X-Txsend-Intended-To. A journal of its own "
+        "(<job>.tests/ beside the job); the job's journal is not touched. Repeatable.",
+    ),
+]
+RowsOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--rows",
+        metavar="N",
+        help=f"With --test-to: how many of the job's rows that render to send to each "
+        f"address (default {requests.DEFAULT_TEST_ROWS}).",
+    ),
+]
+
 
 def journal_location(value: str | None) -> JournalLocation | None:
     """--journal as given: a file or a postgresql:// URL; None when the flag is absent."""

@@ -9,14 +9,14 @@ import os
 import shutil
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
 from txsend import logs
 from txsend.app import requests
 from txsend.cli.console import PlainLines, Printer, ProgressView, stderr_console, stderr_line
-from txsend.cli.options import JobArg, MessageFlags, SendFlags, takes
+from txsend.cli.options import JobArg, MessageFlags, RowsOpt, SendFlags, TestToOpt, takes
 from txsend.cli.verdict import (
     final_and_next,
     job_argument,
@@ -30,6 +30,10 @@ from txsend.journal.records import IngestStats
 
 if TYPE_CHECKING:
     from rich.console import Console
+
+    from txsend.reporting.stats import RunStats
+
+_Result = TypeVar("_Result")
 
 # `run` shows --dry-run before --limit, where it has always been in its --help
 _RUN_OPTIONS = (
@@ -74,12 +78,27 @@ WorkerJobOpt = Annotated[
 
 @takes("message", MessageFlags)
 @takes("flags", SendFlags, _RUN_OPTIONS)
-def run(job: JobArg, message: MessageFlags, flags: SendFlags) -> None:
+def run(
+    job: JobArg,
+    message: MessageFlags,
+    flags: SendFlags,
+    test_to: TestToOpt = None,
+    rows: RowsOpt = None,
+) -> None:
     """Ingest the recipients into the journal and send every row not yet done.
 
     With --journal postgresql://..., run it on several hosts at once: the first ingests,
-    all of them send, none sends a row twice."""
+    all of them send, none sends a row twice.
+
+    With --test-to ADDRESS, send a test instead: the job's first --rows rows to ADDRESS
+    only, marked as a test, in a journal of its own; the job's journal is not touched."""
     logs.use_format(flags.log_format)  # an error from here on is a JSON line too
+    from txsend.cli.testsend import test_flags, test_send  # it imports this module
+
+    test = test_flags(test_to, rows)
+    if test is not None:
+        test_send(flags.request(job, flags.overrides(message)), test, flags, shown_run)
+        return
     send(flags.request(job, flags.overrides(message)), "run", flags)
 
 
@@ -124,24 +143,12 @@ def send(
     """Run `request` as `command`, showing it as the flags say; exit with the run's code."""
     from txsend.app import sending  # loaded when a run starts: --help never loads it
 
-    _check_log_flags(flags)
-    # Rich loads for what only it shows: the summary table and the live bar
-    rich = stderr_console() if not flags.quiet and flags.log_format == "text" else None
-    console: Printer = rich if rich is not None else PlainLines()
-    view = ProgressView(rich) if rich is not None and _shows_progress(rich, flags) else None
-    undo_logs = _configure_logs(console, flags)
-    try:
-        summary = sending.run(
-            request,
-            command,
-            on_prepared=_announcer(console, flags, view),
-            on_tick=view.update if view is not None else None,
-            job=job,
-        )
-    finally:
-        if view is not None:
-            view.stop()
-        undo_logs()
+    summary, console, rich = shown_run(
+        flags,
+        lambda on_prepared, on_tick: sending.run(
+            request, command, on_prepared=on_prepared, on_tick=on_tick, job=job
+        ),
+    )
     if flags.json_out:
         sys.stdout.write(json.dumps(summary.to_json(), indent=2) + "\n")
     final, next_command = final_and_next(
@@ -156,6 +163,29 @@ def send(
         print_summary(rich, summary)
     console.print(final, markup=False)
     raise typer.Exit(summary.exit_code)
+
+
+def shown_run(
+    flags: SendFlags,
+    runner: Callable[
+        [Callable[[requests.Prepared], None], Callable[[RunStats], None] | None], _Result
+    ],
+) -> tuple[_Result, Printer, Console | None]:
+    """Call `runner(on_prepared, on_tick)` with the logs, the ingest lines and the progress
+    bar the flags ask for; its result, the printer for what follows, and Rich (if shown)."""
+    _check_log_flags(flags)
+    # Rich loads for what only it shows: the summary table and the live bar
+    rich = stderr_console() if not flags.quiet and flags.log_format == "text" else None
+    console: Printer = rich if rich is not None else PlainLines()
+    view = ProgressView(rich) if rich is not None and _shows_progress(rich, flags) else None
+    undo_logs = _configure_logs(console, flags)
+    try:
+        result = runner(_announcer(console, flags, view), view.update if view is not None else None)
+    finally:
+        if view is not None:
+            view.stop()
+        undo_logs()
+    return result, console, rich
 
 
 def _check_log_flags(flags: SendFlags) -> None:
@@ -205,6 +235,7 @@ def _announce_ingest(console: Printer, flags: SendFlags, i: IngestStats, journal
     line = (
         f"journal {journal}: "
         + ("ingested by another worker: " if i.by_other else f"{i.new} new rows, ")
+        + (f"of which {i.seeds} seed copies, " if i.seeds else "")
         + f"{i.existing} already known"
         + (f", {i.duplicates} duplicate keys skipped" if i.duplicates else "")
         + (f", {i.invalid} invalid rows skipped" if i.invalid else "")
@@ -221,6 +252,7 @@ def _announce_ingest(console: Printer, flags: SendFlags, i: IngestStats, journal
             duplicates=i.duplicates,
             invalid=i.invalid,
             by_other=i.by_other,
+            seeds=i.seeds,
             problems=list(i.problems),
         )
         return

@@ -13,7 +13,7 @@ from txsend.cli.console import local_time, stderr_line
 from txsend.errors import ExitCode
 from txsend.models import State
 from txsend.reporting.stats import RunStats
-from txsend.reporting.summary import Summary, state_counts
+from txsend.reporting.summary import Summary, seeds_json, state_counts
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -68,12 +68,18 @@ def _state_table(summary: Summary) -> Table:
     table.add_column("state")
     table.add_column("outcomes this run", justify="right")
     table.add_column("journal total", justify="right")
+    seeds = summary.seeds if summary.seeds and any(summary.seeds.values()) else None
+    if seeds is not None:
+        table.add_column("of which seeds", justify="right")
     stats = summary.stats
     for state in State:
         now = stats.outcomes[state] if stats is not None else 0
         total = summary.counts.get(state, 0)
         if now or total:
-            table.add_row(state.value, str(now) if stats is not None else "-", str(total))
+            cells = [state.value, str(now) if stats is not None else "-", str(total)]
+            if seeds is not None:
+                cells.append(str(seeds.get(state, 0)))
+            table.add_row(*cells)
     return table
 
 
@@ -165,6 +171,7 @@ def summary_event(summary: Summary) -> tuple[str, dict[str, Any]]:
         "run_id": summary.run_id,
         "outcomes": state_counts(stats.outcomes) if stats is not None else None,  # this run
         "counts": state_counts(summary.counts),  # the journal's totals
+        **seeds_json(summary.seeds),  # of which seed copies
     }
     if stats is None:
         return f"txsend: {summary.job}", fields
@@ -246,9 +253,13 @@ def final_and_next(
 
 
 def _outcome_line(summary: Summary) -> str:
-    """`job: 3 sent, 1 bounced (exit 1); stopped: ...`."""
+    """`job: 3 sent, 1 bounced (exit 1); seeds: 2 sent; stopped: ...`.
+
+    Seed copies (job key seeds:) are counted apart from the recipients' rows."""
+    seeds = summary.seeds or {}
     parts = []
     for state, n in summary.counts.items():
+        n -= seeds.get(state, 0)
         if not n:
             continue
         if state is State.SKIPPED and summary.skipped_by_error:
@@ -256,6 +267,8 @@ def _outcome_line(summary: Summary) -> str:
         else:
             parts.append(f"{n} {state.value}")
     line = f"{summary.job}: " + (", ".join(parts) or "no rows") + f" (exit {summary.exit_code})"
+    if any(seeds.values()):
+        line += "; seeds: " + ", ".join(f"{n} {s.value}" for s, n in seeds.items() if n)
     stats = summary.stats
     if stats is not None and stats.stop_reason:
         line += f"; {'gave up' if stats.unreachable else 'stopped'}: {stats.stop_reason}"

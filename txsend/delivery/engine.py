@@ -235,14 +235,17 @@ class Engine:
     # --- producer --------------------------------------------------------------------
 
     async def _produce(self) -> None:
-        remaining = self.options.limit  # --limit counts rows, not their retries
+        # --limit counts rows, not their retries, nor the seed copies that go with them
+        remaining = self.options.limit
+        # rows a claim may take beyond --limit: the seed copies right after the last row
+        slack = len(self.job.seeds)
         first_pass = True
         try:
             while not self._stopping:
                 batch: list[Claimed] = []
-                if first_pass and (remaining is None or remaining > 0):
+                if first_pass and (remaining is None or remaining > 0 or slack):
                     size = self._claim_size()
-                    size = size if remaining is None else min(size, remaining)
+                    size = size if remaining is None else min(size, remaining + slack)
                     batch = await self._off_loop(
                         partial(
                             self.journal.claim, size, include_unknown=self.options.resend_unknown
@@ -250,7 +253,8 @@ class Engine:
                     )
                     first_pass = bool(batch)
                     if remaining is not None:
-                        remaining -= len(batch)
+                        batch, remaining, cut = within_limit(batch, remaining)
+                        first_pass = first_pass and not cut
                         self._limited_to.update(c.key for c in batch)
                 if not batch and not self.options.dry_run:
                     batch = await self._due_retries()
@@ -830,6 +834,22 @@ class Engine:
             self._collect_relay_stats()
             self._on_tick(self.stats)
             await asyncio.sleep(self.options.tick)
+
+
+def within_limit(batch: list[Claimed], remaining: int) -> tuple[list[Claimed], int, bool]:
+    """The rows of a claim that --limit lets this run take, what is left of the limit, and
+    whether the claim reached a row beyond it (cut: the run takes no more).
+
+    Seed copies (`Claimed.seed_of`) do not count: those that come before the first row
+    over the limit go with the rows taken (they follow the row they copy in data order)."""
+    taken: list[Claimed] = []
+    for claimed in batch:
+        if claimed.seed_of is None:
+            if remaining == 0:
+                return taken, 0, True
+            remaining -= 1
+        taken.append(claimed)
+    return taken, remaining, False
 
 
 def _relay_pool(

@@ -25,6 +25,7 @@ from txsend.job.overrides import apply
 from txsend.job.paths import absolute
 from txsend.job.recipients import JSONL_SUFFIXES, MissingColumn, check_header, is_jsonl
 from txsend.job.relays import job_relays
+from txsend.job.seeds import job_seeds
 from txsend.job.spec import Job, JobOverrides
 from txsend.job.yamlmap import Section, load_yaml, read_text
 from txsend.models import (
@@ -61,6 +62,8 @@ _TOP_KEYS = frozenset(
         "max_message_size",
         "suppress",
         "journal",
+        "seeds",
+        "seeds_every",
     ]
 )
 _RECIPIENTS_KEYS = frozenset({"file", "to", "name", "key"})
@@ -141,6 +144,7 @@ def _load_yaml_job(
     max_size = _job_max_size(root)
     journal = _job_journal(root, base) or JournalLocation(path=default_journal(source))
     hooks = load_hooks(root)
+    seeds, seeds_every = job_seeds(root)
     job = Job(
         name=name or source.stem,
         source=source,
@@ -161,6 +165,8 @@ def _load_yaml_job(
         suppress_store=suppress_store,
         content=content,
         hooks=hooks,
+        seeds=seeds,
+        seeds_every=seeds_every,
     )
     return apply(job, overrides, env)
 

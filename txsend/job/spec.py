@@ -119,6 +119,9 @@ class Job:
     flags: JobOverrides = field(default_factory=JobOverrides)
     # alerts, on_finish_command, hook_timeout (txsend.job.alerts)
     hooks: Hooks = field(default_factory=Hooks)
+    # inbox-monitoring addresses that get a copy of the first message (`txsend.job.seeds`)
+    seeds: tuple[str, ...] = ()
+    seeds_every: int | None = None  # and of every Nth message after it
 
     def input_files(self) -> list[Path]:
         """Every file whose content defines what is sent (for the journal fingerprint)."""

@@ -67,7 +67,11 @@ class JournalBackend(Protocol):
     # ingest
     def ingest(
         self, rows: Iterable[Any], new_message_id: Callable[[], str], *, refresh: bool = False
-    ) -> IngestStats: ...
+    ) -> IngestStats:
+        """Add the rows (Row or RowError) not seen before; idempotent. Rows that carry seed
+        copies (`txsend.job.seeds.SeededRows`) have those marked: `Claimed.seed_of`."""
+        ...
+
     def ingest_complete(self) -> bool: ...
 
     # the send cycle
@@ -84,6 +88,10 @@ class JournalBackend(Protocol):
 
     # summary and reading
     def counts(self) -> dict[State, int]: ...
+    def seed_counts(self) -> dict[State, int]:
+        """The seed copies (`txsend.job.seeds`) per state: a part of `counts()`."""
+        ...
+
     def skipped_by_error(self) -> int:
         """Skipped rows that were not skipped by policy (`txsend.journal.rules.POLICY_SKIPS`)."""
         ...

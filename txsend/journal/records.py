@@ -28,6 +28,7 @@ class Claimed:
     attempts: int
     state: State  # state before the claim: pending, deferred or unknown
     first_attempt_at: float | None = None  # wall clock, for delivery.retry.max_age
+    seed_of: str | None = None  # a seed copy (`txsend.job.seeds`): the key of the row it copies
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,7 @@ class IngestStats:
     invalid: int = 0
     problems: list[str] = field(default_factory=list)  # first few skip reasons, for display
     by_other: bool = False  # another worker had ingested the job already (shared journal)
+    seeds: int = 0  # of the new rows, how many are seed copies (`txsend.job.seeds`)
 
 
 @dataclass(frozen=True)

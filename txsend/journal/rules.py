@@ -35,6 +35,7 @@ __all__ = [
     "PROBLEMS_NOTED",
     "PROBLEM_STATES",
     "REDOABLE",
+    "SEED_MARK",
     "STORE_CHUNK",
     "STORE_KINDS",
     "FeedbackChange",
@@ -48,6 +49,7 @@ __all__ = [
     "feedback_event",
     "feedback_values",
     "final_counts",
+    "has_seeds",
     "message_id_range",
     "normal_address",
     "note_problem",
@@ -75,6 +77,20 @@ ENDED_IN_DATA = "run ended after DATA started, before the reply was recorded"
 
 PROBLEMS_NOTED = 20  # skip reasons an ingest keeps for display
 
+# Seed copies (`txsend.job.seeds`): an ingest of a job with seeds marks, in `seed_of`, each
+# row keyed `seed:<its address>:<key>` where `key` is another row of the same data row
+# number (the row it copies). No data row can look so: a data row has one key and one
+# number. The SET and WHERE of the same UPDATE in both backends, `m` the messages table
+# and `s` the row copied; `{prefix}` selects keys starting `seed:` (SQLite: a range of
+# its primary key; PostgreSQL, whose collation may not sort so: `left(m.key, 5)`).
+SEED_MARK = (
+    "seed_of = substr(m.key, length(m.address) + 7) "
+    "WHERE m.seed_of IS NULL AND {prefix} "
+    "AND substr(m.key, 1, length(m.address) + 6) = 'seed:' || m.address || ':' "
+    "AND EXISTS (SELECT 1 FROM {table} s WHERE {same_job}"
+    "s.key = substr(m.key, length(m.address) + 7) AND s.row = m.row)"
+)
+
 # One encoder for every row's data (json.dumps would build one per call).
 encode_data = json.JSONEncoder(ensure_ascii=False, default=str).encode
 
@@ -98,6 +114,12 @@ def describe_changes(stored: dict[str, str], fingerprint: dict[str, str]) -> lis
     return changes
 
 
+def has_seeds(rows: object) -> bool:
+    """Whether rows to ingest carry seed copies (`txsend.job.seeds.SeededRows`), so that
+    the ingest marks them (`SEED_MARK`); other ingests skip that UPDATE."""
+    return bool(getattr(rows, "seeds", ()))
+
+
 def note_problem(stats: IngestStats, problem: str) -> None:
     """Keep a skip reason for display, up to `PROBLEMS_NOTED` of them."""
     if len(stats.problems) < PROBLEMS_NOTED:
@@ -107,10 +129,13 @@ def note_problem(stats: IngestStats, problem: str) -> None:
 def claimed(
     values: tuple[Any, ...], decode: Callable[[str], dict[str, Any]] = json.loads
 ) -> Claimed:
-    """A row read back as (key, row, address, data, message_id, attempts, state, first);
-    `decode` reads the stored data (the SQLite journal's also reads its compact rows)."""
-    key, row, address, data, message_id, attempts, state, first = values
-    return Claimed(key, row, address, decode(data), message_id, attempts, State(state), first)
+    """A row read back as (key, row, address, data, message_id, attempts, state, first,
+    seed_of); `decode` reads the stored data (the SQLite journal's also reads its compact
+    rows)."""
+    key, row, address, data, message_id, attempts, state, first, seed_of = values
+    return Claimed(
+        key, row, address, decode(data), message_id, attempts, State(state), first, seed_of
+    )
 
 
 def run_info(values: tuple[Any, ...]) -> RunInfo:

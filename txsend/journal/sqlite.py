@@ -166,7 +166,9 @@ class Journal:
             )
         return cur.rowcount
 
-    _CLAIM_COLUMNS = "rowid, key, row, address, data, message_id, attempts, state, first_attempt_at"
+    _CLAIM_COLUMNS = (
+        "rowid, key, row, address, data, message_id, attempts, state, first_attempt_at, seed_of"
+    )
 
     def claim(
         self, limit: int, *, include_unknown: bool, now: float | None = None
@@ -257,6 +259,15 @@ class Journal:
             counts[State(state)] += n
         (skipped,) = self._conn.execute("SELECT count(*) FROM skipped_rows").fetchone()
         counts[State.SKIPPED] += skipped
+        return counts
+
+    def seed_counts(self) -> dict[State, int]:
+        """Seed copies per state (`txsend.job.seeds`): a part of `counts()`."""
+        counts = dict.fromkeys(State, 0)
+        for state, n in self._conn.execute(
+            "SELECT state, count(*) FROM messages WHERE seed_of IS NOT NULL GROUP BY state"
+        ):
+            counts[State(state)] += n
         return counts
 
     def next_attempt_at(self) -> float | None:
@@ -426,9 +437,12 @@ class Journal:
         return claimed(values[1:], self._decode)  # the first column is the rowid, for the cursor
 
     def iter_problems(self) -> Iterator[tuple[dict[str, Any], str, int | None, str | None]]:
-        """Every failed, bounced or unknown row: (original data, state, code, reply)."""
+        """Every failed, bounced or unknown data row: (original data, state, code, reply).
+
+        Seed copies are not listed: their data is the copied row's, not theirs."""
         cur = self._conn.execute(
-            f"SELECT data, state, code, reply FROM messages {_PROBLEMS} ORDER BY row"
+            f"SELECT data, state, code, reply FROM messages {_PROBLEMS} "
+            "AND seed_of IS NULL ORDER BY row"
         )
         for data, state, code, reply in cur:
             yield self._decode(data), state, code, reply

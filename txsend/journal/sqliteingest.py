@@ -34,7 +34,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from txsend.errors import RowError
 from txsend.journal.records import IngestStats
-from txsend.journal.rules import REDOABLE, encode_data, note_problem
+from txsend.journal.rules import REDOABLE, SEED_MARK, encode_data, has_seeds, note_problem
 from txsend.journal.sqliteschema import STATE_INDEX, ArrayEncoder, header_id, set_meta
 
 __all__ = ["INGEST_BATCH", "CsvBatches", "ingest"]
@@ -44,6 +44,9 @@ INGEST_BATCH = 5000
 _INSERT = (
     "INSERT INTO messages(key, row, address, data, message_id, state, attempts, "
     "created_at, updated_at) VALUES (?, ?, ?, ?, ?, 'pending', 0, ?, ?)"
+)
+_MARK_SEEDS = "UPDATE messages AS m SET " + SEED_MARK.format(
+    prefix="m.key >= 'seed:' AND m.key < 'seed;'", table="messages", same_job=""
 )
 _SKIP = "INSERT OR IGNORE INTO skipped_rows(row, key, reason, created_at) VALUES (?, ?, ?, ?)"
 
@@ -89,6 +92,8 @@ def ingest(
                 (time.time(),),
             )
             conn.execute("UPDATE messages SET row = -row WHERE row < 0")
+        if has_seeds(rows):
+            stats.seeds = conn.execute(_MARK_SEEDS).rowcount
         conn.execute(STATE_INDEX)
         set_meta(conn, "ingest_complete", "1")
     return stats

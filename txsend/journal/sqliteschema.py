@@ -14,6 +14,10 @@ complaints), one row per event id, so that reading a mailbox twice counts once. 
 secret is a `meta` value. Migrating from schema 1 or 2 adds the table; nothing else
 changes. The indexes the reports' lookups need (`FEEDBACK_INDEXES`) are made by the
 first `txsend bounces`, not at ingest: the send path does not pay for them.
+
+Schema 4 adds `messages.seed_of`: the key of the row a seed copy copies (NULL for every
+other row; `txsend.job.seeds`), and a partial index of the seed rows by state for the
+counts. Migrating from an older schema adds the column (NULL: no seeds) and the index.
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ __all__ = [
     "set_meta",
 ]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _TABLES = (
     """CREATE TABLE IF NOT EXISTS "messages" (
@@ -137,6 +141,14 @@ FEEDBACK_INDEXES = (
 )
 
 
+# schema 4: the seed copies (ALTER TABLE: the CREATE TABLE above is schema 1's)
+SEED_COLUMN = 'ALTER TABLE "messages" ADD COLUMN "seed_of" TEXT'
+SEED_INDEX = (
+    'CREATE INDEX IF NOT EXISTS "idx_messages_seeds" ON "messages" ("state") '
+    'WHERE "seed_of" IS NOT NULL'
+)
+
+
 def get_meta(conn: sqlite3.Connection, name: str) -> str | None:
     """A stored metadata value, or None."""
     row = conn.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
@@ -164,6 +176,10 @@ def migrate(conn: sqlite3.Connection, path: Path) -> None:
             )
         for ddl in _TABLES:
             conn.execute(ddl)
+        columns = {row[1] for row in conn.execute('PRAGMA table_info("messages")')}
+        if "seed_of" not in columns:
+            conn.execute(SEED_COLUMN)
+        conn.execute(SEED_INDEX)
         if conn.execute("SELECT 1 FROM messages LIMIT 1").fetchone() is not None:
             conn.execute(STATE_INDEX)
         if version != str(SCHEMA_VERSION):

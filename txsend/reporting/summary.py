@@ -54,6 +54,7 @@ class Summary:
     resend_unknown: bool = True  # delivery.on_unknown: resend (resume sends them again)
     feedback: dict[str, int] | None = None  # `txsend bounces` totals (journal.feedback_counts)
     alerts: tuple[dict[str, Any], ...] | None = None  # the job's alerts (AlertMonitor.to_json)
+    seeds: dict[State, int] | None = None  # of `counts`, the seed copies (None: the job has none)
 
     def to_json(self) -> dict[str, Any]:
         """The report object of `--json` and `--report` (schema 1)."""
@@ -68,6 +69,7 @@ class Summary:
             "exit_code": self.exit_code,
             "dry_run": self.dry_run,
             "counts": state_counts(self.counts),
+            **seeds_json(self.seeds),
             "skipped_by_error": self.skipped_by_error,
             "next_attempt_at": self.next_attempt_at,
             "warnings": list(self.warnings),
@@ -93,6 +95,13 @@ class Summary:
             else {"count": 0, "rows": [], "truncated": False, "export": ""}
         )
         return data
+
+
+def seeds_json(seeds: Mapping[State, int] | None) -> dict[str, Any]:
+    """The report's `seeds` member (the part of `counts` that are seed copies), if any."""
+    if not seeds or not any(seeds.values()):
+        return {}
+    return {"seeds": state_counts(seeds)}
 
 
 def state_counts(counts: Mapping[State, int]) -> dict[str, int]:
@@ -156,6 +165,7 @@ def journal_json(
     next_attempt_at: float | None,
     problems: Problems,
     feedback: Mapping[str, int] | None = None,
+    seeds: Mapping[State, int] | None = None,
 ) -> dict[str, Any]:
     """The report of `txsend report`: all runs of a journal, from the journal alone."""
     codes: dict[str, dict[str, Any]] = {}
@@ -175,6 +185,7 @@ def journal_json(
         "exit_code": last.exit_code if last is not None and last.exit_code is not None else 0,
         "dry_run": False,
         "counts": state_counts(counts),
+        **seeds_json(seeds),
         "next_attempt_at": next_attempt_at,
         "warnings": [],
         "runs": [

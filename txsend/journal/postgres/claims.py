@@ -24,7 +24,8 @@ from txsend.models import State
 __all__ = ["CLAIM_COLUMNS", "claim", "write"]
 
 CLAIM_COLUMNS = (
-    "m.key, m.row, m.address, m.data, m.message_id, m.attempts, m.state, m.first_attempt_at"
+    "m.key, m.row, m.address, m.data, m.message_id, m.attempts, m.state, m.first_attempt_at, "
+    "m.seed_of"
 )
 
 

@@ -18,11 +18,16 @@ from psycopg.copy import QueuedLibpqWriter
 from txsend.errors import JobError, RowError
 from txsend.journal.postgres.database import Database
 from txsend.journal.records import IngestStats
-from txsend.journal.rules import REDOABLE, encode_data, note_problem
+from txsend.journal.rules import REDOABLE, SEED_MARK, encode_data, has_seeds, note_problem
 
 __all__ = ["ingest"]
 
 _MESSAGES_REDOABLE = REDOABLE.replace("state", "m.state")
+_MARK_SEEDS = "UPDATE txsend_messages m SET " + SEED_MARK.format(
+    prefix="m.job = %(job)s AND left(m.key, 5) = 'seed:'",
+    table="txsend_messages",
+    same_job="s.job = %(job)s AND ",
+)
 
 # A data row that could not be read: (job, row, key, reason, created_at).
 _Invalid = tuple[str, int | None, str | None, str, float]
@@ -61,6 +66,7 @@ def ingest(
         if not has_rows and not refresh:  # the common case: straight into the table
             with conn.cursor() as cur:
                 _ingest_first(cur, job, rows, new_message_id, stats, now)
+            _mark_seeds(conn, job, rows, stats)
             _analyze(conn, stats)
             conn.execute("UPDATE txsend_jobs SET ingest_complete = true WHERE name = %s", (job,))
             return stats
@@ -75,9 +81,18 @@ def ingest(
             _insert_new(cur, job, stats, now)
             if refresh:
                 _refresh(cur, job, now)
+        _mark_seeds(conn, job, rows, stats)
         _analyze(conn, stats)
         conn.execute("UPDATE txsend_jobs SET ingest_complete = true WHERE name = %s", (job,))
     return stats
+
+
+def _mark_seeds(
+    conn: psycopg.Connection[Any], job: str, rows: Iterable[Any], stats: IngestStats
+) -> None:
+    """Mark the seed copies among the job's rows (`txsend.journal.rules.SEED_MARK`)."""
+    if has_seeds(rows):
+        stats.seeds = conn.execute(_MARK_SEEDS, {"job": job}).rowcount
 
 
 def _analyze(conn: psycopg.Connection[Any], stats: IngestStats) -> None:

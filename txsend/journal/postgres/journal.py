@@ -280,6 +280,17 @@ class PgJournal:
         counts[State.SKIPPED] += row[0] if row else 0
         return counts
 
+    def seed_counts(self) -> dict[State, int]:
+        """Seed copies per state (`txsend.job.seeds`): a part of `counts()`."""
+        counts = dict.fromkeys(State, 0)
+        for state, n in self._db.all(
+            "SELECT state, count(*) FROM txsend_messages WHERE job = %s "
+            "AND seed_of IS NOT NULL GROUP BY state",
+            (self._job(),),
+        ):
+            counts[State(state)] += n
+        return counts
+
     def next_attempt_at(self) -> float | None:
         row = self._db.one(
             "SELECT min(next_attempt_at) FROM txsend_messages WHERE job = %s "
@@ -346,7 +357,7 @@ class PgJournal:
         ):
             cur.execute(
                 "SELECT data, state, code, reply FROM txsend_messages "
-                "WHERE job = %s AND state = ANY(%s) ORDER BY row",
+                "WHERE job = %s AND state = ANY(%s) AND seed_of IS NULL ORDER BY row",
                 (self._job(), list(PROBLEM_STATES)),
             )
             for data, state, code, reply in cur:

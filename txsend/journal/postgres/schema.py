@@ -8,6 +8,9 @@ Schema 2 adds `txsend_feedback` (the reports that came back after sending, keyed
 and event id) and each job's VERP secret (`txsend_jobs.verp_secret`); a schema 1
 database gets them when a txsend of schema 2 first opens it. The indexes the reports'
 lookups use (`FEEDBACK_INDEXES`) are made by the first `txsend bounces`, not here.
+
+Schema 3 adds `txsend_messages.seed_of`: the key of the row a seed copy copies (NULL for
+every other row; `txsend.job.seeds`), with a partial index of the seed rows by state.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from txsend.journal.postgres.database import Database
 
 __all__ = ["FEEDBACK_INDEXES", "NOW", "SCHEMA", "SCHEMA_LOCK", "SCHEMA_VERSION", "migrate"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # The server's clock, in epoch seconds: leases, the shared GCRA and reaping use it, so
 # clock skew between the workers' hosts does not matter to them.
@@ -118,6 +121,12 @@ CREATE TABLE IF NOT EXISTS txsend_feedback (
 # Schema 2's change of a table schema 1 made, run when the stored schema is older (an ALTER
 # TABLE locks the table out, even when IF NOT EXISTS finds the column: not on every open).
 TO_SCHEMA_2 = "ALTER TABLE txsend_jobs ADD COLUMN IF NOT EXISTS verp_secret bytea"
+# Schema 3's: the seed copies (`txsend.job.seeds`)
+TO_SCHEMA_3 = """
+ALTER TABLE txsend_messages ADD COLUMN IF NOT EXISTS seed_of text;
+CREATE INDEX IF NOT EXISTS txsend_messages_seeds ON txsend_messages (job, state)
+    WHERE seed_of IS NOT NULL;
+"""
 
 # The lookups of `txsend bounces`: a report names a row by its Message-ID (a prefix,
 # compared byte-wise: text_pattern_ops) or by its address (any case).
@@ -142,6 +151,7 @@ def migrate(db: Database) -> None:
             )
         if found is None or int(found[0]) < SCHEMA_VERSION:
             conn.execute(TO_SCHEMA_2)
+            conn.execute(TO_SCHEMA_3)  # a constant of two statements
             conn.execute(
                 "INSERT INTO txsend_meta(name, value) VALUES ('schema', %s) "
                 "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
