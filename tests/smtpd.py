@@ -204,11 +204,15 @@ def _is_tls(transport: asyncio.BaseTransport | None) -> bool:
 class _TrackedSMTP(SMTP):
     """aiosmtpd's SMTP that keeps itself in a set while its connection is open."""
 
-    # aiosmtpd reads every line with one limit; an AUTH line may have 12288 octets (RFC
-    # 4954 section 4: an access token is 1-2 KB), so data lines that long pass too
-    line_length_limit = _AUTH_LINE_LIMIT + 2
-
-    def __init__(self, handler: _Handler, *, sessions: set[SMTP], **kwargs: Any) -> None:
+    def __init__(
+        self, handler: _Handler, *, sessions: set[SMTP], long_lines: bool = False, **kwargs: Any
+    ) -> None:
+        # aiosmtpd reads every line with one limit; an AUTH line may have 12288 octets (RFC
+        # 4954 section 4: an access token is 1-2 KB), so an OAuth server lets data lines
+        # that long pass too. Any other keeps aiosmtpd's 1001 (RFC 5321 4.5.3.1.6), which
+        # the sink's own line limit is tested against.
+        if long_lines:
+            self.line_length_limit = _AUTH_LINE_LIMIT + 2
         # aiosmtpd's limits are a class attribute: this session gets its own
         self.command_size_limits = collections.defaultdict(lambda: SMTP.command_size_limit)
         super().__init__(handler, **kwargs)
@@ -408,6 +412,7 @@ class ScriptedServer:
         return _TrackedSMTP(
             _Handler(self),
             sessions=self._sessions,
+            long_lines=bool(oauth),
             data_size_limit=_DATA_SIZE_LIMIT,
             decode_data=False,
             enable_SMTPUTF8=self.smtputf8,

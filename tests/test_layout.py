@@ -33,6 +33,7 @@ LAZY = {
     "txsend.app.jobs": "`txsend worker` loads the stored job's use case when it runs",
     "txsend.app.bounces": "the report parsers (flufl.bounce among them) load for `bounces` only",
     "txsend.app.suppressions": "the suppression store loads when `txsend suppress` runs",
+    "txsend.app.testsend": "a test send's use case loads when `run --test-to` starts",
     "txsend.app.probe": "the relay probe (aiosmtplib, cryptography) loads for `check` only",
     "txsend.feedback.imap": "imaplib and TLS load only for `txsend bounces --imap`",
 }

@@ -17,6 +17,7 @@ from txsend import logs
 from txsend.app import requests
 from txsend.cli.console import PlainLines, Printer, ProgressView, stderr_console, stderr_line
 from txsend.cli.options import JobArg, MessageFlags, RowsOpt, SendFlags, TestToOpt, takes
+from txsend.cli.testsend import test_flags, test_send
 from txsend.cli.verdict import (
     final_and_next,
     job_argument,
@@ -93,7 +94,6 @@ def run(
     With --test-to ADDRESS, send a test instead: the job's first --rows rows to ADDRESS
     only, marked as a test, in a journal of its own; the job's journal is not touched."""
     logs.use_format(flags.log_format)  # an error from here on is a JSON line too
-    from txsend.cli.testsend import test_flags, test_send  # it imports this module
 
     test = test_flags(test_to, rows)
     if test is not None:

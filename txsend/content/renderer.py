@@ -55,7 +55,7 @@ _BAD_FILENAME = frozenset("/\\\r\n\x00\t\x7f")
 
 
 @dataclass(frozen=True, slots=True)
-class _Fields:
+class MessageFields:
     """The per-row values both render paths share."""
 
     rcpt: str
@@ -319,7 +319,7 @@ class Renderer:
             self._date_sec = sec
         return self._date
 
-    def _fields(self, row: Row) -> _Fields:
+    def _fields(self, row: Row) -> MessageFields:
         """Render and check every per-row value; raise RowError for anything unsendable."""
         data = row.data
         try:
@@ -341,7 +341,7 @@ class Renderer:
         files: tuple[Part, ...] = ()
         if self._files:
             files = tuple(self._attachment(item, row) for item in self._files)
-        return _Fields(rcpt, name, subject, headers, text, html, images, files)
+        return MessageFields(rcpt, name, subject, headers, text, html, images, files)
 
     def _row_headers(self, row: Row) -> tuple[tuple[str, str], ...]:
         """The custom headers rendered for a row, each checked."""

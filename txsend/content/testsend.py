@@ -16,7 +16,7 @@ from dataclasses import replace
 from email.utils import formataddr
 
 from txsend.addresses import envelope_address
-from txsend.content.renderer import Renderer, _Fields
+from txsend.content.renderer import MessageFields, Renderer
 from txsend.job.spec import Job
 from txsend.models import Row
 
@@ -60,7 +60,7 @@ class TestSendRenderer(Renderer):
         self._headers_constant = False
         self._after_mid = self._fixed_header_lines()
 
-    def _fields(self, row: Row) -> _Fields:
+    def _fields(self, row: Row) -> MessageFields:
         original = self._originals[row.key]
         fields = super()._fields(original)
         return replace(
