@@ -14,7 +14,7 @@ from txsend.journal.api import JournalBackend
 from txsend.journal.records import IngestStats
 from txsend.reporting.outputs import OutputOptions
 
-__all__ = ["Prepared", "RunRequest"]
+__all__ = ["Prepared", "RunRequest", "SendRequest"]
 
 
 @dataclass(frozen=True)
@@ -43,3 +43,28 @@ class Prepared:
     ingest: IngestStats | None
     due: int
     recovered: int
+
+
+@dataclass(frozen=True)
+class SendRequest:
+    """What `txsend send` was asked to do: one message, from flags or ready on stdin."""
+
+    to: tuple[str, ...] = ()  # each an address list: "Ann <a@x>, b@y"
+    cc: tuple[str, ...] = ()
+    bcc: tuple[str, ...] = ()
+    from_addr: str | None = None
+    reply_to: str | None = None
+    subject: str | None = None
+    text: Path | None = None  # Path("-"): read from stdin
+    html: Path | None = None
+    markdown: Path | None = None
+    attachments: tuple[Path, ...] = ()
+    ready: bool = False  # --stdin: a complete RFC 5322 message on stdin
+    relays: tuple[str, ...] = ()
+    idempotency_key: str | None = None
+    on_unknown: str = "resend"
+    timeout: float | None = None  # seconds: connect, each command, the final dot
+    give_up: float | None = None  # seconds with no relay reachable (give_up_unreachable)
+    retry_backoff: float | None = None  # seconds before a deferred recipient is tried again
+    max_size: int = 10 * 1024 * 1024
+    grace: float = 10.0

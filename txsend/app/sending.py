@@ -19,7 +19,7 @@ from txsend.app.jobs import fingerprint, load, open_for
 from txsend.app.requests import Prepared, RunRequest
 from txsend.app.suppressions import add_to_run, open_job_store
 from txsend.content.ids import MessageIds, message_id_domain
-from txsend.content.renderer import Renderer
+from txsend.content.renderer import Renderer, Renders
 from txsend.delivery.engine import Engine, SendOptions
 from txsend.delivery.outcomes import HARD_BOUNCE
 from txsend.delivery.smtp.connection import tls_context_for
@@ -135,10 +135,14 @@ def send(
     command: str,
     relays: Sequence[tuple[RelayConfig, str | None]],
     on_tick: Callable[[RunStats], None] | None = None,
+    renderer: Renders | None = None,
 ) -> Summary:
-    """Send what is due through relays (with their passwords); record the run."""
+    """Send what is due through relays (with their passwords); record the run.
+
+    `renderer`: the job's own `Renderer` unless given (`txsend send` brings its own)."""
     job, journal = prepared.job, prepared.journal
-    renderer = Renderer(job, verp_secret=journal.verp_secret())
+    if renderer is None:
+        renderer = Renderer(job, verp_secret=journal.verp_secret())
     outputs = RunOutputs(request.outputs)
     outputs.start()
     run_id = journal.start_run(command)
@@ -194,7 +198,7 @@ def _share_hard_bounces(job: Job, journal: JournalBackend) -> None:
 def _engine(
     prepared: Prepared,
     request: RunRequest,
-    renderer: Renderer,
+    renderer: Renders,
     relays: Sequence[tuple[RelayConfig, str | None]],
     run_id: int,
     tick: Callable[[RunStats], None],
@@ -226,7 +230,7 @@ def _verdict(
     command: str,
     run_id: int,
     stats: RunStats,
-    renderer: Renderer,
+    renderer: Renders,
 ) -> Summary:
     """The run's summary, with its exit code as the journal's counts decide it."""
     job, journal = prepared.job, prepared.journal

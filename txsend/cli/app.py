@@ -17,7 +17,7 @@ from typing import Annotated, Any
 import typer
 
 from txsend import __version__, logs
-from txsend.cli import feedback, inspection, send, tools
+from txsend.cli import feedback, inspection, oneshot, send, tools
 from txsend.cli.console import stderr_console, stderr_line
 from txsend.errors import ExitCode, TxsendError
 
@@ -39,6 +39,7 @@ COMMANDS: tuple[Callable[..., None], ...] = (
     send.run,
     send.resume,
     send.worker,
+    oneshot.send,
     inspection.status,
     inspection.report,
     inspection.validate,
@@ -52,7 +53,7 @@ for _command in COMMANDS:
 app.add_typer(feedback.suppress_app)
 
 # the commands whose --log-format json turns even a usage error into a JSON line
-_LOGGING_COMMANDS = ("run", "resume", "worker")
+_LOGGING_COMMANDS = ("run", "resume", "worker", "send")
 
 
 def _version(value: bool) -> None:
