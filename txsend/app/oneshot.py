@@ -391,6 +391,11 @@ def _body(path: Path | None, flag: str, stdin: IO[bytes], limit: int) -> Templat
         return None
     shown = "stdin" if path == STDIN else str(path)
     if path == STDIN:
+        if stdin.isatty():
+            raise UsageError(
+                f"{flag} - reads the body from a pipe or a file, and stdin is a terminal",
+                hint=f"e.g. echo 'Build passed' | txsend send ... {flag} -",
+            )
         data = stdin.read(limit + 1)
     else:
         try:

@@ -21,6 +21,7 @@ from txsend.cli.options import (
     RelayOpt,
 )
 from txsend.errors import ExitCode, UsageError
+from txsend.models import State
 from txsend.units import parse_duration, parse_size
 
 if TYPE_CHECKING:
@@ -162,12 +163,13 @@ def send(
     log_format: LogFormatOpt = "text",
     log_level: LogLevelOpt = "warning",
 ) -> None:
-    """Send one message, e.g. from a CI job: to its recipients, through the relay.
+    """Send one message from a pipeline; with --idempotency-key a re-run sends nothing twice.
 
-    txsend send --to A --from F --subject S --text FILE|- [--attach FILE]...
-    or a complete message: ... | txsend send --stdin. With --idempotency-key KEY the
-    same command again sends nothing twice. Exit codes as run: 0 delivered, 1 some
-    bounced or failed, 69 no relay reachable, 75 deferred or in progress (run it again)."""
+    txsend send --to A --from F --subject S --text FILE|- [--attach FILE]...,
+    or a complete message: ... | txsend send --stdin. Bodies and the subject are sent as
+    written (not templates). The relay: --relay, else $TXSEND_RELAY (password from
+    $TXSEND_RELAY_PASSWORD). Exit codes as run: 0 delivered, 1 some bounced or failed,
+    69 no relay reachable, 75 deferred or in progress (run the same command again)."""
     logs.use_format(log_format)
     if log_format not in logs.FORMATS:
         raise UsageError(f"--log-format must be text or json, not {log_format!r}")
@@ -293,6 +295,17 @@ def final_line(outcome: SendOutcome) -> tuple[str, str | None]:
         line += " [replayed]"
     if outcome.stop_reason:
         line += f"; {'gave up' if outcome.unreachable else 'stopped'}: {outcome.stop_reason}"
+    unknown = outcome.counts.get(State.UNKNOWN, 0)
+    if unknown:
+        line += (
+            f"\n{unknown} unknown: the message went out and no reply came, so it may have "
+            "arrived; "
+            + (
+                "the next call with the key sends it again (--on-unknown resend)"
+                if outcome.on_unknown == "resend"
+                else "it is left as it is (--on-unknown skip)"
+            )
+        )
     code = outcome.exit_code
     if code in (ExitCode.TEMPFAIL, ExitCode.UNAVAILABLE, ExitCode.SIGINT, ExitCode.SIGTERM):
         when = (
