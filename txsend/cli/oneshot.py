@@ -13,13 +13,7 @@ import typer
 from txsend import logs
 from txsend.app.requests import SendRequest
 from txsend.cli.console import PlainLines, Printer, local_time, stderr_console, stderr_line
-from txsend.cli.options import (
-    JsonOpt,
-    LogFormatOpt,
-    LogLevelOpt,
-    QuietOpt,
-    RelayOpt,
-)
+from txsend.cli.options import JsonOpt, LogFormatOpt, LogLevelOpt, QuietOpt
 from txsend.errors import ExitCode, UsageError
 from txsend.models import State
 from txsend.units import parse_duration, parse_size
@@ -27,6 +21,15 @@ from txsend.units import parse_duration, parse_size
 if TYPE_CHECKING:
     from txsend.app.oneshot import SendOutcome
 
+RelayOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--relay",
+        metavar="URL",
+        help="Relay URL smtp://[user@]host[:port][?tls=starttls|none] or smtps://...; "
+        "repeatable. Default: $TXSEND_RELAY; a user's password from $TXSEND_RELAY_PASSWORD.",
+    ),
+]
 ToOpt = Annotated[
     list[str] | None,
     typer.Option(
