@@ -82,6 +82,20 @@ def message(folder: Path, relay: str, key: str = "deploy-42", *extra: object) ->
     ]
 
 
+_CHILDREN: list[subprocess.Popen[str]] = []
+
+
+@pytest.fixture(autouse=True)
+def no_child_left() -> Iterator[None]:
+    """A test that fails midway leaves no child process behind."""
+    yield
+    while _CHILDREN:
+        proc = _CHILDREN.pop()
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+
+
 def child(state: Path, *args: object, stdin: bytes = b"") -> subprocess.Popen[str]:
     """`python -m txsend send ARGS` as a child process (to be killed, or timed)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TXSEND_")}
@@ -89,7 +103,7 @@ def child(state: Path, *args: object, stdin: bytes = b"") -> subprocess.Popen[st
     with tempfile.TemporaryFile() as source:
         source.write(stdin)
         source.seek(0)
-        return subprocess.Popen(
+        proc = subprocess.Popen(
             [sys.executable, "-m", "txsend", "send", *map(str, args)],
             stdin=source,
             stdout=subprocess.PIPE,
@@ -97,6 +111,8 @@ def child(state: Path, *args: object, stdin: bytes = b"") -> subprocess.Popen[st
             text=True,
             env=env,
         )
+    _CHILDREN.append(proc)
+    return proc
 
 
 def finish(proc: subprocess.Popen[str], limit: float = HARD_LIMIT) -> tuple[int, str, str]:
@@ -128,9 +144,12 @@ def rows(state: Path, key: str = "deploy-42") -> dict[str, dict[str, Any]]:
     path = journal_of(state, key)
     if not path.exists():
         return {}
-    with sqlite3.connect(path) as db:
-        db.row_factory = sqlite3.Row
-        return {r["address"]: dict(r) for r in db.execute("SELECT * FROM messages")}
+    try:
+        with sqlite3.connect(path) as db:
+            db.row_factory = sqlite3.Row
+            return {r["address"]: dict(r) for r in db.execute("SELECT * FROM messages")}
+    except sqlite3.OperationalError:  # a child process is making the journal right now
+        return {}
 
 
 def states(state: Path, key: str = "deploy-42") -> dict[str, str]:
