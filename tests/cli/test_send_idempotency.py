@@ -405,6 +405,29 @@ def test_a_second_call_while_the_first_sends_gets_75_and_never_sends(
         assert "mid-send" not in again.err and "sent again" not in again.err
 
 
+@pytest.mark.slow
+def test_sigterm_stops_within_the_grace_and_the_key_continues(
+    tmp_path: Path,
+    state: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with FaultServer({"RCPT": HANG}) as server:
+        proc = child(state, *message(tmp_path, server.url), "--grace", "1s")
+        wait_until(lambda: "RCPT" in server.commands, "the RCPT")
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        code, _, err = finish(proc)
+        assert code == 143, err
+        assert time.monotonic() - started < 1 + 10, err
+        assert "Traceback" not in err
+        assert set(states(state).values()) == {"pending"}  # stopped before DATA
+        server.script.clear()
+        again = send(capsys, monkeypatch, *message(tmp_path, server.url))
+        assert again.code == 0, again.err
+        assert server.arrivals() == Counter({"ann@example.com": 1, "bob@example.com": 1})
+
+
 # --------------------------------------------------------------------------- kill -9
 
 

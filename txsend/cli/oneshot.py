@@ -13,7 +13,7 @@ import typer
 from txsend import logs
 from txsend.app.requests import SendRequest
 from txsend.cli.console import PlainLines, Printer, local_time, stderr_console, stderr_line
-from txsend.cli.options import JsonOpt, LogFormatOpt, LogLevelOpt, QuietOpt
+from txsend.cli.options import GraceOpt, JsonOpt, LogFormatOpt, LogLevelOpt, QuietOpt
 from txsend.errors import ExitCode, UsageError
 from txsend.models import State
 from txsend.units import parse_duration, parse_size
@@ -161,6 +161,7 @@ def send(
     give_up: GiveUpOpt = None,
     retry_backoff: RetryBackoffOpt = None,
     max_size: MaxSizeOpt = "10MB",
+    grace: GraceOpt = "10s",
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
     log_format: LogFormatOpt = "text",
@@ -197,6 +198,7 @@ def send(
         give_up=_duration("--give-up", give_up),
         retry_backoff=_duration("--retry-backoff", retry_backoff),
         max_size=_size(max_size),
+        grace=_duration("--grace", grace) or 0.0,
     )
     from txsend.app import oneshot  # loaded when a send starts: --help never loads it
 
