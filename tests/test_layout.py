@@ -29,6 +29,7 @@ LAZY = {
     "txsend.cli.app": "`txsend --version` and `--help` are answered before Typer loads",
     "txsend.cli.help_text": "the stored top-level help loads for `txsend --help` only",
     "txsend.app.sending": "the delivery engine, templates and journals load when a run starts",
+    "txsend.app.oneshot": "`txsend send` loads its use case (and the engine) when it runs",
     "txsend.app.inspection": "status/report/validate/preview load their use case when run",
     "txsend.app.jobs": "`txsend worker` loads the stored job's use case when it runs",
     "txsend.app.bounces": "the report parsers (flufl.bounce among them) load for `bounces` only",

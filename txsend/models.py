@@ -123,6 +123,8 @@ class Template:
     source: str
     origin: str  # file path, or "job.yaml:12" for inline templates
     path: Path | None = None  # set when the template is a file (fingerprinted)
+    # content, not a template (`txsend send`): sent as written, `{{` included
+    literal: bool = False
 
 
 @dataclass(frozen=True)
@@ -135,6 +137,9 @@ class AttachmentSpec:
     filename: str | None = None  # name shown to the reader; None: the file's own name
     compress: str | None = None  # "zip": send the file inside a .zip archive
     compress_over: int = 0  # only zip files larger than this many bytes
+    # a file named on the command line (`txsend send --attach`): its path as given, neither
+    # a template nor confined to the job's folder
+    literal: bool = False
 
 
 @dataclass(frozen=True)
@@ -173,6 +178,15 @@ class Envelope:
 
 
 @dataclass(frozen=True)
+class Addressees:
+    """One message to several people (`txsend send`): the To and Cc every copy shows,
+    whichever envelope recipient (a journal row) it goes to. Bcc is never shown."""
+
+    to: tuple[tuple[str, str], ...]  # (display name, address); empty: undisclosed
+    cc: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
 class Content:
     """Everything about a message's content beyond from/subject/text/html."""
 
@@ -187,6 +201,7 @@ class Content:
     unsubscribe: Unsubscribe | None = None
     dkim: DkimSpec | None = None
     envelope: Envelope = field(default_factory=Envelope)
+    addressees: Addressees | None = None  # None: each message is addressed to its row
 
 
 @dataclass(frozen=True, slots=True)

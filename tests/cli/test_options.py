@@ -30,6 +30,7 @@ def test_help_lists_the_commands_in_their_order() -> None:
         "run",
         "resume",
         "worker",
+        "send",
         "status",
         "report",
         "validate",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import time
 import timeit
+from dataclasses import replace
 from email.header import decode_header, make_header
 from email.message import EmailMessage, Message
 from email.parser import BytesParser
@@ -21,7 +22,7 @@ from txsend.content.renderer import Renderer
 from txsend.errors import JobError, RowError, UsageError
 from txsend.job.location import JournalLocation
 from txsend.job.spec import Job
-from txsend.models import RecipientsSpec, Row, Template
+from txsend.models import Addressees, AttachmentSpec, Content, RecipientsSpec, Row, Template
 
 DATE = "Fri, 28 Nov 2025 09:48:00 +0100"
 MID = "<0123456789abcdef0123456789abcdef@acme.example>"
@@ -566,3 +567,74 @@ def test_fast_path_is_much_cheaper(tmp_path: Path) -> None:
     )
     # ~20-30x measured; a loose bound keeps this meaningful but not flaky on busy CI.
     assert fast * 5 < slow
+
+
+# --- txsend send: literal content, one To/Cc for every copy ----------------------------
+
+
+def one_message_job(tmp_path: Path, addressees: Any, **content: Any) -> Job:
+    job = make_job(tmp_path, subject="Build {{ n }} {% raw %}", text=None, name=None)
+    return replace(
+        job,
+        subject=Template(job.subject.source, "--subject", literal=True),
+        text=Template("{{ a }} {% if %} {# c #}\n", "body.txt", literal=True),
+        content=Content(addressees=addressees, **content),
+    )
+
+
+def test_literal_templates_are_sent_as_written(tmp_path: Path) -> None:
+    renderer = Renderer(one_message_job(tmp_path, Addressees(to=(("", "a@example.com"),))))
+    msg = assert_equivalent(renderer, make_row("a@example.com"))
+    assert msg["Subject"] == "Build {{ n }} {% raw %}"
+    assert msg.get_content() == lf("{{ a }} {% if %} {# c #}\n")
+
+
+def test_addressees_are_every_copys_to_and_cc(tmp_path: Path) -> None:
+    to = (("Ann Example", "ann@example.com"), ("", "bob@example.com"))
+    cc = (("Zoë Ünicode", "zoe@example.com"),)
+    renderer = Renderer(one_message_job(tmp_path, Addressees(to=to, cc=cc)))
+    copies = [
+        renderer.render(make_row(address), MID, date=DATE)
+        for address in ("ann@example.com", "bcc-only@example.com")
+    ]
+    assert copies[0].data == copies[1].data  # the same bytes, whoever receives the copy
+    assert [c.rcpt_to for c in copies] == ["ann@example.com", "bcc-only@example.com"]
+    assert_wire_format(copies[0].data)
+    msg = parse(copies[0].data)
+    assert [(a.display_name, a.addr_spec) for a in msg["To"].addresses] == list(to)
+    assert [(a.display_name, a.addr_spec) for a in msg["Cc"].addresses] == list(cc)
+    assert b"bcc-only" not in copies[0].data
+    slow = parse(renderer.render_slow(make_row("x@example.com"), MID, date=DATE))
+    assert str(slow["To"]) == str(msg["To"]) and str(slow["Cc"]) == str(msg["Cc"])
+
+
+def test_no_to_is_undisclosed_recipients(tmp_path: Path) -> None:
+    renderer = Renderer(one_message_job(tmp_path, Addressees(to=(), cc=())))
+    data = renderer.render(make_row("hidden@example.com"), MID, date=DATE).data
+    assert b"\r\nTo: undisclosed-recipients:;\r\n" in data
+    assert b"hidden" not in data
+
+
+def test_addressees_refuse_a_bad_address_or_name(tmp_path: Path) -> None:
+    with pytest.raises(JobError, match="invalid Cc address"):
+        Renderer(one_message_job(tmp_path, Addressees(to=(), cc=(("", "not-one"),))))
+    with pytest.raises(JobError, match="control character in To name"):
+        Renderer(one_message_job(tmp_path, Addressees(to=(("A\r\nBcc: x", "a@example.com"),))))
+
+
+def test_a_literal_attachment_is_read_from_anywhere(tmp_path: Path) -> None:
+    outside = tmp_path.parent / f"{tmp_path.name}-outside.bin"
+    outside.write_bytes(b"\x00\x01payload")
+    try:
+        spec = AttachmentSpec(path=str(outside), origin="--attach", literal=True)
+        renderer = Renderer(one_message_job(tmp_path, None, attachments=(spec,)))
+        msg = parse(renderer.render(make_row(), MID, date=DATE).data)
+        (_, attached) = msg.iter_parts()
+        assert attached.get_content() == b"\x00\x01payload"
+        assert attached.get_filename() == outside.name
+        # the same path from a job is confined to the job's folder
+        job_spec = AttachmentSpec(path=str(outside), origin="job.yaml:9")
+        with pytest.raises(JobError, match="absolute path"):
+            Renderer(one_message_job(tmp_path, None, attachments=(job_spec,)))
+    finally:
+        outside.unlink()

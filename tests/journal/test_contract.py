@@ -338,6 +338,36 @@ def test_counts_and_problems(journal: JournalBackend) -> None:
     ]
 
 
+def test_outcomes_list_every_row_as_it_stands(journal: JournalBackend) -> None:
+    journal.ingest(rows(2), ids("a"))
+    run = journal.start_run("run")
+    journal.claim(1, include_unknown=False)
+    sent = Record(key(1), State.SENT, 250, "250 2.0.0 queued as 1", "a")
+    assert journal.write([(key(1), run)], [sent]) == set()
+    outcomes = journal.outcomes()
+    assert outcomes == [
+        {
+            "key": key(1),
+            "address": key(1),
+            "state": "sent",
+            "code": 250,
+            "reply": "250 2.0.0 queued as 1",
+            "attempts": 1,
+            "relay": "a",
+        },
+        {
+            "key": key(2),
+            "address": key(2),
+            "state": "pending",
+            "code": None,
+            "reply": None,
+            "attempts": 0,
+            "relay": None,
+        },
+    ]
+    assert journal.outcomes(limit=1) == outcomes[:1]
+
+
 def test_relay_outcomes_and_reply_codes(journal: JournalBackend) -> None:
     settle_five(journal)
     assert journal.relay_outcomes() == {

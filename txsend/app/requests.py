@@ -14,7 +14,7 @@ from txsend.journal.api import JournalBackend
 from txsend.journal.records import IngestStats
 from txsend.reporting.outputs import OutputOptions
 
-__all__ = ["DEFAULT_TEST_ROWS", "Prepared", "RunRequest", "TestSend"]
+__all__ = ["DEFAULT_TEST_ROWS", "Prepared", "RunRequest", "SendRequest", "TestSend"]
 
 # One message per reviewer by default: a test send is for a person to read, and the first
 # row shows the template; --rows N shows more rows (personalisation, other data).
@@ -57,3 +57,28 @@ class TestSend:
 
     to: tuple[str, ...]
     rows: int = DEFAULT_TEST_ROWS
+
+
+@dataclass(frozen=True)
+class SendRequest:
+    """What `txsend send` was asked to do: one message, from flags or ready on stdin."""
+
+    to: tuple[str, ...] = ()  # each an address list: "Ann <a@x>, b@y"
+    cc: tuple[str, ...] = ()
+    bcc: tuple[str, ...] = ()
+    from_addr: str | None = None
+    reply_to: str | None = None
+    subject: str | None = None
+    text: Path | None = None  # Path("-"): read from stdin
+    html: Path | None = None
+    markdown: Path | None = None
+    attachments: tuple[Path, ...] = ()
+    ready: bool = False  # --stdin: a complete RFC 5322 message on stdin
+    relays: tuple[str, ...] = ()
+    idempotency_key: str | None = None
+    on_unknown: str = "resend"
+    timeout: float | None = None  # seconds: connect, each command, the final dot
+    give_up: float | None = None  # seconds with no relay reachable (give_up_unreachable)
+    retry_backoff: float | None = None  # seconds before a deferred recipient is tried again
+    max_size: int = 10 * 1024 * 1024
+    grace: float = 10.0

@@ -21,7 +21,7 @@ from txsend.app.requests import Prepared, RunRequest
 from txsend.app.runhooks import RunHooks
 from txsend.app.suppressions import add_to_run, open_job_store
 from txsend.content.ids import MessageIds, message_id_domain
-from txsend.content.renderer import Renderer
+from txsend.content.renderer import Renderer, Renders
 from txsend.delivery.engine import Engine, SendOptions
 from txsend.delivery.outcomes import HARD_BOUNCE
 from txsend.delivery.smtp.connection import tls_context_for
@@ -160,11 +160,12 @@ def send(
     command: str,
     relays: Sequence[tuple[RelayConfig, RelaySecret]],
     on_tick: Callable[[RunStats], None] | None = None,
-    renderer: Renderer | None = None,
+    renderer: Renders | None = None,
 ) -> Summary:
     """Send what is due through relays (with their secrets); record the run.
 
-    `renderer`: how the messages are made (default: the job's; a test send's differs)."""
+    `renderer`: the job's own `Renderer` unless given (a test send and `txsend send`
+    bring their own)."""
     job, journal = prepared.job, prepared.journal
     if renderer is None:
         renderer = Renderer(job, verp_secret=journal.verp_secret())
@@ -241,7 +242,7 @@ def _share_hard_bounces(job: Job, journal: JournalBackend) -> None:
 def _engine(
     prepared: Prepared,
     request: RunRequest,
-    renderer: Renderer,
+    renderer: Renders,
     relays: Sequence[tuple[RelayConfig, RelaySecret]],
     run_id: int,
     tick: Callable[[RunStats], None],
@@ -273,7 +274,7 @@ def _verdict(
     command: str,
     run_id: int,
     stats: RunStats,
-    renderer: Renderer,
+    renderer: Renders,
     alerts: tuple[dict[str, Any], ...] | None = None,
 ) -> Summary:
     """The run's summary, with its exit code as the journal's counts decide it."""

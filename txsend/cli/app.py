@@ -17,7 +17,7 @@ from typing import Annotated, Any
 import typer
 
 from txsend import __version__, logs
-from txsend.cli import check, feedback, inspection, send, tools
+from txsend.cli import check, feedback, inspection, oneshot, send, tools
 from txsend.cli.console import stderr_console, stderr_line
 from txsend.errors import ExitCode, TxsendError
 
@@ -39,6 +39,7 @@ COMMANDS: tuple[Callable[..., None], ...] = (
     send.run,
     send.resume,
     send.worker,
+    oneshot.send,
     inspection.status,
     inspection.report,
     inspection.validate,
@@ -53,7 +54,7 @@ for _command in COMMANDS:
 app.add_typer(feedback.suppress_app)
 
 # the commands whose --log-format json turns even a usage error into a JSON line
-_LOGGING_COMMANDS = ("run", "resume", "worker")
+_LOGGING_COMMANDS = ("run", "resume", "worker", "send")
 
 
 def _version(value: bool) -> None:
@@ -106,8 +107,10 @@ def _run_cli(argv: list[str]) -> int:
 
 def _interrupted(argv: list[str]) -> int:
     message = "interrupted"
-    if argv and argv[0] in _LOGGING_COMMANDS:  # a run: say how it goes on
+    if argv and argv[0] in ("run", "resume", "worker"):  # a job's run: say how it goes on
         message += "; the journal is consistent: txsend resume JOB"
+    elif argv and argv[0] == "send":
+        message += "; with --idempotency-key, the same command again continues the send"
     if logs.json_mode():
         _fail(ExitCode.SIGINT, message)
     else:

@@ -21,6 +21,7 @@ HELP = (
     "  run       Ingest the recipients into the journal and send every row not...\n"
     "  resume    Continue a job's journal: pending rows, deferred ones that...\n"
     "  worker    Join a job stored in a PostgreSQL journal and send its rows...\n"
+    "  send      Send one message from a pipeline; with --idempotency-key a...\n"
     "  status    Counts per state from the journal, the last run and the next...\n"
     "  report    The summary of every run so far, from the journal alone...\n"
     "  validate  Load and render every row without sending; list every problem...\n"

@@ -19,8 +19,9 @@ from email.headerregistry import Address
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import formatdate
+from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 from urllib.parse import unquote
 
 from txsend.addresses import BAD_HEADER_CHAR, envelope_address, split_mailbox
@@ -39,14 +40,21 @@ from txsend.job.content import FIELD_NAME, RESERVED_HEADERS
 from txsend.job.envelope import check_verp_address, verp_pattern
 from txsend.job.paths import PathEscapes, confine
 from txsend.job.spec import Job
-from txsend.models import AttachmentSpec, Content, RenderedMessage, Row, Unsubscribe
+from txsend.models import (
+    Addressees,
+    AttachmentSpec,
+    Content,
+    RenderedMessage,
+    Row,
+    Unsubscribe,
+)
 from txsend.verp import PLACEHOLDER, make_token
 
 if TYPE_CHECKING:
     from txsend.content.dkim import DkimSigner
     from txsend.content.html import CssInliner
 
-__all__ = ["Renderer"]
+__all__ = ["Renderer", "Renders"]
 
 _PARTS = ("text", "html", "subject")
 # A cid: URL in an attribute or url(...) (RFC 2392); the name is a file in the job's folder.
@@ -77,6 +85,18 @@ class _RowFile:
     filename: CompiledTemplate | None
 
 
+class Renders(Protocol):
+    """What the delivery engine asks of a renderer: a row's message, and the warnings
+    about the job for the run's output. `Renderer` is the one for jobs; `txsend send`
+    has its own for a message that is the same for every recipient."""
+
+    warnings: list[str]
+
+    def render(self, row: Row, message_id: str) -> RenderedMessage:
+        """The message for one row, with the Message-ID the journal gave it."""
+        ...
+
+
 class Renderer:
     """Turns recipient rows into complete RFC 5322 messages for one job."""
 
@@ -103,6 +123,10 @@ class Renderer:
         self._verp = self._verp_pattern(job)
         self._reply_to = self._job_mailbox(job.reply_to, "Reply-To") if job.reply_to else None
         self._from_lines = self._sender_lines()
+        # `txsend send`: one To/Cc for every copy; None: each copy is addressed to its row
+        self._addressed: tuple[str, bool] | None = None
+        if job.content.addressees is not None:
+            self._addressed = self._addressee_lines(job.content.addressees)
         self._subject_const = self._fixed_subject()
 
         self._framer = Framer()
@@ -243,6 +267,21 @@ class Renderer:
             lines += f"Reply-To: {mailbox('Reply-To', *self._reply_to)}\r\n"
         return lines
 
+    def _addressee_lines(self, addressees: Addressees) -> tuple[str, bool]:
+        """The To and Cc lines every copy carries, and whether they need SMTPUTF8."""
+        lines = ""
+        utf8 = False
+        for hname, values in (("To", addressees.to), ("Cc", addressees.cc)):
+            if not values:
+                continue
+            boxes = [self._mailbox(name, addr, hname, utf8_ok=True) for name, addr in values]
+            utf8 = utf8 or any(not addr.isascii() for _, addr in boxes)
+            # one mailbox a line: each folds on its own, and no line grows past 78 columns
+            lines += f"{hname}: " + ",\r\n ".join(mailbox(hname, *box) for box in boxes) + "\r\n"
+        if not addressees.to:
+            lines = "To: undisclosed-recipients:;\r\n" + lines  # RFC 5322 group syntax
+        return lines, utf8
+
     def _fixed_subject(self) -> str | None:
         """The encoded Subject when it is the same for every row, else None."""
         constant = self._subject.constant
@@ -254,6 +293,13 @@ class Renderer:
 
     def _prepare_attachment(self, spec: AttachmentSpec) -> Part | _RowFile:
         """A fixed attachment, read and encoded now, or the templates of a per-row one."""
+        if spec.literal:  # a file named on the command line, as it was named
+            try:
+                return attachment_part(spec, Path(spec.path), spec.filename)
+            except OSError as exc:
+                raise MissingInputError(
+                    f"{spec.origin}: {spec.path}: {exc.strerror or exc}"
+                ) from None
         path = self._header_template(spec.path, "attachments.path", origin=spec.origin)
         filename = None
         if spec.filename is not None:
@@ -296,13 +342,19 @@ class Renderer:
         return signer
 
     def _job_mailbox(self, value: str, what: str) -> tuple[str, str]:
-        name, addr = split_mailbox(value)
+        return self._mailbox(*split_mailbox(value), what, shown=value)
+
+    def _mailbox(
+        self, name: str, addr: str, what: str, *, utf8_ok: bool = False, shown: str = ""
+    ) -> tuple[str, str]:
+        """(name, address) checked for a header: the address valid, the name one line."""
+        value = shown or (f"{name} <{addr}>" if name else addr)
         try:
             checked = envelope_address(addr)
         except ValueError as exc:
             message = f"invalid {what} address {value!r}: {exc}"
             raise JobError(message, file=self._source) from None
-        if not checked.isascii():
+        if not checked.isascii() and not utf8_ok:
             raise JobError(
                 f"the {what} address {addr!r} has a non-ASCII local part",
                 file=self._source,
@@ -448,12 +500,17 @@ class Renderer:
             after_mid = self._after_mid + "".join(
                 f"{n}: {header_value(n, v)}\r\n" for n, v in f.headers
             )
+        if self._addressed is None:
+            to = f"To: {mailbox('To', f.name, f.rcpt)}\r\n"
+            smtputf8 = not f.rcpt.isascii()
+        else:
+            to = self._addressed[0]
+            smtputf8 = self._addressed[1] or not f.rcpt.isascii()
         head = (
             f"Date: {date or self._now()}\r\n{self._from_lines}"
-            f"To: {mailbox('To', f.name, f.rcpt)}\r\nSubject: {subject}\r\n"
+            f"{to}Subject: {subject}\r\n"
             f"Message-ID: {message_id}\r\n{after_mid}"
         )
-        smtputf8 = not f.rcpt.isascii()
         text = text_leaf(f.text, "plain") if f.text is not None else None
         html = text_leaf(f.html, "html") if f.html is not None else None
         if (text is not None and text.long_lines) or (html is not None and html.long_lines):
@@ -502,7 +559,13 @@ class Renderer:
         msg["From"] = Address(display_name=self._from[0], addr_spec=self._from[1])
         if self._reply_to is not None:
             msg["Reply-To"] = Address(display_name=self._reply_to[0], addr_spec=self._reply_to[1])
-        msg["To"] = Address(display_name=f.name, addr_spec=f.rcpt)
+        addressees = self.job.content.addressees
+        if addressees is None:
+            msg["To"] = Address(display_name=f.name, addr_spec=f.rcpt)
+        else:
+            msg["To"] = [_address(*box) for box in addressees.to] or "undisclosed-recipients:;"
+            if addressees.cc:
+                msg["Cc"] = [_address(*box) for box in addressees.cc]
         msg["Subject"] = f.subject
         msg["Message-ID"] = message_id
         msg["MIME-Version"] = "1.0"
@@ -553,3 +616,8 @@ class Renderer:
         if body is None:
             raise RowError(f"the job has no {part} part", row=row.number, key=row.key)
         return body
+
+
+def _address(name: str, addr: str) -> Address:
+    """A mailbox for the reference path."""
+    return Address(display_name=name, addr_spec=envelope_address(addr))

@@ -56,7 +56,12 @@ def _finalize(value: Any) -> Any:
 def compile_template(
     env: SandboxedEnvironment, tpl: Template, *, strip: bool = False
 ) -> CompiledTemplate:
-    """Compile a job template; errors in an inline one are placed in the job file."""
+    """Compile a job template; errors in an inline one are placed in the job file.
+
+    A literal template (`Template.literal`: content given to `txsend send`) is not
+    compiled at all: its text is its constant output, `{{` and all."""
+    if tpl.literal:
+        return CompiledTemplate.fixed(tpl.source, label=tpl.origin, strip=strip)
     base_line = 1
     file = tpl.origin
     if tpl.path is None:
@@ -92,6 +97,7 @@ class CompiledTemplate:
         self.label = label  # "templates/welcome.txt", "job.yaml:12", "job.yaml (headers.X)"
         self.filename = label
         self.constant: str | None = None
+        self.template: jinja2.Template | None = None
         # Header values lose surrounding blanks: they carry no meaning, and readers
         # disagree on keeping them (an encoded leading space survives, a plain one not).
         self.strip = strip
@@ -112,10 +118,21 @@ class CompiledTemplate:
             if strip:
                 self.constant = self.constant.strip(" \t")
 
+    @classmethod
+    def fixed(cls, text: str, *, label: str, strip: bool = False) -> CompiledTemplate:
+        """Text that is not a template: its constant is the text itself."""
+        self = cls.__new__(cls)
+        self.label = self.filename = label
+        self.strip = strip
+        self.template = None
+        self.constant = text.strip(" \t") if strip else text
+        return self
+
     def render(self, data: Mapping[str, Any], row: Row) -> str:
         """Render with a row's data; any Jinja or runtime error becomes a RowError."""
         if self.constant is not None:
             return self.constant
+        assert self.template is not None  # only a fixed text has none, and it is constant
         try:
             out = self.template.render(data)
         except jinja2.UndefinedError as exc:

@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 
-from txsend.content.renderer import Renderer
+from txsend.content.renderer import Renders
 from txsend.delivery.classify import classify, classify_connect
 from txsend.delivery.committer import GroupCommitter
 from txsend.delivery.outcomes import (
@@ -100,7 +100,7 @@ class Engine:
         self,
         job: Job,
         journal: JournalBackend,
-        renderer: Renderer,
+        renderer: Renders,
         relays: Sequence[tuple[RelayConfig, RelaySecret | str | None]],
         options: SendOptions,
         on_tick: Callable[[RunStats], None] | None = None,

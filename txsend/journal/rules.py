@@ -31,6 +31,7 @@ __all__ = [
     "FEEDBACK_COUNT_NAMES",
     "FEEDBACK_KINDS",
     "LATE_BOUNCE",
+    "OUTCOME_COLUMNS",
     "POLICY_SKIPS",
     "PROBLEMS_NOTED",
     "PROBLEM_STATES",
@@ -71,6 +72,8 @@ REDOABLE = (
 )
 
 PROBLEM_STATES = ("failed", "bounced", "unknown")  # what reports and --failed-csv list
+# a row as `outcomes()` gives it (`txsend send` shows every recipient's)
+OUTCOME_COLUMNS = ("key", "address", "state", "code", "reply", "attempts", "relay")
 
 # The reply of a row a run left in `sending`: DATA may or may not have been delivered.
 ENDED_IN_DATA = "run ended after DATA started, before the reply was recorded"

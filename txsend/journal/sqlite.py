@@ -32,6 +32,7 @@ from txsend.journal.api import SharedJournal
 from txsend.journal.records import Claimed, FeedbackEntry, FeedbackRow, IngestStats, Record
 from txsend.journal.rules import (
     ENDED_IN_DATA,
+    OUTCOME_COLUMNS,
     PROBLEM_STATES,
     claimed,
     describe_changes,
@@ -302,6 +303,13 @@ class Journal:
             f"SELECT {self._CLAIM_COLUMNS} FROM messages WHERE key = ?", (key,)
         ).fetchone()
         return None if found is None else self._claimed(found)
+
+    def outcomes(self, limit: int = 1000) -> list[dict[str, Any]]:
+        """The first `limit` rows in data order, each as it stands."""
+        cur = self._conn.execute(
+            f"SELECT {', '.join(OUTCOME_COLUMNS)} FROM messages ORDER BY row LIMIT ?", (limit,)
+        )
+        return [dict(zip(OUTCOME_COLUMNS, values, strict=True)) for values in cur]
 
     def suppressed(self) -> Iterator[tuple[str, str]]:
         """Addresses this job must not send to again (its own hard bounces), with reasons."""

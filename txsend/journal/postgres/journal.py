@@ -38,6 +38,7 @@ from txsend.journal.postgres.leases import DEFAULT_LEASE, Lease
 from txsend.journal.postgres.schema import migrate
 from txsend.journal.records import Claimed, FeedbackEntry, FeedbackRow, IngestStats, Record
 from txsend.journal.rules import (
+    OUTCOME_COLUMNS,
     PROBLEM_STATES,
     claimed,
     describe_changes,
@@ -324,6 +325,14 @@ class PgJournal:
             (self._job(), key),
         )
         return None if row is None else claimed(row)
+
+    def outcomes(self, limit: int = 1000) -> list[dict[str, Any]]:
+        rows = self._db.all(
+            f"SELECT {', '.join(OUTCOME_COLUMNS)} FROM txsend_messages WHERE job = %s "
+            "ORDER BY row LIMIT %s",
+            (self._job(), limit),
+        )
+        return [dict(zip(OUTCOME_COLUMNS, values, strict=True)) for values in rows]
 
     def suppressed(self) -> Iterator[tuple[str, str]]:
         yield from (
