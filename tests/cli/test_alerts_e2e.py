@@ -315,3 +315,40 @@ def test_on_finish_command_after_sigterm_gets_143(
     assert env["TXSEND_EXIT_CODE"] == "143"
     assert env["TXSEND_STOP_REASON"] == "interrupted"
     assert int(env["TXSEND_COUNT_PENDING"]) > 0
+
+
+def test_sigint_before_the_run_starts_says_so_and_runs_no_command(
+    tmp_path: Path, smtp_server: ScriptedServer
+) -> None:
+    """Ctrl-C while the job loads (here: while its password_cmd runs) is exit 130 with an
+    `interrupted` error event, and runs no on_finish_command: no run had started. It used
+    to end with 130 and nothing at all on stderr."""
+    out = tmp_path / "out"
+    out.mkdir()
+    asked = out / "asked"
+    script = f"touch {shlex.quote(str(asked))}; exec sleep 60"
+    password_cmd = f"sh -c {shlex.quote(script)}"  # run without a shell: argv
+    job = write_job(
+        tmp_path / "job",
+        extra_yaml=(
+            f"relays:\n  - url: smtp://mailer@127.0.0.1:{smtp_server.port}?tls=none\n"
+            f"    password_cmd: {json.dumps(password_cmd)}\n"
+            "    allow_insecure_auth: true\n"
+            f"on_finish_command: {json.dumps(dump_env(out, 'finish'))}\n"
+        ),
+    )
+    proc = txsend_subprocess("run", job, "--log-format", "json")
+    try:
+        deadline = time.monotonic() + 60
+        while not asked.exists():  # the password command has started: the job is loading
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.01)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    last = events(err)[-1]
+    assert last["event"] == "error" and last["exit_code"] == 130, err
+    assert "interrupted" in last["message"]
+    assert not (out / "finish.env").exists()
+    assert smtp_server.connections == 0
