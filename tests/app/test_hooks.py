@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -159,3 +160,25 @@ def test_finish_without_any_alert_returns_at_once() -> None:
     started = time.monotonic()
     commands.finish()
     assert time.monotonic() - started < 0.1
+
+
+def test_output_of_a_daemon_it_left_behind_is_not_logged_after_it_ended(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A command that forks a daemon (in a session of its own) keeping the pipe open ends
+    at once; what the daemon prints later is no output of the command: it used to be
+    logged after command_done, even after the run's last line."""
+    go, done = tmp_path / "go", tmp_path / "done"
+    daemon = f"while [ ! -e {go} ]; do sleep 0.01; done; echo late; touch {done}"
+    result = run_command("on_finish", f"setsid sh -c '{daemon}' & echo started", {}, 20.0)
+    assert result.ok
+    go.touch()  # the daemon prints now, then exits: the pipe's last writer is gone
+    for reader in [t for t in threading.enumerate() if t.name == "on_finish-output"]:
+        reader.join(30)  # it reads to the end of the pipe
+        assert not reader.is_alive()
+    deadline = time.monotonic() + 30
+    while not done.exists():
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert [e["line"] for e in events(caplog, "command_output")] == ["started"]
+    assert len(events(caplog, "command_done")) == 1

@@ -286,6 +286,9 @@ def test_suppressions(
     refused = cli(capsys, "run", job, "--relay", smtp_server.url, "--test-to", REVIEWER)
     assert refused.code == 64, refused.err
     assert f"--test-to {REVIEWER} is suppressed" in refused.err
+    # listed in a file: `txsend suppress remove` (the store) would not help
+    assert "suppress remove" not in refused.err
+    assert "listed in suppressed.csv" in refused.err and "suppress: lists" in refused.err
     assert smtp_server.received == []
     # the intended recipient is suppressed: the reviewer still sees the message, warned
     result = cli(capsys, "run", job, "--relay", smtp_server.url, "--test-to", "ok@review.example")

@@ -85,6 +85,22 @@ BASE = 13
         ("alerts: yes\n", 0, "alerts: expected a mapping"),
         ("on_finish_command: 42\n", 0, "on_finish_command: expected a string"),
         ("hook_timeout: forever\n", 0, "hook_timeout: not a duration"),
+        # not finite: a NaN or endless window or limit broke the run (exit 70), an
+        # infinite threshold made the JSON report invalid (Infinity)
+        ("hook_timeout: .inf\n", 0, "hook_timeout: a duration must be a finite number"),
+        ("hook_timeout: .nan\n", 0, "hook_timeout: a duration must be a finite number"),
+        (
+            "alerts:\n  p95_transaction_time: {above: .inf}\n",
+            1,
+            "alerts.p95_transaction_time.above: a duration must be a finite number",
+        ),
+        (
+            "alerts:\n  error_rate: {above: 5%, window: .nan}\n",
+            1,
+            "alerts.error_rate.window: a duration must be a finite number",
+        ),
+        # the end of the run waits for the commands: past a day a timeout overflowed (70)
+        ("hook_timeout: 1000000d\n", 0, "hook_timeout: at most 1d"),
         ("on_finish_comand: x\n", 0, "did you mean 'on_finish_command'"),
     ],
 )

@@ -1001,7 +1001,10 @@ def test_parse_duration(value: str | float, expected: float) -> None:
     assert parse_duration(value) == expected
 
 
-@pytest.mark.parametrize("value", ["", "soon", "5 parsecs", 0, "-1s", "1h junk"])
+@pytest.mark.parametrize(
+    "value",
+    ["", "soon", "5 parsecs", 0, "-1s", "1h junk", "nan", "inf", float("nan"), float("inf")],
+)
 def test_parse_duration_errors(value: str | float) -> None:
     with pytest.raises(ValueError):
         parse_duration(value)

@@ -88,8 +88,12 @@ def run_command(
         return result
     assert process.stdout is not None
     tail: deque[str] = deque(maxlen=TAIL)
+    ended = threading.Event()  # set once the command's end is logged: later lines are not its
     reader = threading.Thread(
-        target=_read_output, args=(hook, process.stdout, tail), name=f"{hook}-output", daemon=True
+        target=_read_output,
+        args=(hook, process.stdout, tail, ended),
+        name=f"{hook}-output",
+        daemon=True,
     )
     reader.start()
     timed_out = False
@@ -101,10 +105,10 @@ def run_command(
     except BaseException:  # an interrupt while waiting: leave no command behind
         _kill(process)
         raise
-    # a grandchild that left the process group may hold the pipe: the reader is a daemon
+    # a grandchild that left the process group may hold the pipe: the reader is a daemon,
+    # and goes on draining it silently (closing it when the pipe ends)
     reader.join(READER_JOIN)
-    if not reader.is_alive():
-        process.stdout.close()
+    ended.set()
     result = CommandResult(
         None if timed_out else process.returncode,
         timed_out,
@@ -128,12 +132,23 @@ def _kill(process: subprocess.Popen[bytes]) -> None:
         process.wait(KILL_GRACE)
 
 
-def _read_output(hook: str, stream: IO[bytes], tail: deque[str]) -> None:
-    """Log each line of the command's output (bounded), keeping the last few."""
+def _read_output(hook: str, stream: IO[bytes], tail: deque[str], ended: threading.Event) -> None:
+    """Log each line of the command's output (bounded), keeping the last few, until the
+    command's end is logged (`ended`); then drain what a daemon it left writes, unlogged."""
+    with stream:
+        _log_lines(hook, stream, tail, ended)
+        with contextlib.suppress(OSError, ValueError):
+            while stream.read(65536):
+                pass
+
+
+def _log_lines(hook: str, stream: IO[bytes], tail: deque[str], ended: threading.Event) -> None:
     logged = 0
     dropped = 0
     try:
         while chunk := stream.readline(MAX_LINE):  # a line without end cannot fill memory
+            if ended.is_set():
+                return
             line = chunk.decode("utf-8", "replace").rstrip("\r\n")
             if not line.strip():
                 continue

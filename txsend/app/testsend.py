@@ -46,6 +46,7 @@ __all__ = ["TestSendResult", "pick_rows", "run", "test_journal_path"]
 
 # Rows that fail to render, at most, before a test send stops looking for N that do.
 MAX_PROBLEMS = 1000
+STORE_MARK = " (suppression store)"  # ends the reason of an address the store lists
 
 
 @dataclass(frozen=True)
@@ -202,7 +203,7 @@ def _suppressions(job: Job) -> SuppressionList:
     if store is not None:
         try:
             for entry in store.entries():
-                suppressions.add(entry.address, f"{entry.reason} (suppression store)")
+                suppressions.add(entry.address, f"{entry.reason}{STORE_MARK}")
         finally:
             store.close()
     return suppressions
@@ -212,9 +213,14 @@ def _refuse_suppressed(to: Sequence[str], suppressions: SuppressionList) -> None
     for address in to:
         reason = suppressions.reason(address)
         if reason is not None:
+            fix = (
+                f"txsend suppress remove {address}"
+                if reason.endswith(STORE_MARK)
+                else "take it out of the file the job's suppress: lists"
+            )
             raise UsageError(
                 f"--test-to {address} is suppressed for this job ({reason})",
-                hint=f"send the test to another address, or: txsend suppress remove {address}",
+                hint=f"send the test to another address, or {fix}",
             )
 
 

@@ -15,13 +15,30 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from typer.core import TyperGroup
 
 from txsend import __version__, logs
 from txsend.cli import check, feedback, inspection, oneshot, send, tools
 from txsend.cli.console import stderr_console, stderr_line
 from txsend.errors import ExitCode, TxsendError
 
+
+class _Interrupted(BaseException):
+    """Ctrl-C inside a command that did not handle it itself (e.g. while the job loads)."""
+
+
+class _Commands(TyperGroup):
+    """Typer ends a command's KeyboardInterrupt as a silent exit 130: say it instead."""
+
+    def invoke(self, ctx: Any) -> Any:  # click.Context (vendored by newer Typer)
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt as exc:
+            raise _Interrupted from exc
+
+
 app = typer.Typer(
+    cls=_Commands,
     name="txsend",
     help="Send bulk and transactional email from a YAML job or a CSV, resumably.\n\n"
     "Exit codes: 0 all delivered (or skipped by policy), 1 some bounced, failed, skipped "
@@ -96,7 +113,7 @@ def _run_cli(argv: list[str]) -> int:
     except TxsendError as exc:
         _fail(exc.exit_code, exc.message, exc.hint)
         return exc.exit_code
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, _Interrupted):
         return _interrupted(argv)
     except Exception as exc:
         if _is_click_usage_error(exc):  # bad flags or arguments, already worded by click

@@ -27,6 +27,7 @@ __all__ = ["DEFAULT_HOOK_TIMEOUT", "AlertRule", "Alerts", "Hooks", "load_hooks"]
 DEFAULT_WINDOW = 300.0
 DEFAULT_MIN_MESSAGES = 20
 DEFAULT_HOOK_TIMEOUT = 30.0
+MAX_HOOK_TIMEOUT = 86400.0  # the end of a run waits this long at most for a command
 MIN_WINDOW = 1.0
 
 # name -> (the direction it fires in, the unit of its threshold, an example)
@@ -89,6 +90,12 @@ class Hooks:
 def load_hooks(root: Section) -> Hooks:
     """The top-level `alerts`, `on_finish_command` and `hook_timeout` of a job file."""
     timeout = root.opt_duration("hook_timeout")
+    if timeout is not None and timeout > MAX_HOOK_TIMEOUT:
+        raise root.error(
+            "hook_timeout",
+            f"at most 1d, got {timeout:g}s",
+            hint="a command's limit is also how long it may hold up the end of the run",
+        )
     return Hooks(
         alerts=_alerts(root),
         on_finish_command=_command(root, "on_finish_command"),
