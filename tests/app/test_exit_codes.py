@@ -105,12 +105,17 @@ def test_130_143_interrupted(
 ) -> None:
     smtp_server.data_delay = 0.05
     job = write_job(tmp_path, rows=200)
-    timer = threading.Timer(0.8, os.kill, (os.getpid(), signum))
-    timer.start()
-    try:
-        result = cli(capsys, "run", job, "--relay", smtp_server.url, "--concurrency", "2")
-    finally:
-        timer.cancel()
+
+    def interrupt() -> None:
+        # once messages arrive the run's signal handlers are in place (a signal sent on
+        # a timer could land before them: SIGTERM would end pytest itself)
+        smtp_server.wait_for(3, timeout=120)
+        os.kill(os.getpid(), signum)
+
+    sender = threading.Thread(target=interrupt, daemon=True)
+    sender.start()
+    result = cli(capsys, "run", job, "--relay", smtp_server.url, "--concurrency", "2")
+    sender.join(timeout=5)
     assert result.code == code
     assert 0 < len(smtp_server.received) < 200
     assert "txsend resume" in result.err
