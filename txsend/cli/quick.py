@@ -30,8 +30,11 @@ def main() -> None:
 
         sys.stdout.write(HELP)
         sys.exit(0)
-    from txsend.cli.app import main as typer_main
-
+    try:
+        from txsend.cli.app import main as typer_main
+    except KeyboardInterrupt:  # Ctrl-C while the command line loads: nothing has started
+        sys.stderr.write("txsend: interrupted\n")
+        sys.exit(130)
     typer_main()
 
 
