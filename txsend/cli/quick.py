@@ -10,6 +10,7 @@ a terminal of 80 columns or more (and for a pipe); a narrower terminal gets Type
 
 from __future__ import annotations
 
+import itertools
 import os
 import sys
 
@@ -33,9 +34,21 @@ def main() -> None:
     try:
         from txsend.cli.app import main as typer_main
     except KeyboardInterrupt:  # Ctrl-C while the command line loads: nothing has started
-        sys.stderr.write("txsend: interrupted\n")
+        sys.stderr.write(_interrupted_line(argv))
         sys.exit(130)
     typer_main()
+
+
+def _interrupted_line(argv: list[str]) -> str:
+    """What Ctrl-C during loading prints: a JSON event if the flags ask for JSON logs."""
+    asks_json = "--log-format=json" in argv or any(
+        a == "--log-format" and b == "json" for a, b in itertools.pairwise(argv)
+    )
+    if not asks_json:
+        return "txsend: interrupted\n"
+    from txsend.logs import json_line
+
+    return json_line("error", "error", "interrupted", {"exit_code": 130}) + "\n"
 
 
 def _terminal_columns() -> int:
