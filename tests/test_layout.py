@@ -27,6 +27,7 @@ LAZY = {
     "txsend.reporting.html": "the HTML report's renderer loads only with --report-html",
     # the command line: --help and --version load no use case, only the one that runs
     "txsend.cli.app": "`txsend --version` and `--help` are answered before Typer loads",
+    "txsend.logs": "`txsend --version` loads no logging; Ctrl-C while loading needs it",
     "txsend.cli.help_text": "the stored top-level help loads for `txsend --help` only",
     "txsend.app.sending": "the delivery engine, templates and journals load when a run starts",
     "txsend.app.oneshot": "`txsend send` loads its use case (and the engine) when it runs",
