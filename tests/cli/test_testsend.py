@@ -443,3 +443,22 @@ def test_a_test_send_runs_neither_the_alert_nor_the_finish_command(
     real = cli(capsys, "run", job, "--relay", smtp_server.url)
     assert real.code == 0, real.err
     assert marker.read_text().split() == ["0"]
+
+
+def test_a_test_journal_exports_no_failed_csv(
+    tmp_path: Path, smtp_server: ScriptedServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A test journal's rows carry the intended recipients' data: exported as a recipients
+    file (what --failed-csv is for) they would mail real people what a reviewer was sent."""
+    job = write_job(tmp_path, rows=3)
+    smtp_server.rcpt_replies = {REVIEWER: "550 5.1.1 no such user"}
+    result = cli(capsys, "run", job, "--relay", smtp_server.url, "--test-to", REVIEWER)
+    assert result.code == 1, result.err
+    [journal] = journals_of(tmp_path)
+    out = tmp_path / "failed.csv"
+    refused = cli(capsys, "report", journal, "--failed-csv", out)
+    assert refused.code == 64, refused.err
+    assert "test send" in refused.err and "job.yaml" in refused.err
+    assert not out.exists()
+    # the report itself still reads it
+    assert cli(capsys, "report", journal, "--json").code == 0

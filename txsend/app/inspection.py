@@ -81,6 +81,16 @@ def write_failed_csv(target: Path, overrides: JobOverrides, out: Path) -> int:
     journal = open_for(job)
     written = 0
     try:
+        spec = journal.job_spec()
+        if spec is not None and spec.get("test_send"):
+            # its rows carry the intended recipients' data: as a recipients file for a new
+            # job it would mail them what only a reviewer was sent
+            raise UsageError(
+                f"{journal.location} is the journal of a test send: its rows are reviewers' "
+                "copies, not the job's recipients",
+                hint=f"export the job's own journal: txsend report {job.source.name} "
+                "--failed-csv FILE",
+            )
         # Two passes: rows from a JSONL file need not share their keys.
         columns: dict[str, None] = {job.recipients.to: None}
         for data, _state, _code, _reply in journal.iter_problems():
