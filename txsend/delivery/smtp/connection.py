@@ -252,8 +252,8 @@ class SmtpConnection:
         mail = b"MAIL FROM:<" + message.mail_from.encode() + b">"
         if message.smtputf8:  # the caller checked that the relay offers it
             mail += b" SMTPUTF8"
-            if "8bitmime" in self._extensions:
-                mail += b" BODY=8BITMIME"
+        if (message.smtputf8 or message.eight_bit) and "8bitmime" in self._extensions:
+            mail += b" BODY=8BITMIME"
         rcpt = b"RCPT TO:<" + message.rcpt_to.encode() + b">"
         if "dsn" in self._extensions:
             mail, rcpt = dsn_parameters(mail, rcpt, message)
