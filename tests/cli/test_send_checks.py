@@ -88,9 +88,7 @@ def test_an_8bit_body_is_declared_as_8bitmime(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """RFC 6152: 8-bit content goes with MAIL FROM ... BODY=8BITMIME (no SMTPUTF8 needed)."""
-    result = send(
-        capsys, monkeypatch, "--stdin", "--relay", smtp_server.url, stdin=EIGHT_BIT_BODY
-    )
+    result = send(capsys, monkeypatch, "--stdin", "--relay", smtp_server.url, stdin=EIGHT_BIT_BODY)
     assert result.code == 0, result.err
     (received,) = smtp_server.received
     assert received.mail_options == ["BODY=8BITMIME"]
@@ -165,3 +163,100 @@ def test_a_resent_message_goes_from_its_resent_from_to_its_newest_resent_block(
     result = send(capsys, monkeypatch, *args, stdin=message)
     assert result.code == 0, result.err
     assert smtp_server.received[0].mail_from == "bounces@acme.example"
+
+
+# --------------------------------------------------------------------------- the key's journal
+
+
+def key_journal(state: Path, key: str) -> Path:
+    (path,) = (state / "send").glob("*.db")
+    return path
+
+
+def test_status_and_report_read_a_keys_journal(
+    smtp_server: ScriptedServer,
+    state: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The journal of `send --idempotency-key` is a journal like a job's: `status` and
+    `report` (and the --failed-csv its report points to) read it."""
+    smtp_server.rcpt_replies["gone@example.com"] = "550 5.1.1 no such user"
+    result = send(
+        capsys,
+        monkeypatch,
+        "--to",
+        "ann@example.com, gone@example.com",
+        "--from",
+        "ci@acme.example",
+        "--subject",
+        "s",
+        "--text",
+        "-",
+        "--relay",
+        smtp_server.url,
+        "--idempotency-key",
+        "build-7",
+        "--json",
+        stdin=b"body\n",
+    )
+    assert result.code == 1, result.err
+    journal = key_journal(state, "build-7")
+    assert json.loads(result.out)["journal"] == str(journal)
+
+    status = cli(capsys, "status", journal, "--json")
+    assert status.code == 0, status.err
+    assert json.loads(status.out)["counts"]["sent"] == 1
+    assert json.loads(status.out)["counts"]["bounced"] == 1
+
+    report = cli(capsys, "report", journal, "--json")
+    assert report.code == 0, report.err
+    data = json.loads(report.out)
+    assert data["counts"]["bounced"] == 1 and data["problems"]["count"] == 1
+    export = data["problems"]["export"]
+    assert export == f"txsend report {journal} --failed-csv failed.csv"
+
+    out = tmp_path / "failed.csv"
+    exported = cli(capsys, "report", journal, "--failed-csv", out)
+    assert exported.code == 0, exported.err
+    lines = out.read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 2 and "gone@example.com" in lines[1] and "550" in lines[1]
+
+
+@pytest.mark.parametrize("command", ["resume", "validate", "preview"])
+def test_a_keys_journal_is_continued_by_send_alone(
+    command: str,
+    smtp_server: ScriptedServer,
+    state: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    smtp_server.rcpt_replies["later@example.com"] = "451 4.3.0 try again"
+    args = ["--to", "later@example.com", "--from", "ci@acme.example", "--subject", "s"]
+    more = ["--text", "-", "--relay", smtp_server.url, "--idempotency-key", "k"]
+    result = send(capsys, monkeypatch, *args, *more, "--retry-backoff", "10m", stdin=b"b")
+    assert result.code == 75, result.err
+    other = cli(capsys, command, key_journal(state, "k"))
+    assert other.code == 64, other.err
+    assert "txsend send" in other.err and "same" in other.err
+    assert "Traceback" not in other.err and "not found" not in other.err
+
+
+def test_a_state_directory_that_cannot_be_made_is_a_configuration_error(
+    smtp_server: ScriptedServer,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """78 (configuration), not 66 (an input file is missing): nothing the user named as
+    input is missing; the environment points the state somewhere it cannot be."""
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x", encoding="utf-8")
+    monkeypatch.setenv("TXSEND_STATE_DIR", str(a_file))
+    args = ["--to", "ann@example.com", "--from", "ci@acme.example", "--subject", "s"]
+    more = ["--text", "-", "--relay", smtp_server.url, "--idempotency-key", "k"]
+    result = send(capsys, monkeypatch, *args, *more, stdin=b"b")
+    assert result.code == 78, result.err
+    assert str(a_file) in result.err and "TXSEND_STATE_DIR" in result.err
+    assert smtp_server.connections == 0

@@ -38,7 +38,7 @@ from txsend.app import eventloop, sending
 from txsend.app.onemessage import JOB_NAME, SOURCE, OneMessage, build, check_request
 from txsend.app.requests import Prepared, RunRequest, SendRequest
 from txsend.content.renderer import Renders
-from txsend.errors import JobError, MissingInputError, TemporaryError
+from txsend.errors import ConfigError, JobError, TemporaryError
 from txsend.job.location import JournalLocation
 from txsend.journal.api import JournalBackend
 from txsend.journal.lock import journal_lock
@@ -139,7 +139,7 @@ def _journal_location(key: str | None, env: Mapping[str, str]) -> Iterator[Path]
         try:
             path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as exc:
-            raise MissingInputError(
+            raise ConfigError(  # where the state goes is the environment's configuration
                 f"cannot make the state directory {path.parent}: {exc.strerror or exc}",
                 hint="set TXSEND_STATE_DIR to a folder this user may write",
             ) from None
