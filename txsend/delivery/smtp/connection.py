@@ -158,6 +158,21 @@ class SmtpConnection:
         before_data: Callable[[], Awaitable[bool]],
         following: Callable[[], RenderedMessage | None] | None = None,
     ) -> SendResult:
+        """One transaction (see `_transact`). Cancelled mid-command (the grace after a
+        signal is over), the connection is dropped: the reply still due would answer a
+        QUIT, and close() would wait for one a silent relay never sends."""
+        try:
+            return await self._transact(message, before_data, following)
+        except asyncio.CancelledError:
+            self._abandon()
+            raise
+
+    async def _transact(
+        self,
+        message: RenderedMessage,
+        before_data: Callable[[], Awaitable[bool]],
+        following: Callable[[], RenderedMessage | None] | None,
+    ) -> SendResult:
         """One transaction: MAIL, RCPT, DATA; then `before_data()` (the journal records
         `sending`), the message, and the relay's final reply.
 
