@@ -260,3 +260,21 @@ def test_a_state_directory_that_cannot_be_made_is_a_configuration_error(
     assert result.code == 78, result.err
     assert str(a_file) in result.err and "TXSEND_STATE_DIR" in result.err
     assert smtp_server.connections == 0
+
+
+def test_without_a_key_the_json_report_points_to_no_removed_journal(
+    smtp_server: ScriptedServer,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The temporary journal is gone when the call ends: no `txsend report` line names it."""
+    smtp_server.rcpt_replies["gone@example.com"] = "550 5.1.1 no such user"
+    args = ["--to", "gone@example.com", "--from", "ci@acme.example", "--subject", "s"]
+    result = send(
+        capsys, monkeypatch, *args, "--text", "-", "--relay", smtp_server.url, "--json", stdin=b"b"
+    )
+    assert result.code == 1, result.err
+    data = json.loads(result.out)
+    assert data["journal"] is None
+    assert data["report"]["problems"]["count"] == 1
+    assert data["report"]["problems"]["export"] == ""  # schema 1: a string

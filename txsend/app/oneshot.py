@@ -78,6 +78,9 @@ class SendOutcome:
 
     def to_json(self) -> dict[str, Any]:
         """The one JSON object of `txsend send --json`."""
+        report = self.summary.to_json() if self.summary is not None else None
+        if report is not None and self.journal is None and report.get("problems"):
+            report["problems"]["export"] = ""  # a temporary journal, removed by now (as no problem)
         return {
             "message_id": self.message_id,
             "idempotency_key": self.key,
@@ -89,7 +92,7 @@ class SendOutcome:
             "next_attempt_at": self.next_attempt_at,
             "stop_reason": self.stop_reason,
             "journal": self.journal,
-            "report": self.summary.to_json() if self.summary is not None else None,
+            "report": report,
         }
 
 
