@@ -127,6 +127,7 @@ class FaultServer:
         self.port = 0
         self.connections = 0
         self.commands: list[str] = []  # verbs in arrival order, over all connections
+        self.unanswered: list[bytes] = []  # what arrived after a `hang` step, unread
         self.transactions: list[Transaction] = []
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -298,8 +299,9 @@ class FaultServer:
             writer.write(data)
             await writer.drain()
         if step.then == "hang":
-            while await reader.read(65536):
-                pass  # never answer; wait for the client to go
+            while chunk := await reader.read(65536):
+                with self._lock:  # never answer; wait for the client to go
+                    self.unanswered.append(chunk)
             raise _Stop
         if step.then == "close":
             writer.close()

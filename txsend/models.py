@@ -222,7 +222,8 @@ class RenderedMessage:
     mail_from: str  # envelope sender (bare address)
     rcpt_to: str  # envelope recipient (bare address)
     data: bytes  # RFC 5322 message, CRLF line endings, not dot-stuffed
-    smtputf8: bool = False  # the recipient's local part is not ASCII: needs SMTPUTF8
+    smtputf8: bool = False  # a non-ASCII address or header field: needs SMTPUTF8
+    eight_bit: bool = False  # bytes over 127 in the data: sent with BODY=8BITMIME (RFC 6152)
     envid: str | None = None  # the DSN's ENVID (RFC 3461): the row's VERP token
 
 

@@ -43,7 +43,7 @@ def problems_of(journal: JournalBackend, target: Path) -> Problems:
 
 def report(target: Path, overrides: JobOverrides) -> dict[str, Any]:
     """`txsend report`: the summary of every run so far, from the journal alone."""
-    job = load(target, overrides)
+    job = load(target, overrides, read_only=True)
     journal = open_for(job)
     try:
         return journal_json(
@@ -77,7 +77,7 @@ def write_failed_csv(target: Path, overrides: JobOverrides, out: Path) -> int:
     The columns are the recipient file's own (so the file is itself a recipients file for
     a new job) followed by txsend_state, txsend_code and txsend_reply.
     """
-    job = load(target, overrides)
+    job = load(target, overrides, read_only=True)
     journal = open_for(job)
     written = 0
     try:
@@ -128,7 +128,7 @@ def _csv_value(value: Any) -> str:
 
 def status(target: Path, overrides: JobOverrides) -> Summary:
     """Counts per state, the last run and the next retry time, from the journal only."""
-    job = load(target, overrides)
+    job = load(target, overrides, read_only=True)
     journal = open_for(job)
     try:
         last = journal.last_run()

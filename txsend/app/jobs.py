@@ -24,14 +24,20 @@ from txsend.job.location import JournalLocation, default_journal
 from txsend.job.spec import Job, JobOverrides
 from txsend.journal.api import JournalBackend
 from txsend.journal.opening import open_journal
+from txsend.models import RecipientsSpec, Template
 
 JOURNAL_SUFFIXES = (".db", ".sqlite", ".sqlite3")
 
 
-def load(target: Path, overrides: JobOverrides) -> Job:
-    """Load a job file, a CSV/JSONL alone, or the job a journal file was made for."""
+SEND_SOURCE = Path("txsend send")  # the job's source in the journal of a `txsend send`
+SEND_JOB = "send"  # and its name
+
+
+def load(target: Path, overrides: JobOverrides, *, read_only: bool = False) -> Job:
+    """Load a job file, a CSV/JSONL alone, or the job a journal file was made for
+    (`read_only`: for status and report, which also read the journal of a `txsend send`)."""
     if target.suffix.lower() in JOURNAL_SUFFIXES and target.exists():
-        return job_from_journal(target, overrides)
+        return job_from_journal(target, overrides, read_only=read_only)
     if target.suffix.lower() in LIST_SUFFIXES and not overrides.defines_message:
         # a CSV-alone job run before: its flags are in the journal
         journal = overrides.journal or JournalLocation(path=default_journal(target))
@@ -40,7 +46,7 @@ def load(target: Path, overrides: JobOverrides) -> Job:
     return load_job(target, overrides)
 
 
-def job_from_journal(path: Path, overrides: JobOverrides) -> Job:
+def job_from_journal(path: Path, overrides: JobOverrides, *, read_only: bool = False) -> Job:
     """Rebuild the job a journal belongs to, from what the journal recorded."""
     location = JournalLocation(path=path)
     journal = open_journal(location, create=False)
@@ -50,8 +56,31 @@ def job_from_journal(path: Path, overrides: JobOverrides) -> Job:
         journal.close()
     if spec is None:
         raise UsageError(f"{path} is a journal without a job", hint="run the job file instead")
+    if spec.get("source") == str(SEND_SOURCE):
+        return _send_journal(path, read_only=read_only)
     stored = JobOverrides.from_stored(spec.get("overrides", {}))
     return load_job(Path(spec["source"]), replace(overrides.over(stored), journal=location))
+
+
+def _send_journal(path: Path, *, read_only: bool) -> Job:
+    """The journal of `txsend send --idempotency-key`: readable by status and report; its
+    message lives in the command that made it, so that command alone continues it."""
+    if not read_only:
+        raise UsageError(
+            f"{path} is the journal of a `txsend send` with an idempotency key: only that "
+            "command knows its message",
+            hint="run the same txsend send command (same message, same key) again to send "
+            "what is left; txsend status and txsend report read this journal",
+        )
+    return Job(
+        name=SEND_JOB,
+        source=SEND_SOURCE,
+        base_dir=path.parent,
+        from_addr="",
+        subject=Template("", origin=str(SEND_SOURCE), literal=True),
+        recipients=RecipientsSpec(file=SEND_SOURCE, to="address"),
+        journal=JournalLocation(path=path),
+    )
 
 
 def _in_bundle(path: Path | None, base: Path, folder: Path, flag: str) -> Path | None:

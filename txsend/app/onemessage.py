@@ -17,6 +17,7 @@ from email.utils import formatdate
 from pathlib import Path
 from typing import IO
 
+from txsend.app.jobs import SEND_JOB, SEND_SOURCE
 from txsend.app.requests import SendRequest
 from txsend.content.ids import message_id_domain, new_message_id
 from txsend.content.oneshot import ReadyRenderer, SameMessage
@@ -41,8 +42,8 @@ from txsend.models import (
 
 __all__ = ["JOB_NAME", "SOURCE", "OneMessage", "Recipient", "build", "check_request"]
 
-JOB_NAME = "send"
-SOURCE = Path("txsend send")  # what the job is called in messages
+JOB_NAME = SEND_JOB
+SOURCE = SEND_SOURCE  # what the job is called in messages (and status/report know it by)
 MAX_KEY = 255  # characters in an idempotency key, as payment APIs allow
 STDIN = Path("-")
 
@@ -67,9 +68,10 @@ class OneMessage:
     ready: ReadyMessage | None = None
 
     def rows(self) -> list[Row]:
-        """The journal's rows: one per recipient, in the order given."""
+        """The journal's rows: one per recipient, in the order given (the data: what
+        `report --failed-csv` writes of each)."""
         return [
-            Row(number, r.address, r.address, {"field": r.field})
+            Row(number, r.address, r.address, {"address": r.address, "field": r.field})
             for number, r in enumerate(self.recipients, 1)
         ]
 

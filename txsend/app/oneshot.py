@@ -38,7 +38,7 @@ from txsend.app import eventloop, sending
 from txsend.app.onemessage import JOB_NAME, SOURCE, OneMessage, build, check_request
 from txsend.app.requests import Prepared, RunRequest, SendRequest
 from txsend.content.renderer import Renders
-from txsend.errors import JobError, MissingInputError, TemporaryError
+from txsend.errors import ConfigError, JobError, TemporaryError
 from txsend.job.location import JournalLocation
 from txsend.journal.api import JournalBackend
 from txsend.journal.lock import journal_lock
@@ -78,6 +78,9 @@ class SendOutcome:
 
     def to_json(self) -> dict[str, Any]:
         """The one JSON object of `txsend send --json`."""
+        report = self.summary.to_json() if self.summary is not None else None
+        if report is not None and self.journal is None and report.get("problems"):
+            report["problems"]["export"] = ""  # a temporary journal, removed by now (as no problem)
         return {
             "message_id": self.message_id,
             "idempotency_key": self.key,
@@ -89,7 +92,7 @@ class SendOutcome:
             "next_attempt_at": self.next_attempt_at,
             "stop_reason": self.stop_reason,
             "journal": self.journal,
-            "report": self.summary.to_json() if self.summary is not None else None,
+            "report": report,
         }
 
 
@@ -139,7 +142,7 @@ def _journal_location(key: str | None, env: Mapping[str, str]) -> Iterator[Path]
         try:
             path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as exc:
-            raise MissingInputError(
+            raise ConfigError(  # where the state goes is the environment's configuration
                 f"cannot make the state directory {path.parent}: {exc.strerror or exc}",
                 hint="set TXSEND_STATE_DIR to a folder this user may write",
             ) from None

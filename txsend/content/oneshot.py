@@ -48,5 +48,7 @@ class ReadyRenderer:
             mail_from=self._mail_from,
             rcpt_to=row.address,
             data=self._data[1],
-            smtputf8=not (row.address.isascii() and self._mail_from.isascii()),
+            smtputf8=not (row.address.isascii() and self._mail_from.isascii())
+            or self._message.utf8_header,
+            eight_bit=self._message.eight_bit,
         )

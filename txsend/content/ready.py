@@ -1,12 +1,14 @@
 """A ready RFC 5322 message, as `txsend send --stdin` takes one (`sendmail -t` style), and
 the address lists of header fields and of `--to`/`--cc`/`--bcc`.
 
-`parse_ready` reads the header section: the recipients (To, Cc and Bcc; the Resent-
-fields instead when the message has any, RFC 5322 section 3.6.6), the From address, and
+`parse_ready` reads the header section: the recipients (To, Cc and Bcc; the Resent-To,
+-Cc and -Bcc of the newest block of Resent- fields instead when it has any, RFC 5322
+section 3.6.6), the sender (that block's Resent-From, else the From address), and
 whether Message-ID and Date are there. It refuses (JobError, 65, naming the header or the
 line) what could smuggle a header or break the message: a line in the header section
 that is neither a field nor a continuation, a bare CR or a NUL there, a line over 998
-characters, bytes that are not UTF-8, an address that is not one.
+characters, bytes that are not UTF-8, an address that is not one, a field RFC 5322 allows
+once (From, To, Subject, Date, Message-ID...) given twice.
 
 What is sent (`ReadyMessage.data`) is the message as it came, byte for byte, except:
 line ends become CRLF (SMTP knows no other), the Bcc and Resent-Bcc fields are removed
@@ -29,6 +31,23 @@ __all__ = ["RECIPIENT_FIELDS", "ReadyMessage", "address_list", "parse_ready"]
 RECIPIENT_FIELDS = ("to", "cc", "bcc")
 _RESENT_FIELDS = ("resent-to", "resent-cc", "resent-bcc")
 _HIDDEN = frozenset({"bcc", "resent-bcc"})  # removed before sending
+# the fields RFC 5322 3.6 allows at most once, as a message would name them
+_ONCE = {
+    name.lower(): name
+    for name in (
+        "Date",
+        "From",
+        "Sender",
+        "Reply-To",
+        "To",
+        "Cc",
+        "Bcc",
+        "Message-ID",
+        "In-Reply-To",
+        "References",
+        "Subject",
+    )
+}
 _FIELD = re.compile(rb"([\x21-\x39\x3b-\x7e]+)[ \t]*:")
 _LINE_END = re.compile(rb"\r\n|\n|\r")
 _MAX_LINE = 998  # RFC 5322 section 2.1.1, without the CRLF
@@ -45,6 +64,16 @@ class ReadyMessage:
     recipients: tuple[tuple[str, str], ...]  # (address, field), header order, each once
     message_id: str | None  # as the message gives it, or None
     has_date: bool
+
+    @property
+    def utf8_header(self) -> bool:
+        """UTF-8 in a header field (RFC 6532): sent only with SMTPUTF8 (RFC 6531)."""
+        return not self.head.isascii()
+
+    @property
+    def eight_bit(self) -> bool:
+        """Bytes over 127 anywhere: sent with BODY=8BITMIME (RFC 6152)."""
+        return self.utf8_header or not self.body.isascii()
 
     def data(self, message_id: str, date: str) -> bytes:
         """The bytes to send: a Date and the Message-ID added if the message has none."""
@@ -90,26 +119,35 @@ def parse_ready(data: bytes) -> ReadyMessage:
     fields, body = _header_section(data)
     if not fields:
         raise JobError("stdin: the message has no header fields")
-    names = [name for name, _ in fields]
-    resent = any(name in _RESENT_FIELDS for name in names)
-    sources = _RESENT_FIELDS if resent else RECIPIENT_FIELDS
+    _check_once(fields)
+    block = _resent_block(fields)
+    resent = any(name in _RESENT_FIELDS for name, _ in block)
+    if resent:  # the newest resending names the recipients and who sends it (3.6.6)
+        sources, source_fields, sender_field = _RESENT_FIELDS, block, "resent-from"
+    else:
+        sources, source_fields, sender_field = RECIPIENT_FIELDS, fields, "from"
     recipients: dict[str, tuple[str, str]] = {}
+    for name, lines in source_fields:
+        if name in sources:
+            field = RECIPIENT_FIELDS[sources.index(name)]
+            for _, addr in address_list(_value(lines), f"header {_name(lines[0])}"):
+                recipients.setdefault(addr.lower(), (addr, field))
     sender = None
     message_id = None
     for name, lines in fields:
         original = _name(lines[0])
         value = _value(lines)
-        if name in sources:
-            field = RECIPIENT_FIELDS[sources.index(name)]
-            for _, addr in address_list(value, f"header {original}"):
-                recipients.setdefault(addr.lower(), (addr, field))
-        elif name == "from" and sender is None:
+        if name == "from":
             boxes = address_list(value, f"header {original}")
             if not boxes:
                 raise JobError(f"header {original}: no address")
-            sender = boxes[0][1]
-        elif name == "message-id" and message_id is None:
+            sender = sender or boxes[0][1]
+        elif name == "message-id":
             message_id = value.strip() or None
+    for name, lines in source_fields:
+        if name == sender_field and name != "from":
+            boxes = address_list(_value(lines), f"header {_name(lines[0])}")
+            sender = boxes[0][1] if boxes else sender
     head = b"".join(
         line + b"\r\n" for name, lines in fields if name not in _HIDDEN for line in lines
     )
@@ -119,8 +157,40 @@ def parse_ready(data: bytes) -> ReadyMessage:
         sender=sender,
         recipients=tuple(recipients.values()),
         message_id=message_id,
-        has_date="date" in names,
+        has_date=any(name == "date" for name, _ in fields),
     )
+
+
+def _check_once(fields: list[tuple[str, list[bytes]]]) -> None:
+    """Refuse a second From, To, Subject, Date, Message-ID...: RFC 5322 3.6 allows each
+    once, and a message with two cannot say which is meant (providers refuse it)."""
+    lines_of: dict[str, list[int]] = {}
+    number = 1
+    for name, lines in fields:
+        if name in _ONCE:
+            lines_of.setdefault(name, []).append(number)
+        number += len(lines)
+    for name, numbers in lines_of.items():
+        if len(numbers) > 1:
+            shown = ", ".join(map(str, numbers))
+            raise JobError(
+                f"stdin: the {_ONCE[name]} field may appear at most once, and the message "
+                f"has {len(numbers)} (lines {shown})",
+                hint="RFC 5322 3.6 allows one; mail providers refuse such a message",
+            )
+
+
+def _resent_block(fields: list[tuple[str, list[bytes]]]) -> list[tuple[str, list[bytes]]]:
+    """The newest block of Resent-* fields: the first run of them in the header (each
+    resending prepends its block, RFC 5322 3.6.6), ended by another field or by a
+    Resent-* field the block has already."""
+    block: list[tuple[str, list[bytes]]] = []
+    for name, lines in fields:
+        if name.startswith("resent-") and all(name != seen for seen, _ in block):
+            block.append((name, lines))
+        elif block:
+            break
+    return block
 
 
 def _header_section(data: bytes) -> tuple[list[tuple[str, list[bytes]]], bytes]:

@@ -662,7 +662,7 @@ class Engine:
             # RFC 6531 section 3.2: such a message is not sent without SMTPUTF8.
             connection.withdraw(item.message)
             reason = (
-                f"the address has a non-ASCII local part, which needs SMTPUTF8; "
+                f"the message needs SMTPUTF8 (a non-ASCII address or header field); "
                 f"relay {relay.name} does not offer it"
             )
             self._record(Record(item.key, State.FAILED, reply=reason, relay=relay.name))

@@ -158,6 +158,21 @@ class SmtpConnection:
         before_data: Callable[[], Awaitable[bool]],
         following: Callable[[], RenderedMessage | None] | None = None,
     ) -> SendResult:
+        """One transaction (see `_transact`). Cancelled mid-command (the grace after a
+        signal is over), the connection is dropped: the reply still due would answer a
+        QUIT, and close() would wait for one a silent relay never sends."""
+        try:
+            return await self._transact(message, before_data, following)
+        except asyncio.CancelledError:
+            self._abandon()
+            raise
+
+    async def _transact(
+        self,
+        message: RenderedMessage,
+        before_data: Callable[[], Awaitable[bool]],
+        following: Callable[[], RenderedMessage | None] | None,
+    ) -> SendResult:
         """One transaction: MAIL, RCPT, DATA; then `before_data()` (the journal records
         `sending`), the message, and the relay's final reply.
 
@@ -252,8 +267,8 @@ class SmtpConnection:
         mail = b"MAIL FROM:<" + message.mail_from.encode() + b">"
         if message.smtputf8:  # the caller checked that the relay offers it
             mail += b" SMTPUTF8"
-            if "8bitmime" in self._extensions:
-                mail += b" BODY=8BITMIME"
+        if (message.smtputf8 or message.eight_bit) and "8bitmime" in self._extensions:
+            mail += b" BODY=8BITMIME"
         rcpt = b"RCPT TO:<" + message.rcpt_to.encode() + b">"
         if "dsn" in self._extensions:
             mail, rcpt = dsn_parameters(mail, rcpt, message)
