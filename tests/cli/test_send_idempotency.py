@@ -613,3 +613,39 @@ def test_the_relay_password_comes_from_the_environment_and_never_shows(
     assert done.returncode == 78, done.stderr
     assert "TXSEND_RELAY_PASSWORD" in done.stderr
     assert states(state, "other-key") == {}
+
+
+def test_a_regenerated_ready_message_still_replays(
+    smtp_server: ScriptedServer,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A CI step that builds the message anew on each run stamps a new Date and
+    Message-ID (and may write LF where the first wrote CRLF): still the same message for
+    its key. A changed Subject or body is not."""
+
+    def generated(stamp: int, subject: str = "Deployed", newline: bytes = b"\r\n") -> bytes:
+        lines = [
+            b"From: CI <ci@acme.example>",
+            b"To: ann@example.com",
+            b"Subject: " + subject.encode(),
+            f"Date: Sun, 06 Dec 2026 10:0{stamp}:00 +0000".encode(),
+            f"Message-ID: <build-{stamp}@ci.acme.example>".encode(),
+            b"",
+            b"Version 2.0 is live.",
+            b"",
+        ]
+        return newline.join(lines)
+
+    args = ["--stdin", "--relay", smtp_server.url, "--idempotency-key", "build-7", "--json"]
+    first = send(capsys, monkeypatch, *args, stdin=generated(1))
+    assert first.code == 0, first.err
+    again = send(capsys, monkeypatch, *args, stdin=generated(2, newline=b"\n"))
+    assert again.code == 0, again.err
+    assert json.loads(again.out)["replayed"] is True
+    assert len(smtp_server.received) == 1
+    for changed in (generated(3, subject="Rolled back"), generated(3).replace(b"2.0", b"2.1")):
+        refused = send(capsys, monkeypatch, *args, stdin=changed)
+        assert refused.code == 65, refused.err
+        assert "message changed" in refused.err
+    assert len(smtp_server.received) == 1

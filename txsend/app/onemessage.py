@@ -289,7 +289,7 @@ def _build_ready(request: SendRequest, stdin: IO[bytes], delivery: Delivery) -> 
     )
     message_id = ready.message_id or new_message_id(message_id_domain(mail_from))
     prints = {
-        "message": hashlib.sha256(data).hexdigest()[:32],
+        "message": ready.digest,
         "recipients": _digest(repr([(r.address, r.field) for r in recipients])),
         "envelope sender": _digest(mail_from),
     }

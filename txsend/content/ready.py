@@ -18,6 +18,7 @@ section when the message has none.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from email.errors import InvalidHeaderDefect
@@ -64,6 +65,9 @@ class ReadyMessage:
     recipients: tuple[tuple[str, str], ...]  # (address, field), header order, each once
     message_id: str | None  # as the message gives it, or None
     has_date: bool
+    # what an idempotency key is bound to: the fields and body as sent, line ends made
+    # CRLF, without Date and Message-ID (a generator stamps those anew on every call)
+    digest: str = ""
 
     @property
     def utf8_header(self) -> bool:
@@ -158,7 +162,18 @@ def parse_ready(data: bytes) -> ReadyMessage:
         recipients=tuple(recipients.values()),
         message_id=message_id,
         has_date=any(name == "date" for name, _ in fields),
+        digest=_digest(fields, body),
     )
+
+
+def _digest(fields: list[tuple[str, list[bytes]]], body: bytes) -> str:
+    stamped = _HIDDEN | {"date", "message-id"}
+    content = hashlib.sha256()
+    for name, lines in fields:
+        if name not in stamped:
+            content.update(b"".join(line + b"\r\n" for line in lines))
+    content.update(body)
+    return content.hexdigest()[:32]
 
 
 def _check_once(fields: list[tuple[str, list[bytes]]]) -> None:
