@@ -900,6 +900,8 @@ def test_parse_relay_url(
         ("smtp://smtp.example.com:99999", "bad relay URL"),
         ("smtp://smtp.example.com:port", "bad relay URL"),
         ("smtp://smtp.example.com:0", "port 0"),
+        ("smtp://127.0.0.1:?tls=none", "the port after .:. is empty"),
+        ("smtps://user@smtp.example.com:", "the port after .:. is empty"),
         ("smtp://", "no host"),
         ("smtp://smtp.example.com/path", "unexpected path"),
         ("smtp://smtp.example.com?tls=implicit", "tls must be starttls or none"),

@@ -75,6 +75,11 @@ def parse_relay_url(url: str, **options: Any) -> RelayConfig:
         raise ConfigError(f"bad relay URL {shown}: unexpected path {parts.path!r}")
     if port == 0:
         raise ConfigError(f"bad relay URL {shown}: port 0 is not a port")
+    if port is None and parts.netloc.endswith(":"):
+        raise ConfigError(
+            f"bad relay URL {shown}: the port after ':' is empty",
+            hint="write the port (smtp://host:587), or leave out the ':' for the default",
+        )
 
     tls: TlsMode | None = TlsMode.IMPLICIT if scheme == "smtps" else None
     for name, value in parse_qsl(parts.query, keep_blank_values=True):
