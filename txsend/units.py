@@ -92,6 +92,8 @@ def parse_duration(value: str | float) -> float:
                 raise ValueError("not a duration: empty string") from None
     else:
         seconds = float(value)
+    if not math.isfinite(seconds):  # nan and inf would be no limit at all
+        raise ValueError(f"a duration must be a finite number, got {value!r}")
     if seconds <= 0:
         raise ValueError(f"a duration must be positive, got {value!r}")
     return seconds

@@ -827,3 +827,13 @@ def test_the_console_script_exits_with_the_phase_code() -> None:
     assert proc.returncode == 24, err
     assert json.loads(out)["relays"][0]["failed_phase"] == "rcpt"
     assert err == ""
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "1e400"])
+def test_a_timeout_that_is_no_limit_is_a_usage_error(
+    value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    result = check(capsys, "smtp://127.0.0.1:25?tls=none", "--timeout", value)
+    assert result.code == 64, result.out + result.err
+    assert "--timeout" in result.err and "internal error" not in result.err
+    assert result.out == ""
