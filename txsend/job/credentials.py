@@ -359,11 +359,11 @@ async def _output_of(
 
 @dataclass
 class _Output:
-    """A command's stdout as it arrives, up to _OUTPUT_MAX bytes; `full` is set when it
-    printed more (or the pipe failed)."""
+    """A command's stdout as it arrives, up to _OUTPUT_MAX bytes; `full` is set (to the
+    bytes read) when it printed more."""
 
     fd: int
-    full: asyncio.Future[None] = field(repr=False)
+    full: asyncio.Future[int] = field(repr=False)
     chunks: list[bytes] = field(default_factory=list, repr=False)
     size: int = 0
     ended: bool = False
@@ -386,7 +386,7 @@ class _Output:
         self.size += len(data)
         if self.size > _OUTPUT_MAX:
             self.chunks.clear()
-            self.full.set_result(None)
+            self.full.set_result(self.size)
             self.stop()
             return False
         self.chunks.append(data)

@@ -575,6 +575,30 @@ def test_a_server_that_quotes_the_token_back_does_not_leak_it(
     assert_no_token(tmp_path, result, server)
 
 
+@pytest.mark.parametrize("mechanism", MECHANISMS)
+def test_a_server_that_quotes_the_sasl_response_back_does_not_leak_the_token(
+    mechanism: str,
+    tmp_path: Path,
+    server: ScriptedServer,
+    tls_files: TlsFiles,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The base64 SASL response carries the token, decodable: quoted back in the relay's
+    refusal, it must not reach the logs, the report or the journal."""
+    command = TokenCommand(tmp_path, "wrong", good=0)
+    url = f"smtp://{USER.replace('@', '%40')}@127.0.0.1:{server.port}?tls=starttls"
+    relay = parse_relay_url(url, auth=mechanism, password_env="UNUSED")
+    quoted = oauth_initial_response(relay, "Wr0ng" + TOKEN).decode()
+    server.oauth_refusal = f"535 5.7.8 {quoted} is not valid"
+    job = oauth_job(tmp_path, server, tls_files, command, auth=mechanism)
+    result = txsend(capsys, "run", job, "--report", tmp_path / "report.json")
+    assert result.code == 69, result.err
+    assert "535 5.7.8 [token] is not valid" in result.err
+    assert [base64.b64encode(e.initial).decode() for e in server.oauth_exchanges] == [quoted]
+    assert quoted.rstrip("=").encode() not in everything_written(tmp_path, result)
+    assert_no_token(tmp_path, result, server)
+
+
 def test_oauthbearer_escapes_the_authorization_identity() -> None:
     relay = parse_relay_url(
         "smtps://a%2Cb%3Dc@smtp.example.com:465", auth="oauthbearer", password_env="T"
