@@ -961,3 +961,29 @@ def _gone(pid: int, within: float = 10.0) -> bool:
             return True
         time.sleep(0.05)
     return False
+
+
+def test_an_ehlo_reply_too_long_to_read_is_an_ehlo_failure_without_a_reply_code(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    lines = ["250-faultserver"] + [f"250-X-EXTENSION-{i} with parameters" for i in range(2000)]
+    with FaultServer({"EHLO": reply("\n".join([*lines, "250 8BITMIME"]))}) as server:
+        result = check(capsys, server.url, "--json")
+    assert result.code == 22, result.out + result.err
+    ehlo = phases(result)["ehlo"]
+    assert ehlo["ok"] is False and ehlo["code"] is None  # -1 is aiosmtplib's, not the relay's
+    assert ehlo["text"] == "the relay's reply could not be read: Response too long"
+    assert_clean(result)
+
+
+def test_a_run_names_an_unreadable_ehlo_reply_as_such(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    lines = ["250-faultserver"] + [f"250-X-EXTENSION-{i} with parameters" for i in range(2000)]
+    with FaultServer({"EHLO": reply("\n".join([*lines, "250 8BITMIME"]))}) as server:
+        relays = f"relays:\n  - url: {server.url}\n"
+        job = write_job(tmp_path, rows=1, extra_yaml=relays)  # gives up after 1 s
+        result = cli(capsys, "run", job)
+    assert result.code == 69, result.err
+    assert "EHLO: the relay's reply could not be read: Response too long" in result.err
+    assert "STARTTLS" not in result.err and "-1" not in result.err

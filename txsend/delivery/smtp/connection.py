@@ -404,6 +404,7 @@ async def _shut(smtp: aiosmtplib.SMTP, transport: asyncio.BaseTransport | None =
 
 NOT_STARTED = "message not sent: the journal refused to record it as sending"
 _SHUT_WAIT = 1.0  # seconds for an aborted connection's connection_lost
+UNREADABLE = "the relay's reply could not be read"
 
 
 def _describe(exc: BaseException) -> str:
@@ -439,6 +440,10 @@ def connect_fault(
         if isinstance(cause, ssl.SSLCertVerificationError):
             why = cause.verify_message or cause.reason or str(cause)
             return ConnectFault.TLS_CERTIFICATE, None, f"TLS certificate not verified: {why}"
+    if isinstance(exc, aiosmtplib.SMTPResponseException) and exc.code < 0:
+        # aiosmtplib's verdict on a reply it could not read (too long, malformed)
+        where = "EHLO: " if stage == "ehlo" else ""
+        return ConnectFault.OTHER, None, f"{where}{UNREADABLE}: {exc.message}"
     if isinstance(exc, aiosmtplib.SMTPResponseException):
         code, text = exc.code, f"{exc.code} {exc.message}".strip()
         permanent = code >= 500

@@ -35,7 +35,7 @@ from txsend.delivery.smtp.certificates import (
     peer_certificates,
     verify_problem,
 )
-from txsend.delivery.smtp.connection import local_hostname, tls_context_for
+from txsend.delivery.smtp.connection import UNREADABLE, local_hostname, tls_context_for
 from txsend.models import RelayConfig, TlsMode
 
 __all__ = [
@@ -271,6 +271,10 @@ class _Probe:
 
     def refused(self, name: ProbePhase, started: float, exc: BaseException, limit: float) -> bool:
         """A phase that failed with `exc`: the relay's reply when it gave one."""
+        if isinstance(exc, aiosmtplib.SMTPResponseException) and exc.code < 0:
+            # aiosmtplib's verdict on a reply it could not read: no code of the relay's
+            self.usable = False
+            return self.record(name, False, started, f"{UNREADABLE}: {exc.message}")
         if isinstance(exc, aiosmtplib.SMTPResponseException):
             self.usable = self.smtp is not None and self.smtp.is_connected
             return self.record(name, False, started, exc.message, code=exc.code)
