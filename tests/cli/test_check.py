@@ -5,13 +5,16 @@ what the server saw (never DATA, never a message), and that no password is ever 
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import gc
 import json
 import os
+import shlex
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -25,6 +28,8 @@ from tests.certs import make_dated_tls_files
 from tests.faultserver import CLOSE, HANG, FaultServer, drip, make_misnamed_tls_files, reply
 from tests.jobs import Result, cli, txsend_subprocess, write_job
 from tests.smtpd import ScriptedServer, TlsFiles, make_tls_files
+from txsend.delivery.smtp.auth import oauth_initial_response
+from txsend.job.relays import parse_relay_url
 
 USER = "mailer"
 PASSWORD = "Pr0be-s3cret-9c1d"  # distinctive, so a leak is found by substring
@@ -827,3 +832,158 @@ def test_the_console_script_exits_with_the_phase_code() -> None:
     assert proc.returncode == 24, err
     assert json.loads(out)["relays"][0]["failed_phase"] == "rcpt"
     assert err == ""
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "1e400"])
+def test_a_timeout_that_is_no_limit_is_a_usage_error(
+    value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    result = check(capsys, "smtp://127.0.0.1:25?tls=none", "--timeout", value)
+    assert result.code == 64, result.out + result.err
+    assert "--timeout" in result.err and "internal error" not in result.err
+    assert result.out == ""
+
+
+# --------------------------------------------------------------------------- OAuth relays
+
+OAUTH_USER = "mailer@acme.example"
+TOKEN = "ya29.TXSEND-check-T0ken-5e2b"  # distinctive, so a leak is found by substring
+
+
+def oauth_check_job(
+    folder: Path, server: ScriptedServer, files: TlsFiles, code: str, **options: object
+) -> Path:
+    """A job whose one relay is `server` with auth: xoauth2 (or `auth` in options) and a
+    password_cmd running the Python `code`."""
+    command = shlex.join([sys.executable, "-c", code])
+    relay: dict[str, object] = {
+        "url": f"smtp://{OAUTH_USER.replace('@', '%40')}@127.0.0.1:{server.port}?tls=starttls",
+        "auth": "xoauth2",
+        "password_cmd": command,
+        "ca_file": str(files.ca_file),
+    }
+    relay.update(options)
+    timeouts = str(relay.pop("timeouts", ""))
+    return job_with_relays(folder, relay, timeouts=timeouts)
+
+
+def sasl_forms(server: ScriptedServer) -> list[str]:
+    """Every SASL response the server saw, as it went on the wire (base64)."""
+    return [base64.b64encode(e.initial).decode() for e in server.oauth_exchanges]
+
+
+@pytest.mark.parametrize("mechanism", ["xoauth2", "oauthbearer"])
+def test_check_of_an_oauth_relay_logs_in_with_the_token_and_never_shows_it(
+    mechanism: str, capsys: pytest.CaptureFixture[str], tmp_path: Path, tls_files: TlsFiles
+) -> None:
+    server = ScriptedServer(tls_context=tls_files.server_context(), require_starttls=True)
+    server.oauth_tokens = {OAUTH_USER: TOKEN}
+    with server:
+        job = oauth_check_job(tmp_path, server, tls_files, f"print({TOKEN!r})", auth=mechanism)
+        for args in ([], ["--json"]):
+            result = check(capsys, "--job", job, *args)
+            assert result.code == 0, result.out + result.err
+            assert TOKEN not in result.out + result.err
+            for form in sasl_forms(server):
+                assert form not in result.out + result.err
+    assert [e.reply for e in server.oauth_exchanges] == ["235", "235"]
+    assert all(TOKEN.encode() in e.initial for e in server.oauth_exchanges)
+    assert {e.mechanism for e in server.oauth_exchanges} == {mechanism.upper()}
+    assert server.received == []
+
+
+@pytest.mark.parametrize("mechanism", ["xoauth2", "oauthbearer"])
+def test_check_of_an_oauth_relay_that_quotes_the_sasl_response_back_hides_the_token(
+    mechanism: str, capsys: pytest.CaptureFixture[str], tmp_path: Path, tls_files: TlsFiles
+) -> None:
+    server = ScriptedServer(tls_context=tls_files.server_context(), require_starttls=True)
+    server.oauth_tokens = {OAUTH_USER: "another-token"}
+    with server:
+        job = oauth_check_job(tmp_path, server, tls_files, f"print({TOKEN!r})", auth=mechanism)
+        # what a relay that quotes the client's line back says: the base64 SASL response
+        url = f"smtp://{OAUTH_USER.replace('@', '%40')}@127.0.0.1:{server.port}?tls=starttls"
+        relay = parse_relay_url(url, auth=mechanism, password_env="UNUSED")
+        quoted = oauth_initial_response(relay, TOKEN).decode()
+        server.oauth_refusal = f"535 5.7.8 {quoted} not accepted for {TOKEN}"
+        for args in ([], ["--json"]):
+            result = check(capsys, "--job", job, *args)
+            assert result.code == 28, result.out + result.err
+            shown = result.out + result.err
+            assert TOKEN not in shown and quoted not in shown and quoted.rstrip("=") not in shown
+            assert "[token] not accepted for [token]" in shown
+    assert sasl_forms(server) == [quoted, quoted]
+
+
+@pytest.mark.parametrize(
+    ("limit", "args", "named"),
+    [
+        ("{connect: 1s, command: 30s}", [], "1 s (timeouts.connect)"),
+        ("", ["--timeout", "1s"], "1 s (--timeout)"),
+    ],
+)
+def test_check_stops_a_hanging_token_command_at_the_connect_limit(
+    limit: str,
+    args: list[str],
+    named: str,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    tls_files: TlsFiles,
+) -> None:
+    pid_file = tmp_path / "grandchild"
+    code = (
+        "import pathlib, subprocess\n"
+        "child = subprocess.Popen(['sleep', '3600'])\n"
+        f"pathlib.Path({str(pid_file)!r}).write_text(str(child.pid))\n"
+        "child.wait()\n"
+    )
+    server = ScriptedServer(tls_context=tls_files.server_context(), require_starttls=True)
+    server.oauth_tokens = {OAUTH_USER: TOKEN}
+    with server:
+        job = oauth_check_job(tmp_path, server, tls_files, code, timeouts=limit)
+        started = time.monotonic()
+        result = check(capsys, "--job", job, *args)
+        elapsed = time.monotonic() - started
+    assert result.code == 78, result.out + result.err
+    assert f"password_cmd did not finish within {named}: stopped" in result.err
+    assert elapsed < 20, elapsed  # not the 30 s the check used to allow whatever the job said
+    assert result.out == "" and server.connections == 0
+    assert _gone(int(pid_file.read_text()))
+
+
+def _gone(pid: int, within: float = 10.0) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except FileNotFoundError:
+            return True
+        if stat.rsplit(")", 1)[1].split()[0] == "Z":
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_an_ehlo_reply_too_long_to_read_is_an_ehlo_failure_without_a_reply_code(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    lines = ["250-faultserver"] + [f"250-X-EXTENSION-{i} with parameters" for i in range(2000)]
+    with FaultServer({"EHLO": reply("\n".join([*lines, "250 8BITMIME"]))}) as server:
+        result = check(capsys, server.url, "--json")
+    assert result.code == 22, result.out + result.err
+    ehlo = phases(result)["ehlo"]
+    assert ehlo["ok"] is False and ehlo["code"] is None  # -1 is aiosmtplib's, not the relay's
+    assert ehlo["text"] == "the relay's reply could not be read: Response too long"
+    assert_clean(result)
+
+
+def test_a_run_names_an_unreadable_ehlo_reply_as_such(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    lines = ["250-faultserver"] + [f"250-X-EXTENSION-{i} with parameters" for i in range(2000)]
+    with FaultServer({"EHLO": reply("\n".join([*lines, "250 8BITMIME"]))}) as server:
+        relays = f"relays:\n  - url: {server.url}\n"
+        job = write_job(tmp_path, rows=1, extra_yaml=relays)  # gives up after 1 s
+        result = cli(capsys, "run", job)
+    assert result.code == 69, result.err
+    assert "EHLO: the relay's reply could not be read: Response too long" in result.err
+    assert "STARTTLS" not in result.err and "-1" not in result.err

@@ -4,8 +4,10 @@ never elsewhere."""
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import shlex
+import signal
 import sys
 import time
 from pathlib import Path
@@ -248,3 +250,56 @@ def test_fallback_password_is_never_sent_in_clear_to_another_host() -> None:
     assert relay_password(local, {FALLBACK_ENV: "s3cret"}) == "s3cret"
     tls = parse_relay_url("smtp://mailer@mail.example.com:587")
     assert relay_password(tls, {FALLBACK_ENV: "s3cret"}) == "s3cret"
+
+
+# --------------------------------------------------------------------------- odd commands
+
+
+def test_token_command_that_leaves_a_child_holding_stdout_is_not_waited_for(
+    tmp_path: Path,
+) -> None:
+    """It printed its token and exited 0; a process it started in the background keeps
+    the pipe open. Its token is used at once, not after the limit, and not called a
+    command that "did not finish"."""
+    pid_file = tmp_path / "child"
+    code = (
+        "import pathlib, subprocess, sys\n"
+        f"print({TOKEN!r}, flush=True)\n"
+        "child = subprocess.Popen(['sleep', '3600'])\n"  # inherits stdout
+        f"with open({str(pid_file)!r}, 'a') as f: f.write(f'{{child.pid}}\\n')\n"
+    )
+    relay = parse_relay_url(URL, auth="xoauth2", password_cmd=_command(code))
+    started = time.monotonic()
+    try:
+        assert relay_password(relay, {}, timeout=60) == TOKEN
+        assert asyncio.run(fetch_token_async("relay r", _command(code), 60)) == TOKEN
+        assert time.monotonic() - started < 30
+    finally:
+        for pid in pid_file.read_text().split() if pid_file.exists() else []:
+            os.kill(int(pid), signal.SIGKILL)
+
+
+def test_token_command_that_prints_without_end_is_stopped_with_little_memory() -> None:
+    """`yes` as a token command: stopped once it printed more than any token, long before
+    the limit, and none of what it printed is shown."""
+    code = "import sys\nwhile True: sys.stdout.write('A' * 65536)\n"
+    relay = parse_relay_url(URL, auth="xoauth2", password_cmd=_command(code))
+    started = time.monotonic()
+    with pytest.raises(SecretUnavailable, match="printed more than 64 KiB") as info:
+        relay_password(relay, {}, timeout=120)
+    assert time.monotonic() - started < 60
+    assert "AAAA" not in str(info.value)
+
+
+def test_password_command_with_bytes_that_are_not_utf8_is_a_config_error() -> None:
+    relay = parse_relay_url(
+        URL, password_cmd=_command("import sys; sys.stdout.buffer.write(b'\\xff\\xfepw\\n')")
+    )
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        relay_password(relay, {})
+
+
+def test_password_command_is_bounded_in_output_too() -> None:
+    code = "import sys\nwhile True: sys.stdout.write('A' * 65536)\n"
+    with pytest.raises(ConfigError, match="printed more than 64 KiB"):
+        relay_password(parse_relay_url(URL, password_cmd=_command(code)), {})

@@ -123,9 +123,11 @@ def check(
     as soon as it is done. TxsendError (64, 65, 66, 78) before any relay is probed."""
     job = jobs.load(request.job, JobOverrides()) if request.job is not None else None
     relays = _relays(request.relay_url, job, env)
-    secrets = [_ready(relay, env) for relay in relays]
-    envelope = _envelope(request, job)
     limits = _limits(request.timeout, job)
+    # an OAuth token command is bounded as a connection's (--timeout, else timeouts.connect)
+    setting = "--timeout" if request.timeout is not None else "timeouts.connect"
+    secrets = [_ready(relay, env, limits.connect, setting) for relay in relays]
+    envelope = _envelope(request, job)
     return eventloop.run(_probe_all(relays, secrets, limits, envelope, on_relay))
 
 
@@ -187,9 +189,10 @@ def _same_relay(a: RelayConfig, b: RelayConfig) -> bool:
     )
 
 
-def _ready(relay: RelayConfig, env: Mapping[str, str]) -> str | None:
+def _ready(relay: RelayConfig, env: Mapping[str, str], timeout: float, setting: str) -> str | None:
     """The relay's password (None without a user), after its ca_file was loaded; a missing
-    secret or an unreadable ca_file is a ConfigError (78), as when sending."""
+    secret, a failing or slow (`timeout` seconds, named `setting`) token command or an
+    unreadable ca_file is a ConfigError (78), as when sending."""
     try:
         tls_context_for(relay)
     except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
@@ -198,7 +201,7 @@ def _ready(relay: RelayConfig, env: Mapping[str, str]) -> str | None:
             f"relay {relay.url}: cannot load ca_file {relay.ca_file}: {reason}",
             hint="ca_file must be a PEM file of CA certificates",
         ) from None
-    return relay_password(relay, env)
+    return relay_password(relay, env, timeout=timeout, setting=setting)
 
 
 def _envelope(request: CheckRequest, job: Job | None) -> ProbeEnvelope | None:

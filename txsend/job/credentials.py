@@ -79,19 +79,18 @@ def read_secret(
         return password
     if cmd:
         try:
-            done = subprocess.run(
-                shlex.split(cmd), capture_output=True, text=True, timeout=30, check=False
-            )
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise ConfigError(f"{owner}: password_cmd failed to run: {exc}") from exc
-        if done.returncode != 0:
-            raise ConfigError(f"{owner}: password_cmd exited with status {done.returncode}")
-        return done.stdout.rstrip("\r\n")
+            return asyncio.run(_command_text(owner, cmd, _PASSWORD_CMD_TIMEOUT, setting=""))
+        except SecretUnavailable as exc:  # a plain ConfigError for a password
+            raise ConfigError(exc.message) from None
     return None
 
 
 def relay_password(
-    relay: RelayConfig, env: Mapping[str, str] = os.environ, *, timeout: float = 30.0
+    relay: RelayConfig,
+    env: Mapping[str, str] = os.environ,
+    *,
+    timeout: float = 30.0,
+    setting: str = "timeouts.connect",
 ) -> str | None:
     """The relay's password, or for an OAuth relay one freshly fetched access token; None
     when it needs none; ConfigError (78) when it is missing (SecretUnavailable when a token
@@ -102,7 +101,7 @@ def relay_password(
     """
     owner = f"relay {relay.url}"
     if relay.auth.oauth and relay.password_cmd:
-        return fetch_token(owner, relay.password_cmd, timeout)
+        return fetch_token(owner, relay.password_cmd, timeout, setting=setting)
     password = read_secret(
         owner,
         env_var=relay.password_env,
@@ -223,7 +222,9 @@ def relay_secret(
 
 # RFC 6750 section 2.1, b64token: what a bearer token is made of
 _ACCESS_TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
-_KILLED_WAIT = 5.0  # seconds for a killed command's pipes to close
+_KILLED_WAIT = 5.0  # seconds for a killed command to be reaped
+_OUTPUT_MAX = 64 * 1024  # bytes: a token is a few KB; more is no secret, and is not kept
+_PASSWORD_CMD_TIMEOUT = 30.0  # seconds: a password command (not OAuth) runs once, before
 
 
 def _access_token(owner: str, source: str, text: str) -> str:
@@ -257,74 +258,144 @@ def _kill_group(pid: int) -> None:
         os.killpg(pid, signal.SIGKILL)
 
 
-def _timed_out(owner: str, timeout: float) -> SecretUnavailable:
+def _timed_out(owner: str, timeout: float, setting: str) -> SecretUnavailable:
+    named = f" ({setting})" if setting else ""
     return SecretUnavailable(
-        owner, f"password_cmd did not finish within {timeout:g} s (timeouts.connect): stopped"
+        owner, f"password_cmd did not finish within {timeout:g} s{named}: stopped"
     )
 
 
-def _finished(owner: str, returncode: int | None, out: bytes) -> str:
-    if returncode != 0:
+def fetch_token(
+    owner: str, command: str, timeout: float, *, setting: str = "timeouts.connect"
+) -> str:
+    """One access token from `command`'s stdout, from synchronous code (no event loop
+    running): `fetch_token_async` in a loop of its own, so that Ctrl-C kills the command
+    too. SecretUnavailable (78) if it fails, prints no token, or takes longer than
+    `timeout` seconds (then it is killed with everything it started)."""
+    return asyncio.run(fetch_token_async(owner, command, timeout, setting=setting))
+
+
+async def fetch_token_async(
+    owner: str, command: str, timeout: float, *, setting: str = "timeouts.connect"
+) -> str:
+    """One access token from `command`'s stdout (its own session, stdin closed, stderr
+    dropped), without blocking the event loop; see `_command_text`."""
+    text = await _command_text(owner, command, timeout, setting=setting)
+    return _access_token(owner, "password_cmd", text)
+
+
+async def _command_text(owner: str, command: str, timeout: float, *, setting: str) -> str:
+    """What `command` printed on stdout before it exited, trailing newline stripped.
+
+    SecretUnavailable if it cannot start, exits non-zero, prints more than _OUTPUT_MAX
+    bytes or bytes that are not UTF-8, or has not exited within `timeout` seconds; then,
+    and when the fetch is cancelled (Ctrl-C), it is killed with everything it started.
+    Once it has exited, a process it left behind that still holds its stdout is not
+    waited for. Nothing it printed is ever put into a message."""
+    argv = _argv(owner, command)
+    # a pipe of our own rather than asyncio's: asyncio waits for every holder of its
+    # pipes to close them before it reports the exit
+    read_fd, write_fd = os.pipe()
+    try:
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=subprocess.DEVNULL,
+                stdout=write_fd,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            raise SecretUnavailable(owner, f"password_cmd failed to run: {reason}") from None
+        finally:
+            os.close(write_fd)
+        out = await _output_of(owner, process, read_fd, timeout, setting)
+    finally:
+        os.close(read_fd)
+    if process.returncode != 0:
         # never the output: on stdout it may be a token, and stderr is not kept
-        raise SecretUnavailable(owner, f"password_cmd exited with status {returncode}")
+        raise SecretUnavailable(owner, f"password_cmd exited with status {process.returncode}")
     try:
         text = out.decode("utf-8")
     except UnicodeDecodeError:
         raise SecretUnavailable(owner, "password_cmd printed bytes that are not UTF-8") from None
-    return _access_token(owner, "password_cmd", text)
+    return text.rstrip("\r\n")
 
 
-def fetch_token(owner: str, command: str, timeout: float) -> str:
-    """One access token from `command`'s stdout (its own session, stdin closed, stderr
-    dropped); SecretUnavailable (78) if it fails, prints no token, or takes longer than
-    `timeout` seconds (then it is killed with everything it started)."""
-    argv = _argv(owner, command)
-    try:
-        process = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-    except OSError as exc:
-        raise SecretUnavailable(owner, f"password_cmd failed to run: {exc.strerror}") from None
-    with process:
-        try:
-            out, _ = process.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            _kill_group(process.pid)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.communicate(timeout=_KILLED_WAIT)
-            raise _timed_out(owner, timeout) from None
-    return _finished(owner, process.returncode, out)
-
-
-async def fetch_token_async(owner: str, command: str, timeout: float) -> str:
-    """As `fetch_token`, without blocking the event loop; a cancelled fetch kills the
-    command too."""
-    argv = _argv(owner, command)
-    try:
-        process = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-    except OSError as exc:
-        raise SecretUnavailable(owner, f"password_cmd failed to run: {exc.strerror}") from None
-    done = False
+async def _output_of(
+    owner: str, process: asyncio.subprocess.Process, fd: int, timeout: float, setting: str
+) -> bytes:
+    """Read `fd` (the command's stdout) until the command exits, at most _OUTPUT_MAX
+    bytes and `timeout` seconds; a command still running after that is killed."""
+    loop = asyncio.get_running_loop()
+    os.set_blocking(fd, False)
+    output = _Output(fd, loop.create_future())
+    loop.add_reader(fd, output.read)
     try:
         async with asyncio.timeout(timeout):
-            out, _ = await process.communicate()
-        done = True
+            exited = asyncio.ensure_future(process.wait())
+            try:
+                await asyncio.wait({exited, output.full}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                exited.cancel()
     except TimeoutError:
-        raise _timed_out(owner, timeout) from None
+        raise _timed_out(owner, timeout, setting) from None
     finally:
-        if not done:  # timed out or cancelled: nothing of it may outlive the fetch
+        loop.remove_reader(fd)
+        if process.returncode is None:  # timed out, too much output, or cancelled
             _kill_group(process.pid)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(_KILLED_WAIT):
-                    await process.communicate()
-    return _finished(owner, process.returncode, out)
+                    await process.wait()
+    output.read_all()  # all it wrote before it exited is in the pipe now
+    if output.full.done():
+        raise SecretUnavailable(
+            owner,
+            f"password_cmd printed more than {_OUTPUT_MAX // 1024} KiB: not one secret, stopped",
+        )
+    return b"".join(output.chunks)
+
+
+@dataclass
+class _Output:
+    """A command's stdout as it arrives, up to _OUTPUT_MAX bytes; `full` is set (to the
+    bytes read) when it printed more."""
+
+    fd: int
+    full: asyncio.Future[int] = field(repr=False)
+    chunks: list[bytes] = field(default_factory=list, repr=False)
+    size: int = 0
+    ended: bool = False
+
+    def read(self) -> bool:
+        """One read of what is there now; False when nothing more will be (EOF, nothing
+        waiting, or too much)."""
+        if self.ended or self.full.done():
+            return False
+        try:
+            data = os.read(self.fd, 65536)
+        except BlockingIOError:
+            return False
+        except OSError:
+            data = b""
+        if not data:
+            self.ended = True
+            self.stop()
+            return False
+        self.size += len(data)
+        if self.size > _OUTPUT_MAX:
+            self.chunks.clear()
+            self.full.set_result(self.size)
+            self.stop()
+            return False
+        self.chunks.append(data)
+        return True
+
+    def read_all(self) -> None:
+        while self.read():
+            pass
+
+    def stop(self) -> None:
+        """No more reads: at its end the pipe would be readable (EOF) without end."""
+        asyncio.get_running_loop().remove_reader(self.fd)

@@ -14,6 +14,7 @@ import json
 import os
 import shlex
 import shutil
+import signal
 import sqlite3
 import sys
 import time
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.jobs import Result, cli, write_job
+from tests.jobs import Result, cli, txsend_subprocess, write_job
 from tests.smtpd import ScriptedServer, TlsFiles, make_tls_files
 from txsend.delivery.smtp.auth import oauth_initial_response
 from txsend.job.relays import parse_relay_url
@@ -401,6 +402,38 @@ def test_token_command_hanging_before_the_run_is_stopped_after_the_connect_timeo
     assert grandchild is not None and process_gone(grandchild)
 
 
+@pytest.mark.parametrize("command_line", [["run"], ["check", "--job"]], ids=["run", "check"])
+def test_ctrl_c_while_the_token_command_runs_kills_it_and_exits_130(
+    command_line: list[str], tmp_path: Path, server: ScriptedServer, tls_files: TlsFiles
+) -> None:
+    """The token command runs in a session of its own, so the terminal's Ctrl-C does not
+    reach it: txsend must kill it (and what it started) itself."""
+    command = TokenCommand(tmp_path, "hang", good=0)
+    delivery = GIVE_UP + "  timeouts: {connect: 120s}\n"
+    job = oauth_job(tmp_path, server, tls_files, command, delivery=delivery)
+    proc = txsend_subprocess(*command_line, job)
+    try:
+        deadline = time.monotonic() + 60
+        while command.grandchild is None:  # the command, and what it started, run
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the token command never started"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        grandchild = command.grandchild
+        gone = grandchild is None or process_gone(grandchild)
+        if not gone:
+            os.kill(grandchild, signal.SIGKILL)
+    assert proc.returncode == 130, err
+    assert gone, "the token command's child outlived txsend"
+    assert server.connections == 0
+    assert "TXSEND-oauth-T0ken" not in out + err
+
+
 @pytest.mark.parametrize("mode", ["hang", "fail"])
 def test_token_command_failing_during_the_run_fails_connections_and_the_run_ends(
     mode: str,
@@ -539,6 +572,30 @@ def test_a_server_that_quotes_the_token_back_does_not_leak_it(
     result = txsend(capsys, "run", job, "--report", tmp_path / "report.json")
     assert result.code == 69, result.err
     assert "535 5.7.8 token [token] is not valid" in result.err
+    assert_no_token(tmp_path, result, server)
+
+
+@pytest.mark.parametrize("mechanism", MECHANISMS)
+def test_a_server_that_quotes_the_sasl_response_back_does_not_leak_the_token(
+    mechanism: str,
+    tmp_path: Path,
+    server: ScriptedServer,
+    tls_files: TlsFiles,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The base64 SASL response carries the token, decodable: quoted back in the relay's
+    refusal, it must not reach the logs, the report or the journal."""
+    command = TokenCommand(tmp_path, "wrong", good=0)
+    url = f"smtp://{USER.replace('@', '%40')}@127.0.0.1:{server.port}?tls=starttls"
+    relay = parse_relay_url(url, auth=mechanism, password_env="UNUSED")
+    quoted = oauth_initial_response(relay, "Wr0ng" + TOKEN).decode()
+    server.oauth_refusal = f"535 5.7.8 {quoted} is not valid"
+    job = oauth_job(tmp_path, server, tls_files, command, auth=mechanism)
+    result = txsend(capsys, "run", job, "--report", tmp_path / "report.json")
+    assert result.code == 69, result.err
+    assert "535 5.7.8 [token] is not valid" in result.err
+    assert [base64.b64encode(e.initial).decode() for e in server.oauth_exchanges] == [quoted]
+    assert quoted.rstrip("=").encode() not in everything_written(tmp_path, result)
     assert_no_token(tmp_path, result, server)
 
 

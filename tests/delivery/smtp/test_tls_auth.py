@@ -8,6 +8,7 @@ line; the tests that need them are skipped when it is not installed.
 from __future__ import annotations
 
 import asyncio
+import base64
 import gc
 import json
 import os
@@ -15,12 +16,14 @@ import shutil
 import smtplib
 import sqlite3
 import ssl
+import threading
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.faultserver import FaultServer, reply
 from tests.jobs import Result, cli, write_job
 from tests.smtpd import ScriptedServer, TlsFiles, make_tls_files
 from txsend.delivery.smtp import RelayDown, SmtpConnection
@@ -346,6 +349,36 @@ def test_wrong_password_exits_69_and_never_shows_the_password(
     assert PASSWORD not in status.out + status.err
 
 
+def test_a_relay_that_quotes_the_auth_plain_line_back_does_not_leak_the_password(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """AUTH PLAIN sends base64(NUL user NUL password): a relay quoting that back must not
+    put the password, decodable, into the logs, the report or the journal."""
+    plain = base64.b64encode(f"\0{USER}\0{PASSWORD}".encode()).decode()
+    script = {
+        "EHLO": reply("250-faultserver\n250 AUTH PLAIN"),
+        "AUTH": reply(f"535 5.7.8 bad credentials {plain}"),
+    }
+    monkeypatch.setenv(PASSWORD_ENV, PASSWORD)
+    with FaultServer(script) as server:
+        url = f"smtp://{USER}@127.0.0.1:{server.port}?tls=none"
+        job = write_job(
+            tmp_path,
+            rows=2,
+            extra_yaml=relays_yaml(url, password_env=PASSWORD_ENV, allow_insecure_auth=True),
+        )
+        report = tmp_path / "report.json"
+        result = txsend(capsys, "run", job, "--json", "--report", report)
+        assert server.commands.count("AUTH") >= 1
+    assert result.code == 69, result.err
+    assert "535 5.7.8 bad credentials ***" in result.err
+    written = result.out + result.err + report.read_text()
+    for secret in (PASSWORD, plain, plain.rstrip("=")):
+        assert secret not in written
+        assert secret.encode() not in journal_bytes(tmp_path)
+    assert_no_traceback(result)
+
+
 @pytest.mark.parametrize("url_tail", ["", "?tls=none"])
 def test_password_without_tls_is_refused_before_connecting(
     url_tail: str,
@@ -458,6 +491,135 @@ def test_tls_connection_is_closed_before_the_run_ends(
         warnings.simplefilter("always", ResourceWarning)
         asyncio.run(refused_login())
         gc.collect()
+    leaks = [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
+    assert leaks == []
+
+
+class SilentAfterAuth:
+    """A STARTTLS relay that answers AUTH with `answer` (none: it never answers) and then
+    never reads again: a client that closes its TLS session politely waits for a
+    close_notify that never comes."""
+
+    def __init__(self, context: ssl.SSLContext, answer: bytes = b"") -> None:
+        self.context = context
+        self.answer = answer
+        self.port = 0
+        self.auth = threading.Event()  # AUTH arrived (and was answered, if it is)
+        self._writers: list[asyncio.StreamWriter] = []
+        self._done: asyncio.Event | None = None
+        self._server: asyncio.Server | None = None
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+
+    def __enter__(self) -> SilentAfterAuth:
+        self._thread.start()
+        self._server = asyncio.run_coroutine_threadsafe(
+            asyncio.start_server(self._session, "127.0.0.1", 0), self._loop
+        ).result(timeout=10)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        async def stop() -> None:
+            assert self._server is not None
+            self._server.close()
+            for writer in self._writers:
+                writer.transport.abort()
+            if self._done is not None:
+                self._done.set()
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self._server.wait_closed()
+
+        asyncio.run_coroutine_threadsafe(stop(), self._loop).result(timeout=10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+        self._loop.close()
+
+    async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.append(writer)
+        self._done = self._done or asyncio.Event()
+        writer.write(b"220 silent ESMTP\r\n")
+        await reader.readline()  # EHLO
+        writer.write(b"250-silent\r\n250 STARTTLS\r\n")
+        await reader.readline()  # STARTTLS
+        writer.write(b"220 go ahead\r\n")
+        await writer.drain()
+        await writer.start_tls(self.context)
+        await reader.readline()  # EHLO
+        writer.write(b"250-silent\r\n250 AUTH PLAIN\r\n")
+        await reader.readline()  # AUTH
+        writer.write(self.answer)
+        await writer.drain()
+        self.auth.set()
+        await self._done.wait()  # never reads again; the socket stays open
+
+
+@pytest.mark.parametrize("loop_name", ["asyncio", "uvloop"])
+def test_a_refused_login_closes_the_tls_socket_without_waiting_for_the_relay(
+    loop_name: str, tls_files: TlsFiles
+) -> None:
+    """uvloop's transports are no asyncio.WriteTransport: the connection was closed
+    politely, waiting for the relay's close_notify, and the run's loop closed with the
+    socket still open (uvloop: OSError EBUSY, an internal error, exit 70)."""
+    factory = None
+    if loop_name == "uvloop":
+        uvloop = pytest.importorskip("uvloop", reason="uvloop is the optional 'speed' extra")
+        factory = uvloop.new_event_loop
+    refusal = b"454 4.7.0 Temporary authentication failure\r\n"
+    with SilentAfterAuth(tls_files.server_context(), refusal) as server:
+        relay = parse_relay_url(
+            f"smtp://{USER}@127.0.0.1:{server.port}?tls=starttls",
+            ca_file=str(tls_files.ca_file),
+            password_env=PASSWORD_ENV,
+        )
+
+        async def refused_login() -> None:
+            connection = SmtpConnection(relay, PASSWORD, Timeouts())
+            with pytest.raises(RelayDown, match="454"):
+                await connection.open()
+
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ResourceWarning)
+            with asyncio.Runner(loop_factory=factory) as runner:  # closing: no socket open
+                runner.run(refused_login())
+            gc.collect()
+        assert server.auth.is_set()
+    leaks = [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
+    assert leaks == []
+
+
+@pytest.mark.parametrize("loop_name", ["asyncio", "uvloop"])
+def test_a_connection_cancelled_while_it_opens_leaves_no_socket_open(
+    loop_name: str, tls_files: TlsFiles
+) -> None:
+    """A run that stops (give_up_unreachable, Ctrl-C) cancels the connections being
+    opened: one waiting for its AUTH reply over TLS was left to aiosmtplib's polite close,
+    still open when the loop closed (uvloop: OSError EBUSY, an internal error, exit 70)."""
+    factory = None
+    if loop_name == "uvloop":
+        uvloop = pytest.importorskip("uvloop", reason="uvloop is the optional 'speed' extra")
+        factory = uvloop.new_event_loop
+    with SilentAfterAuth(tls_files.server_context()) as server:
+        relay = parse_relay_url(
+            f"smtp://{USER}@127.0.0.1:{server.port}?tls=starttls",
+            ca_file=str(tls_files.ca_file),
+            password_env=PASSWORD_ENV,
+        )
+
+        async def cancelled_login() -> None:
+            connection = SmtpConnection(relay, PASSWORD, Timeouts())
+            opening = asyncio.create_task(connection.open())
+            assert await asyncio.to_thread(server.auth.wait, 30), "AUTH never arrived"
+            opening.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await opening
+
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ResourceWarning)
+            with asyncio.Runner(loop_factory=factory) as runner:  # closing: no socket open
+                runner.run(cancelled_login())
+            gc.collect()
     leaks = [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
     assert leaks == []
 

@@ -12,7 +12,8 @@ mechanisms are spoken here, to keep the server's reason for a refused token:
   answered with a single ^A (RFC 7628 section 3.2.3), then the final reply.
 
 A refusal raises SMTPAuthenticationError carrying the final reply and the decoded JSON
-error; the token never appears in it.
+error; the secret never appears in it, in any form a relay could quote it back in
+(`scrub`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import aiosmtplib
 
 from txsend.models import RelayAuth, RelayConfig
 
-__all__ = ["authenticate", "oauth_initial_response"]
+__all__ = ["authenticate", "oauth_initial_response", "scrub"]
 
 _CONTINUE = 334
 _SUCCESS = 235
@@ -42,7 +43,15 @@ async def authenticate(smtp: aiosmtplib.SMTP, relay: RelayConfig, secret: str) -
     if relay.username is None:
         raise ValueError(f"relay {relay.url} has no user name to authenticate as")
     if relay.auth is RelayAuth.PASSWORD:
-        await smtp.login(relay.username, secret)
+        try:
+            await smtp.login(relay.username, secret)
+        # a relay may quote the AUTH PLAIN or LOGIN line back
+        except aiosmtplib.SMTPAuthenticationError as exc:
+            reason = scrub(exc.message, relay, secret)
+            raise aiosmtplib.SMTPAuthenticationError(exc.code, reason) from None
+        except aiosmtplib.SMTPResponseException as exc:
+            reason = scrub(exc.message, relay, secret)
+            raise aiosmtplib.SMTPResponseException(exc.code, reason) from None
         return
     mechanism = relay.auth.value.upper()
     offered = [m.upper() for m in smtp.server_auth_methods]
@@ -60,7 +69,7 @@ async def authenticate(smtp: aiosmtplib.SMTP, relay: RelayConfig, secret: str) -
         detail = _error_detail(mechanism, reply.message)
         reply = await smtp.execute_command(_ABORT[relay.auth])
     if reply.code != _SUCCESS:
-        message = _scrub(f"{reply.message}{detail}", secret)
+        message = scrub(f"{reply.message}{detail}", relay, secret)
         raise aiosmtplib.SMTPAuthenticationError(reply.code, message)
 
 
@@ -100,6 +109,24 @@ def _error_detail(mechanism: str, challenge: str) -> str:
     return f" ({mechanism} error: {text})" if text else ""
 
 
-def _scrub(text: str, secret: str) -> str:
-    """`text` without the secret, should a server quote it back."""
-    return text.replace(secret, "[token]") if secret else text
+def scrub(text: str, relay: RelayConfig, secret: str | None) -> str:
+    """`text` without the relay's secret (a password: "***", a token: "[token]") in any
+    form a relay could quote back: as is, in base64 (AUTH LOGIN), in AUTH PLAIN's base64
+    with the user, or in the OAuth mechanism's base64 initial response; with or without
+    base64's padding."""
+    if not secret:
+        return text
+    mask = "[token]" if relay.auth.oauth else "***"
+    encoded = [base64.b64encode(secret.encode("utf-8"))]
+    if relay.username is not None:
+        user = relay.username.encode("utf-8")
+        encoded.append(base64.b64encode(b"\0" + user + b"\0" + secret.encode("utf-8")))
+        if relay.auth.oauth:
+            encoded.append(oauth_initial_response(relay, secret))
+    # the longest first: a shorter form may be part of a longer one
+    forms = [e.decode("ascii") for e in encoded]
+    forms += [form.rstrip("=") for form in forms]
+    for form in sorted({*forms, secret}, key=len, reverse=True):
+        if form:
+            text = text.replace(form, mask)
+    return text

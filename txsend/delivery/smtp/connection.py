@@ -115,6 +115,11 @@ class SmtpConnection:
             await _shut(smtp)
             fault, code, reason = connect_fault(exc, stage, tls=relay.tls is TlsMode.IMPLICIT)
             raise RelayDown(relay.url, reason, fault=fault, code=code) from None
+        except BaseException:
+            # cancelled (the run stops): aiosmtplib's own close would wait for a TLS peer,
+            # and the socket would outlive the run's loop (uvloop: EBUSY on closing it)
+            await _shut(smtp)
+            raise
         # uvloop's transports are not asyncio.WriteTransport subclasses: no isinstance
         transport = cast(asyncio.WriteTransport | None, smtp.transport)
         if transport is None or transport.is_closing():
@@ -396,13 +401,25 @@ async def _shut(smtp: aiosmtplib.SMTP, transport: asyncio.BaseTransport | None =
     """Drop a connection and let its socket close before returning (a TLS close would
     otherwise wait for the peer, and a run could end with the socket still open)."""
     transport = transport or smtp.transport
+    protocol = smtp.protocol
+    # abort before close(), which would close TLS politely; uvloop's transports are not
+    # asyncio.WriteTransport subclasses: no isinstance
+    abort = getattr(transport, "abort", None)
+    if abort is not None:
+        abort()
     smtp.close()
-    if isinstance(transport, asyncio.WriteTransport):
-        transport.abort()
-        await asyncio.sleep(0)  # let connection_lost run: no socket outlives the run
+    if abort is None or protocol is None:
+        return
+    # connection_lost comes a turn or two later: no socket outlives the run
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(_SHUT_WAIT):
+            while protocol.transport is not None:
+                await asyncio.sleep(0)
 
 
 NOT_STARTED = "message not sent: the journal refused to record it as sending"
+_SHUT_WAIT = 1.0  # seconds for an aborted connection's connection_lost
+UNREADABLE = "the relay's reply could not be read"
 
 
 def _describe(exc: BaseException) -> str:
@@ -438,6 +455,10 @@ def connect_fault(
         if isinstance(cause, ssl.SSLCertVerificationError):
             why = cause.verify_message or cause.reason or str(cause)
             return ConnectFault.TLS_CERTIFICATE, None, f"TLS certificate not verified: {why}"
+    if isinstance(exc, aiosmtplib.SMTPResponseException) and exc.code < 0:
+        # aiosmtplib's verdict on a reply it could not read (too long, malformed)
+        where = "EHLO: " if stage == "ehlo" else ""
+        return ConnectFault.OTHER, None, f"{where}{UNREADABLE}: {exc.message}"
     if isinstance(exc, aiosmtplib.SMTPResponseException):
         code, text = exc.code, f"{exc.code} {exc.message}".strip()
         permanent = code >= 500

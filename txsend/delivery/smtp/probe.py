@@ -17,7 +17,6 @@ the limits of the phases it may go through, however the relay paces its replies.
 from __future__ import annotations
 
 import asyncio
-import base64
 import ipaddress
 import socket
 import ssl
@@ -30,13 +29,13 @@ from typing import Any
 
 import aiosmtplib
 
-from txsend.delivery.smtp.auth import authenticate
+from txsend.delivery.smtp.auth import authenticate, scrub
 from txsend.delivery.smtp.certificates import (
     describe_all,
     peer_certificates,
     verify_problem,
 )
-from txsend.delivery.smtp.connection import local_hostname, tls_context_for
+from txsend.delivery.smtp.connection import UNREADABLE, local_hostname, tls_context_for
 from txsend.models import RelayConfig, TlsMode
 
 __all__ = [
@@ -245,7 +244,6 @@ class _Probe:
         self.usable = False  # the session takes commands still (QUIT at the end)
         self.mail_sent = False  # MAIL went out: RSET before QUIT
         self.current: tuple[ProbePhase, float] | None = None
-        self._hidden = _secret_forms(relay, secret)
 
     # -- bookkeeping --------------------------------------------------------------------
 
@@ -273,6 +271,10 @@ class _Probe:
 
     def refused(self, name: ProbePhase, started: float, exc: BaseException, limit: float) -> bool:
         """A phase that failed with `exc`: the relay's reply when it gave one."""
+        if isinstance(exc, aiosmtplib.SMTPResponseException) and exc.code < 0:
+            # aiosmtplib's verdict on a reply it could not read: no code of the relay's
+            self.usable = False
+            return self.record(name, False, started, f"{UNREADABLE}: {exc.message}")
         if isinstance(exc, aiosmtplib.SMTPResponseException):
             self.usable = self.smtp is not None and self.smtp.is_connected
             return self.record(name, False, started, exc.message, code=exc.code)
@@ -290,9 +292,7 @@ class _Probe:
 
     def hide(self, text: str) -> str:
         """`text` without the password in any form a relay could echo it in."""
-        for form in self._hidden:
-            text = text.replace(form, "***")
-        return text
+        return scrub(text, self.relay, self.secret)
 
     def hide_all(self, value: Any) -> Any:
         """`hide` for every string inside a phase's details."""
@@ -805,17 +805,3 @@ def _session(ssl_object: ssl.SSLObject, now: datetime) -> dict[str, Any]:
     if not whole:
         found["chain_note"] = CHAIN_NOTE
     return found
-
-
-def _secret_forms(relay: RelayConfig, secret: str | None) -> list[str]:
-    """The password as a relay could echo it: as is, and in base64 (AUTH LOGIN sends it
-    alone, AUTH PLAIN with the user)."""
-    if not secret:
-        return []
-    forms = [secret]
-    raw = secret.encode()
-    forms.append(base64.b64encode(raw).decode())
-    if relay.username is not None:
-        user = relay.username.encode()
-        forms.append(base64.b64encode(b"\0" + user + b"\0" + raw).decode())
-    return forms
