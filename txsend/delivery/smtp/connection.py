@@ -434,7 +434,7 @@ def _describe(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-def _chain(exc: BaseException) -> list[BaseException]:
+def exception_chain(exc: BaseException) -> list[BaseException]:
     """The exception and its causes, outermost first."""
     seen: list[BaseException] = []
     current: BaseException | None = exc
@@ -450,7 +450,7 @@ def connect_fault(
     """What kind of fault an exception from opening a session is, its reply code, and
     a one-line reason (`stage`: connect, ehlo or auth: where the opening was; `tls`: the
     connection starts with TLS, smtps)."""
-    chain = _chain(exc)
+    chain = exception_chain(exc)
     for cause in chain:
         if isinstance(cause, ssl.SSLCertVerificationError):
             why = cause.verify_message or cause.reason or str(cause)

@@ -35,7 +35,12 @@ from txsend.delivery.smtp.certificates import (
     peer_certificates,
     verify_problem,
 )
-from txsend.delivery.smtp.connection import UNREADABLE, local_hostname, tls_context_for
+from txsend.delivery.smtp.connection import (
+    UNREADABLE,
+    exception_chain,
+    local_hostname,
+    tls_context_for,
+)
 from txsend.models import RelayConfig, TlsMode
 
 __all__ = [
@@ -733,17 +738,8 @@ def _os_reason(exc: OSError) -> str:
     return exc.strerror or str(exc) or type(exc).__name__
 
 
-def _chain(exc: BaseException) -> list[BaseException]:
-    seen: list[BaseException] = []
-    current: BaseException | None = exc
-    while current is not None and current not in seen:
-        seen.append(current)
-        current = current.__cause__ or current.__context__
-    return seen
-
-
 def _cert_error(exc: BaseException) -> ssl.SSLCertVerificationError | None:
-    for cause in _chain(exc):
+    for cause in exception_chain(exc):
         if isinstance(cause, ssl.SSLCertVerificationError):
             return cause
     return None
@@ -771,12 +767,14 @@ def _in_greeting(exc: BaseException) -> bool:
 
 
 def _tls_reason(exc: BaseException, limit: float) -> str:
-    for cause in _chain(exc):
+    for cause in exception_chain(exc):
         if isinstance(cause, ssl.SSLError):
             return f"TLS handshake failed: {cause.reason or cause}"
-    if isinstance(exc, TimeoutError) or any(isinstance(c, TimeoutError) for c in _chain(exc)):
+    if isinstance(exc, TimeoutError) or any(
+        isinstance(c, TimeoutError) for c in exception_chain(exc)
+    ):
         return f"TLS handshake not done within {limit:g} s"
-    for cause in _chain(exc):
+    for cause in exception_chain(exc):
         if isinstance(cause, ConnectionRefusedError):
             return "connection refused"
     return "TLS handshake failed: the relay closed the connection during the handshake"
