@@ -36,6 +36,8 @@ LAZY = {
     "txsend.app.bounces": "the report parsers (flufl.bounce among them) load for `bounces` only",
     "txsend.app.suppressions": "the suppression store loads when `txsend suppress` runs",
     "txsend.app.testsend": "a test send's use case loads when `run --test-to` starts",
+    "txsend.job.credentials": "password and token commands load asyncio: only to read one",
+    "txsend.addresses": "the address rules (idna) load when an address is checked",
     "txsend.app.probe": "the relay probe (aiosmtplib, cryptography) loads for `check` only",
     "txsend.feedback.imap": "imaplib and TLS load only for `txsend bounces --imap`",
 }

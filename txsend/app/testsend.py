@@ -30,8 +30,8 @@ from txsend.app.suppressions import open_job_store
 from txsend.content.ids import MessageIds, message_id_domain
 from txsend.content.testsend import TestSendRenderer, reviewer_key
 from txsend.errors import JobError, RowError, UsageError
-from txsend.job.alerts import Hooks
 from txsend.job.credentials import RelaySecret
+from txsend.job.hooks import Hooks
 from txsend.job.loading import load_job
 from txsend.job.location import JournalLocation
 from txsend.job.rowbatches import RecipientRows

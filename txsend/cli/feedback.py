@@ -14,7 +14,6 @@ import typer
 from txsend.cli.console import stderr_console, stdout_console
 from txsend.cli.options import JobArg, JournalOpt, JsonOpt, journal_overrides
 from txsend.errors import UsageError
-from txsend.job.credentials import read_secret
 
 if TYPE_CHECKING:
     from txsend.app.bounces import BounceResult
@@ -137,6 +136,8 @@ def bounces(
         raise UsageError("pass one of --password-env, --password-file, --password-cmd")
 
     def password() -> str:
+        from txsend.job.credentials import read_secret  # a password command loads asyncio
+
         found = read_secret(
             f"--imap {imap}", env_var=password_env, file=password_file, cmd=password_cmd
         )

@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from txsend import logs
-from txsend.addresses import comparable_address, envelope_address
 from txsend.app import requests
 from txsend.cli.console import Printer, stderr_line
 from txsend.cli.options import SendFlags
@@ -49,6 +48,9 @@ def test_flags(test_to: list[str] | None, rows: int | None) -> requests.TestSend
         return None
     if rows is not None and rows < 1:
         raise UsageError(f"--rows must be at least 1, got {rows}")
+    # the address rules (idna among them) load for a test send only, not for run --help
+    from txsend.addresses import comparable_address, envelope_address
+
     addresses: list[str] = []
     for value in test_to:
         try:

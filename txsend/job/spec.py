@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from txsend.job.alerts import Hooks
+from txsend.job.hooks import Hooks
 from txsend.job.location import JournalLocation
 from txsend.models import Content, Delivery, RecipientsSpec, RelayConfig, Template
 

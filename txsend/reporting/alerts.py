@@ -31,7 +31,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from txsend.job.alerts import AlertRule, Alerts
+from txsend.job.hooks import AlertRule, Alerts
 from txsend.models import State
 from txsend.reporting.stats import BUCKETS, bucket_edge, bucket_of
 
