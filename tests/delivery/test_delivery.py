@@ -30,6 +30,7 @@ import pytest
 from tests.jobs import cli, write_job
 from tests.sinks import RunningSink, running_sink
 from tests.smtpd import ScriptedServer
+from txsend.delivery.engine import RATE_MAX_WAIT
 from txsend.sink.faults import Faults
 
 # in-run retries: the second attempt ~50 ms after the first, the third ~100 ms later
@@ -726,7 +727,10 @@ def test_rate_per_minute_spaces_the_messages(
 
 
 def _hour_boundary_is_near(margin: float) -> bool:
-    return 3600 - time.time() % 3600 < margin
+    """Whether the current UTC hour ends within `margin` seconds plus RATE_MAX_WAIT: that
+    close to its end a spent hourly quota is waited for (it renews sooner than the engine
+    gives up on a rate slot), so a test of what happens once it is spent cannot run."""
+    return 3600 - time.time() % 3600 < margin + RATE_MAX_WAIT
 
 
 @pytest.mark.skipif(_hour_boundary_is_near(15), reason="too close to the next UTC hour")
