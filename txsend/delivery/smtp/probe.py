@@ -11,20 +11,18 @@ phase goes on after a TLS failure, so AUTH, MAIL and RCPT never cross an unverif
 plaintext connection where TLS was asked for.
 
 Every phase is bounded by its limit (`ProbeLimits`), and the whole probe by the sum of
-the limits of the phases it may go through, however the relay paces its replies.
+the limits of the phases it may go through, however the relay paces its replies. What a
+probe reports (phases, limits, what EHLO offers) is `txsend.delivery.smtp.probereport`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import socket
 import ssl
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import Any
 
 import aiosmtplib
@@ -41,6 +39,15 @@ from txsend.delivery.smtp.connection import (
     local_hostname,
     tls_context_for,
 )
+from txsend.delivery.smtp.probereport import (
+    PhaseReport,
+    ProbeEnvelope,
+    ProbeLimits,
+    ProbePhase,
+    RelayProbe,
+    ehlo_offers,
+    insecure_auth_problem,
+)
 from txsend.models import RelayConfig, TlsMode
 
 __all__ = [
@@ -54,108 +61,11 @@ __all__ = [
     "probe",
 ]
 
-# The keywords `txsend check` names one by one; any other is listed as it came.
-KNOWN_EXTENSIONS = (
-    "SIZE",
-    "PIPELINING",
-    "STARTTLS",
-    "AUTH",
-    "SMTPUTF8",
-    "DSN",
-    "8BITMIME",
-    "CHUNKING",
-    "ENHANCEDSTATUSCODES",
-)
 CHAIN_NOTE = (
     "this Python (before 3.13) gives only the relay's own certificate, not the "
     "intermediates it sent"
 )
 SHOWN_UNVERIFIED = "a second connection without verification, only to show the certificate"
-
-
-class ProbePhase(StrEnum):
-    """A step of the probe, as reports name it."""
-
-    CONNECT = "connect"
-    GREETING = "greeting"
-    EHLO = "ehlo"
-    TLS = "tls"
-    EHLO_AFTER_TLS = "ehlo_after_tls"
-    AUTH = "auth"
-    MAIL = "mail"
-    RCPT = "rcpt"
-    QUIT = "quit"  # RSET (after MAIL) and QUIT: shown, never a failure of the relay
-
-
-@dataclass(frozen=True)
-class ProbeLimits:
-    """Seconds each phase may take: `connect` for the TCP connection, the greeting and an
-    implicit TLS handshake, `command` for every other phase; `total` bounds the whole
-    probe (None: the sum of the limits of the phases it may go through)."""
-
-    connect: float
-    command: float
-    total: float | None = None
-
-    def whole(self, relay: RelayConfig, *, mail: bool) -> float:
-        """The whole probe's limit for `relay`."""
-        if self.total is not None:
-            return self.total
-        # connect + greeting (+ the TLS handshake of smtps), EHLO, STARTTLS + EHLO,
-        # AUTH, MAIL + RCPT + RSET, QUIT; a certificate that does not verify costs a
-        # second connection up to the TLS phase
-        opening = 3 * self.connect if relay.tls is TlsMode.IMPLICIT else 2 * self.connect
-        commands = 1 + (2 if relay.tls is TlsMode.STARTTLS else 0)
-        commands += (1 if relay.username else 0) + (3 if mail else 0) + 1
-        unverified = 0.0
-        if relay.tls is not TlsMode.NONE:
-            unverified = opening + (2 * self.command if relay.tls is TlsMode.STARTTLS else 0)
-        return opening + commands * self.command + unverified
-
-
-@dataclass(frozen=True)
-class ProbeEnvelope:
-    """MAIL FROM and RCPT TO to try (bare addresses; an empty sender is the null sender)."""
-
-    mail_from: str
-    rcpt: str
-
-
-@dataclass
-class PhaseReport:
-    """What one phase did: whether it passed, how long it took, the relay's reply (code
-    and text; the text says what happened when there was no reply) and what it found."""
-
-    name: ProbePhase
-    ok: bool
-    seconds: float
-    code: int | None = None
-    text: str = ""
-    details: dict[str, Any] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        """The phase as JSON values."""
-        return {
-            "name": str(self.name),
-            "ok": self.ok,
-            "seconds": round(self.seconds, 6),
-            "code": self.code,
-            "text": self.text,
-            "details": self.details,
-        }
-
-
-@dataclass
-class RelayProbe:
-    """The phases one relay went through, in order (the failing one last before QUIT)."""
-
-    relay: RelayConfig
-    phases: list[PhaseReport]
-
-    @property
-    def failed(self) -> PhaseReport | None:
-        """The phase that failed, or None when every phase passed (QUIT does not count)."""
-        return next((p for p in self.phases if not p.ok and p.name is not ProbePhase.QUIT), None)
 
 
 async def probe(
@@ -180,48 +90,6 @@ async def probe(
     finally:
         await session.close()
     return RelayProbe(relay, session.phases)
-
-
-def ehlo_offers(message: str) -> dict[str, Any]:
-    """What an EHLO reply's text (its lines, code removed) offers: the server's name,
-    every keyword with its parameters in order, SIZE as a number, the AUTH mechanisms,
-    which of the usual extensions are there, and the other keywords."""
-    lines = [line.strip() for line in message.splitlines()]
-    extensions: dict[str, str] = {}
-    for line in lines[1:]:
-        keyword, _, params = line.partition(" ")
-        if keyword:
-            extensions.setdefault(keyword.upper(), params.strip())
-    size = extensions.get("SIZE", "")
-    mechanisms = extensions.get("AUTH", "").upper().split()
-    for keyword, params in extensions.items():  # the old AUTH=PLAIN LOGIN form
-        if keyword.startswith("AUTH="):
-            mechanisms += [m for m in (keyword[5:] + " " + params).upper().split() if m]
-    return {
-        "server": lines[0] if lines else "",
-        "extensions": extensions,
-        "size": int(size) if size.isdigit() else None,
-        "auth": list(dict.fromkeys(mechanisms)),
-        "offers": {keyword: keyword in extensions for keyword in KNOWN_EXTENSIONS},
-        "other": [k for k in extensions if k not in KNOWN_EXTENSIONS],
-    }
-
-
-def insecure_auth_problem(relay: RelayConfig, peer: str | None) -> str | None:
-    """Why the password may not be sent on this connection, or None: without TLS it is
-    sent only to a relay that allows it (allow_insecure_auth) or to this host itself."""
-    if relay.tls is not TlsMode.NONE or relay.allow_insecure_auth:
-        return None
-    try:
-        if peer is not None and ipaddress.ip_address(peer.split("%", 1)[0]).is_loopback:
-            return None
-    except ValueError:
-        pass
-    return (
-        "not tried: the connection is not encrypted (tls=none), so the password would "
-        "cross the network in clear; use tls=starttls or smtps://, or set "
-        "allow_insecure_auth: true (test relays only)"
-    )
 
 
 class _Probe:
