@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import os
 import subprocess
 import sys
@@ -86,3 +87,24 @@ def txsend_subprocess(*args: object) -> subprocess.Popen[str]:
         text=True,
         env=env,
     )
+
+
+def send_cli(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    *args: object,
+    stdin: bytes = b"",
+) -> Result:
+    """`txsend send ARGS` in this process, with `stdin` as its standard input."""
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin)))
+    return cli(capsys, "send", *args)
+
+
+def private_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A state directory of the test's own (`txsend send` keys), and no relay or relay
+    password from the caller's environment."""
+    folder = tmp_path / "state"
+    monkeypatch.setenv("TXSEND_STATE_DIR", str(folder))
+    for name in ("TXSEND_RELAY", "TXSEND_RELAY_PASSWORD"):
+        monkeypatch.delenv(name, raising=False)
+    return folder

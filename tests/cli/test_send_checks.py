@@ -5,34 +5,19 @@ the state directory, and `status`/`report` on a key's journal. Real servers on 1
 
 from __future__ import annotations
 
-import io
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.jobs import Result, cli
+from tests.jobs import cli, private_state
+from tests.jobs import send_cli as send
 from tests.smtpd import ScriptedServer
 
 
 @pytest.fixture(autouse=True)
 def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    folder = tmp_path / "state"
-    monkeypatch.setenv("TXSEND_STATE_DIR", str(folder))
-    for name in ("TXSEND_RELAY", "TXSEND_RELAY_PASSWORD"):
-        monkeypatch.delenv(name, raising=False)
-    return folder
-
-
-def send(
-    capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
-    *args: object,
-    stdin: bytes = b"",
-) -> Result:
-    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin)))
-    return cli(capsys, "send", *args)
+    return private_state(tmp_path, monkeypatch)
 
 
 # --------------------------------------------------------------------------- 8-bit, UTF-8

@@ -6,10 +6,8 @@ The idempotency key (replays, concurrency, kill -9) is tested in test_send_idemp
 
 from __future__ import annotations
 
-import io
 import json
 import sqlite3
-import sys
 import tempfile
 from collections import Counter
 from email.message import EmailMessage, MIMEPart
@@ -18,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from tests.jobs import Result, cli
+from tests.jobs import private_state
+from tests.jobs import send_cli as send
 from tests.smtpd import ScriptedServer
 
 FROM = "CI <ci@acme.example>"
@@ -29,26 +28,12 @@ BODY = "Hello {{ name }},\nthe build {% if ok %}passed{% endif %}.\n"
 @pytest.fixture(autouse=True)
 def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A state directory of the test's own; no relay from the caller's environment."""
-    folder = tmp_path / "state"
-    monkeypatch.setenv("TXSEND_STATE_DIR", str(folder))
-    for name in ("TXSEND_RELAY", "TXSEND_RELAY_PASSWORD"):
-        monkeypatch.delenv(name, raising=False)
+    folder = private_state(tmp_path, monkeypatch)
     # temporary journals go here, so that a test sees them come and go
     scratch = tmp_path / "tmp"
     scratch.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     return folder
-
-
-def send(
-    capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
-    *args: object,
-    stdin: bytes = b"",
-) -> Result:
-    """`txsend send ARGS` in this process, with `stdin` as its standard input."""
-    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin)))
-    return cli(capsys, "send", *args)
 
 
 def body_file(folder: Path, text: str = BODY, name: str = "body.txt") -> Path:

@@ -13,7 +13,6 @@ reported instead of stalling the suite.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import shutil
@@ -32,7 +31,8 @@ from typing import Any
 import pytest
 
 from tests.faultserver import HANG, FaultServer
-from tests.jobs import Result, cli
+from tests.jobs import private_state
+from tests.jobs import send_cli as send
 from tests.smtpd import ScriptedServer, TlsFiles, make_tls_files
 
 FROM = "CI <ci@acme.example>"
@@ -41,21 +41,7 @@ HARD_LIMIT = 60.0  # seconds a child process may run before the test calls it a 
 
 @pytest.fixture(autouse=True)
 def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    folder = tmp_path / "state"
-    monkeypatch.setenv("TXSEND_STATE_DIR", str(folder))
-    for name in ("TXSEND_RELAY", "TXSEND_RELAY_PASSWORD"):
-        monkeypatch.delenv(name, raising=False)
-    return folder
-
-
-def send(
-    capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
-    *args: object,
-    stdin: bytes = b"",
-) -> Result:
-    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin)))
-    return cli(capsys, "send", *args)
+    return private_state(tmp_path, monkeypatch)
 
 
 def message(folder: Path, relay: str, key: str = "deploy-42", *extra: object) -> list[object]:
