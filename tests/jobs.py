@@ -7,6 +7,7 @@ import io
 import os
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,3 +109,17 @@ def private_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     for name in ("TXSEND_RELAY", "TXSEND_RELAY_PASSWORD"):
         monkeypatch.delenv(name, raising=False)
     return folder
+
+
+def process_gone(pid: int, within: float = 10.0) -> bool:
+    """True once `pid` no longer runs (gone, or a zombie waiting for init)."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+                if stat.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    return True
+        except FileNotFoundError:
+            return True
+        time.sleep(0.05)
+    return False

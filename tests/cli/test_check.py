@@ -9,24 +9,22 @@ import base64
 import datetime as dt
 import gc
 import json
-import os
 import shlex
 import shutil
 import socket
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.certs import make_dated_tls_files
+from tests.delivery.test_delivery import SMTP_SINK, postfix_sink
 from tests.faultserver import CLOSE, HANG, FaultServer, drip, make_misnamed_tls_files, reply
-from tests.jobs import Result, cli, txsend_subprocess, write_job
+from tests.jobs import Result, cli, process_gone, txsend_subprocess, write_job
 from tests.smtpd import ScriptedServer, TlsFiles, make_tls_files
 from txsend.delivery.smtp.auth import oauth_initial_response
 from txsend.job.relays import parse_relay_url
@@ -702,38 +700,6 @@ def test_a_missing_password_env_is_78_before_any_relay_is_dialled(
 
 # --------------------------------------------------------------------------- smtp-sink
 
-SMTP_SINK = shutil.which("smtp-sink")
-
-
-@contextmanager
-def postfix_sink(*flags: str) -> Iterator[tuple[int, Path]]:
-    """Postfix's smtp-sink on a free port, dumping what it receives into a folder."""
-    assert SMTP_SINK is not None
-    with ExitStack() as stack:
-        dumps = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="txsend-check-")))
-        dumps.chmod(0o777)  # smtp-sink writes as nobody
-        port = free_port()
-        user = ["-u", "nobody"] if os.geteuid() == 0 else []
-        command = [SMTP_SINK, *user, *flags, "-d", f"{dumps}/%H%M%S.", f"127.0.0.1:{port}", "8"]
-        proc = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-        )
-        try:
-            deadline = time.monotonic() + 10
-            while True:
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                    break
-                except OSError:
-                    if proc.poll() is not None or time.monotonic() > deadline:
-                        out, err = proc.communicate(timeout=5)
-                        pytest.fail(f"smtp-sink did not start: {command}: {out!r} {err!r}")
-                    time.sleep(0.02)
-            yield port, dumps
-        finally:
-            proc.kill()
-            proc.communicate(timeout=10)
-
 
 @pytest.mark.skipif(SMTP_SINK is None, reason="Postfix's smtp-sink is not installed")
 @pytest.mark.parametrize(
@@ -742,10 +708,10 @@ def postfix_sink(*flags: str) -> Iterator[tuple[int, Path]]:
     ids=["accept", "soft-rcpt", "hard-mail", "hard-ehlo"],
 )
 def test_smtp_sink(flags: list[str], code: int, capsys: pytest.CaptureFixture[str]) -> None:
-    with postfix_sink(*flags) as (port, dumps):
-        url = f"smtp://127.0.0.1:{port}?tls=none"
+    with postfix_sink(*flags) as sink:
+        url = f"smtp://127.0.0.1:{sink.port}?tls=none"
         result = check(capsys, url, "--rcpt", "b@example.com", "--json")
-        bodies = [p.read_text(errors="replace") for p in dumps.iterdir()]
+        bodies = [p.read_text(errors="replace") for p in sink.dumps.iterdir()]
     assert result.code == code, result.out + result.err
     assert not any("\nMessage-ID: " in body or "DATA" in body for body in bodies)
     if code == 0:
@@ -947,20 +913,7 @@ def test_check_stops_a_hanging_token_command_at_the_connect_limit(
     assert f"password_cmd did not finish within {named}: stopped" in result.err
     assert elapsed < 20, elapsed  # not the 30 s the check used to allow whatever the job said
     assert result.out == "" and server.connections == 0
-    assert _gone(int(pid_file.read_text()))
-
-
-def _gone(pid: int, within: float = 10.0) -> bool:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-        except FileNotFoundError:
-            return True
-        if stat.rsplit(")", 1)[1].split()[0] == "Z":
-            return True
-        time.sleep(0.05)
-    return False
+    assert process_gone(int(pid_file.read_text()))
 
 
 def test_an_ehlo_reply_too_long_to_read_is_an_ehlo_failure_without_a_reply_code(

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.jobs import process_gone
 from txsend.errors import ConfigError
 from txsend.job.credentials import (
     FALLBACK_ENV,
@@ -201,7 +202,7 @@ def test_token_command_is_killed_with_what_it_started(how: str, tmp_path: Path) 
     started = time.monotonic()
     asyncio.run(main())
     assert time.monotonic() - started < 15
-    assert _gone(int(pid_file.read_text()))
+    assert process_gone(int(pid_file.read_text()))
 
 
 def test_sync_token_fetch_is_bounded_too(tmp_path: Path) -> None:
@@ -223,20 +224,6 @@ def test_missing_token_command_is_a_clear_error() -> None:
     unbalanced = parse_relay_url(URL, auth="xoauth2", password_cmd="helper 'unclosed")
     with pytest.raises(SecretUnavailable, match="cannot be read as a command"):
         relay_password(unbalanced, {})
-
-
-def _gone(pid: int, within: float = 10.0) -> bool:
-    """True once `pid` no longer runs (gone, or a zombie waiting to be reaped)."""
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-        except FileNotFoundError:
-            return True
-        if stat.rsplit(")", 1)[1].split()[0] == "Z":
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_fallback_password_is_never_sent_in_clear_to_another_host() -> None:

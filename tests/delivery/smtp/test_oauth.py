@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.jobs import Result, cli, txsend_subprocess, write_job
+from tests.jobs import Result, cli, process_gone, txsend_subprocess, write_job
 from tests.smtpd import ScriptedServer, TlsFiles, make_tls_files
 from txsend.delivery.smtp.auth import oauth_initial_response
 from txsend.job.relays import parse_relay_url
@@ -183,20 +183,6 @@ def expected_sasl(mechanism: str, server: ScriptedServer, token: str = TOKEN) ->
     return (
         f"n,a={USER},\x01host=127.0.0.1\x01port={server.port}\x01auth=Bearer {token}\x01\x01"
     ).encode()
-
-
-def process_gone(pid: int, within: float = 10.0) -> bool:
-    """True once `pid` no longer runs (gone, or a zombie waiting for init)."""
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        try:
-            with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
-                if stat.read().rsplit(")", 1)[1].split()[0] == "Z":
-                    return True
-        except FileNotFoundError:
-            return True
-        time.sleep(0.05)
-    return False
 
 
 # --------------------------------------------------------------------------- success
