@@ -73,6 +73,7 @@ class Received:
     tls: bool = False  # the transaction ran over TLS (after STARTTLS, or implicit TLS)
     at: float = field(default_factory=time.monotonic)  # when the final dot was answered
     mail_at: float | None = None  # when its MAIL command was accepted (the transaction began)
+    mail_wall: float | None = None  # the same moment on the wall clock (time.time())
 
     @property
     def message(self) -> EmailMessage:
@@ -135,7 +136,7 @@ class _Handler:
         if reply.startswith("2"):
             envelope.mail_from = address
             envelope.mail_options.extend(mail_options)
-            owner._mail_started[id(envelope)] = time.monotonic()
+            owner._mail_started[id(envelope)] = (time.monotonic(), time.time())
         return reply
 
     async def handle_RCPT(
@@ -162,6 +163,7 @@ class _Handler:
         if owner.data_delay > 0:
             await asyncio.sleep(owner.data_delay)
         login = session.auth_data if isinstance(session.auth_data, str) else None
+        started = owner._mail_started.pop(id(envelope), None)
         received = Received(
             mail_from=envelope.mail_from or "",
             rcpt_tos=list(envelope.rcpt_tos),
@@ -169,7 +171,8 @@ class _Handler:
             mail_options=list(envelope.mail_options),
             login=login,
             tls=_is_tls(server.transport),
-            mail_at=owner._mail_started.pop(id(envelope), None),
+            mail_at=started[0] if started else None,
+            mail_wall=started[1] if started else None,
         )
         if owner._take_disconnect():
             owner._record(received, dropped=True)
@@ -283,7 +286,9 @@ class ScriptedServer:
         self.pipelining: bool = True  # offer PIPELINING (RFC 2920) in the EHLO reply
         self.pipelined: int = 0  # MAIL commands that arrived together with their RCPT
         self.announced: int = 0  # final dots that arrived with the next MAIL behind them
-        self._mail_started: dict[int, float] = {}  # envelope id -> when its MAIL was accepted
+        self._mail_started: dict[
+            int, tuple[float, float]
+        ] = {}  # envelope id -> MAIL accepted (monotonic, wall)
         self._disconnect_after: int | None = None
         self._disconnect_base = 0
         self._cond = threading.Condition()
