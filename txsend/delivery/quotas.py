@@ -34,7 +34,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
@@ -313,7 +313,7 @@ class WarmupQuota(Quota):
         today = _day_start(now)
         if self._first is None or self._first > today:
             return 1
-        return int(round((today - self._first) / DAY)) + 1
+        return round((today - self._first) / DAY) + 1
 
     def since(self, now: float) -> float:
         return _day_start(now)
@@ -419,7 +419,7 @@ class Quotas:
     def __init__(
         self,
         ledger: Ledger,
-        relays: dict[str, Quota],
+        relays: Mapping[str, Quota],
         warmup: WarmupQuota | None = None,
         *,
         wall: Callable[[], float] = time.time,
@@ -430,6 +430,10 @@ class Quotas:
         self.warmup = warmup
         self._wall = wall
         self._sleep = sleep
+
+    def now(self) -> float:
+        """The quotas' wall clock."""
+        return self._wall()
 
     def applies(self, relay: str) -> bool:
         """Does a message through this relay take a slot?"""

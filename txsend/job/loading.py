@@ -26,8 +26,8 @@ from txsend.job.paths import absolute
 from txsend.job.recipients import JSONL_SUFFIXES, MissingColumn, check_header, is_jsonl
 from txsend.job.relays import job_relays
 from txsend.job.seeds import job_seeds
-from txsend.job.warmup import job_warmup, sender_domain
 from txsend.job.spec import Job, JobOverrides
+from txsend.job.warmup import job_warmup, sender_domain
 from txsend.job.yamlmap import Section, load_yaml, read_text
 from txsend.models import (
     AbortPolicy,
