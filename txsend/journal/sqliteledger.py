@@ -108,5 +108,5 @@ def first(conn: sqlite3.Connection, account: str) -> float | None:
 def prune(conn: sqlite3.Connection, now: float) -> None:
     """Delete buckets no window needs any more and holds that have lapsed."""
     with conn:
-        conn.execute("DELETE FROM rate_buckets WHERE keep_until < ?", (now,))
+        conn.execute("DELETE FROM rate_buckets WHERE keep_until <= ?", (now,))
         conn.execute("DELETE FROM rate_holds WHERE expires_at <= ?", (now,))

@@ -108,7 +108,7 @@ def first(db: Database, account: str) -> float | None:
 def prune(db: Database, now: float) -> None:
     """Delete buckets no window needs any more and holds that have lapsed."""
     with db.connection() as conn, conn.transaction():
-        conn.execute("DELETE FROM txsend_rate_buckets WHERE keep_until < %s", (now,))
+        conn.execute("DELETE FROM txsend_rate_buckets WHERE keep_until <= %s", (now,))
         conn.execute("DELETE FROM txsend_rate_holds WHERE expires_at <= %s", (now,))
 
 
