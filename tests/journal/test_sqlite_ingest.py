@@ -7,9 +7,9 @@ from __future__ import annotations
 import itertools
 import json
 import sqlite3
-import time
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import closing
 from pathlib import Path
