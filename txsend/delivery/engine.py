@@ -45,7 +45,7 @@ from txsend.delivery.outcomes import (
     settle,
     waiting_reason,
 )
-from txsend.delivery.quotas import Quotas, Slot, Spent, WarmupQuota, hold_ttl, quota_for
+from txsend.delivery.quotas import Slot, Spent, WarmupQuota, job_quotas
 from txsend.delivery.ratelimit import limiter_for
 from txsend.delivery.relays import Circuit, RelayPool, RelayState, cool_down_cap
 from txsend.delivery.smtp import RelayDown, SendResult, SmtpConnection
@@ -53,7 +53,6 @@ from txsend.errors import RowError, RowFailed, TemplateRowError
 from txsend.job.credentials import RelaySecret
 from txsend.job.spec import Job
 from txsend.job.suppression import SuppressionList
-from txsend.job.warmup import sender_domain
 from txsend.journal.api import JournalBackend
 from txsend.journal.records import Claimed, Record
 from txsend.logs import LOGGER, event
@@ -120,7 +119,7 @@ class Engine:
         self._policy = job.delivery.retry
         self._pool = _relay_pool(relays, journal, job.delivery.give_up_unreachable)
         # quotas counted per accepted recipient in the journal; `wall` is their clock
-        self._quotas = run_quotas(job, journal, [config for config, _ in relays], wall=wall)
+        self._quotas = job_quotas(job, journal, [config for config, _ in relays], wall=wall)
         self._ready: asyncio.Queue[_Item | None] = asyncio.Queue()
         self._relay_queues: dict[str, asyncio.Queue[_Item | None]] = {}
         self._in_pipeline: set[str] = set()
@@ -926,24 +925,3 @@ def _relay_pool(
             for config, secret in relays
         ]
     )
-
-
-def run_quotas(
-    job: Job,
-    journal: JournalBackend,
-    relays: Sequence[RelayConfig],
-    *,
-    wall: Callable[[], float] = time.time,
-) -> Quotas:
-    """The run's quotas: each relay's /h, /day or rolling rate and the job's warm-up."""
-    ttl = hold_ttl(job.delivery.timeouts)
-    by_relay = {
-        config.name: quota
-        for config in relays
-        if (quota := quota_for(config, journal, ttl=ttl)) is not None
-    }
-    warmup = None
-    domain = sender_domain(job.from_addr) if job.warmup is not None else None
-    if job.warmup is not None and domain is not None:
-        warmup = WarmupQuota(job.warmup, domain, journal, ttl=ttl)
-    return Quotas(journal, by_relay, warmup, wall=wall)

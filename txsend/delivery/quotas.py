@@ -35,12 +35,14 @@ import asyncio
 import math
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import NamedTuple, Protocol
 
-from txsend.job.warmup import Warmup
+from txsend.job.spec import Job
+from txsend.job.warmup import Warmup, sender_domain
 from txsend.journal.records import LedgerUsage
 from txsend.models import RelayConfig, Timeouts
+from txsend.reporting.quotas import QuotaUsage
 from txsend.units import Rate, describe_period, parse_rate
 
 __all__ = [
@@ -55,6 +57,7 @@ __all__ = [
     "Spent",
     "WarmupQuota",
     "hold_ttl",
+    "job_quotas",
     "quota_for",
     "utc_minute",
 ]
@@ -97,28 +100,12 @@ def _day_start(now: float) -> float:
     return math.floor(now / DAY) * DAY
 
 
-@dataclass(frozen=True)
-class QuotaUsage:
-    """A quota at one moment, for `txsend status` and the report."""
-
-    account: str
-    rate: str  # as the job writes it, or "warm-up"
-    window: str  # "the last 24 h", "this UTC hour", "today (UTC)"
-    used: int  # accepted recipients counted in the window
-    held: int  # slots held by transactions under way
-    limit: int
-    frees_at: float | None  # wall time the next slot frees, when none is free now
-    warmup_day: int | None = None
-    tomorrow: int | None = None  # the warm-up's cap tomorrow
-    full: int | None = None  # the warm-up's full cap
-    full_day: int | None = None  # the first day at the full cap
-
-
 class Quota:
     """One account's budget in the ledger. Subclasses say where the window lies, how wide
     a bucket is, and the limit; this class holds, keeps and gives back slots."""
 
     label: str  # who the quota is for, in messages: "relay smtp.example:587", "warm-up"
+    kind: str  # "fixed", "rolling" or "warmup" (`QuotaUsage.kind`)
 
     def __init__(self, account: str, ledger: Ledger, *, ttl: float) -> None:
         self.account = account
@@ -190,6 +177,7 @@ class Quota:
         full = usage.accepted + len(usage.holds) >= limit
         return QuotaUsage(
             account=self.account,
+            kind=self.kind,
             rate=self.describe(),
             window=self.window_words(),
             used=usage.accepted,
@@ -207,6 +195,8 @@ class Quota:
 
 class RollingQuota(Quota):
     """At most N accepted recipients in any `per` seconds ending now ("10000/24h")."""
+
+    kind = "rolling"
 
     def __init__(self, rate: Rate, account: str, ledger: Ledger, *, ttl: float, label: str):
         super().__init__(account, ledger, ttl=ttl)
@@ -261,6 +251,8 @@ def _spaced(period: str) -> str:
 class FixedQuota(Quota):
     """A budget per clock-aligned UTC hour or UTC day ("1000/h", "10000/day")."""
 
+    kind = "fixed"
+
     def __init__(self, rate: Rate, account: str, ledger: Ledger, *, ttl: float, label: str):
         super().__init__(account, ledger, ttl=ttl)
         self.rate = rate
@@ -300,6 +292,7 @@ class WarmupQuota(Quota):
     """The warm-up's cap of accepted recipients per UTC day, for one sender domain."""
 
     label = "warm-up"
+    kind = "warmup"
 
     def __init__(self, warmup: Warmup, domain: str, ledger: Ledger, *, ttl: float) -> None:
         super().__init__(f"warmup:{domain}", ledger, ttl=ttl)
@@ -342,14 +335,13 @@ class WarmupQuota(Quota):
     def usage(self, now: float) -> QuotaUsage:
         found = super().usage(now)
         day = self.day(now)
-        return QuotaUsage(
-            **{
-                **found.__dict__,
-                "warmup_day": day,
-                "tomorrow": self.warmup.cap(day + 1),
-                "full": math.floor(self.warmup.until),
-                "full_day": self.warmup.full_day(),
-            }
+        return replace(
+            found,
+            warmup_day=day,
+            started=self._first is not None and self._first <= _day_start(now),
+            tomorrow=self.warmup.cap(day + 1),
+            full=math.floor(self.warmup.until),
+            full_day=self.warmup.full_day(),
         )
 
     def describe(self) -> str:
@@ -468,7 +460,35 @@ class Quotas:
                 return taken
             await self._sleep(taken.wait)
 
+    def usage(self) -> list[QuotaUsage]:
+        """Each quota's window now, the warm-up's first (for status and the report)."""
+        now = self._wall()
+        found = [self.warmup.usage(now)] if self.warmup is not None else []
+        found.extend(replace(quota.usage(now), relay=name) for name, quota in self._relays.items())
+        return found
+
     def prune(self) -> None:
         """Forget what no window needs any more (once a run)."""
         if self.all():
             self._ledger.ledger_prune(self._wall())
+
+
+def job_quotas(
+    job: Job,
+    ledger: Ledger,
+    relays: Sequence[RelayConfig],
+    *,
+    wall: Callable[[], float] = time.time,
+) -> Quotas:
+    """A job's quotas: each relay's /h, /day or rolling rate and the job's warm-up."""
+    ttl = hold_ttl(job.delivery.timeouts)
+    by_relay: dict[str, Quota] = {
+        config.name: quota
+        for config in relays
+        if (quota := quota_for(config, ledger, ttl=ttl)) is not None
+    }
+    warmup = None
+    domain = sender_domain(job.from_addr) if job.warmup is not None else None
+    if job.warmup is not None and domain is not None:
+        warmup = WarmupQuota(job.warmup, domain, ledger, ttl=ttl)
+    return Quotas(ledger, by_relay, warmup, wall=wall)
