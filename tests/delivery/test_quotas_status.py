@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 
 from tests.delivery.test_delivery import relays_yaml, state_counts
@@ -20,6 +21,7 @@ from tests.delivery.test_quotas_e2e import DELIVERY, _near_utc_midnight, _shift_
 from tests.jobs import cli, write_job
 from tests.smtpd import ScriptedServer
 
+SCHEMA = json.loads((Path(__file__).parents[2] / "docs" / "report.schema.json").read_text())
 WARMUP = "warmup: {start: 5/day, growth: 1.5, until: 50/day}\n"  # 5, 7, 11, 16, 25, 37, 50
 BOUNCE = "550 5.1.1 no such user"
 
@@ -73,6 +75,14 @@ def _rolling(
     }
 
 
+def _quotas(out: str) -> list[dict[str, Any]]:
+    """The `quotas` of a report on stdout, which must follow docs/report.schema.json."""
+    report = json.loads(out)
+    jsonschema.Draft202012Validator(SCHEMA).validate(report)
+    quotas: list[dict[str, Any]] = report["quotas"]
+    return quotas
+
+
 def _lines(out: str, *starts: str) -> list[str]:
     return [line for line in out.splitlines() if line.startswith(starts)]
 
@@ -87,7 +97,7 @@ def test_status_and_reports_show_the_rolling_quota_and_the_warmup(
     assert run.code == 1, run.err
     assert state_counts(journal) == {"sent": 3, "bounced": 1}
     expected = [_warmup(3, 5, day=1, tomorrow=7), _rolling(smtp_server, 3, 10)]
-    assert json.loads(run.out)["quotas"] == expected
+    assert _quotas(run.out) == expected
 
     status = cli(capsys, "status", job)
     assert status.code == 0, status.err
@@ -96,15 +106,15 @@ def test_status_and_reports_show_the_rolling_quota_and_the_warmup(
         "warm-up acme.example: day 1, today's cap 5 (3 used), tomorrow 7, full 50 on day 7",
         f"{relay}: 3 of 10 accepted in the last 24 h (10/24h)",
     ]
-    assert json.loads(cli(capsys, "status", job, "--json").out)["quotas"] == expected
-    assert json.loads(cli(capsys, "report", job, "--json").out)["quotas"] == expected
+    assert _quotas(cli(capsys, "status", job, "--json").out) == expected
+    assert _quotas(cli(capsys, "report", job, "--json").out) == expected
     report = cli(capsys, "report", job)
     assert _lines(report.out, "warm-up", f"{relay}: 3 of") == _lines(status.out, "warm-up", relay)
 
     # two days later: warm-up day 3, nothing used today; the rolling window is empty
     _shift_ledger(journal, "warmup:acme.example", 2 * 86400.0)
     _shift_ledger(journal, smtp_server.url, 86400.0 + 120.0)
-    later = json.loads(cli(capsys, "status", job, "--json").out)["quotas"]
+    later = _quotas(cli(capsys, "status", job, "--json").out)
     assert later == [_warmup(0, 11, day=3, tomorrow=16), _rolling(smtp_server, 0, 10)]
     assert _lines(cli(capsys, "status", job).out, "warm-up") == [
         "warm-up acme.example: day 3, today's cap 11 (0 used), tomorrow 16, full 50 on day 7"
@@ -123,7 +133,7 @@ def test_a_spent_quota_says_when_its_next_slot_frees(
     frees = ends + 86400.0  # the oldest bucket leaves the window
     iso = datetime.datetime.fromtimestamp(frees, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     status = cli(capsys, "status", job, "--json")
-    assert json.loads(status.out)["quotas"] == [_rolling(smtp_server, 2, 2, frees_at=iso)]
+    assert _quotas(status.out) == [_rolling(smtp_server, 2, 2, frees_at=iso)]
     minute = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(math.ceil(frees / 60) * 60))
     assert _lines(cli(capsys, "status", job).out, "relay") == [
         f"relay 127.0.0.1:{smtp_server.port}: 2 of 2 accepted in the last 24 h (2/24h); "
@@ -155,7 +165,7 @@ def test_a_journal_from_before_the_ledger_shows_nothing_used(
     job = _job(tmp_path, smtp_server, "10/24h", rows=2)  # the same job, with quotas now
     status = cli(capsys, "status", job, "--json")
     assert status.code == 0, status.err
-    assert json.loads(status.out)["quotas"] == [
+    assert _quotas(status.out) == [
         _warmup(0, 5, day=1, tomorrow=7, started=False),
         _rolling(smtp_server, 0, 10),
     ]
@@ -175,8 +185,8 @@ def test_status_reads_the_quotas_of_a_postgresql_journal(
     run = cli(capsys, "run", job)
     assert run.code == 0, run.err
     expected = [_warmup(3, 5, day=1, tomorrow=7), _rolling(smtp_server, 3, 10)]
-    assert json.loads(cli(capsys, "status", job, "--json").out)["quotas"] == expected
-    assert json.loads(cli(capsys, "report", job, "--json").out)["quotas"] == expected
+    assert _quotas(cli(capsys, "status", job, "--json").out) == expected
+    assert _quotas(cli(capsys, "report", job, "--json").out) == expected
     assert _lines(cli(capsys, "status", job).out, "warm-up") == [
         "warm-up acme.example: day 1, today's cap 5 (3 used), tomorrow 7, full 50 on day 7"
     ]
