@@ -53,7 +53,8 @@ PartOpt = Annotated[
 
 
 def status(job: JobArg, journal: JournalOpt = None, json_out: JsonOpt = False) -> None:
-    """Counts per state from the journal, the last run and the next retry time."""
+    """Counts per state from the journal, the last run, the next retry time, and each
+    quota's use now (the warm-up: its day and today's cap)."""
     from txsend.app import inspection  # loaded when the command runs, not for --help
 
     summary = inspection.status(job, journal_overrides(journal))
