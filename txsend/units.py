@@ -1,5 +1,5 @@
-"""Units a user writes: sizes ("10MB"), durations ("1h30m"), rates ("50/s", "10000/day")
-and shares ("5%", 0.05).
+"""Units a user writes: sizes ("10MB"), durations ("1h30m"), rates ("50/s", "10000/day",
+"10000/24h") and shares ("5%", 0.05).
 
 Part of the kernel: the job loader, the rate limiter, the sink and the command line all
 read these, so they live below all of them. `describe_value` says how a value from a job
@@ -13,7 +13,16 @@ import math
 import re
 from dataclasses import dataclass
 
-__all__ = ["Rate", "describe_value", "parse_duration", "parse_rate", "parse_share", "parse_size"]
+__all__ = [
+    "RATE_FORMS",
+    "Rate",
+    "describe_period",
+    "describe_value",
+    "parse_duration",
+    "parse_rate",
+    "parse_share",
+    "parse_size",
+]
 
 _SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kmg]i?b?|b)?\s*\Z", re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
@@ -29,7 +38,14 @@ _DURATION_UNITS = {
 }
 RATE_UNITS = {"s": 1.0, "min": 60.0, "h": 3600.0, "day": 86400.0}
 _RATE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*/\s*(s|min|h|day)\s*\Z")
-_RATE_EXAMPLES = "50/s, 600/min, 1000/h or 10000/day"
+# a period with a number: a rolling window of that length ("10000/24h", "200/30min", "/1d")
+_ROLLING = re.compile(r"\s*(\d+(?:\.\d+)?)\s*/\s*(\d+)\s*(s|sec|min|m|h|d|day)\s*\Z")
+_ROLLING_UNITS = {"s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "d": 86400.0}
+RATE_FORMS = (
+    "50/s or 600/min (a pace), 1000/h or 10000/day (a quota per UTC hour or day), "
+    "10000/24h, 500/1h, 200/30min or 50000/7d (a rolling quota over that many hours, "
+    "minutes or days)"
+)
 _PERCENT = re.compile(r"\s*(\d+(?:\.\d+)?)\s*%\s*\Z")
 
 
@@ -101,34 +117,69 @@ def parse_duration(value: str | float) -> float:
 
 @dataclass(frozen=True)
 class Rate:
-    """``count`` messages per ``per`` seconds (1, 60, 3600 or 86400)."""
+    """``count`` messages per ``per`` seconds.
+
+    Without ``rolling``, ``per`` is 1, 60 (a pace), 3600 or 86400 (a quota per UTC hour
+    or day). A rolling rate ("10000/24h") is a quota over any ``per`` seconds ending now.
+    """
 
     count: float
     per: float
+    rolling: bool = False
 
     @property
     def is_quota(self) -> bool:
-        """True for /h and /day: a budget per clock window, persisted across runs."""
-        return self.per >= 3600.0
+        """True for /h, /day and rolling windows: a budget persisted across runs."""
+        return self.rolling or self.per >= 3600.0
+
+    @property
+    def limit(self) -> int:
+        """A quota's budget in whole messages: a fractional N allows ``ceil(N)``."""
+        return math.ceil(self.count - 1e-9)
 
     @property
     def per_second(self) -> float:
         return self.count / self.per
 
     def __str__(self) -> str:
+        if self.rolling:
+            return f"{self.count:g}/{describe_period(self.per)}"
         unit = next(name for name, seconds in RATE_UNITS.items() if seconds == self.per)
         return f"{self.count:g}/{unit}"
 
 
+def describe_period(seconds: float) -> str:
+    """A rolling window's length as a rate writes it: 86400 -> 24h, 1800 -> 30min."""
+    for unit, size in (("d", 86400.0), ("h", 3600.0), ("min", 60.0)):
+        if seconds >= size and seconds % size == 0:
+            if unit == "d" and seconds % 3600 == 0 and seconds <= 86400:
+                return f"{seconds / 3600:g}h"
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"
+
+
 def parse_rate(text: str) -> Rate:
-    """A Rate from "50/s", "600/min", "1000/h", "10000/day" (N may be a decimal > 0)."""
+    """A Rate from "50/s", "600/min", "1000/h", "10000/day" or a rolling "10000/24h"
+    (N may be a decimal > 0)."""
     match = _RATE.match(text) if isinstance(text, str) else None
-    if match is None:
-        raise ValueError(f"expected a rate like {_RATE_EXAMPLES}, got {text!r}")
-    count = float(match.group(1))
+    rolling = _ROLLING.match(text) if isinstance(text, str) and match is None else None
+    if match is None and rolling is None:
+        raise ValueError(f"expected a rate like {RATE_FORMS}; got {text!r}")
+    count = float((match or rolling).group(1))  # type: ignore[union-attr]
     if not count > 0 or not math.isfinite(count):
         raise ValueError(f"a rate must be positive, got {text!r}")
-    return Rate(count=count, per=RATE_UNITS[match.group(2)])
+    if match is not None:
+        return Rate(count=count, per=RATE_UNITS[match.group(2)])
+    assert rolling is not None
+    unit = rolling.group(3).lower()
+    per = int(rolling.group(2)) * _ROLLING_UNITS["d" if unit == "day" else unit]
+    if per <= 0:
+        raise ValueError(f"a rolling window must be longer than 0, got {text!r}")
+    if per < 60:
+        raise ValueError(
+            f"a rolling window is at least a minute, got {text!r} (for a pace write e.g. 50/s)"
+        )
+    return Rate(count=count, per=per, rolling=True)
 
 
 def parse_share(value: str | float) -> float:

@@ -605,7 +605,10 @@ def test_unreachable_relay_does_not_spend_its_quota(
     assert result.code == 69, result.err
     assert state_counts(tmp_path / "job.journal.db") == {"pending": 5}
     with sqlite3.connect(tmp_path / "job.journal.db") as db:
-        (counted,) = db.execute("SELECT coalesce(sum(count), 0) FROM rate_windows").fetchone()
+        (counted,) = db.execute(
+            "SELECT coalesce(sum(accepted), 0) + (SELECT count(*) FROM rate_holds) "
+            "FROM rate_buckets"
+        ).fetchone()
     assert counted == 0, f"{counted} of the hour's 5 messages spent, none sent"
 
 
@@ -751,8 +754,10 @@ def test_hourly_quota_is_kept_across_runs(
     assert len(smtp_server.received) == 5
     assert state_counts(journal) == {"sent": 5, "pending": 7}
     with sqlite3.connect(journal) as db:
-        windows = db.execute("SELECT relay, window_start, count FROM rate_windows").fetchall()
-    assert windows == [(smtp_server.url, time.time() // 3600 * 3600, 5)]
+        windows = db.execute("SELECT account, start, width, accepted FROM rate_buckets").fetchall()
+        holds = db.execute("SELECT count(*) FROM rate_holds").fetchone()[0]
+    assert windows == [(smtp_server.url, time.time() // 3600 * 3600, 3600.0, 5)]
+    assert holds == 0
 
     second = cli(capsys, "run", job)
     assert second.code == 75, second.err

@@ -1,4 +1,5 @@
-"""Tests for txsend.delivery.ratelimit: paces (/s, /min) and persisted quotas (/h, /day)."""
+"""Tests for txsend.delivery.ratelimit: paces (/s, /min), and parse_rate (quotas are
+tested in test_quotas.py)."""
 
 from __future__ import annotations
 
@@ -9,12 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from txsend.delivery.ratelimit import (
-    MemoryWindowStore,
-    RateLimiter,
-    WindowStore,
-    limiter_for,
-)
+from txsend.delivery.ratelimit import RateLimiter, limiter_for
 from txsend.models import RelayConfig, TlsMode
 from txsend.units import Rate, parse_rate
 
@@ -29,25 +25,6 @@ class FakeClock:
 
     def __call__(self) -> float:
         return self.now
-
-
-class DictStore:
-    """The WindowStore protocol over a plain dict, as the journal will implement it."""
-
-    def __init__(self) -> None:
-        self.windows: dict[tuple[str, float], int] = {}
-
-    def window_count(self, relay: str, window_start: float) -> int:
-        return self.windows.get((relay, window_start), 0)
-
-    def add_to_window(self, relay: str, window_start: float, n: int) -> None:
-        self.windows[(relay, window_start)] = self.window_count(relay, window_start) + n
-
-    def take_from_window(self, relay: str, window_start: float, limit: float) -> bool:
-        if self.window_count(relay, window_start) >= limit:
-            return False
-        self.add_to_window(relay, window_start, 1)
-        return True
 
 
 def drain(limiter: RateLimiter, clock: FakeClock, messages: int) -> float:
@@ -97,6 +74,48 @@ def test_parse_rate_must_be_positive(text: str) -> None:
         parse_rate(text)
 
 
+@pytest.mark.parametrize(
+    ("text", "count", "per"),
+    [
+        ("10000/24h", 10000.0, 86400.0),
+        ("500/1h", 500.0, 3600.0),
+        ("200/30min", 200.0, 1800.0),
+        ("50000/7d", 50000.0, 7 * 86400.0),
+        ("3/1d", 3.0, 86400.0),
+        ("5 / 2 h", 5.0, 7200.0),
+        ("1/1min", 1.0, 60.0),
+    ],
+)
+def test_parse_rolling_rate(text: str, count: float, per: float) -> None:
+    rate = parse_rate(text)
+    assert rate == Rate(count=count, per=per, rolling=True)
+    assert rate.is_quota
+
+
+@pytest.mark.parametrize("text", ["5/30s", "5/59s"])
+def test_rolling_window_is_at_least_a_minute(text: str) -> None:
+    with pytest.raises(ValueError, match="at least a minute"):
+        parse_rate(text)
+
+
+def test_rate_error_lists_every_form() -> None:
+    with pytest.raises(ValueError) as caught:
+        parse_rate("5/week")
+    for form in ("50/s", "600/min", "1000/h", "10000/day", "10000/24h", "200/30min", "50000/7d"):
+        assert form in str(caught.value)
+
+
+def test_rolling_rate_str() -> None:
+    assert [str(parse_rate(t)) for t in ("10000/24h", "200/30min", "5/7d", "3/1d", "2/36h")] == [
+        "10000/24h",
+        "200/30min",
+        "5/7d",
+        "3/24h",
+        "2/36h",
+    ]
+    assert parse_rate("2.5/2h").limit == 3
+
+
 def test_is_quota_and_str() -> None:
     assert not parse_rate("50/s").is_quota
     assert not parse_rate("600/min").is_quota
@@ -115,7 +134,7 @@ def test_is_quota_and_str() -> None:
 
 def test_per_second_bursts_a_tenth_then_paces() -> None:
     clock = FakeClock()
-    limiter = RateLimiter(parse_rate("100/s"), "r", None, clock=clock)
+    limiter = RateLimiter(parse_rate("100/s"), "r", clock=clock)
     assert limiter.capacity == 10.0
     assert [limiter.reserve() for _ in range(10)] == [0.0] * 10
     wait = limiter.reserve()
@@ -125,7 +144,7 @@ def test_per_second_bursts_a_tenth_then_paces() -> None:
 
 def test_per_second_300_messages_take_at_least_2_8_seconds() -> None:
     clock = FakeClock()
-    limiter = RateLimiter(parse_rate("100/s"), "r", None, clock=clock)
+    limiter = RateLimiter(parse_rate("100/s"), "r", clock=clock)
     elapsed = drain(limiter, clock, 300)
     assert elapsed >= 2.8
     assert elapsed == pytest.approx(2.9, abs=0.01)
@@ -133,7 +152,7 @@ def test_per_second_300_messages_take_at_least_2_8_seconds() -> None:
 
 def test_per_second_never_more_than_count_in_any_second() -> None:
     clock = FakeClock()
-    limiter = RateLimiter(parse_rate("20/s"), "r", None, clock=clock)
+    limiter = RateLimiter(parse_rate("20/s"), "r", clock=clock)
     times: list[float] = []
     while len(times) < 200:
         wait = limiter.reserve()
@@ -148,7 +167,7 @@ def test_per_second_never_more_than_count_in_any_second() -> None:
 
 def test_slow_per_second_rate_has_a_burst_of_one() -> None:
     clock = FakeClock()
-    limiter = RateLimiter(parse_rate("0.5/s"), "r", None, clock=clock)
+    limiter = RateLimiter(parse_rate("0.5/s"), "r", clock=clock)
     assert limiter.capacity == 1.0
     assert limiter.reserve() == 0.0
     assert limiter.reserve() == pytest.approx(2.0)
@@ -156,7 +175,7 @@ def test_slow_per_second_rate_has_a_burst_of_one() -> None:
 
 def test_per_minute_paces_evenly() -> None:
     clock = FakeClock()
-    limiter = RateLimiter(parse_rate("60/min"), "r", None, clock=clock)
+    limiter = RateLimiter(parse_rate("60/min"), "r", clock=clock)
     assert limiter.capacity == 1.0
     sent_at: list[float] = []
     while len(sent_at) < 10:
@@ -172,103 +191,25 @@ def test_per_minute_paces_evenly() -> None:
 
 def test_idle_time_refills_only_up_to_capacity() -> None:
     clock = FakeClock()
-    limiter = RateLimiter(parse_rate("100/s"), "r", None, clock=clock)
+    limiter = RateLimiter(parse_rate("100/s"), "r", clock=clock)
     drain(limiter, clock, 50)
     clock.now += 3600.0
     assert [limiter.reserve() for _ in range(10)] == [0.0] * 10
     assert limiter.reserve() > 0
 
 
-def test_pace_ignores_store_and_wall_clock() -> None:
-    clock = FakeClock()
-    store = DictStore()
-    limiter = RateLimiter(parse_rate("10/s"), "r", store, clock=clock, wall=lambda: HOUR_START)
-    drain(limiter, clock, 30)
-    assert store.windows == {}
-    assert limiter.window_end() is None
-
-
-# --------------------------------------------------------------------------- quotas
-
-
-def test_hourly_quota_persists_across_runs_and_resets_next_hour() -> None:
-    store = DictStore()
-    wall = FakeClock(HOUR_START + 1200.0)  # 10:20 UTC
-    first = RateLimiter(parse_rate("10/h"), "smtp://u@relay.example", store, wall=wall)
-    assert [first.reserve() for _ in range(10)] == [0.0] * 10
-    assert first.reserve() == pytest.approx(2400.0)  # until 11:00 UTC
-    assert first.reserve() == pytest.approx(2400.0)  # asking took nothing
-    assert store.windows == {("smtp://u@relay.example", HOUR_START): 10}
-    assert first.window_end() == HOUR_START + 3600.0
-
-    # A second cron run in the same hour: the budget is already spent.
-    wall.now = HOUR_START + 3000.0
-    second = RateLimiter(parse_rate("10/h"), "smtp://u@relay.example", store, wall=wall)
-    assert second.reserve() == pytest.approx(600.0)
-
-    # Another relay has its own budget.
-    other = RateLimiter(parse_rate("10/h"), "smtp://other.example", store, wall=wall)
-    assert other.reserve() == 0.0
-
-    # The next UTC hour starts a new window.
-    wall.now = HOUR_START + 3600.0
-    assert [second.reserve() for _ in range(10)] == [0.0] * 10
-    assert second.reserve() == pytest.approx(3600.0)
-    assert store.windows[("smtp://u@relay.example", HOUR_START + 3600.0)] == 10
-
-
-def test_quota_counts_what_others_added_to_the_store() -> None:
-    store = DictStore()
-    wall = FakeClock(HOUR_START)
-    limiter = RateLimiter(parse_rate("10/h"), "r", store, wall=wall)
-    store.add_to_window("r", HOUR_START, 7)  # e.g. another host sharing the journal
-    assert [limiter.reserve() for _ in range(3)] == [0.0] * 3
-    assert limiter.reserve() > 0
-
-
-def test_daily_quota_is_a_utc_day() -> None:
-    day_start = HOUR_START - HOUR_START % 86400
-    wall = FakeClock(day_start + 86400.0 - 5.0)  # 23:59:55 UTC
-    store = DictStore()
-    limiter = RateLimiter(parse_rate("2/day"), "r", store, wall=wall)
-    assert limiter.reserve() == 0.0
-    assert limiter.reserve() == 0.0
-    assert limiter.reserve() == pytest.approx(5.0)
-    wall.now = day_start + 86400.0
-    assert limiter.reserve() == 0.0
-    assert set(store.windows) == {("r", day_start), ("r", day_start + 86400.0)}
-
-
-def test_fractional_quota_allows_the_ceiling() -> None:
-    limiter = RateLimiter(parse_rate("2.5/h"), "r", None, wall=FakeClock(HOUR_START))
-    assert [limiter.reserve() for _ in range(3)] == [0.0, 0.0, 0.0]
-    assert limiter.reserve() > 0
-
-
-def test_quota_without_store_counts_in_memory() -> None:
-    wall = FakeClock(HOUR_START)
-    limiter = RateLimiter(parse_rate("3/h"), "r", None, wall=wall)
-    assert [limiter.reserve() for _ in range(3)] == [0.0] * 3
-    assert limiter.reserve() == pytest.approx(3600.0)
-    # Nothing persisted: a new limiter (a new run) starts afresh.
-    assert RateLimiter(parse_rate("3/h"), "r", None, wall=wall).reserve() == 0.0
-
-
-def test_memory_window_store_is_a_window_store() -> None:
-    memory = MemoryWindowStore()
-    store: WindowStore = memory
-    memory.add_to_window("r", 0.0, 2)
-    assert store.take_from_window("r", 0.0, 3)
-    assert not store.take_from_window("r", 0.0, 3)
-    assert memory.window_count("r", 0.0) == 3
-    assert memory.window_count("r", 3600.0) == 0
+def test_a_quota_is_not_a_pace() -> None:
+    with pytest.raises(ValueError, match="quota"):
+        RateLimiter(parse_rate("5/h"), "r")
+    with pytest.raises(ValueError, match="quota"):
+        RateLimiter(parse_rate("5/24h"), "r")
 
 
 # --------------------------------------------------------------------------- acquire
 
 
 def test_acquire_really_sleeps() -> None:
-    limiter = RateLimiter(parse_rate("50/s"), "r", None)  # burst 5, then one per 20 ms
+    limiter = RateLimiter(parse_rate("50/s"), "r")  # burst 5, then one per 20 ms
 
     async def send_all() -> list[float]:
         return [await limiter.acquire(max_wait=1.0) for _ in range(20)]
@@ -282,7 +223,7 @@ def test_acquire_really_sleeps() -> None:
 
 
 def test_acquire_shared_by_concurrent_connections() -> None:
-    limiter = RateLimiter(parse_rate("100/s"), "r", None)  # burst 10
+    limiter = RateLimiter(parse_rate("100/s"), "r")  # burst 10
 
     async def connection(count: int) -> None:
         for _ in range(count):
@@ -297,16 +238,16 @@ def test_acquire_shared_by_concurrent_connections() -> None:
 
 
 def test_acquire_returns_long_waits_without_sleeping() -> None:
-    wall = FakeClock(HOUR_START + 3000.0)
-    limiter = RateLimiter(parse_rate("1/h"), "r", None, wall=wall)
+    clock = FakeClock()
+    limiter = RateLimiter(parse_rate("1/min"), "r", clock=clock)
 
     async def twice() -> tuple[float, float]:
-        return await limiter.acquire(60.0), await limiter.acquire(60.0)
+        return await limiter.acquire(30.0), await limiter.acquire(30.0)
 
     start = time.monotonic()
     first, second = asyncio.run(twice())
     assert first == 0.0
-    assert second == pytest.approx(600.0)
+    assert second == pytest.approx(60.0)
     assert time.monotonic() - start < 0.5
 
 
@@ -326,14 +267,13 @@ def relay(rate: str | None) -> RelayConfig:
 
 
 def test_limiter_for_relay() -> None:
-    assert limiter_for(relay(None), None) is None
-    wall = FakeClock(HOUR_START)
-    store = DictStore()
-    limiter = limiter_for(relay("5/h"), store, wall=wall)
+    assert limiter_for(relay(None)) is None
+    assert limiter_for(relay("5/h")) is None  # a quota: txsend.delivery.quotas
+    assert limiter_for(relay("5/24h")) is None
+    limiter = limiter_for(relay("5/s"))
     assert limiter is not None
-    assert limiter.rate == Rate(5.0, 3600.0)
-    limiter.reserve()
-    assert store.windows == {("smtp://u@relay.example:587", HOUR_START): 1}
+    assert limiter.rate == Rate(5.0, 1.0)
+    assert limiter.relay == "smtp://u@relay.example:587"
 
 
 # --------------------------------------------------------------------------- shared pace
@@ -357,7 +297,7 @@ class Gcra:
 def test_shared_pace_spends_reserved_slots_at_their_times() -> None:
     clock = FakeClock()
     store = Gcra(clock)
-    limiter = RateLimiter(parse_rate("200/s"), "r", None, clock=clock, shared=store)
+    limiter = RateLimiter(parse_rate("200/s"), "r", clock=clock, shared=store)
     assert limiter.shared_batch == 20  # a tenth of a second's worth, 10 to 50
     taken = []
     for _ in range(60):
@@ -372,18 +312,10 @@ def test_shared_pace_spends_reserved_slots_at_their_times() -> None:
 def test_shared_pace_drops_slots_reached_too_late() -> None:
     clock = FakeClock()
     store = Gcra(clock)
-    limiter = RateLimiter(parse_rate("100/s"), "r", None, clock=clock, shared=store)
+    limiter = RateLimiter(parse_rate("100/s"), "r", clock=clock, shared=store)
     assert limiter.reserve() == 0.0  # the first of 10 slots, 10 ms apart from 1000.000
     clock.now += 0.055  # the sender stalled: the slots at +10 .. +40 ms are over 10 ms late
     assert limiter.reserve() == 0.0  # they are dropped; the one at +50 ms (5 late) is taken
     clock.now += 0.001
     assert limiter.reserve() == pytest.approx(0.004)  # the next, at +60 ms: no catching up
     assert store.reservations == [10]
-
-
-def test_quota_is_not_shared_pace() -> None:
-    clock = FakeClock()
-    store = Gcra(clock)
-    limiter = RateLimiter(parse_rate("100/h"), "r", DictStore(), wall=clock, shared=store)
-    assert limiter.reserve() == 0.0
-    assert store.reservations == []  # hour and day quotas are counted in windows instead

@@ -453,10 +453,49 @@ def test_refresh_takes_new_data_for_undelivered_rows_only(journal: JournalBacken
 # --- rate limits ---------------------------------------------------------------------
 
 
-def test_quota_window_allows_exactly_its_limit(journal: JournalBackend) -> None:
-    assert [journal.take_from_window("r", 3600.0, 3) for _ in range(4)] == [True] * 3 + [False]
-    assert journal.take_from_window("r", 7200.0, 3)  # the next window starts fresh
-    assert journal.take_from_window("other", 3600.0, 3)  # and so does another relay
+T0 = 1793664000.0  # 2026-11-03 00:00 UTC
+
+
+def test_ledger_holds_exactly_its_limit(journal: JournalBackend) -> None:
+    holds = [journal.ledger_hold("r", T0 - 3600, 3, T0, T0 + 600) for _ in range(4)]
+    assert all(h is not None for h in holds[:3]) and holds[3] is None
+    assert journal.ledger_hold("other", T0 - 3600, 3, T0, T0 + 600) is not None  # apart
+    assert len(journal.ledger_usage("r", T0 - 3600, T0).holds) == 3
+    # lapsed holds (a killed process) count no more
+    assert journal.ledger_hold("r", T0 - 3600, 3, T0 + 600, T0 + 1200) is not None
+
+
+def test_ledger_keep_give_back_count_and_prune(journal: JournalBackend) -> None:
+    first = journal.ledger_hold("r", T0 - 3600, 2, T0, T0 + 600)
+    second = journal.ledger_hold("r", T0 - 3600, 2, T0, T0 + 600)
+    assert first is not None and second is not None
+    journal.ledger_keep(first, "r", T0, 60.0, T0 + 60 + 3600)
+    journal.ledger_keep(second, "r", T0, 60.0, T0 + 60 + 3600)
+    usage = journal.ledger_usage("r", T0 - 3600, T0 + 1)
+    assert (usage.buckets, usage.holds, usage.accepted) == ([(T0, 60.0, 2)], [], 2)
+    assert journal.ledger_hold("r", T0 - 3600, 2, T0 + 1, T0 + 600) is None
+    journal.ledger_give_back("r", T0, 60.0)
+    third = journal.ledger_hold("r", T0 - 3600, 2, T0 + 1, T0 + 600)
+    assert third is not None
+    journal.ledger_release(third)
+    assert journal.ledger_usage("r", T0 - 3600, T0 + 1).holds == []
+    # a bucket counts while any part of it is in the window
+    assert journal.ledger_usage("r", T0 + 59.9, T0 + 3600).accepted == 1
+    assert journal.ledger_usage("r", T0 + 60, T0 + 3600).accepted == 0
+    assert journal.ledger_first("r") == T0
+    assert journal.ledger_first("nobody") is None
+    journal.ledger_prune(T0 + 60 + 3600 - 1)
+    assert journal.ledger_usage("r", 0.0, T0).accepted == 1
+    journal.ledger_prune(T0 + 60 + 3600)
+    assert journal.ledger_usage("r", 0.0, T0).accepted == 0
+
+
+def test_ledger_keeps_history_without_keep_until(journal: JournalBackend) -> None:
+    hold = journal.ledger_hold("warmup:acme.example", T0, 5, T0, T0 + 600)
+    assert hold is not None
+    journal.ledger_keep(hold, "warmup:acme.example", T0, 86400.0, None)
+    journal.ledger_prune(T0 + 365 * 86400)
+    assert journal.ledger_first("warmup:acme.example") == T0
 
 
 def test_reserve_slots_spaces_reservations(journal: JournalBackend) -> None:
@@ -845,6 +884,43 @@ def test_shared_gcra_gives_workers_consecutive_slots(workers: Callable[..., PgJo
     assert all(abs(gap - emission * n) < 0.01 for gap in gaps), gaps
 
 
+def test_concurrent_holds_never_exceed_the_limit(workers: Callable[..., PgJournal]) -> None:
+    """Two workers (two connections) racing for the last slots of one account."""
+    a, b = workers(), workers()
+    limit, attempts = 25, 40
+    taken: dict[str, int] = {"a": 0, "b": 0}
+    barrier = threading.Barrier(2)
+    now = time.time()
+
+    def take(name: str, worker: PgJournal) -> None:
+        barrier.wait()
+        for _ in range(attempts):
+            if worker.ledger_hold("smtp://u@r:587", now - 3600, limit, now, now + 600):
+                taken[name] += 1
+
+    threads = [threading.Thread(target=take, args=p) for p in (("a", a), ("b", b))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert taken["a"] + taken["b"] == limit, taken
+    assert len(a.ledger_usage("smtp://u@r:587", now - 3600, now).holds) == limit
+
+
+def test_jobs_sharing_a_database_share_a_quota(pg_url: str) -> None:
+    """The ledger has no job column: another job's acceptances count against the account."""
+    one = open_journal(JournalLocation.parse(pg_url), job_name="job-one", lease=LEASE)
+    two = open_journal(JournalLocation.parse(pg_url), job_name="job-two", lease=LEASE)
+    try:
+        hold = one.ledger_hold("smtp://u@r:587", T0 - 3600, 1, T0, T0 + 600)
+        assert hold is not None
+        one.ledger_keep(hold, "smtp://u@r:587", T0, 2.5, T0 + 3600)
+        assert two.ledger_hold("smtp://u@r:587", T0 - 3600, 1, T0 + 1, T0 + 600) is None
+    finally:
+        one.close()
+        two.close()
+
+
 def test_concurrent_ingest_happens_once(workers: Callable[..., PgJournal]) -> None:
     a, b = workers(), workers()
     data = rows(3000)
@@ -993,4 +1069,31 @@ def test_a_schema_1_database_gets_the_feedback_table_and_the_secret(pg_url: str)
         assert journal.record_feedback([report("e", "failed", None)]) == ["noted"]
     with psycopg.connect(pg_url, autocommit=True) as conn:
         found_schema = conn.execute("SELECT value FROM txsend_meta WHERE name = 'schema'")
-        assert found_schema.fetchone() == ("3",)
+        assert found_schema.fetchone() == ("4",)
+
+
+def test_a_schema_3_database_gets_the_ledger_with_its_windows(pg_url: str) -> None:
+    import psycopg
+
+    bound(open_journal(JournalLocation.parse(pg_url), job_name=JOB)).close()
+    hour = time.time() // 3600 * 3600
+    with psycopg.connect(pg_url, autocommit=True) as conn:  # as schema 3 made it
+        conn.execute("DROP TABLE txsend_rate_buckets, txsend_rate_holds")
+        conn.execute(
+            "CREATE TABLE txsend_rate_windows (relay text NOT NULL, window_start float8 "
+            "NOT NULL, count integer NOT NULL, PRIMARY KEY (relay, window_start))"
+        )
+        conn.execute(
+            "INSERT INTO txsend_rate_windows VALUES ('smtp://u@r:587', %s, 4), "
+            "('smtp://u@r:587', %s, 9)",
+            (hour, hour - 30 * 86400),
+        )
+        conn.execute("UPDATE txsend_meta SET value = '3' WHERE name = 'schema'")
+    with closing(open_journal(JournalLocation.parse(pg_url), job_name=JOB)) as journal:
+        usage = journal.ledger_usage("smtp://u@r:587", 0.0, time.time())
+        width = 86400.0 if hour % 86400 == 0 else 3600.0
+        assert usage.buckets == [(hour, width, 4)]  # the old month is not carried over
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        assert conn.execute("SELECT to_regclass('txsend_rate_windows')").fetchone() == (None,)
+        schema = conn.execute("SELECT value FROM txsend_meta WHERE name = 'schema'")
+        assert schema.fetchone() == ("4",)

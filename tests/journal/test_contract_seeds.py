@@ -171,7 +171,7 @@ def test_a_schema_3_sqlite_journal_gains_the_seed_column(tmp_path: Path) -> None
         assert stats.seeds == 2
         assert journal.seed_counts()[State.PENDING] == 2
     with closing(sqlite3.connect(path)) as conn:
-        assert conn.execute("SELECT value FROM meta WHERE name = 'schema'").fetchone() == ("4",)
+        assert conn.execute("SELECT value FROM meta WHERE name = 'schema'").fetchone() == ("5",)
 
 
 def test_a_schema_2_postgresql_database_gains_the_seed_column(pg_url: str) -> None:
@@ -190,7 +190,7 @@ def test_a_schema_2_postgresql_database_gains_the_seed_column(pg_url: str) -> No
         assert journal.seed_counts()[State.PENDING] == 2
     with psycopg.connect(pg_url, autocommit=True) as conn:
         schema = conn.execute("SELECT value FROM txsend_meta WHERE name = 'schema'").fetchone()
-        assert schema == ("3",)
+        assert schema == ("4",)
 
 
 @pytest.mark.parametrize("every", [None, 1, 3, 7])

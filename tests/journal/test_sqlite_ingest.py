@@ -9,6 +9,7 @@ import json
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import closing
 from pathlib import Path
@@ -241,6 +242,16 @@ def test_a_new_journal_has_the_tables_of_schema_1(tmp_path: Path) -> None:
     assert [column[1] for column in new.pop("feedback")][:3] == ["id", "event_id", "kind"]
     # schema 4 adds the seed copies' column after schema 1's
     assert new["messages"].pop() == (16, "seed_of", "TEXT", 0, None, 0)
+    # schema 5 replaces the fixed rate windows with the quota ledger
+    assert [column[1] for column in old.pop("rate_windows")] == ["relay", "window_start", "count"]
+    assert [column[1] for column in new.pop("rate_buckets")] == [
+        "account",
+        "start",
+        "width",
+        "accepted",
+        "keep_until",
+    ]
+    assert [column[1] for column in new.pop("rate_holds")] == ["id", "account", "expires_at"]
     assert new == old
     # the lookups of `txsend bounces` are not indexed at ingest: sending does not pay
     assert indexes(tmp_path / "new.db") == [
@@ -263,7 +274,7 @@ def test_a_schema_1_journal_opens_migrates_and_resumes(tmp_path: Path) -> None:
     path = tmp_path / "old.db"
     schema_1_journal(path)
     with closing(Journal.open(path)) as journal:
-        assert journal.get_meta("schema") == str(SCHEMA_VERSION) == "4"
+        assert journal.get_meta("schema") == str(SCHEMA_VERSION) == "5"
         stats = journal.ingest(
             [Row(i, f"k{i}@example.com", f"k{i}@example.com", {"n": i}) for i in (1, 2, 3)],
             ids(),
@@ -301,7 +312,7 @@ def test_a_schema_2_journal_opens_migrates_and_keeps_its_rows(tmp_path: Path) ->
     path = tmp_path / "two.db"
     schema_2_journal(path)
     with closing(Journal.open(path)) as journal:
-        assert journal.get_meta("schema") == "4"
+        assert journal.get_meta("schema") == "5"
         assert journal.counts()[State.SENT] == 1
         pending = journal.find("k3@example.com")
         assert pending is not None
@@ -324,6 +335,27 @@ def test_a_schema_2_journal_opens_migrates_and_keeps_its_rows(tmp_path: Path) ->
         assert journal.verp_secret() == secret
         sent = journal.find("k1@example.com")
         assert sent is not None and sent.state is State.BOUNCED
+
+
+def test_a_schema_4_journal_carries_its_rate_windows_into_the_ledger(tmp_path: Path) -> None:
+    """The fixed windows of the last two days become buckets (a count is never lost);
+    older ones, which no quota counts any more, are left behind with the table."""
+    path = tmp_path / "four.db"
+    schema_1_journal(path)
+    hour = time.time() // 3600 * 3600
+    with closing(sqlite3.connect(path)) as conn, conn:
+        conn.execute('ALTER TABLE "messages" ADD COLUMN "seed_of" TEXT')
+        conn.execute("UPDATE meta SET value = '4' WHERE name = 'schema'")
+        conn.executemany(
+            "INSERT INTO rate_windows VALUES (?, ?, ?)",
+            [("smtp://u@r:587", hour, 4), ("smtp://u@r:587", hour - 30 * 86400, 9)],
+        )
+    with closing(Journal.open(path)) as journal:
+        assert journal.get_meta("schema") == "5"
+        width = 86400.0 if hour % 86400 == 0 else 3600.0
+        usage = journal.ledger_usage("smtp://u@r:587", 0.0, time.time())
+        assert usage.buckets == [(hour, width, 4)]
+    assert "rate_windows" not in columns(path)
 
 
 def test_a_journal_of_a_newer_schema_is_refused(tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 from txsend.app.jobs import load, open_for
 from txsend.content.ids import message_id_domain, new_message_id
 from txsend.content.renderer import Renderer
+from txsend.delivery.quotas import job_quotas
 from txsend.errors import (
     RowError,
     UsageError,
@@ -56,6 +57,7 @@ def report(target: Path, overrides: JobOverrides) -> dict[str, Any]:
             problems_of(journal, target),
             journal.feedback_counts(),
             journal.seed_counts(),
+            quotas_now(job, journal),
         )
     finally:
         journal.close()
@@ -144,9 +146,16 @@ def status(target: Path, overrides: JobOverrides) -> Summary:
             workers=_workers(journal),
             feedback=journal.feedback_counts(),
             seeds=journal.seed_counts(),
+            quotas=quotas_now(job, journal),
         )
     finally:
         journal.close()
+
+
+def quotas_now(job: Job, journal: JournalBackend) -> tuple[dict[str, Any], ...]:
+    """The job's quotas (its relays' and its warm-up's) as the journal's ledger counts them
+    now: reads only, on either journal."""
+    return tuple(usage.to_json() for usage in job_quotas(job, journal, job.relays).usage())
 
 
 def _workers(journal: JournalBackend) -> tuple[dict[str, Any], ...]:

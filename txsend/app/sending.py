@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from txsend.app import eventloop
-from txsend.app.inspection import problems_of
+from txsend.app.inspection import problems_of, quotas_now
 from txsend.app.jobs import fingerprint, load, open_for
 from txsend.app.requests import Prepared, RunRequest
 from txsend.app.runhooks import RunHooks
@@ -305,6 +305,7 @@ def _verdict(
         resend_unknown=resend,
         alerts=alerts,
         seeds=journal.seed_counts(),
+        quotas=quotas_now(job, journal),
     )
 
 

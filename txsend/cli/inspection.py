@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -23,6 +24,7 @@ from txsend.cli.options import (
 )
 from txsend.cli.verdict import feedback_line, print_summary
 from txsend.errors import ExitCode, UsageError
+from txsend.reporting.quotas import quota_line
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -51,7 +53,8 @@ PartOpt = Annotated[
 
 
 def status(job: JobArg, journal: JournalOpt = None, json_out: JsonOpt = False) -> None:
-    """Counts per state from the journal, the last run and the next retry time."""
+    """Counts per state from the journal, the last run, the next retry time, and each
+    quota's use now (the warm-up: its day and today's cap)."""
     from txsend.app import inspection  # loaded when the command runs, not for --help
 
     summary = inspection.status(job, journal_overrides(journal))
@@ -62,8 +65,15 @@ def status(job: JobArg, journal: JournalOpt = None, json_out: JsonOpt = False) -
     print_summary(console, summary)
     if summary.workers:
         _print_workers(console, summary.workers)
+    _print_quotas(console, summary.quotas)
     if summary.next_attempt_at:
         console.print(f"next retry due {local_time(summary.next_attempt_at)}")
+
+
+def _print_quotas(console: Console, quotas: Sequence[Mapping[str, Any]]) -> None:
+    """Each quota's window now: used of its limit, held slots, when a spent one frees."""
+    for entry in quotas:
+        console.print(quota_line(entry), markup=False)
 
 
 def _print_workers(console: Console, workers: tuple[dict[str, Any], ...]) -> None:
@@ -141,6 +151,7 @@ def _print_journal_report(console: Console, data: dict[str, Any]) -> None:
     for name, relay in data["relays"].items():
         outcomes = ", ".join(f"{n} {state}" for state, n in relay["outcomes"].items())
         console.print(f"relay {name}: {outcomes}", markup=False)
+    _print_quotas(console, data.get("quotas", ()))
     if data["reply_codes"]:
         console.print("last reply of each row, by code (rows, an example):")
     for reply in data["reply_codes"][:10]:

@@ -45,6 +45,7 @@ from txsend.delivery.outcomes import (
     settle,
     waiting_reason,
 )
+from txsend.delivery.quotas import Slot, Spent, WarmupQuota, job_quotas
 from txsend.delivery.ratelimit import limiter_for
 from txsend.delivery.relays import Circuit, RelayPool, RelayState, cool_down_cap
 from txsend.delivery.smtp import RelayDown, SendResult, SmtpConnection
@@ -83,6 +84,7 @@ class _Item:
 
     message: RenderedMessage
     tally: Tally
+    slot: Slot | None = None  # quota slots held for the transaction under way
 
     @property
     def claimed(self) -> Claimed:
@@ -105,6 +107,7 @@ class Engine:
         options: SendOptions,
         on_tick: Callable[[RunStats], None] | None = None,
         suppressions: SuppressionList | None = None,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self.job = job
         self.journal = journal
@@ -115,6 +118,8 @@ class Engine:
         self._suppressions = suppressions if suppressions is not None else SuppressionList()
         self._policy = job.delivery.retry
         self._pool = _relay_pool(relays, journal, job.delivery.give_up_unreachable)
+        # quotas counted per accepted recipient in the journal; `wall` is their clock
+        self._quotas = job_quotas(job, journal, [config for config, _ in relays], wall=wall)
         self._ready: asyncio.Queue[_Item | None] = asyncio.Queue()
         self._relay_queues: dict[str, asyncio.Queue[_Item | None]] = {}
         self._in_pipeline: set[str] = set()
@@ -146,6 +151,8 @@ class Engine:
         self._slots = asyncio.Semaphore(max(64, 4 * connections))
         committer = self._committer = GroupCommitter(self.journal, self.options.run_id)
         committer.start()
+        if not self.options.dry_run:
+            self._quotas.prune()
         background = [
             asyncio.create_task(self._tick(), name="progress"),
             asyncio.create_task(self._watch_journal(), name="journal-watch"),
@@ -475,6 +482,7 @@ class Engine:
             outage_since=pool.outage_since(),
             all_dead=pool.all_dead,
             quota_spent=pool.quota_spent_until(),
+            quota_notes=pool.quota_notes(),
             next_change=pool.next_change(),
             waiting_for_relay=self._waiting_for_relay,
             retry_due=self._retry_due,
@@ -555,13 +563,16 @@ class Engine:
                     self._record(Record(item.key, State.SKIPPED, reply=f"suppressed: {suppressed}"))
                     self._release(item.key)
                 elif not connection.holds(item.message) and not await self._ready_to_send(
-                    relay, connection
+                    relay, connection, item
                 ):
                     # (a message whose transaction is open already goes on: it began before
                     # a pause or an open circuit could apply, like one in flight)
                     self._hand_back(item)
                 else:
-                    following = await self._send(relay, connection, item, queue)
+                    try:
+                        following = await self._send(relay, connection, item, queue)
+                    finally:  # whatever ended the transaction: what was not accepted goes back
+                        self._close_slot(item)
                 # the message whose commands went out with this one's content comes next
                 item = following if following is not None else await queue.get()
         finally:
@@ -579,6 +590,7 @@ class Engine:
         if (
             self._stopping
             or relay.limiter is not None
+            or self._quotas.applies(relay.name)
             or queue.empty()
             # counted with the current one: within messages_per_connection
             or connection.transactions >= relay.config.messages_per_connection
@@ -589,8 +601,11 @@ class Engine:
             queue.put_nowait(_END)
         return following
 
-    async def _ready_to_send(self, relay: RelayState, connection: SmtpConnection) -> bool:
-        """Wait out throttling, connect, take a rate slot; False hands the message back."""
+    async def _ready_to_send(
+        self, relay: RelayState, connection: SmtpConnection, item: _Item
+    ) -> bool:
+        """Wait out throttling, connect, take a rate slot and the quotas' slots (held in
+        `item.slot`); False hands the message back."""
         pause = relay.paused_until - time.monotonic()
         if pause > 0:
             if self._pool.has_other({relay.name}):
@@ -616,7 +631,38 @@ class Engine:
                     seconds=wait,
                 )
                 return False
+        if self._quotas.applies(relay.name):
+            taken = await self._quotas.acquire(relay.name, RATE_MAX_WAIT)
+            if isinstance(taken, Spent):
+                self._quota_spent(relay, taken)
+                return False
+            item.slot = taken
         return True
+
+    def _quota_spent(self, relay: RelayState, spent: Spent) -> None:
+        """A quota has no slot for longer than RATE_MAX_WAIT: stop using its relay (the
+        warm-up's: every relay) until it frees one; the rows stay pending."""
+        until = time.monotonic() + spent.wait
+        note = spent.quota.spent(self._quotas.now())
+        warmup = isinstance(spent.quota, WarmupQuota)
+        for each in self._pool.relays if warmup else [relay]:
+            each.quota_until = max(each.quota_until, until)
+            each.quota_note = note
+        if note not in relay.events:
+            relay.events.append(note)
+            event(
+                logging.WARNING,
+                "rate_spent",
+                note,
+                relay=None if warmup else relay.name,
+                seconds=spent.wait,
+            )
+
+    def _close_slot(self, item: _Item) -> None:
+        """Give back the quota slots of a transaction that is over, unless accepted."""
+        slot, item.slot = item.slot, None
+        if slot is not None:
+            slot.close()
 
     async def _connect(self, relay: RelayState, connection: SmtpConnection) -> bool:
         """Open the worker's connection; a failure counts against the relay's health."""
@@ -684,13 +730,15 @@ class Engine:
 
         started = time.perf_counter()
         result = await connection.send(
-            item.message, partial(self._mark_sending, item.key), announce
+            item.message, partial(self._mark_sending, item.key, item.slot), announce
         )
         following = taken[0] if taken else None
         item.tally.count(result.phase)
         if item.key in self._refused:
             # the row is no longer this worker's: nothing sent, nothing to record
             self._refused.discard(item.key)
+            if item.slot is not None:
+                item.slot.accepted = False
             self._release(item.key)
             return following
         verdict = classify(result.phase, result.code, result.text)
@@ -701,10 +749,13 @@ class Engine:
             await connection.close()
         return following
 
-    async def _mark_sending(self, key: str) -> bool:
+    async def _mark_sending(self, key: str, slot: Slot | None = None) -> bool:
         """Record `sending` before DATA (the journal counts the attempt); False: the
-        message must not be sent."""
+        message must not be sent. The quotas count it as accepted from here on: a run
+        killed now leaves the row `unknown`, and the relay may have taken it."""
         assert self._committer is not None
+        if slot is not None:
+            slot.sending()
         if not self.journal.may_start_data() or not await self._committer.mark_sending(key):
             # a shared journal: this worker's lease may have lapsed, or did (fencing)
             self._refused.add(key)
@@ -742,11 +793,15 @@ class Engine:
         if not self._stopping and may_hand_back(
             tally, transaction, relay, self._policy, failover=failover
         ):
+            if item.slot is not None:
+                item.slot.accepted = False
             tally.hand_back(transaction)
             self._hand_back(item)
             return
         record = settle(tally, transaction, self._policy, now=time.time(), rng=self._random)
         accepted = record.state is State.SENT
+        if item.slot is not None:  # `unknown`: it may have gone, and counts
+            item.slot.accepted = record.state in (State.SENT, State.UNKNOWN)
         if accepted:
             self.stats.latency.add(latency)
         if (watcher := self.stats.watcher) is not None:
@@ -864,7 +919,7 @@ def _relay_pool(
             RelayState(
                 config,
                 secret,
-                limiter_for(config, journal, shared=journal if journal.shared else None),
+                limiter_for(config, shared=journal if journal.shared else None),
                 max_cool_down=max_cool_down,
             )
             for config, secret in relays

@@ -317,6 +317,7 @@ class Outlook:
     outage_since: float | None = None  # RelayPool.outage_since
     all_dead: bool = False  # RelayPool.all_dead
     quota_spent: float | None = None  # RelayPool.quota_spent_until, seconds
+    quota_notes: Sequence[str] = ()  # RelayPool.quota_notes: which quotas, freeing when
     next_change: float | None = None  # RelayPool.next_change, seconds
     waiting_for_relay: bool = False  # the dispatcher holds a message no relay can take
     retry_due: float | None = None  # wall time of the retry the producer waits for
@@ -349,6 +350,8 @@ def give_up_reason(outlook: Outlook, give_up_unreachable: float) -> GiveUp | Non
             True,
         )
     if outlook.waiting_for_relay and outlook.quota_spent is not None:
+        if outlook.quota_notes:
+            return GiveUp("; ".join(outlook.quota_notes), False)
         return GiveUp(
             f"relay rate quota spent until {_clock(outlook.wall + outlook.quota_spent)}", False
         )

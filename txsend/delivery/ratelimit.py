@@ -1,6 +1,6 @@
 """Per-relay send rates (a relay's ``rate:``), shared by all of that relay's connections.
 
-Two kinds of limit, chosen by the unit of the rate:
+A pace, chosen by the unit of the rate:
 
 * ``N/s`` and ``N/min`` are a *pace*: a token bucket refilled continuously at N/per
   tokens a second. Its capacity (the largest burst) is:
@@ -18,11 +18,8 @@ Two kinds of limit, chosen by the unit of the rate:
   GCRA row in the journal (``SlotStore.reserve_slots``) and spends them at their
   scheduled times; a slot it reaches too late is dropped rather than bunched.
 
-* ``N/h`` and ``N/day`` are a *quota*: a budget per clock-aligned UTC hour or UTC day,
-  counted in a ``WindowStore`` (the journal) so that a second run, e.g. the next cron
-  invocation in the same hour, sees what the first one already used. Within the
-  window nothing paces the messages; once the budget is spent, ``reserve`` answers the
-  seconds until the window ends. A fractional N allows ``ceil(N)`` messages.
+* ``N/h``, ``N/day`` and rolling windows (``N/24h``) are quotas, counted per accepted
+  recipient in the journal: `txsend.delivery.quotas`, not here.
 
 Nothing here sleeps except ``RateLimiter.acquire``; the clocks are injectable for tests.
 """
@@ -38,24 +35,10 @@ from typing import Protocol
 from txsend.models import RelayConfig
 from txsend.units import Rate, parse_rate
 
-__all__ = [
-    "MemoryWindowStore",
-    "RateLimiter",
-    "SlotStore",
-    "WindowStore",
-    "limiter_for",
-]
+__all__ = ["RateLimiter", "SlotStore", "limiter_for"]
 
 # Float slack: a bucket refilled for exactly the wait it was told holds 0.999999... tokens.
 _EPSILON = 1e-9
-
-
-class WindowStore(Protocol):
-    """Where quota windows are counted (the journal, so that later runs see them)."""
-
-    def take_from_window(self, relay: str, window_start: float, limit: float) -> bool:
-        """Count one message in the window if it holds fewer than limit (atomically)."""
-        ...
 
 
 class SlotStore(Protocol):
@@ -64,26 +47,6 @@ class SlotStore(Protocol):
     def reserve_slots(self, relay: str, emission: float, n: int) -> float:
         """Reserve n slots `emission` seconds apart; seconds from now to the first."""
         ...
-
-
-class MemoryWindowStore:
-    """A WindowStore in a dict: one process's count, forgotten when it exits."""
-
-    def __init__(self) -> None:
-        self.counts: dict[tuple[str, float], int] = {}
-
-    def window_count(self, relay: str, window_start: float) -> int:
-        return self.counts.get((relay, window_start), 0)
-
-    def add_to_window(self, relay: str, window_start: float, n: int) -> None:
-        key = (relay, window_start)
-        self.counts[key] = self.counts.get(key, 0) + n
-
-    def take_from_window(self, relay: str, window_start: float, limit: float) -> bool:
-        if self.window_count(relay, window_start) >= limit:
-            return False
-        self.add_to_window(relay, window_start, 1)
-        return True
 
 
 class RateLimiter:
@@ -97,15 +60,14 @@ class RateLimiter:
         self,
         rate: Rate,
         relay: str,
-        store: WindowStore | None,
         clock: Callable[[], float] = time.monotonic,
-        wall: Callable[[], float] = time.time,
         shared: SlotStore | None = None,
     ) -> None:
         self.rate = rate
-        self.relay = relay  # the store's key for this relay's quota windows
-        self._store: WindowStore = store if store is not None else MemoryWindowStore()
-        self._shared = None if rate.is_quota else shared
+        if rate.is_quota:
+            raise ValueError(f"{rate} is a quota, not a pace (txsend.delivery.quotas)")
+        self.relay = relay  # the shared journal's key for this relay's pace
+        self._shared = shared
         self._emission = 1.0 / rate.per_second
         # 10 to 50 slots a reservation: about a tenth of a second's worth
         self.shared_batch = max(10, min(50, math.ceil(rate.per_second / 10.0)))
@@ -114,7 +76,6 @@ class RateLimiter:
         self._next_slot = 0.0
         self._slots_left = 0
         self._clock = clock
-        self._wall = wall
         if rate.per <= 1.0:
             self.capacity = max(1.0, rate.count / 10.0)
         else:
@@ -127,8 +88,6 @@ class RateLimiter:
 
         When the answer is not 0.0 no slot was taken; ask again after waiting.
         """
-        if self.rate.is_quota:
-            return self._reserve_quota()
         if self._shared is not None:
             return self._reserve_shared(self._shared)
         return self._reserve_token()
@@ -137,8 +96,7 @@ class RateLimiter:
         """Wait (sleeping) for a slot; 0.0 once taken.
 
         If the next slot is more than ``max_wait`` seconds away, returns that wait
-        without taking a slot or sleeping; the caller decides (e.g. stop until the
-        hour's quota renews, and leave the rows pending).
+        without taking a slot or sleeping; the caller decides.
         """
         while True:
             wait = self.reserve()
@@ -147,12 +105,6 @@ class RateLimiter:
             if wait > max_wait:
                 return wait
             await asyncio.sleep(wait)
-
-    def window_end(self) -> float | None:
-        """For a quota: wall-clock time the current window ends; None for a pace."""
-        if not self.rate.is_quota:
-            return None
-        return self._window_start(self._wall()) + self.rate.per
 
     # ----------------------------------------------------------------- internals
 
@@ -184,34 +136,20 @@ class RateLimiter:
         self._slots_left -= 1
         return 0.0
 
-    def _window_start(self, now: float) -> float:
-        # POSIX time has no leap seconds, so whole multiples of 3600 / 86400 since the
-        # epoch are the starts of UTC hours / UTC days.
-        return math.floor(now / self.rate.per) * self.rate.per
-
-    def _reserve_quota(self) -> float:
-        now = self._wall()
-        start = self._window_start(now)
-        if self._store.take_from_window(self.relay, start, self.rate.count):
-            return 0.0
-        return max(start + self.rate.per - now, _EPSILON)
-
 
 def limiter_for(
     relay: RelayConfig,
-    store: WindowStore | None,
     *,
     clock: Callable[[], float] = time.monotonic,
-    wall: Callable[[], float] = time.time,
     shared: SlotStore | None = None,
 ) -> RateLimiter | None:
-    """The limiter for a relay's ``rate:`` (None when it has none).
+    """The pace of a relay's ``rate:`` (None when it has none, or a quota).
 
-    Quota windows are keyed by the relay's URL (it names the account: user, host and
-    port; it never holds a password).
+    A shared pace is keyed by the relay's URL (user, host and port; never a password).
     """
     if relay.rate is None:
         return None
-    return RateLimiter(
-        parse_rate(relay.rate), relay.url, store, clock=clock, wall=wall, shared=shared
-    )
+    rate = parse_rate(relay.rate)
+    if rate.is_quota:
+        return None
+    return RateLimiter(rate, relay.url, clock=clock, shared=shared)

@@ -60,7 +60,8 @@ class RelayState:
     probing: bool = False
     paused_until: float = 0.0  # throttled: no new transaction before this
     slow_downs: int = 0  # consecutive throttling replies
-    quota_until: float = 0.0  # an hourly/daily quota is spent until this (monotonic)
+    quota_until: float = 0.0  # a quota (or the warm-up's cap) is spent until this (monotonic)
+    quota_note: str = ""  # which quota, and when it frees a slot (`Quota.spent`)
     ever_connected: bool = False
     failing_since: float | None = None  # monotonic time of the first failure since a success
     max_cool_down: float = MAX_COOL_DOWN
@@ -207,6 +208,12 @@ class RelayPool:
             if relay.paused_until > now:
                 times.append(relay.paused_until)
         return max(0.0, min(times) - now) if times else None
+
+    def quota_notes(self) -> list[str]:
+        """What each spent quota says (once each: the warm-up's is every relay's)."""
+        now = self._clock()
+        notes = [r.quota_note for r in self.relays if r.quota_until > now and r.quota_note]
+        return list(dict.fromkeys(notes))
 
     def quota_spent_until(self) -> float | None:
         """Seconds until a quota frees up, when spent quotas are all that keeps relays idle."""

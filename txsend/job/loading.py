@@ -27,6 +27,7 @@ from txsend.job.recipients import JSONL_SUFFIXES, MissingColumn, check_header, i
 from txsend.job.relays import job_relays
 from txsend.job.seeds import job_seeds
 from txsend.job.spec import Job, JobOverrides
+from txsend.job.warmup import job_warmup, sender_domain
 from txsend.job.yamlmap import Section, load_yaml, read_text
 from txsend.models import (
     AbortPolicy,
@@ -64,6 +65,7 @@ _TOP_KEYS = frozenset(
         "journal",
         "seeds",
         "seeds_every",
+        "warmup",
     ]
 )
 _RECIPIENTS_KEYS = frozenset({"file", "to", "name", "key"})
@@ -145,6 +147,9 @@ def _load_yaml_job(
     journal = _job_journal(root, base) or JournalLocation(path=default_journal(source))
     hooks = load_hooks(root)
     seeds, seeds_every = job_seeds(root)
+    warmup = job_warmup(root)
+    if warmup is not None and from_addr is not None and sender_domain(from_addr) is None:
+        raise root.error("warmup", "a warm-up needs a From address with a domain to count by")
     job = Job(
         name=name or source.stem,
         source=source,
@@ -167,6 +172,7 @@ def _load_yaml_job(
         hooks=hooks,
         seeds=seeds,
         seeds_every=seeds_every,
+        warmup=warmup,
     )
     return apply(job, overrides, env)
 

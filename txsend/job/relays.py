@@ -17,7 +17,7 @@ from txsend.errors import ConfigError, JobError
 from txsend.job.paths import absolute
 from txsend.job.yamlmap import Section
 from txsend.models import RelayAuth, RelayConfig, TlsMode
-from txsend.units import describe_value, parse_rate
+from txsend.units import RATE_FORMS, describe_value, parse_rate
 
 __all__ = ["RELAY_OPTIONS", "is_loopback", "job_relays", "parse_relay_url"]
 
@@ -176,10 +176,7 @@ def _relay_option(name: str, value: Any) -> Any:
         return Path(value)
     if name == "rate":
         if not isinstance(value, str):
-            raise ValueError(
-                "expected a rate like 50/s, 600/min, 1000/h or 10000/day, "
-                f"got {describe_value(value)}"
-            )
+            raise ValueError(f"expected a rate like {RATE_FORMS}; got {describe_value(value)}")
         parse_rate(value)  # ValueError says what is wrong
         return value.strip()
     # password_env, password_cmd

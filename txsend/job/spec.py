@@ -16,6 +16,7 @@ from typing import Any
 
 from txsend.job.hooks import Hooks
 from txsend.job.location import JournalLocation
+from txsend.job.warmup import Warmup
 from txsend.models import Content, Delivery, RecipientsSpec, RelayConfig, Template
 
 __all__ = ["Job", "JobOverrides"]
@@ -122,6 +123,8 @@ class Job:
     # inbox-monitoring addresses that get a copy of the first message (`txsend.job.seeds`)
     seeds: tuple[str, ...] = ()
     seeds_every: int | None = None  # and of every Nth message after it
+    # a new sender's daily cap, growing day by day (`txsend.job.warmup`)
+    warmup: Warmup | None = None
 
     def input_files(self) -> list[Path]:
         """Every file whose content defines what is sent (for the journal fingerprint)."""

@@ -30,6 +30,7 @@ from txsend.journal.records import (
     FeedbackEntry,
     FeedbackRow,
     IngestStats,
+    LedgerUsage,
     Record,
     StoreEntry,
 )
@@ -167,7 +168,26 @@ class JournalBackend(Protocol):
     def last_run(self) -> RunInfo | None: ...
 
     # rate limits shared by every process sending through a relay
-    def take_from_window(self, relay: str, window_start: float, limit: float) -> bool: ...
+    # the quota ledger (`txsend.delivery.quotas`): accepted recipients per account
+    def ledger_hold(
+        self, account: str, since: float, limit: int, now: float, expires: float
+    ) -> int | None:
+        """Atomically hold a send slot if the acceptances in buckets overlapping
+        [since, now] and the live holds count fewer than limit: its id, else None."""
+        ...
+
+    def ledger_keep(
+        self, hold: int, account: str, start: float, width: float, keep_until: float | None
+    ) -> None:
+        """Turn a hold into an acceptance in the bucket [start, start + width), kept until
+        keep_until (None: for good)."""
+        ...
+
+    def ledger_release(self, hold: int) -> None: ...
+    def ledger_give_back(self, account: str, start: float, width: float) -> None: ...
+    def ledger_usage(self, account: str, since: float, now: float) -> LedgerUsage: ...
+    def ledger_first(self, account: str) -> float | None: ...
+    def ledger_prune(self, now: float) -> None: ...
     def reserve_slots(self, relay: str, emission: float, n: int) -> float:
         """Reserve n send slots `emission` seconds apart (GCRA); seconds until the first."""
         ...

@@ -9,11 +9,19 @@ Plain data, the same for every backend. A run's record (`RunInfo`) lives in
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from txsend.models import State
 
-__all__ = ["Claimed", "FeedbackEntry", "FeedbackRow", "IngestStats", "Record", "StoreEntry"]
+__all__ = [
+    "Claimed",
+    "FeedbackEntry",
+    "FeedbackRow",
+    "IngestStats",
+    "LedgerUsage",
+    "Record",
+    "StoreEntry",
+]
 
 
 @dataclass(frozen=True)
@@ -106,3 +114,15 @@ class StoreEntry:
     source: str | None = None
     created_at: float = 0.0
     updated_at: float = 0.0
+
+
+class LedgerUsage(NamedTuple):
+    """What a quota's ledger holds in a window: the buckets overlapping it, oldest first,
+    as (start, width, accepted), and the expiry times of the send slots held now."""
+
+    buckets: list[tuple[float, float, int]]
+    holds: list[float]
+
+    @property
+    def accepted(self) -> int:
+        return sum(n for _, _, n in self.buckets)

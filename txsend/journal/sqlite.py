@@ -27,9 +27,16 @@ from pathlib import Path
 from typing import Any
 
 from txsend.errors import ConfigError, JobError, MissingInputError
-from txsend.journal import sqlitefeedback, sqliteingest, sqliteschema
+from txsend.journal import sqlitefeedback, sqliteingest, sqliteledger, sqliteschema
 from txsend.journal.api import SharedJournal
-from txsend.journal.records import Claimed, FeedbackEntry, FeedbackRow, IngestStats, Record
+from txsend.journal.records import (
+    Claimed,
+    FeedbackEntry,
+    FeedbackRow,
+    IngestStats,
+    LedgerUsage,
+    Record,
+)
 from txsend.journal.rules import (
     ENDED_IN_DATA,
     OUTCOME_COLUMNS,
@@ -352,31 +359,39 @@ class Journal:
     def feedback_events(self, limit: int = 1000) -> Iterator[dict[str, Any]]:
         return sqlitefeedback.feedback_events(self._conn, limit)
 
-    # --- rate-limit windows (txsend.delivery.ratelimit.WindowStore) -----------------------
+    # --- the quota ledger (txsend.delivery.quotas.Ledger) ---------------------------------
 
-    def window_count(self, relay: str, window_start: float) -> int:
-        """Messages sent through relay in the quota window starting at window_start."""
-        found = self._conn.execute(
-            "SELECT count FROM rate_windows WHERE relay = ? AND window_start = ?",
-            (relay, window_start),
-        ).fetchone()
-        return 0 if found is None else int(found[0])
+    def ledger_hold(
+        self, account: str, since: float, limit: int, now: float, expires: float
+    ) -> int | None:
+        """Hold a send slot if the window [since, now] has room: its id, else None."""
+        return sqliteledger.hold(self._conn, account, since, limit, now, expires)
 
-    def add_to_window(self, relay: str, window_start: float, n: int) -> None:
-        """Count n more messages in a quota window (committed at once: cron runs share it)."""
-        with self._conn:
-            self._conn.execute(
-                "INSERT INTO rate_windows(relay, window_start, count) VALUES (?, ?, ?) "
-                "ON CONFLICT(relay, window_start) DO UPDATE SET count = count + excluded.count",
-                (relay, window_start, n),
-            )
+    def ledger_keep(
+        self, hold: int, account: str, start: float, width: float, keep_until: float | None
+    ) -> None:
+        """Turn a held slot into an acceptance counted in the bucket at start."""
+        sqliteledger.keep(self._conn, hold, account, start, width, keep_until)
 
-    def take_from_window(self, relay: str, window_start: float, limit: float) -> bool:
-        """Count one message in a quota window if it holds fewer than limit."""
-        if self.window_count(relay, window_start) >= limit:
-            return False
-        self.add_to_window(relay, window_start, 1)
-        return True
+    def ledger_release(self, hold: int) -> None:
+        """Give a held slot back: nothing went."""
+        sqliteledger.release(self._conn, hold)
+
+    def ledger_give_back(self, account: str, start: float, width: float) -> None:
+        """Take one acceptance back out of its bucket."""
+        sqliteledger.give_back(self._conn, account, start, width)
+
+    def ledger_usage(self, account: str, since: float, now: float) -> LedgerUsage:
+        """The buckets overlapping [since, now] and the live holds."""
+        return sqliteledger.usage(self._conn, account, since, now)
+
+    def ledger_first(self, account: str) -> float | None:
+        """When the account's earliest counted acceptance's bucket began."""
+        return sqliteledger.first(self._conn, account)
+
+    def ledger_prune(self, now: float) -> None:
+        """Forget buckets no window needs and lapsed holds."""
+        sqliteledger.prune(self._conn, now)
 
     def reserve_slots(self, relay: str, emission: float, n: int) -> float:
         """GCRA in this process (a SQLite journal has one sender): seconds to the first slot."""

@@ -18,6 +18,14 @@ first `txsend bounces`, not at ingest: the send path does not pay for them.
 Schema 4 adds `messages.seed_of`: the key of the row a seed copy copies (NULL for every
 other row; `txsend.job.seeds`), and a partial index of the seed rows by state for the
 counts. Migrating from an older schema adds the column (NULL: no seeds) and the index.
+
+Schema 5 replaces `rate_windows` (messages per relay per clock-aligned hour or day) with
+the quota ledger (`txsend.journal.sqliteledger`): `rate_buckets`, accepted recipients per
+account per time bucket of any width, and `rate_holds`, the send slots held for
+transactions under way. Migrating copies each window of the last two days into a bucket
+(a window starting at a UTC midnight as a day's, any other as an hour's: a count is
+never lost, at worst an hourly quota counts a midnight window for the whole day) and
+drops `rate_windows`.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
+import time
 from collections.abc import Sequence
 from json.encoder import encode_basestring
 from pathlib import Path
@@ -44,7 +53,7 @@ __all__ = [
     "set_meta",
 ]
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 _TABLES = (
     """CREATE TABLE IF NOT EXISTS "messages" (
@@ -75,12 +84,6 @@ _TABLES = (
    "address" TEXT PRIMARY KEY,
    "reason" TEXT,
    "created_at" REAL
-)""",
-    """CREATE TABLE IF NOT EXISTS "rate_windows" (
-   "relay" TEXT,
-   "window_start" REAL,
-   "count" INTEGER,
-   PRIMARY KEY ("relay", "window_start")
 )""",
     """CREATE TABLE IF NOT EXISTS "runs" (
    "id" INTEGER PRIMARY KEY,
@@ -119,6 +122,29 @@ _TABLES = (
    "state_after" TEXT,
    "recorded_at" REAL NOT NULL
 )""",
+    # schema 5
+    """CREATE TABLE IF NOT EXISTS "rate_buckets" (
+   "account" TEXT NOT NULL,
+   "start" REAL NOT NULL,
+   "width" REAL NOT NULL,
+   "accepted" INTEGER NOT NULL,
+   "keep_until" REAL,
+   PRIMARY KEY ("account", "start", "width")
+)""",
+    """CREATE TABLE IF NOT EXISTS "rate_holds" (
+   "id" INTEGER PRIMARY KEY,
+   "account" TEXT NOT NULL,
+   "expires_at" REAL NOT NULL
+)""",
+    'CREATE INDEX IF NOT EXISTS "idx_rate_holds_account" ON "rate_holds" ("account")',
+)
+
+# schema 5: the fixed windows of schema 1 to 4 become buckets of the ledger
+_OLD_WINDOWS = (
+    "INSERT OR IGNORE INTO rate_buckets(account, start, width, accepted, keep_until) "
+    "SELECT relay, window_start, "
+    "CASE WHEN window_start % 86400 = 0 THEN 86400.0 ELSE 3600.0 END, count, "
+    "window_start + 2 * 86400 FROM rate_windows WHERE window_start >= ? AND count > 0"
 )
 
 _META = """CREATE TABLE IF NOT EXISTS "meta" (
@@ -180,6 +206,11 @@ def migrate(conn: sqlite3.Connection, path: Path) -> None:
         if "seed_of" not in columns:
             conn.execute(SEED_COLUMN)
         conn.execute(SEED_INDEX)
+        if conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'rate_windows'"
+        ).fetchone():
+            conn.execute(_OLD_WINDOWS, (time.time() - 2 * 86400,))
+            conn.execute('DROP TABLE "rate_windows"')
         if conn.execute("SELECT 1 FROM messages LIMIT 1").fetchone() is not None:
             conn.execute(STATE_INDEX)
         if version != str(SCHEMA_VERSION):

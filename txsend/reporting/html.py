@@ -47,6 +47,7 @@ from txsend.reporting.schema import (
     ErrorCounts,
     ProblemReport,
     ProblemRow,
+    Quota,
     Relay,
     ReplyCode,
     Report,
@@ -145,6 +146,8 @@ def _page(report: Report) -> str:
     ]
     if report.alerts:  # a job with `alerts:` only
         body.append(_alerts_section(report.alerts))
+    if report.quotas:  # a job with a quota or a warm-up only
+        body.append(_quotas_section(report.quotas))
     return "\n".join(
         [
             "<!DOCTYPE html>",
@@ -488,6 +491,44 @@ def _problem_row(row: ProblemRow) -> list[str]:
 
 
 # Alerts (only for a job with `alerts:`).
+
+
+def _quotas_section(quotas: Sequence[Quota]) -> str:
+    rows = [
+        [
+            esc(
+                f"relay {q.relay}"
+                if q.kind != "warmup"
+                else f"warm-up {(q.account or DASH).removeprefix('warmup:')}"
+            ),
+            esc(q.rate or DASH),
+            esc(q.window or DASH),
+            esc(fmt_int(whole(q.used))),
+            esc(fmt_int(whole(q.held))),
+            esc(fmt_int(whole(q.limit))) if q.limit is not None else DASH,
+            esc(q.frees_at or DASH),
+            esc(_warmup_cell(q.warmup)),
+        ]
+        for q in quotas
+    ]
+    table = _table(
+        ["Quota", "Rate", "Window", "Used", "Held", "Limit", "Next slot frees", "Warm-up"],
+        rows,
+        {3, 4, 5},
+    )
+    return _section("quotas", "Quotas (accepted recipients)", table)
+
+
+def _warmup_cell(warmup: Mapping[str, Any]) -> str:
+    """Where a warm-up stands: its day, tomorrow's cap, when it is full."""
+    if not warmup:
+        return DASH
+    if warmup.get("started") is not True:
+        return "not started: day 1 begins with the first accepted recipient"
+    return (
+        f"day {warmup.get('day')}, tomorrow {warmup.get('tomorrow')}, "
+        f"full {warmup.get('full')} on day {warmup.get('full_day')}"
+    )
 
 
 def _alerts_section(alerts: Sequence[Alert]) -> str:

@@ -32,6 +32,7 @@ __all__ = [
     "Percentiles",
     "ProblemReport",
     "ProblemRow",
+    "Quota",
     "Relay",
     "ReplyCode",
     "Report",
@@ -208,6 +209,22 @@ class Alert:
 
 
 @dataclass(frozen=True)
+class Quota:
+    """One `quotas` entry: a quota's window when the report was made."""
+
+    kind: str | None  # "fixed", "rolling" or "warmup"
+    relay: str | None
+    account: str | None
+    rate: str | None
+    window: str | None
+    used: float | None
+    held: float | None
+    limit: float | None
+    frees_at: str | None
+    warmup: Mapping[str, Any]  # the warm-up's day and caps; empty for a relay's quota
+
+
+@dataclass(frozen=True)
 class Report:
     """A whole report: one run's (`run` set) or all runs of a journal's (`runs` set)."""
 
@@ -228,6 +245,7 @@ class Report:
     problems: ProblemReport
     feedback: Mapping[str, float | None]  # `txsend bounces` totals; empty when absent
     alerts: tuple[Alert, ...] = ()  # the job's alerts (a run's report only)
+    quotas: tuple[Quota, ...] = ()  # the job's quotas when the report was made
 
     @property
     def reported_relays(self) -> Mapping[str, Relay]:
@@ -263,6 +281,7 @@ def read_report(data: Mapping[str, Any]) -> Report:
         problems=_problems(_mapping(data.get("problems"))),
         feedback={str(k): _number(v) for k, v in _mapping(data.get("feedback")).items()},
         alerts=_entries(data.get("alerts"), _alert),
+        quotas=_entries(data.get("quotas"), _quota),
     )
 
 
@@ -371,6 +390,22 @@ def _alert_event(data: Mapping[str, Any]) -> AlertEvent:
         at=_text(data.get("at")),
         value=_number(data.get("value")),
         messages=_number(data.get("messages")),
+    )
+
+
+def _quota(data: Mapping[str, Any]) -> Quota:
+    warmup = _mapping(data.get("warmup"))
+    return Quota(
+        kind=_text(data.get("kind")),
+        relay=_text(data.get("relay")),
+        account=_text(data.get("account")),
+        rate=_text(data.get("rate")),
+        window=_text(data.get("window")),
+        used=_number(data.get("used")),
+        held=_number(data.get("held")),
+        limit=_number(data.get("limit")),
+        frees_at=_text(data.get("frees_at")),
+        warmup={str(k): v for k, v in warmup.items()},
     )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,6 +55,7 @@ class Summary:
     feedback: dict[str, int] | None = None  # `txsend bounces` totals (journal.feedback_counts)
     alerts: tuple[dict[str, Any], ...] | None = None  # the job's alerts (AlertMonitor.to_json)
     seeds: dict[State, int] | None = None  # of `counts`, the seed copies (None: the job has none)
+    quotas: tuple[dict[str, Any], ...] = ()  # the job's quotas now (QuotaUsage.to_json)
 
     def to_json(self) -> dict[str, Any]:
         """The report object of `--json` and `--report` (schema 1)."""
@@ -80,6 +81,8 @@ class Summary:
             data["alerts"] = list(self.alerts)
         if self.feedback and self.feedback.get("events"):
             data["feedback"] = dict(self.feedback)
+        if self.quotas:
+            data["quotas"] = list(self.quotas)
         if self.workers:
             data["workers"] = [
                 {
@@ -166,6 +169,7 @@ def journal_json(
     problems: Problems,
     feedback: Mapping[str, int] | None = None,
     seeds: Mapping[State, int] | None = None,
+    quotas: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
     """The report of `txsend report`: all runs of a journal, from the journal alone."""
     codes: dict[str, dict[str, Any]] = {}
@@ -205,6 +209,7 @@ def journal_json(
         "reply_codes": sorted(codes.values(), key=lambda c: -int(c["count"]))[:20],
         "problems": problems.to_json(),
         **({"feedback": dict(feedback)} if feedback and feedback.get("events") else {}),
+        **({"quotas": [dict(q) for q in quotas]} if quotas else {}),
     }
 
 

@@ -10,7 +10,7 @@ the 250), plus what several workers need. Each part has its module in this packa
 * `ingest`: the job's rows, ingested once by whoever comes first (COPY);
 * `claims`: claims with `FOR UPDATE SKIP LOCKED`, and writes fenced by the lease epoch;
 * `leases`: each worker's lease, its heartbeat, reaping the dead, the abort flag;
-* `rates`: the GCRA pace and the quota windows every worker shares;
+* `rates`: the GCRA pace and the quota ledger every worker (and job) shares;
 * `feedback`: what came back after sending (late bounces, complaints), the VERP secret;
 * `store`: the suppression store every job of the database shares (not part of a journal).
 
@@ -36,7 +36,14 @@ from txsend.journal.postgres.database import Database
 from txsend.journal.postgres.ingest import ingest
 from txsend.journal.postgres.leases import DEFAULT_LEASE, Lease
 from txsend.journal.postgres.schema import migrate
-from txsend.journal.records import Claimed, FeedbackEntry, FeedbackRow, IngestStats, Record
+from txsend.journal.records import (
+    Claimed,
+    FeedbackEntry,
+    FeedbackRow,
+    IngestStats,
+    LedgerUsage,
+    Record,
+)
 from txsend.journal.rules import (
     OUTCOME_COLUMNS,
     PROBLEM_STATES,
@@ -256,9 +263,37 @@ class PgJournal:
 
     # --- rate limits -----------------------------------------------------------------
 
-    def take_from_window(self, relay: str, window_start: float, limit: float) -> bool:
-        """Count one message in a quota window shared by every worker, if there is room."""
-        return rates.take_from_window(self._db, relay, window_start, limit)
+    def ledger_hold(
+        self, account: str, since: float, limit: int, now: float, expires: float
+    ) -> int | None:
+        """Hold a send slot if the window has room (every job and worker shares it)."""
+        return rates.hold(self._db, account, since, limit, now, expires)
+
+    def ledger_keep(
+        self, hold: int, account: str, start: float, width: float, keep_until: float | None
+    ) -> None:
+        """Turn a held slot into an acceptance counted in the bucket at start."""
+        rates.keep(self._db, hold, account, start, width, keep_until)
+
+    def ledger_release(self, hold: int) -> None:
+        """Give a held slot back: nothing went."""
+        rates.release(self._db, hold)
+
+    def ledger_give_back(self, account: str, start: float, width: float) -> None:
+        """Take one acceptance back out of its bucket."""
+        rates.give_back(self._db, account, start, width)
+
+    def ledger_usage(self, account: str, since: float, now: float) -> LedgerUsage:
+        """The buckets overlapping [since, now] and the live holds."""
+        return rates.usage(self._db, account, since, now)
+
+    def ledger_first(self, account: str) -> float | None:
+        """When the account's earliest counted acceptance's bucket began."""
+        return rates.first(self._db, account)
+
+    def ledger_prune(self, now: float) -> None:
+        """Forget buckets no window needs and lapsed holds."""
+        rates.prune(self._db, now)
 
     def reserve_slots(self, relay: str, emission: float, n: int) -> float:
         """GCRA over every worker: n slots from the relay's row; seconds to the first."""

@@ -1,28 +1,115 @@
-"""Rate limits every worker of a PostgreSQL journal shares, on the server's clock.
+"""Rate limits every worker of a PostgreSQL journal shares.
 
-A relay's pace is one GCRA row per relay (`tat`, the theoretical arrival time); a worker
-reserves several slots per round trip. Hour and day quotas are counter rows per window,
-taken atomically.
+A relay's pace is one GCRA row per relay (`tat`, the theoretical arrival time, on the
+server's clock); a worker reserves several slots per round trip.
+
+Quotas are the ledger (schema 4, as `txsend.journal.sqliteledger` for SQLite): accepted
+recipients per account per time bucket (`txsend_rate_buckets`) and the send slots held
+for transactions under way (`txsend_rate_holds`). The tables have no job column: every
+job and worker using the database shares an account's quota. A hold takes a transaction
+advisory lock on its account, so two workers counting at once cannot both take the last
+slot. Quota times are the callers' wall clocks (injectable in tests).
 """
 
 from __future__ import annotations
 
 from txsend.journal.postgres.database import Database
 from txsend.journal.postgres.schema import NOW
+from txsend.journal.records import LedgerUsage
 
-__all__ = ["reserve_slots", "take_from_window"]
+__all__ = ["first", "give_back", "hold", "keep", "prune", "release", "reserve_slots", "usage"]
+
+_LEDGER_LOCK = 0x7478_6C67  # advisory lock class of a ledger account ("txlg")
 
 
-def take_from_window(db: Database, relay: str, window_start: float, limit: float) -> bool:
-    """Count one message in a quota window shared by every worker, if there is room."""
-    row = db.one(
-        "INSERT INTO txsend_rate_windows(relay, window_start, count) "
-        "VALUES (%s, %s, 1) ON CONFLICT (relay, window_start) DO UPDATE "
-        "SET count = txsend_rate_windows.count + 1 "
-        "WHERE txsend_rate_windows.count < %s RETURNING count",
-        (relay, window_start, limit),
+def hold(
+    db: Database, account: str, since: float, limit: int, now: float, expires: float
+) -> int | None:
+    """A new hold if the window [since, now] has room, under the account's lock."""
+    with db.connection() as conn, conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_LEDGER_LOCK, account))
+        row = conn.execute(
+            "SELECT (SELECT coalesce(sum(accepted), 0) FROM txsend_rate_buckets "
+            "        WHERE account = %(a)s AND start + width > %(since)s) "
+            "     + (SELECT count(*) FROM txsend_rate_holds "
+            "        WHERE account = %(a)s AND expires_at > %(now)s)",
+            {"a": account, "since": since, "now": now},
+        ).fetchone()
+        assert row is not None
+        if int(row[0]) >= limit:
+            return None
+        made = conn.execute(
+            "INSERT INTO txsend_rate_holds(account, expires_at) VALUES (%s, %s) RETURNING id",
+            (account, expires),
+        ).fetchone()
+        assert made is not None
+        return int(made[0])
+
+
+def keep(
+    db: Database, hold_id: int, account: str, start: float, width: float, keep_until: float | None
+) -> None:
+    """Turn a hold into an acceptance counted in the bucket [start, start + width)."""
+    with db.connection() as conn, conn.transaction():
+        conn.execute("DELETE FROM txsend_rate_holds WHERE id = %s", (hold_id,))
+        conn.execute(
+            "INSERT INTO txsend_rate_buckets(account, start, width, accepted, keep_until) "
+            "VALUES (%s, %s, %s, 1, %s) ON CONFLICT (account, start, width) DO UPDATE SET "
+            "accepted = txsend_rate_buckets.accepted + 1, "
+            "keep_until = CASE WHEN txsend_rate_buckets.keep_until IS NULL "
+            "OR excluded.keep_until IS NULL THEN NULL "
+            "ELSE greatest(txsend_rate_buckets.keep_until, excluded.keep_until) END",
+            (account, start, width, keep_until),
+        )
+
+
+def release(db: Database, hold_id: int) -> None:
+    """Give a hold back: nothing went."""
+    with db.connection() as conn:
+        conn.execute("DELETE FROM txsend_rate_holds WHERE id = %s", (hold_id,))
+
+
+def give_back(db: Database, account: str, start: float, width: float) -> None:
+    """Take one acceptance back out of its bucket."""
+    with db.connection() as conn:
+        conn.execute(
+            "UPDATE txsend_rate_buckets SET accepted = accepted - 1 "
+            "WHERE account = %s AND start = %s AND width = %s AND accepted > 0",
+            (account, start, width),
+        )
+
+
+def usage(db: Database, account: str, since: float, now: float) -> LedgerUsage:
+    """The buckets overlapping [since, now], oldest first, and the live holds' expiries."""
+    buckets = db.all(
+        "SELECT start, width, accepted FROM txsend_rate_buckets "
+        "WHERE account = %s AND start + width > %s AND accepted > 0 ORDER BY start + width",
+        (account, since),
     )
-    return row is not None
+    holds = db.all(
+        "SELECT expires_at FROM txsend_rate_holds WHERE account = %s AND expires_at > %s "
+        "ORDER BY expires_at",
+        (account, now),
+    )
+    return LedgerUsage(
+        [(float(s), float(w), int(n)) for s, w, n in buckets], [float(e) for (e,) in holds]
+    )
+
+
+def first(db: Database, account: str) -> float | None:
+    """The start of the account's earliest bucket that holds an acceptance."""
+    row = db.one(
+        "SELECT min(start) FROM txsend_rate_buckets WHERE account = %s AND accepted > 0",
+        (account,),
+    )
+    return None if row is None or row[0] is None else float(row[0])
+
+
+def prune(db: Database, now: float) -> None:
+    """Delete buckets no window needs any more and holds that have lapsed."""
+    with db.connection() as conn, conn.transaction():
+        conn.execute("DELETE FROM txsend_rate_buckets WHERE keep_until <= %s", (now,))
+        conn.execute("DELETE FROM txsend_rate_holds WHERE expires_at <= %s", (now,))
 
 
 def reserve_slots(db: Database, relay: str, emission: float, n: int) -> float:

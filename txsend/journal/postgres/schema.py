@@ -11,6 +11,13 @@ lookups use (`FEEDBACK_INDEXES`) are made by the first `txsend bounces`, not her
 
 Schema 3 adds `txsend_messages.seed_of`: the key of the row a seed copy copies (NULL for
 every other row; `txsend.job.seeds`), with a partial index of the seed rows by state.
+
+Schema 4 replaces `txsend_rate_windows` (messages per relay per UTC hour or day) with the
+quota ledger (`txsend.journal.postgres.rates`): `txsend_rate_buckets`, accepted recipients
+per account per time bucket, and `txsend_rate_holds`, the send slots held for
+transactions under way. Migrating copies the windows of the last two days into buckets
+(one starting at a UTC midnight as a day's, any other as an hour's) and drops the old
+table.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ from txsend.journal.postgres.database import Database
 
 __all__ = ["FEEDBACK_INDEXES", "NOW", "SCHEMA", "SCHEMA_LOCK", "SCHEMA_VERSION", "migrate"]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # The server's clock, in epoch seconds: leases, the shared GCRA and reaping use it, so
 # clock skew between the workers' hosts does not matter to them.
@@ -90,10 +97,15 @@ CREATE TABLE IF NOT EXISTS txsend_workers (
 CREATE INDEX IF NOT EXISTS txsend_workers_active ON txsend_workers (job)
     WHERE state = 'active';
 CREATE TABLE IF NOT EXISTS txsend_rates (relay text PRIMARY KEY, tat float8 NOT NULL);
-CREATE TABLE IF NOT EXISTS txsend_rate_windows (
-    relay text NOT NULL, window_start float8 NOT NULL, count integer NOT NULL,
-    PRIMARY KEY (relay, window_start)
+CREATE TABLE IF NOT EXISTS txsend_rate_buckets (
+    account text NOT NULL, start float8 NOT NULL, width float8 NOT NULL,
+    accepted integer NOT NULL, keep_until float8,
+    PRIMARY KEY (account, start, width)
 );
+CREATE TABLE IF NOT EXISTS txsend_rate_holds (
+    id bigserial PRIMARY KEY, account text NOT NULL, expires_at float8 NOT NULL
+);
+CREATE INDEX IF NOT EXISTS txsend_rate_holds_account ON txsend_rate_holds (account);
 CREATE TABLE IF NOT EXISTS txsend_feedback (
     job text NOT NULL,
     event_id text NOT NULL,
@@ -127,6 +139,20 @@ ALTER TABLE txsend_messages ADD COLUMN IF NOT EXISTS seed_of text;
 CREATE INDEX IF NOT EXISTS txsend_messages_seeds ON txsend_messages (job, state)
     WHERE seed_of IS NOT NULL;
 """
+# Schema 4's: the fixed windows become buckets of the quota ledger
+TO_SCHEMA_4 = f"""
+DO $$ BEGIN
+IF to_regclass('txsend_rate_windows') IS NOT NULL THEN
+    INSERT INTO txsend_rate_buckets(account, start, width, accepted, keep_until)
+    SELECT relay, window_start,
+           CASE WHEN window_start::bigint % 86400 = 0 THEN 86400 ELSE 3600 END,
+           count, window_start + 2 * 86400
+    FROM txsend_rate_windows WHERE window_start >= {NOW} - 2 * 86400 AND count > 0
+    ON CONFLICT DO NOTHING;
+    DROP TABLE txsend_rate_windows;
+END IF;
+END $$;
+"""
 
 # The lookups of `txsend bounces`: a report names a row by its Message-ID (a prefix,
 # compared byte-wise: text_pattern_ops) or by its address (any case).
@@ -152,6 +178,7 @@ def migrate(db: Database) -> None:
         if found is None or int(found[0]) < SCHEMA_VERSION:
             conn.execute(TO_SCHEMA_2)
             conn.execute(TO_SCHEMA_3)  # a constant of two statements
+            conn.execute(TO_SCHEMA_4)
             conn.execute(
                 "INSERT INTO txsend_meta(name, value) VALUES ('schema', %s) "
                 "ON CONFLICT (name) DO UPDATE SET value = excluded.value",

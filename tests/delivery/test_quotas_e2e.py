@@ -1,0 +1,117 @@
+"""End to end: rolling quotas and the warm-up through the real CLI into a scripted
+server, counted per accepted recipient in the journal's ledger. "An hour later" and "the
+next day" are made by moving the ledger's history back, not by waiting."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.delivery.test_delivery import final_line, relays_yaml, state_counts
+from tests.jobs import cli, write_job
+from tests.smtpd import ScriptedServer
+
+DELIVERY = "  retry: {attempts: 3, backoff: 10m}\n  give_up_unreachable: 2s\n"
+BOUNCE = "550 5.1.1 no such user"
+
+
+def _shift_ledger(journal: Path, account: str, seconds: float) -> None:
+    """Move an account's history `seconds` into the past (as if that much time passed)."""
+    with sqlite3.connect(journal) as db:
+        db.execute(
+            "UPDATE rate_buckets SET start = start - ?, keep_until = keep_until - ? "
+            "WHERE account = ?",
+            (seconds, seconds, account),
+        )
+
+
+def _ledger(journal: Path) -> tuple[int, int]:
+    with sqlite3.connect(journal) as db:
+        accepted = db.execute("SELECT coalesce(sum(accepted), 0) FROM rate_buckets").fetchone()
+        held = db.execute("SELECT count(*) FROM rate_holds").fetchone()
+    return int(accepted[0]), int(held[0])
+
+
+def test_rolling_quota_counts_accepted_recipients(
+    tmp_path: Path, smtp_server: ScriptedServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    smtp_server.rcpt_replies = {"user1@example.com": BOUNCE, "user3@example.com": BOUNCE}
+    job = write_job(
+        tmp_path,
+        rows=8,
+        delivery=DELIVERY,
+        extra_yaml=relays_yaml({"url": smtp_server.url, "connections": 1, "rate": "5/1h"}),
+    )
+    journal = tmp_path / "job.journal.db"
+    began = time.time()
+    first = cli(capsys, "run", job)
+    ended = time.time()
+    assert first.code == 75, first.err
+    accepted = [r for r in smtp_server.received if r.rcpt_tos]
+    assert len(accepted) == 5
+    # every transaction began during the run, none waited for the quota (an hour away)
+    assert all(r.mail_wall is not None and began <= r.mail_wall <= ended for r in accepted)
+    assert ended - began < 20
+    assert state_counts(journal) == {"sent": 5, "bounced": 2, "pending": 1}
+    line = final_line(first.err)
+    assert (
+        f"relay 127.0.0.1:{smtp_server.port}: 5/1h rolling quota used (5 accepted in the last 1 h)"
+        in line
+    ), line
+    assert "the next slot frees at" in line and "UTC" in line
+    # the refused ones did not consume: 5 accepted, nothing held
+    assert _ledger(journal) == (5, 0)
+
+    again = cli(capsys, "run", job)  # within the hour: nothing more
+    assert again.code == 75, again.err
+    assert len([r for r in smtp_server.received if r.rcpt_tos]) == 5
+    assert state_counts(journal) == {"sent": 5, "bounced": 2, "pending": 1}
+
+    _shift_ledger(journal, smtp_server.url, 3600.0 + 10.0)  # an hour later
+    later = time.time()
+    last = cli(capsys, "run", job)
+    assert last.code == 1, last.err  # done; two rows bounced
+    sent = [r for r in smtp_server.received if r.rcpt_tos]
+    assert len(sent) == 6
+    assert sent[-1].rcpt_tos == ["user7@example.com"]
+    assert sent[-1].mail_wall is not None and sent[-1].mail_wall >= later
+    assert state_counts(journal) == {"sent": 6, "bounced": 2}
+    # the run began by pruning the buckets that had left the window
+    assert _ledger(journal) == (1, 0)
+
+
+def _near_utc_midnight(margin: float) -> bool:
+    return 86400 - time.time() % 86400 < margin
+
+
+@pytest.mark.skipif(_near_utc_midnight(120), reason="too close to the next UTC day")
+def test_warmup_raises_the_cap_day_by_day(
+    tmp_path: Path, smtp_server: ScriptedServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    job = write_job(
+        tmp_path,
+        rows=12,
+        delivery=DELIVERY,
+        extra_yaml=relays_yaml({"url": smtp_server.url, "connections": 2})
+        + "warmup: {start: 3/day, growth: 2, until: 100/day}\n",
+    )
+    journal = tmp_path / "job.journal.db"
+    first = cli(capsys, "run", job)
+    assert first.code == 75, first.err
+    assert len(smtp_server.received) == 3
+    assert state_counts(journal) == {"sent": 3, "pending": 9}
+    line = final_line(first.err)
+    assert "warm-up day 1: today's cap of 3 accepted recipients is reached; " in line, line
+    assert "tomorrow's cap is 6 from " in line and "00:00 UTC" in line
+
+    _shift_ledger(journal, "warmup:acme.example", 86400.0)  # the next UTC day
+    second = cli(capsys, "run", job)
+    assert second.code == 75, second.err
+    assert len(smtp_server.received) == 9
+    assert state_counts(journal) == {"sent": 9, "pending": 3}
+    assert "warm-up day 2: today's cap of 6 accepted recipients is reached" in final_line(
+        second.err
+    )

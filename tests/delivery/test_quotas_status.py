@@ -1,0 +1,192 @@
+"""`txsend status`, `txsend report` and the run's report show each quota's window: used of
+its limit, held slots, when a spent one frees, and the warm-up's day and caps; read from
+the journal's ledger after real runs into a scripted server ("days later" is made by
+moving the ledger's history back, not by waiting)."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+
+from tests.delivery.test_delivery import relays_yaml, state_counts
+from tests.delivery.test_quotas_e2e import DELIVERY, _near_utc_midnight, _shift_ledger
+from tests.jobs import cli, write_job
+from tests.smtpd import ScriptedServer
+
+SCHEMA = json.loads((Path(__file__).parents[2] / "docs" / "report.schema.json").read_text())
+WARMUP = "warmup: {start: 5/day, growth: 1.5, until: 50/day}\n"  # 5, 7, 11, 16, 25, 37, 50
+BOUNCE = "550 5.1.1 no such user"
+
+pytestmark = pytest.mark.skipif(_near_utc_midnight(180), reason="too close to the next UTC day")
+
+
+def _job(folder: Path, server: ScriptedServer, rate: str, rows: int, extra: str = WARMUP) -> Path:
+    return write_job(
+        folder,
+        rows=rows,
+        delivery=DELIVERY,
+        extra_yaml=relays_yaml({"url": server.url, "connections": 1, "rate": rate}) + extra,
+    )
+
+
+def _warmup(used: int, limit: int, day: int, tomorrow: int, started: bool = True) -> dict[str, Any]:
+    return {
+        "kind": "warmup",
+        "relay": None,
+        "account": "warmup:acme.example",
+        "rate": "warm-up",
+        "window": "today (UTC)",
+        "used": used,
+        "held": 0,
+        "limit": limit,
+        "frees_at": None,
+        "warmup": {
+            "started": started,
+            "day": day,
+            "cap": limit,
+            "tomorrow": tomorrow,
+            "full": 50,
+            "full_day": 7,
+        },
+    }
+
+
+def _rolling(
+    server: ScriptedServer, used: int, limit: int, frees_at: str | None = None
+) -> dict[str, Any]:
+    return {
+        "kind": "rolling",
+        "relay": f"127.0.0.1:{server.port}",
+        "account": server.url,
+        "rate": f"{limit}/24h",
+        "window": "the last 24 h",
+        "used": used,
+        "held": 0,
+        "limit": limit,
+        "frees_at": frees_at,
+    }
+
+
+def _quotas(out: str) -> list[dict[str, Any]]:
+    """The `quotas` of a report on stdout, which must follow docs/report.schema.json."""
+    report = json.loads(out)
+    jsonschema.Draft202012Validator(SCHEMA).validate(report)
+    quotas: list[dict[str, Any]] = report["quotas"]
+    return quotas
+
+
+def _lines(out: str, *starts: str) -> list[str]:
+    return [line for line in out.splitlines() if line.startswith(starts)]
+
+
+def test_status_and_reports_show_the_rolling_quota_and_the_warmup(
+    tmp_path: Path, smtp_server: ScriptedServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    smtp_server.rcpt_replies = {"user1@example.com": BOUNCE}  # refused: counts nowhere
+    job = _job(tmp_path, smtp_server, "10/24h", rows=4)
+    journal = tmp_path / "job.journal.db"
+    run = cli(capsys, "run", job, "--json")
+    assert run.code == 1, run.err
+    assert state_counts(journal) == {"sent": 3, "bounced": 1}
+    expected = [_warmup(3, 5, day=1, tomorrow=7), _rolling(smtp_server, 3, 10)]
+    assert _quotas(run.out) == expected
+
+    status = cli(capsys, "status", job)
+    assert status.code == 0, status.err
+    relay = f"relay 127.0.0.1:{smtp_server.port}"
+    assert _lines(status.out, "warm-up", relay) == [
+        "warm-up acme.example: day 1, today's cap 5 (3 used), tomorrow 7, full 50 on day 7",
+        f"{relay}: 3 of 10 accepted in the last 24 h (10/24h)",
+    ]
+    assert _quotas(cli(capsys, "status", job, "--json").out) == expected
+    assert _quotas(cli(capsys, "report", job, "--json").out) == expected
+    report = cli(capsys, "report", job)
+    assert _lines(report.out, "warm-up", f"{relay}: 3 of") == _lines(status.out, "warm-up", relay)
+
+    # two days later: warm-up day 3, nothing used today; the rolling window is empty
+    _shift_ledger(journal, "warmup:acme.example", 2 * 86400.0)
+    _shift_ledger(journal, smtp_server.url, 86400.0 + 120.0)
+    later = _quotas(cli(capsys, "status", job, "--json").out)
+    assert later == [_warmup(0, 11, day=3, tomorrow=16), _rolling(smtp_server, 0, 10)]
+    assert _lines(cli(capsys, "status", job).out, "warm-up") == [
+        "warm-up acme.example: day 3, today's cap 11 (0 used), tomorrow 16, full 50 on day 7"
+    ]
+
+
+def test_a_spent_quota_says_when_its_next_slot_frees(
+    tmp_path: Path, smtp_server: ScriptedServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    job = _job(tmp_path, smtp_server, "2/24h", rows=3, extra="")
+    journal = tmp_path / "job.journal.db"
+    assert cli(capsys, "run", job).code == 75
+    assert state_counts(journal) == {"sent": 2, "pending": 1}
+    with sqlite3.connect(journal) as db:
+        (ends,) = db.execute("SELECT min(start + width) FROM rate_buckets").fetchone()
+    frees = ends + 86400.0  # the oldest bucket leaves the window
+    iso = datetime.datetime.fromtimestamp(frees, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    status = cli(capsys, "status", job, "--json")
+    assert _quotas(status.out) == [_rolling(smtp_server, 2, 2, frees_at=iso)]
+    minute = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(math.ceil(frees / 60) * 60))
+    assert _lines(cli(capsys, "status", job).out, "relay") == [
+        f"relay 127.0.0.1:{smtp_server.port}: 2 of 2 accepted in the last 24 h (2/24h); "
+        f"none left: the next slot frees at {minute}"
+    ]
+
+
+def _back_to_schema_4(journal: Path) -> None:
+    """Make the journal one written before the ledger: the fixed windows' table."""
+    with sqlite3.connect(journal) as db:
+        db.execute("DROP TABLE rate_buckets")
+        db.execute("DROP TABLE rate_holds")
+        db.execute(
+            "CREATE TABLE rate_windows (relay TEXT NOT NULL, window_start REAL NOT NULL, "
+            "count INTEGER NOT NULL, PRIMARY KEY (relay, window_start))"
+        )
+        db.execute("UPDATE meta SET value = '4' WHERE name = 'schema'")
+
+
+def test_a_journal_from_before_the_ledger_shows_nothing_used(
+    tmp_path: Path, smtp_server: ScriptedServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    plain = write_job(
+        tmp_path, rows=2, delivery=DELIVERY, extra_yaml=relays_yaml({"url": smtp_server.url})
+    )
+    assert cli(capsys, "run", plain).code == 0
+    journal = tmp_path / "job.journal.db"
+    _back_to_schema_4(journal)
+    job = _job(tmp_path, smtp_server, "10/24h", rows=2)  # the same job, with quotas now
+    status = cli(capsys, "status", job, "--json")
+    assert status.code == 0, status.err
+    assert _quotas(status.out) == [
+        _warmup(0, 5, day=1, tomorrow=7, started=False),
+        _rolling(smtp_server, 0, 10),
+    ]
+    assert _lines(cli(capsys, "status", job).out, "warm-up") == [
+        "warm-up acme.example: not started: day 1 begins with the first accepted recipient; cap 5"
+    ]
+    assert len(smtp_server.received) == 2  # status sent nothing
+
+
+def test_status_reads_the_quotas_of_a_postgresql_journal(
+    tmp_path: Path,
+    smtp_server: ScriptedServer,
+    capsys: pytest.CaptureFixture[str],
+    pg_url: str,
+) -> None:
+    job = _job(tmp_path, smtp_server, "10/24h", rows=3, extra=WARMUP + f"journal: {pg_url}\n")
+    run = cli(capsys, "run", job)
+    assert run.code == 0, run.err
+    expected = [_warmup(3, 5, day=1, tomorrow=7), _rolling(smtp_server, 3, 10)]
+    assert _quotas(cli(capsys, "status", job, "--json").out) == expected
+    assert _quotas(cli(capsys, "report", job, "--json").out) == expected
+    assert _lines(cli(capsys, "status", job).out, "warm-up") == [
+        "warm-up acme.example: day 1, today's cap 5 (3 used), tomorrow 7, full 50 on day 7"
+    ]
