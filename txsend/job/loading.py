@@ -25,6 +25,7 @@ from txsend.job.overrides import apply
 from txsend.job.paths import absolute
 from txsend.job.recipients import JSONL_SUFFIXES, MissingColumn, check_header, is_jsonl
 from txsend.job.relays import job_relays
+from txsend.job.scheduling import check_column_zone, job_schedule
 from txsend.job.seeds import job_seeds
 from txsend.job.spec import Job, JobOverrides
 from txsend.job.yamlmap import Section, load_yaml, read_text
@@ -64,9 +65,10 @@ _TOP_KEYS = frozenset(
         "journal",
         "seeds",
         "seeds_every",
+        "schedule",
     ]
 )
-_RECIPIENTS_KEYS = frozenset({"file", "to", "name", "key"})
+_RECIPIENTS_KEYS = frozenset({"file", "to", "name", "key", "timezone"})
 _DELIVERY_KEYS = frozenset({"on_unknown", "timeouts", "retry", "abort_on", "give_up_unreachable"})
 _RETRY_KEYS = ("attempts", "backoff", "max_backoff", "max_age")
 _ABORT_KEYS = ("error_rate", "min_messages")
@@ -145,6 +147,7 @@ def _load_yaml_job(
     journal = _job_journal(root, base) or JournalLocation(path=default_journal(source))
     hooks = load_hooks(root)
     seeds, seeds_every = job_seeds(root)
+    schedule = job_schedule(root)
     job = Job(
         name=name or source.stem,
         source=source,
@@ -167,6 +170,7 @@ def _load_yaml_job(
         hooks=hooks,
         seeds=seeds,
         seeds_every=seeds_every,
+        schedule=schedule,
     )
     return apply(job, overrides, env)
 
@@ -318,6 +322,7 @@ def _job_recipients(root: Section, base: Path) -> RecipientsSpec:
         to=(section.opt_str("to") or "email").strip(),
         name=section.opt_str("name"),
         key=(key.strip() if (key := section.opt_str("key")) is not None else None),
+        timezone=check_column_zone(section),
     )
     if not is_jsonl(resolved):
         # A missing address column is a job problem: find it now, not halfway through a run.

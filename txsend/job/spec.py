@@ -16,6 +16,7 @@ from typing import Any
 
 from txsend.job.hooks import Hooks
 from txsend.job.location import JournalLocation
+from txsend.job.schedule import Schedule
 from txsend.models import Content, Delivery, RecipientsSpec, RelayConfig, Template
 
 __all__ = ["Job", "JobOverrides"]
@@ -122,6 +123,8 @@ class Job:
     # inbox-monitoring addresses that get a copy of the first message (`txsend.job.seeds`)
     seeds: tuple[str, ...] = ()
     seeds_every: int | None = None  # and of every Nth message after it
+    # when it may send: not_before, not_after, weekly windows (`txsend.job.schedule`)
+    schedule: Schedule | None = None
 
     def input_files(self) -> list[Path]:
         """Every file whose content defines what is sent (for the journal fingerprint)."""

@@ -86,6 +86,12 @@ class JournalBackend(Protocol):
         """Commit rows entering `sending` and outcomes; returns the keys refused (fenced)."""
         ...
 
+    def expire(self, reason: str) -> int:
+        """schedule.not_after has passed: every `pending` and `deferred` row becomes
+        `expired` with `reason` as its reply; returns how many. `unknown` rows stay as they
+        are; a shared journal leaves the rows other live workers hold to them."""
+        ...
+
     # summary and reading
     def counts(self) -> dict[State, int]: ...
     def seed_counts(self) -> dict[State, int]:

@@ -251,6 +251,16 @@ class Journal:
                 )
         return set()
 
+    def expire(self, reason: str) -> int:
+        """Every pending and deferred row becomes `expired` (schedule.not_after passed)."""
+        with self._conn:
+            cur = self._conn.execute(
+                "UPDATE messages SET state = 'expired', reply = ?, next_attempt_at = NULL, "
+                "updated_at = ? WHERE state IN ('pending', 'deferred')",
+                (reason, time.time()),
+            )
+        return cur.rowcount
+
     # --- reading ---------------------------------------------------------------------
 
     def counts(self) -> dict[State, int]:

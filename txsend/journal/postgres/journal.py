@@ -195,6 +195,19 @@ class PgJournal:
         """Commit `sending` rows and outcomes in one transaction; refuse what is not ours."""
         return claims.write(self._db, self._job(), self.lease.epoch, sending, records)
 
+    def expire(self, reason: str) -> int:
+        """Free rows pending or deferred become `expired`; rows a live worker holds are
+        left to it (it expires them itself at the end of its run)."""
+        self.reap()
+        with self._db.connection() as conn:
+            cur = conn.execute(
+                "UPDATE txsend_messages SET state = 'expired', reply = %s, "
+                "next_attempt_at = NULL, updated_at = %s WHERE job = %s "
+                "AND state IN ('pending', 'deferred') AND owner_epoch IS NULL",
+                (reason, time.time(), self._job()),
+            )
+            return int(cur.rowcount)
+
     # --- several workers on one job ----------------------------------------------------
 
     def abort(self, reason: str) -> None:
