@@ -47,6 +47,7 @@ from txsend.delivery.outcomes import (
 )
 from txsend.delivery.ratelimit import limiter_for
 from txsend.delivery.relays import Circuit, RelayPool, RelayState, cool_down_cap
+from txsend.delivery.schedulegate import ScheduleGate
 from txsend.delivery.smtp import RelayDown, SendResult, SmtpConnection
 from txsend.errors import RowError, RowFailed, TemplateRowError
 from txsend.job.credentials import RelaySecret
@@ -105,6 +106,7 @@ class Engine:
         options: SendOptions,
         on_tick: Callable[[RunStats], None] | None = None,
         suppressions: SuppressionList | None = None,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self.job = job
         self.journal = journal
@@ -137,6 +139,9 @@ class Engine:
         self._limited_to: set[str] = set()  # with --limit: the rows this run took on
         self._refused: set[str] = set()  # rows the journal would not mark sending (fenced)
         self._started = time.monotonic()
+        # schedule: (dry runs send nothing, so they wait for no window)
+        schedule = None if options.dry_run else job.schedule
+        self._gate = ScheduleGate(schedule, job.recipients.timezone, wall)
 
     # --- entry points ----------------------------------------------------------------
 
@@ -184,6 +189,7 @@ class Engine:
         # Transactions abandoned after DATA began (grace over, second signal): their
         # rows are in RFC 1047's window, so they become `unknown` now, not on resume.
         self.stats.abandoned = self.journal.recover()
+        self.stats.schedule = self._gate.finish(self.journal)  # past not_after: expired
         if self.stats.stop_reason is None:
             # a shared journal: the job was aborted by another worker, or the lease lost
             self.stats.stop_reason = self.journal.stop_requested()
@@ -241,7 +247,7 @@ class Engine:
         slack = len(self.job.seeds)
         first_pass = True
         try:
-            while not self._stopping:
+            while not self._stopping and await self._window_open():
                 batch: list[Claimed] = []
                 if first_pass and (remaining is None or remaining > 0 or slack):
                     size = self._claim_size()
@@ -281,7 +287,8 @@ class Engine:
         """Deferred rows due now (with --limit, only this run's rows)."""
         assert self._committer is not None
         self._committer.flush()  # a row deferred a moment ago is not due again yet
-        busy = set(self._in_pipeline)  # a copy: the set changes while the thread reads it
+        # a copy: the set changes while the thread reads it; held rows wait for their window
+        busy = self._in_pipeline | self._gate.held
         batch = await self._off_loop(
             partial(self.journal.claim_retries, self._claim_size(), busy=busy)
         )
@@ -290,7 +297,13 @@ class Engine:
         return batch
 
     async def _admit(self, claimed: Claimed) -> None:
-        """Suppress, render and queue one claimed row."""
+        """Suppress, render and queue one claimed row (if its send window is open)."""
+        try:
+            if not self._gate.admit(claimed):
+                return  # its window is closed: it stays due in the journal
+        except RowError as exc:  # its time zone is not one
+            self._record(Record(claimed.key, State.SKIPPED, reply=exc.reason))
+            return
         suppressed = self._suppressions.reason(claimed.address)
         if suppressed is not None:
             self._record(Record(claimed.key, State.SKIPPED, reply=f"suppressed: {suppressed}"))
@@ -375,7 +388,7 @@ class Engine:
         self._producer_wake.clear()  # before looking: a drain from now on wakes the nap
         assert self._committer is not None
         self._committer.flush()  # deferrals recorded a moment ago must be visible
-        due = self.journal.next_attempt_at()
+        due = self._gate.retry_due(self.journal.next_attempt_at())
         wait = None if due is None else due - time.time()
         if (
             not self._in_pipeline
@@ -391,6 +404,19 @@ class Engine:
         finally:
             self._retry_due = None
         return True
+
+    async def _window_open(self) -> bool:
+        """`schedule:`: True when the run may take rows now; waits for a window that opens
+        within RETRY_WAIT_IN_RUN, else says the run takes no more."""
+        while not self._stopping:
+            wait = self._gate.closed_for()
+            if wait <= 0:
+                return True
+            if wait > RETRY_WAIT_IN_RUN:
+                self._gate.stop_taking()
+                return False
+            await self._nap(min(wait, 1.0))
+        return False
 
     async def _nap(self, seconds: float, *, wake: asyncio.Event | None = None) -> None:
         """Sleep at most `seconds`; a stop request (or `wake`, which a stop also sets)
@@ -560,6 +586,10 @@ class Engine:
                     # (a message whose transaction is open already goes on: it began before
                     # a pause or an open circuit could apply, like one in flight)
                     self._hand_back(item)
+                elif not connection.holds(item.message) and not self._gate.may_begin(item.claimed):
+                    # its window closed while it waited: no transaction begins outside it
+                    self._gate.hold(item.claimed)
+                    self._drop(item)
                 else:
                     following = await self._send(relay, connection, item, queue)
                 # the message whose commands went out with this one's content comes next
@@ -675,9 +705,11 @@ class Engine:
             if following is None:
                 return None
             taken.append(following)
-            if (following.message.smtputf8 and not connection.offers_smtputf8) or (
+            if (
+                (following.message.smtputf8 and not connection.offers_smtputf8)
                 # not even a RCPT to an address a bounce has suppressed since
-                self._suppressions.reason(following.claimed.address) is not None
+                or self._suppressions.reason(following.claimed.address) is not None
+                or not self._gate.may_begin(following.claimed)  # nor outside its window
             ):
                 return None
             return following.message

@@ -246,7 +246,7 @@ def decide_exit_code(
     0 only when every row is delivered or skipped by policy (suppressed, duplicate key).
     `unknown` rows are 75 while `resume` will resend them, 1 when they are terminal by
     policy (`on_unknown: skip`); rows skipped by an error (invalid address, template or
-    header injection) are 1, like bounced and failed ones. Rows still `pending` are 75
+    header injection) are 1, like bounced, failed and expired ones. Rows still `pending` are 75
     unless the run was asked to leave them (`pending_ok`: --limit, --dry-run)."""
     if stats.signal is not None:
         return ExitCode.SIGTERM if stats.signal == 15 else ExitCode.SIGINT
@@ -264,6 +264,12 @@ def decide_exit_code(
         waiting += counts[State.PENDING]
     if waiting:
         return ExitCode.TEMPFAIL
-    if counts[State.BOUNCED] or counts[State.FAILED] or counts[State.UNKNOWN] or skipped_by_error:
+    if (
+        counts[State.BOUNCED]
+        or counts[State.FAILED]
+        or counts[State.UNKNOWN]
+        or counts[State.EXPIRED]
+        or skipped_by_error
+    ):
         return ExitCode.SOME_FAILED
     return ExitCode.OK
