@@ -22,9 +22,7 @@ class State(StrEnum):
     EXPIRED = "expired"  # not sent before the job's schedule.not_after
 
 
-TERMINAL_STATES = frozenset(
-    {State.SENT, State.BOUNCED, State.FAILED, State.SKIPPED, State.EXPIRED}
-)
+TERMINAL_STATES = frozenset({State.SENT, State.BOUNCED, State.FAILED, State.SKIPPED, State.EXPIRED})
 
 
 class TlsMode(StrEnum):

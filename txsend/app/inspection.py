@@ -10,6 +10,7 @@ import csv
 import hashlib
 import json
 import os
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,7 @@ from txsend.errors import (
     UsageError,
 )
 from txsend.job.recipients import iter_rows
+from txsend.job.schedule import schedule_status
 from txsend.job.spec import Job, JobOverrides
 from txsend.journal.api import JournalBackend
 from txsend.models import Row
@@ -144,6 +146,7 @@ def status(target: Path, overrides: JobOverrides) -> Summary:
             workers=_workers(journal),
             feedback=journal.feedback_counts(),
             seeds=journal.seed_counts(),
+            schedule=schedule_status(job.schedule, time.time()) if job.schedule else None,
         )
     finally:
         journal.close()

@@ -23,6 +23,7 @@ from txsend.cli.options import (
 )
 from txsend.cli.verdict import feedback_line, print_summary
 from txsend.errors import ExitCode, UsageError
+from txsend.job.schedule import status_lines
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -64,6 +65,9 @@ def status(job: JobArg, journal: JournalOpt = None, json_out: JsonOpt = False) -
         _print_workers(console, summary.workers)
     if summary.next_attempt_at:
         console.print(f"next retry due {local_time(summary.next_attempt_at)}")
+    if summary.schedule is not None:
+        for line in status_lines(summary.schedule, time.time()):
+            console.print(line, markup=False)
 
 
 def _print_workers(console: Console, workers: tuple[dict[str, Any], ...]) -> None:

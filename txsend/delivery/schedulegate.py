@@ -173,7 +173,8 @@ class ScheduleGate:
         if self.schedule is None or self.stats is None:
             return None
         stats = self.stats
-        if self.schedule.expired(self.wall()):
+        stats.at = self.wall()
+        if self.schedule.expired(stats.at):
             stats.expired = journal.expire(expired_reason(self.schedule))
             return stats
         stats.waiting = len(self.held)

@@ -36,6 +36,8 @@ __all__ = [
     "load_zone",
     "parse_instant",
     "parse_window",
+    "schedule_status",
+    "status_lines",
     "zone_problem",
 ]
 
@@ -323,6 +325,49 @@ def _at(day: datetime.date, minutes: int, tz: zoneinfo.ZoneInfo) -> float:
 
 
 # --------------------------------------------------------------------------- words
+
+
+def schedule_status(schedule: Schedule, at: float) -> dict[str, object]:
+    """The schedule as `txsend status` shows it at `at` (the job's zone)."""
+    zone = schedule.timezone
+    span = schedule.span(None, at)
+
+    def iso(value: float | None) -> str | None:
+        return None if value is None or math.isinf(value) else iso_instant(value, zone)
+
+    return {
+        "timezone": zone,
+        "open": span.open,
+        "closes_at": iso(span.until) if span.open else None,
+        "opens_at": None if span.open else iso(span.until),
+        "not_before": iso(schedule.not_before),
+        "not_after": iso(schedule.not_after),
+        "windows": [w.text for w in schedule.windows],
+        "expired": schedule.expired(at),
+    }
+
+
+def status_lines(status: dict[str, object], at: float) -> list[str]:
+    """`schedule_status` in words."""
+    zone = str(status["timezone"])
+    lines = []
+
+    def words(iso: object) -> str:
+        moment = datetime.datetime.fromisoformat(str(iso)).timestamp()
+        return f"{describe_instant(moment, zone)} (in {describe_wait(moment - at)})"
+
+    if status["expired"]:
+        lines.append(f"schedule: past not_after ({status['not_after']}): nothing is sent")
+    elif status["open"]:
+        closes = status["closes_at"]
+        lines.append("send window: open now" + (f", closes {words(closes)}" if closes else ""))
+    elif status["opens_at"]:
+        lines.append(f"send window: closed now, opens {words(status['opens_at'])}")
+    else:
+        lines.append("send window: closed now, and no window opens before not_after")
+    if status["not_after"] and not status["expired"]:
+        lines.append(f"not_after: {status['not_after']}")
+    return lines
 
 
 def describe_instant(at: float, zone: str) -> str:

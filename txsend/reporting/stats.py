@@ -188,6 +188,7 @@ class ScheduleStats:
     next_zone: str | None = None  # the zone of that opening (a row's own zone)
     expired: int = 0  # rows this run made `expired` (not_after passed)
     not_after: float | None = None
+    at: float | None = None  # the wall clock when the run ended (the schedule's clock)
 
 
 @dataclass
