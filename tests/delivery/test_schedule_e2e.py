@@ -1,0 +1,170 @@
+"""schedule: end to end into a real SMTP server: when each transaction BEGAN at the server
+(`Received.mail_wall`), what the journal holds, the exit code and what the run says.
+
+The CLI tests run on the real clock; the per-row zone test runs in-process "at" a fixed
+moment through the run's injectable wall clock (shifted, so it still advances)."""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import sqlite3
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.jobs import cli, write_job
+from tests.smtpd import ScriptedServer
+from txsend.app import sending
+from txsend.app.requests import RunRequest
+from txsend.job.schedule import load_zone
+from txsend.reporting.summary import schedule_note
+
+
+def states(folder: Path) -> dict[str, str]:
+    with sqlite3.connect(folder / "job.journal.db") as db:
+        return dict(db.execute("SELECT key, state FROM messages"))
+
+
+def iso(epoch: float) -> str:
+    return datetime.datetime.fromtimestamp(epoch, datetime.UTC).isoformat(timespec="seconds")
+
+
+def relay(server: ScriptedServer, rate: str | None = None) -> str:
+    extra = f"\n    rate: {rate}" if rate else ""
+    return f"relays:\n  - url: {server.url}\n    connections: 2{extra}\n"
+
+
+def test_a_run_before_not_before_sends_nothing_and_says_when_it_opens(
+    tmp_path: Path, smtp_server: ScriptedServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    opens = int(time.time()) + 2 * 86400
+    job = write_job(
+        tmp_path,
+        rows=4,
+        extra_yaml=relay(smtp_server)
+        + f"schedule:\n  timezone: Asia/Tokyo\n  not_before: {iso(opens)}\n",
+    )
+    result = cli(capsys, "run", job)
+    assert result.code == 75, result.err
+    assert smtp_server.received == []
+    assert set(states(tmp_path).values()) == {"pending"}
+    when = datetime.datetime.fromtimestamp(opens, load_zone("Asia/Tokyo"))
+    assert "outside the send window: 4 rows wait" in result.err
+    assert f"opens {when:%a %Y-%m-%d %H:%M} JST" in result.err
+    status = cli(capsys, "status", job)
+    assert f"send window: closed now, opens {when:%a %Y-%m-%d %H:%M} JST" in status.out
+    resumed = cli(capsys, "resume", job, "--json")
+    assert resumed.code == 75 and smtp_server.received == []
+    assert '"next_window_at": ' + str(float(opens)) in resumed.out
+
+
+def test_no_transaction_begins_after_not_after_and_the_rest_expire(
+    tmp_path: Path, smtp_server: ScriptedServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # 5 messages a second for 3 seconds cannot send 40 rows
+    not_after = time.time() + 3.0
+    job = write_job(
+        tmp_path,
+        rows=40,
+        extra_yaml=relay(smtp_server, "5/s") + f"schedule:\n  not_after: '{iso(not_after)}'\n",
+    )
+    not_after = datetime.datetime.fromisoformat(iso(not_after)).timestamp()  # whole seconds
+    result = cli(capsys, "run", job)
+    assert result.code == 1, result.err
+    received = smtp_server.received
+    assert received, "some rows fit before not_after"
+    assert all(r.mail_wall is not None and r.mail_wall <= not_after for r in received)
+    counts = Counter(states(tmp_path).values())
+    assert counts == {"sent": len(received), "expired": 40 - len(received)}
+    assert "expired: not sent before schedule.not_after" in result.err
+    out = tmp_path / "failed.csv"
+    assert cli(capsys, "report", job, "--failed-csv", out).code in (0, 1)
+    with out.open(newline="", encoding="utf-8") as handle:
+        exported = list(csv.DictReader(handle))
+    assert len(exported) == 40 - len(received)
+    assert all("not sent before schedule.not_after" in str(row.values()) for row in exported)
+    # a later run sends nothing: everything is terminal
+    assert cli(capsys, "run", job).code == 1
+    assert len(smtp_server.received) == len(received)
+
+
+def test_a_run_after_not_after_expires_everything_unsent(
+    tmp_path: Path, smtp_server: ScriptedServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    job = write_job(tmp_path, rows=3, extra_yaml=relay(smtp_server))
+    smtp_server.disconnect_after = 0  # the first message's reply is lost: unknown
+    first = cli(capsys, "run", job, "--limit", "1")
+    assert first.code == 75, first.err
+    text = job.read_text() + f"schedule:\n  not_after: '{iso(time.time() - 60)}'\n"
+    job.write_text(text)
+    smtp_server.disconnect_after = None
+    result = cli(capsys, "run", job, "--force")
+    assert result.code == 1, result.err
+    assert Counter(states(tmp_path).values()) == {"unknown": 1, "expired": 2}
+    assert len(smtp_server.received) == 0
+
+
+def shifted(start: float) -> Callable[[], float]:
+    t0 = time.monotonic()
+    return lambda: start + (time.monotonic() - t0)
+
+
+def test_rows_go_in_their_own_zone_s_window_and_the_rest_wait(
+    tmp_path: Path, smtp_server: ScriptedServer
+) -> None:
+    records = [
+        {"email": f"user{i}@example.com", "first_name": f"U{i}", "plan": "pro", "tz": zone}
+        for i, zone in enumerate(["Asia/Tokyo", "America/Los_Angeles"] * 3)
+    ]
+    job = write_job(
+        tmp_path,
+        records=records,
+        extra_yaml=relay(smtp_server) + "schedule:\n  windows: ['Mon-Fri 09:00-17:00']\n",
+    )
+    job.write_text(
+        job.read_text().replace("  file: people.csv\n", "  file: people.csv\n  timezone: tz\n")
+    )
+    tokyo = datetime.datetime(2026, 12, 7, 10, 0, tzinfo=load_zone("Asia/Tokyo")).timestamp()
+    request = RunRequest(target=job, wall=shifted(tokyo))
+    summary = sending.run(request, "run")
+    assert summary.exit_code == 75
+    tos = sorted(r.rcpt_tos[0] for r in smtp_server.received)
+    assert tos == ["user0@example.com", "user2@example.com", "user4@example.com"]
+    assert Counter(states(tmp_path).values()) == {"sent": 3, "pending": 3}
+    note = schedule_note(summary)
+    assert note is not None and "3 rows wait" in note
+    assert "Mon 2026-12-07 09:00 PST" in note
+    # later that day in Los Angeles: the rest go, each once
+    la = datetime.datetime(2026, 12, 7, 9, 30, tzinfo=load_zone("America/Los_Angeles"))
+    resumed = sending.run(
+        RunRequest(target=job, resume=True, wall=shifted(la.timestamp())), "resume"
+    )
+    assert resumed.exit_code == 0
+    assert Counter(r.rcpt_tos[0] for r in smtp_server.received) == {
+        f"user{i}@example.com": 1 for i in range(6)
+    }
+
+
+def test_a_row_with_an_unknown_zone_is_skipped_with_the_reason(
+    tmp_path: Path, smtp_server: ScriptedServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    records = [
+        {"email": "a@example.com", "first_name": "A", "plan": "p", "tz": "Europe/Paris"},
+        {"email": "b@example.com", "first_name": "B", "plan": "p", "tz": "Mars/Olympus"},
+    ]
+    job = write_job(
+        tmp_path,
+        records=records,
+        extra_yaml=relay(smtp_server) + "schedule:\n  windows: ['00:00-24:00']\n",
+    )
+    job.write_text(
+        job.read_text().replace("  file: people.csv\n", "  file: people.csv\n  timezone: tz\n")
+    )
+    result = cli(capsys, "run", job)
+    assert result.code == 1, result.err
+    assert [r.rcpt_tos[0] for r in smtp_server.received] == ["a@example.com"]
+    assert states(tmp_path)["b@example.com"] == "skipped"
