@@ -88,7 +88,8 @@ def test_instants_with_and_without_offsets() -> None:
 
 
 def job_with(tmp_path: Path, schedule: str) -> Path:
-    return write_job(tmp_path, rows=1, extra_yaml="relays: [{url: 'smtp://127.0.0.1:1'}]\n" + schedule)
+    relays = "relays: [{url: 'smtp://127.0.0.1:1'}]\n"
+    return write_job(tmp_path, rows=1, extra_yaml=relays + schedule)
 
 
 @pytest.mark.parametrize(
@@ -96,7 +97,11 @@ def job_with(tmp_path: Path, schedule: str) -> Path:
     [
         ("schedule:\n  timezone: Europe/Pariss\n", 15, "unknown time zone 'Europe/Pariss'"),
         ("schedule:\n  windows: ['Mon-Fri 8-18']\n", 15, "not a window"),
-        ("schedule:\n  windows:\n    - Mon 08:00-09:00\n    - Xyz 10:00-11:00\n", 17, "unknown day"),
+        (
+            "schedule:\n  windows:\n    - Mon 08:00-09:00\n    - Xyz 10:00-11:00\n",
+            17,
+            "unknown day",
+        ),
         (
             "schedule:\n  not_before: 2026-12-09T18:00\n  not_after: 2026-12-07T08:00\n",
             16,
