@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import datetime
 import math
+import os
+import subprocess
+import sys
+import zoneinfo
 from pathlib import Path
 
 import pytest
@@ -255,3 +259,31 @@ def test_words() -> None:
     assert describe_wait(9 * 3600 + 12 * 60) == "9 h 12 min"
     assert describe_wait(2 * 86400 + 3600) == "2 d 1 h"
     assert describe_wait(30) == "1 min"
+
+
+def test_zones_work_without_the_system_database() -> None:
+    # a slim machine without /usr/share/zoneinfo: zoneinfo falls back on the tzdata package
+    # (a dependency), and a bad name is still reported, not raised
+    code = (
+        "import zoneinfo; assert zoneinfo.TZPATH == ();"
+        "from txsend.job.schedule import zone_problem, Schedule, Window;"
+        "assert zone_problem('Europe/Paris') is None;"
+        "assert 'unknown time zone' in zone_problem('Mars/Olympus');"
+        "assert 'unknown time zone' in zone_problem('../../etc/passwd');"
+        "s = Schedule('America/New_York', windows=(Window(frozenset(range(7)), 540, 1020, ''),));"
+        "print(s.next_open(None, 1796083200.0))"  # 2026-12-01T00:00Z: 09:00 EST that day
+    )
+    env = {**os.environ, "PYTHONTZPATH": ""}
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert float(done.stdout) == 1796083200.0 + 14 * 3600
+
+
+def test_the_system_database_comes_first() -> None:
+    # zoneinfo's documented order: the TZPATH directories, then the tzdata package
+    if not Path("/usr/share/zoneinfo/Europe/Paris").exists():
+        pytest.skip("no system time zone database here")
+    assert "/usr/share/zoneinfo" in zoneinfo.TZPATH
+    assert load_zone("Europe/Paris").key == "Europe/Paris"
