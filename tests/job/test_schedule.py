@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import json
 import math
 import os
 import subprocess
@@ -287,3 +288,45 @@ def test_the_system_database_comes_first() -> None:
         pytest.skip("no system time zone database here")
     assert "/usr/share/zoneinfo" in zoneinfo.TZPATH
     assert load_zone("Europe/Paris").key == "Europe/Paris"
+
+
+def zone_job(tmp_path: Path, zones: list[str], schedule: str) -> Path:
+    records = [
+        {"email": f"u{i}@example.com", "first_name": f"U{i}", "plan": "p", "tz": zone}
+        for i, zone in enumerate(zones)
+    ]
+    job = write_job(tmp_path, records=records, extra_yaml=schedule)
+    job.write_text(
+        job.read_text().replace("  file: people.csv\n", "  file: people.csv\n  timezone: TZ\n")
+    )
+    return job
+
+
+def test_validate_lists_rows_with_an_unknown_zone_by_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    job = zone_job(
+        tmp_path,
+        ["Europe/Paris", "Mars/Olympus", "", " America/New_York ", "Europe/paris"],
+        "schedule:\n  windows: ['Mon-Fri 09:00-17:00']\n",
+    )
+    result = cli(capsys, "validate", job)
+    assert result.code == 65, result.out + result.err
+    text = result.out + result.err
+    assert "row 2: key 'u1@example.com': TZ: unknown time zone 'Mars/Olympus'" in text
+    assert "row 5: key 'u4@example.com': TZ: unknown time zone 'Europe/paris'" in text
+    assert "u0@example.com" not in text and "u2@example.com" not in text
+    assert "u3@example.com" not in text
+    assert "5 rows, 2 problems" in text
+    listed = cli(capsys, "validate", job, "--json")
+    assert listed.code == 65
+    assert len(json.loads(listed.out)["problems"]) == 2
+
+
+def test_validate_warns_of_a_zone_column_without_a_schedule(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    job = zone_job(tmp_path, ["Mars/Olympus"], "")
+    result = cli(capsys, "validate", job)
+    assert result.code == 0, result.out + result.err
+    assert "recipients.timezone ('TZ') has no effect without schedule:" in result.out + result.err

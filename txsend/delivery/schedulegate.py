@@ -22,6 +22,7 @@ from typing import Any
 
 from txsend.errors import RowError
 from txsend.job.schedule import Schedule, SpanCache, describe_instant, zone_problem
+from txsend.job.scheduling import row_zone
 from txsend.journal.api import JournalBackend
 from txsend.journal.records import Claimed
 from txsend.reporting.stats import ScheduleStats
@@ -55,7 +56,6 @@ class ScheduleGate:
         self._spans = SpanCache(schedule) if schedule is not None else None
         self._next: float = math.inf  # the earliest opening among held rows
         self._next_zone: str | None = None
-        self._column_key: str | None = None  # the data's own spelling of the column
         self._closed_at: float | None = None  # the run stopped taking rows then
         self.stats = ScheduleStats(schedule.timezone) if schedule is not None else None
         if schedule is not None and self.stats is not None:
@@ -145,18 +145,7 @@ class ScheduleGate:
         return due
 
     def _zone(self, data: dict[str, Any]) -> str | None:
-        if self.column is None:
-            return None
-        if self._column_key is None:
-            self._column_key = next(
-                (k for k in data if k == self.column),
-                next((k for k in data if k.casefold() == self.column.casefold()), self.column),
-            )
-        value = data.get(self._column_key)
-        if value is None:
-            return None
-        text = str(value).strip()
-        return text or None
+        return None if self.column is None else row_zone(data, self.column)
 
     def _opening(self, zone: str | None, now: float) -> float | None:
         """When a transaction for `zone` may next begin (None: never)."""

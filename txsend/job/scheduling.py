@@ -6,6 +6,9 @@ section into a `Schedule`, or a JobError (exit 65) naming the key and its line.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from txsend.errors import JobError
 from txsend.job.schedule import (
     DEFAULT_ZONE,
@@ -20,7 +23,7 @@ from txsend.job.schedule import (
 from txsend.job.yamlmap import Section
 from txsend.units import describe_value
 
-__all__ = ["SCHEDULE_KEYS", "job_schedule"]
+__all__ = ["SCHEDULE_KEYS", "job_schedule", "row_zone", "row_zone_problem"]
 
 SCHEDULE_KEYS = ("timezone", "not_before", "not_after", "windows")
 _HINT = (
@@ -97,3 +100,22 @@ def _windows(section: Section) -> tuple[Window, ...]:
     if "windows" in section.data and not windows:
         raise section.error("windows", "is empty", hint=_HINT + " (or leave windows out)")
     return tuple(windows)
+
+
+def row_zone(data: Mapping[str, Any], column: str) -> str | None:
+    """The time zone a row names in `recipients.timezone`'s column (matched like the
+    header: exactly, else case-insensitively); None: empty, the job's zone applies."""
+    value = data.get(column)
+    if value is None:
+        value = next((v for k, v in data.items() if k.casefold() == column.casefold()), None)
+    if value is None:
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def row_zone_problem(data: Mapping[str, Any], column: str) -> str | None:
+    """Why a row's time zone is not one ("tz: unknown time zone ..."), or None."""
+    zone = row_zone(data, column)
+    problem = None if zone is None else zone_problem(zone)
+    return None if problem is None else f"{column}: {problem}"
