@@ -168,3 +168,93 @@ def test_a_row_with_an_unknown_zone_is_skipped_with_the_reason(
     assert result.code == 1, result.err
     assert [r.rcpt_tos[0] for r in smtp_server.received] == ["a@example.com"]
     assert states(tmp_path)["b@example.com"] == "skipped"
+
+
+class Shifted:
+    """A wall clock started at `start` that advances with the monotonic clock: a moment the
+    server saw (`Received.mail_at`, monotonic) maps onto it exactly."""
+
+    def __init__(self, start: float) -> None:
+        self.start, self.t0 = start, time.monotonic()
+
+    def __call__(self) -> float:
+        return self.start + (time.monotonic() - self.t0)
+
+    def of(self, monotonic: float | None) -> float:
+        assert monotonic is not None
+        return self.start + (monotonic - self.t0)
+
+
+def zone_column(job: Path) -> None:
+    job.write_text(
+        job.read_text().replace("  file: people.csv\n", "  file: people.csv\n  timezone: tz\n")
+    )
+
+
+def local(zone: str, *parts: int) -> float:
+    return datetime.datetime(*parts, tzinfo=load_zone(zone)).timestamp()  # type: ignore[misc]
+
+
+def test_rows_whose_own_window_opens_within_a_minute_go_in_the_same_run(
+    tmp_path: Path, smtp_server: ScriptedServer
+) -> None:
+    zones = ["America/New_York", "America/Los_Angeles"] * 2
+    records = [
+        {"email": f"u{i}@example.com", "first_name": f"U{i}", "plan": "p", "tz": zone}
+        for i, zone in enumerate(zones)
+    ]
+    job = write_job(
+        tmp_path,
+        records=records,
+        extra_yaml=relay(smtp_server) + "schedule:\n  windows: ['Mon-Fri 09:00-17:00']\n",
+    )
+    zone_column(job)
+    opens = local("America/Los_Angeles", 2026, 12, 7, 9, 0)  # 12:00 in New York
+    clock = Shifted(opens - 3.0)
+    summary = sending.run(RunRequest(target=job, wall=clock), "run")
+    assert summary.exit_code == 0, schedule_note(summary)
+    assert Counter(states(tmp_path).values()) == {"sent": 4}
+    by_to = {r.rcpt_tos[0]: clock.of(r.mail_at) for r in smtp_server.received}
+    assert len(by_to) == 4 and len(smtp_server.received) == 4
+    assert by_to["u0@example.com"] < opens and by_to["u2@example.com"] < opens
+    assert by_to["u1@example.com"] >= opens and by_to["u3@example.com"] >= opens
+
+
+def test_a_held_row_s_past_retry_does_not_stop_the_wait_for_other_retries(
+    tmp_path: Path, smtp_server: ScriptedServer
+) -> None:
+    records = [
+        {"email": "paris@example.com", "first_name": "P", "plan": "p", "tz": "Europe/Paris"},
+        {"email": "london@example.com", "first_name": "L", "plan": "p", "tz": "Europe/London"},
+    ]
+    job = write_job(
+        tmp_path,
+        records=records,
+        extra_yaml=relay(smtp_server) + "schedule:\n  windows: ['Mon-Fri 09:00-17:00']\n",
+    )
+    zone_column(job)
+    smtp_server.mail_reply = "451 4.3.0 try again later"
+    first = sending.run(
+        RunRequest(target=job, wall=Shifted(local("Europe/Paris", 2026, 12, 7, 16, 30))), "run"
+    )
+    assert first.exit_code == 75
+    assert set(states(tmp_path).values()) == {"deferred"}
+    # Paris's retry time has passed (but its window is closed); London's comes in 2 s
+    with sqlite3.connect(tmp_path / "job.journal.db") as db:
+        db.execute(
+            "UPDATE messages SET next_attempt_at = ? WHERE key = ?",
+            (time.time() - 100, "paris@example.com"),
+        )
+        db.execute(
+            "UPDATE messages SET next_attempt_at = ? WHERE key = ?",
+            (time.time() + 2, "london@example.com"),
+        )
+    smtp_server.mail_reply = None
+    # 17:30 in Paris (closed until Tuesday), 16:30 in London (open)
+    clock = Shifted(local("Europe/Paris", 2026, 12, 7, 17, 30))
+    started = time.monotonic()
+    resumed = sending.run(RunRequest(target=job, resume=True, wall=clock), "resume")
+    assert resumed.exit_code == 75
+    assert [r.rcpt_tos[0] for r in smtp_server.received] == ["london@example.com"]
+    assert states(tmp_path) == {"paris@example.com": "deferred", "london@example.com": "sent"}
+    assert time.monotonic() - started < 30  # it waited for London's retry, not a minute

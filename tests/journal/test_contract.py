@@ -240,6 +240,9 @@ def test_deferred_outcomes_set_the_next_attempt(journal: JournalBackend) -> None
     ]
     assert journal.write([], later) == set()
     assert journal.next_attempt_at() == 200.0
+    # past the retries a run leaves alone (rows held for their send window)
+    assert journal.next_attempt_at(after=200.0) == 300.0
+    assert journal.next_attempt_at(after=300.0) is None
     assert [(found(journal, k).state, found(journal, k).attempts) for k in (key(1), key(2))] == [
         (State.DEFERRED, 1),
         (State.DEFERRED, 1),

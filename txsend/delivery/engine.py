@@ -141,7 +141,8 @@ class Engine:
         self._started = time.monotonic()
         # schedule: (dry runs send nothing, so they wait for no window)
         schedule = None if options.dry_run else job.schedule
-        self._gate = ScheduleGate(schedule, job.recipients.timezone, wall)
+        self._gate = ScheduleGate(schedule, job.recipients.timezone, wall, RETRY_WAIT_IN_RUN)
+        self._retries_checked_at = 0.0  # when _due_retries last claimed (wall clock)
 
     # --- entry points ----------------------------------------------------------------
 
@@ -265,6 +266,8 @@ class Engine:
                 if not batch and not self.options.dry_run:
                     batch = await self._due_retries()
                 if not batch:
+                    batch = self._gate.release()  # rows whose window opened meanwhile
+                if not batch:
                     if await self._wait_for_retries():
                         continue
                     break
@@ -289,6 +292,7 @@ class Engine:
         self._committer.flush()  # a row deferred a moment ago is not due again yet
         # a copy: the set changes while the thread reads it; held rows wait for their window
         busy = self._in_pipeline | self._gate.held
+        self._retries_checked_at = time.time()
         batch = await self._off_loop(
             partial(self.journal.claim_retries, self._claim_size(), busy=busy)
         )
@@ -388,8 +392,15 @@ class Engine:
         self._producer_wake.clear()  # before looking: a drain from now on wakes the nap
         assert self._committer is not None
         self._committer.flush()  # deferrals recorded a moment ago must be visible
-        due = self._gate.retry_due(self.journal.next_attempt_at())
+        due = self.journal.next_attempt_at()
+        if due is not None and due <= self._retries_checked_at and self._gate.held:
+            # the retries due that the claim left are held for their window (or in the
+            # pipeline): wait for the others' retry times
+            due = self.journal.next_attempt_at(after=self._retries_checked_at)
         wait = None if due is None else due - time.time()
+        opens = self._gate.release_in()  # a held row's window opening soon (its own clock)
+        if opens is not None and (wait is None or opens < wait):
+            wait, due = opens, time.time() + opens
         if (
             not self._in_pipeline
             and (wait is None or wait > RETRY_WAIT_IN_RUN)

@@ -10,12 +10,18 @@ queues or for a rate slot. A row whose window is closed is held: not sent this r
 `pending` or `deferred` in the journal. At the end of a run past not_after, every row
 still pending or deferred becomes `expired` (`expire`).
 
+A row held for a window that opens within the run's wait horizon (the minute a run waits
+for retries due soon) is kept (`release_in`, `release`): the run waits and sends it in
+the same run, like a retry due soon. Others stay for `txsend resume`.
+
 Each zone's open/closed answer is cached until it changes (`SpanCache`), so a row costs
 a dictionary look-up and a comparison.
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import math
 from collections.abc import Callable
 from typing import Any
@@ -32,6 +38,8 @@ __all__ = ["BEGIN_MARGIN", "ScheduleGate", "expired_reason"]
 # No transaction begins in the last second of a window (or before not_after): the check
 # and the MAIL command are a moment apart, and the relay must see MAIL inside the window.
 BEGIN_MARGIN = 1.0
+# Rows kept in memory for a window opening within the horizon; beyond, rows wait for resume
+SOON_MAX = 50_000
 
 
 def expired_reason(schedule: Schedule) -> str:
@@ -47,12 +55,20 @@ class ScheduleGate:
     """A job's schedule for one run; with no schedule every question answers "go"."""
 
     def __init__(
-        self, schedule: Schedule | None, column: str | None, wall: Callable[[], float]
+        self,
+        schedule: Schedule | None,
+        column: str | None,
+        wall: Callable[[], float],
+        horizon: float = 0.0,
     ) -> None:
         self.schedule = schedule
         self.column = column if schedule is not None else None
         self.wall = wall
         self.held: set[str] = set()  # keys of rows left for their window this run
+        self.horizon = horizon  # a row whose window opens within this many seconds is kept
+        # the rows kept: (opening, order, row), earliest opening first
+        self._soon: list[tuple[float, int, Claimed]] = []
+        self._order = itertools.count()
         self._spans = SpanCache(schedule) if schedule is not None else None
         self._next: float = math.inf  # the earliest opening among held rows
         self._next_zone: str | None = None
@@ -129,20 +145,34 @@ class ScheduleGate:
         return span.open and now + BEGIN_MARGIN < span.until
 
     def hold(self, claimed: Claimed) -> None:
-        """Leave the row for its window: not sent this run."""
+        """Leave the row for its window: kept for this run when the window opens within the
+        horizon, else not sent this run."""
         if self.schedule is None or claimed.key in self.held:
             return
         self.held.add(claimed.key)
         zone = self._zone(claimed.data)
-        opens = self._opening(zone, self.wall())
-        if opens is not None and opens < self._next:
+        now = self.wall()
+        opens = self._opening(zone, now)
+        if opens is not None and opens - now <= self.horizon and len(self._soon) < SOON_MAX:
+            heapq.heappush(self._soon, (opens, next(self._order), claimed))
+        elif opens is not None and opens < self._next:
             self._next, self._next_zone = opens, zone
 
-    def retry_due(self, due: float | None) -> float | None:
-        """The retry time the run waits for: a due retry of a held row is not one."""
-        if due is not None and self.held and due <= self.wall():
+    def release_in(self) -> float | None:
+        """Seconds until a kept row's window opens (0: open now); None: no row is kept."""
+        if not self._soon:
             return None
-        return due
+        return max(self._soon[0][0] - self.wall(), 0.0)
+
+    def release(self) -> list[Claimed]:
+        """The kept rows whose window has opened: no longer held, to be admitted again."""
+        now = self.wall()
+        released: list[Claimed] = []
+        while self._soon and self._soon[0][0] <= now:
+            claimed = heapq.heappop(self._soon)[2]
+            self.held.discard(claimed.key)
+            released.append(claimed)
+        return released
 
     def _zone(self, data: dict[str, Any]) -> str | None:
         return None if self.column is None else row_zone(data, self.column)
@@ -159,14 +189,24 @@ class ScheduleGate:
 
     def finish(self, journal: JournalBackend) -> ScheduleStats | None:
         """Past not_after, rows left become `expired`; the run's schedule figures."""
+        stats = self.figures()
+        if stats is not None and self.schedule is not None and self.schedule.expired(stats.at):
+            stats.expired = journal.expire(expired_reason(self.schedule))
+        return stats
+
+    def figures(self) -> ScheduleStats | None:
+        """The run's schedule figures now: rows waiting, the next window (not_after passed:
+        none; `finish` then expires the rows left)."""
         if self.schedule is None or self.stats is None:
             return None
         stats = self.stats
         stats.at = self.wall()
         if self.schedule.expired(stats.at):
-            stats.expired = journal.expire(expired_reason(self.schedule))
             return stats
         stats.waiting = len(self.held)
+        for opens, _, claimed in self._soon:  # kept, but the run ended before they opened
+            if opens < self._next:
+                self._next, self._next_zone = opens, self._zone(claimed.data)
         if self._closed_at is not None or self.held:
             stats.next_window = None if math.isinf(self._next) else self._next
             stats.next_zone = self._next_zone

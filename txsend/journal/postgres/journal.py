@@ -22,6 +22,7 @@ skew does not matter for them; retry times use the worker's wall clock.
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 import time
@@ -305,11 +306,11 @@ class PgJournal:
             counts[State(state)] += n
         return counts
 
-    def next_attempt_at(self) -> float | None:
+    def next_attempt_at(self, after: float | None = None) -> float | None:
         row = self._db.one(
             "SELECT min(next_attempt_at) FROM txsend_messages WHERE job = %s "
-            "AND state = 'deferred'",
-            (self._job(),),
+            "AND state = 'deferred' AND next_attempt_at > %s",
+            (self._job(), -math.inf if after is None else after),
         )
         return None if row is None or row[0] is None else float(row[0])
 
