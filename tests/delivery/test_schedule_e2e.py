@@ -195,6 +195,32 @@ def local(zone: str, *parts: int) -> float:
     return datetime.datetime(*parts, tzinfo=load_zone(zone)).timestamp()  # type: ignore[misc]
 
 
+def test_a_window_closing_mid_run_stops_new_transactions_before_it_closes(
+    tmp_path: Path, smtp_server: ScriptedServer
+) -> None:
+    # 5 messages a second, the window closes 4 seconds into the run: 60 rows cannot fit
+    job = write_job(
+        tmp_path,
+        rows=60,
+        extra_yaml=relay(smtp_server, "5/s")
+        + "schedule:\n  timezone: Europe/Paris\n  windows: ['Mon-Fri 09:00-17:00']\n",
+    )
+    closes = local("Europe/Paris", 2026, 12, 7, 17, 0)  # a Monday
+    clock = Shifted(closes - 4.0)
+    summary = sending.run(RunRequest(target=job, wall=clock), "run")
+    assert summary.exit_code == 75
+    received = smtp_server.received
+    assert received, "some rows go before the window closes"
+    assert all(clock.of(r.mail_at) < closes for r in received)  # BEGIN_MARGIN before it
+    assert Counter(states(tmp_path).values()) == {
+        "sent": len(received),
+        "pending": 60 - len(received),
+    }
+    note = schedule_note(summary)
+    assert note is not None and f"{60 - len(received)} rows wait" in note
+    assert "Tue 2026-12-08 09:00 CET" in note
+
+
 def test_rows_whose_own_window_opens_within_a_minute_go_in_the_same_run(
     tmp_path: Path, smtp_server: ScriptedServer
 ) -> None:
