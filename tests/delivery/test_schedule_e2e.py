@@ -284,3 +284,32 @@ def test_a_held_row_s_past_retry_does_not_stop_the_wait_for_other_retries(
     assert [r.rcpt_tos[0] for r in smtp_server.received] == ["london@example.com"]
     assert states(tmp_path) == {"paris@example.com": "deferred", "london@example.com": "sent"}
     assert time.monotonic() - started < 30  # it waited for London's retry, not a minute
+
+
+def test_limit_counts_only_rows_taken_and_dry_run_ignores_the_window(
+    tmp_path: Path, smtp_server: ScriptedServer
+) -> None:
+    zones = ["Europe/Paris", "Asia/Tokyo", "Asia/Tokyo", "Europe/Paris", "Europe/Paris"]
+    records = [
+        {"email": f"u{i}@example.com", "first_name": f"U{i}", "plan": "p", "tz": zone}
+        for i, zone in enumerate(zones)
+    ]
+    job = write_job(
+        tmp_path,
+        records=records,
+        extra_yaml=relay(smtp_server) + "schedule:\n  windows: ['Mon-Fri 09:00-17:00']\n",
+    )
+    zone_column(job)
+    noon = local("Europe/Paris", 2026, 12, 7, 12, 0)  # 20:00 in Tokyo: closed
+    # --dry-run renders every row whatever the window, and sends nothing
+    dry = sending.run(RunRequest(target=job, dry_run=True, wall=Shifted(noon)), "run")
+    assert dry.exit_code == 0 and dry.stats is not None and dry.stats.queued == 5
+    assert smtp_server.received == [] and set(states(tmp_path).values()) == {"pending"}
+    # --limit 2 takes two rows whose window is open, not the Tokyo rows it passes over
+    limited = sending.run(RunRequest(target=job, limit=2, wall=Shifted(noon)), "run")
+    assert limited.exit_code == 0  # as any --limit run that took its N rows
+    assert sorted(r.rcpt_tos[0] for r in smtp_server.received) == [
+        "u0@example.com",
+        "u3@example.com",
+    ]
+    assert Counter(states(tmp_path).values()) == {"sent": 2, "pending": 3}

@@ -250,6 +250,7 @@ class Engine:
         try:
             while not self._stopping and await self._window_open():
                 batch: list[Claimed] = []
+                cut = fresh = False
                 if first_pass and (remaining is None or remaining > 0 or slack):
                     size = self._claim_size()
                     size = size if remaining is None else min(size, remaining + slack)
@@ -263,6 +264,7 @@ class Engine:
                         batch, remaining, cut = within_limit(batch, remaining)
                         first_pass = first_pass and not cut
                         self._limited_to.update(c.key for c in batch)
+                        fresh = True
                 if not batch and not self.options.dry_run:
                     batch = await self._due_retries()
                 if not batch:
@@ -275,6 +277,12 @@ class Engine:
                     if self._stopping:
                         break
                     await self._admit(claimed)
+                if fresh and remaining is not None and (left := self._gate.left(batch)):
+                    # --limit counts the rows taken: new rows left for their window do not
+                    rows = [c for c in left if c.seed_of is None]
+                    remaining += len(rows)
+                    self._limited_to.difference_update(c.key for c in left)
+                    first_pass = first_pass or bool(rows) and not cut
         finally:
             self._producer_done = True
             self._maybe_finished()

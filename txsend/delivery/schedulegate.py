@@ -69,6 +69,7 @@ class ScheduleGate:
         # the rows kept: (opening, order, row), earliest opening first
         self._soon: list[tuple[float, int, Claimed]] = []
         self._order = itertools.count()
+        self._kept: set[str] = set()  # their keys
         self._spans = SpanCache(schedule) if schedule is not None else None
         self._next: float = math.inf  # the earliest opening among held rows
         self._next_zone: str | None = None
@@ -155,8 +156,13 @@ class ScheduleGate:
         opens = self._opening(zone, now)
         if opens is not None and opens - now <= self.horizon and len(self._soon) < SOON_MAX:
             heapq.heappush(self._soon, (opens, next(self._order), claimed))
+            self._kept.add(claimed.key)
         elif opens is not None and opens < self._next:
             self._next, self._next_zone = opens, zone
+
+    def left(self, batch: list[Claimed]) -> list[Claimed]:
+        """The rows of `batch` held for a later run (not kept for this one)."""
+        return [c for c in batch if c.key in self.held and c.key not in self._kept]
 
     def release_in(self) -> float | None:
         """Seconds until a kept row's window opens (0: open now); None: no row is kept."""
@@ -171,6 +177,7 @@ class ScheduleGate:
         while self._soon and self._soon[0][0] <= now:
             claimed = heapq.heappop(self._soon)[2]
             self.held.discard(claimed.key)
+            self._kept.discard(claimed.key)
             released.append(claimed)
         return released
 
