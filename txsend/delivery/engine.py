@@ -282,7 +282,7 @@ class Engine:
                     rows = [c for c in left if c.seed_of is None]
                     remaining += len(rows)
                     self._limited_to.difference_update(c.key for c in left)
-                    first_pass = first_pass or bool(rows) and not cut
+                    first_pass = first_pass or (bool(rows) and not cut)
         finally:
             self._producer_done = True
             self._maybe_finished()

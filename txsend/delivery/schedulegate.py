@@ -197,7 +197,9 @@ class ScheduleGate:
     def finish(self, journal: JournalBackend) -> ScheduleStats | None:
         """Past not_after, rows left become `expired`; the run's schedule figures."""
         stats = self.figures()
-        if stats is not None and self.schedule is not None and self.schedule.expired(stats.at):
+        if stats is None or self.schedule is None or stats.at is None:
+            return stats
+        if self.schedule.expired(stats.at):
             stats.expired = journal.expire(expired_reason(self.schedule))
         return stats
 
