@@ -24,6 +24,7 @@ EXAMPLE_REPORT: dict[str, Any] = {
         "failed": 20,
         "skipped": 10,
         "unknown": 0,
+        "expired": 0,
     },
     "next_attempt_at": None,
     "warnings": [],

@@ -19,9 +19,10 @@ class State(StrEnum):
     FAILED = "failed"
     SKIPPED = "skipped"
     UNKNOWN = "unknown"
+    EXPIRED = "expired"  # not sent before the job's schedule.not_after
 
 
-TERMINAL_STATES = frozenset({State.SENT, State.BOUNCED, State.FAILED, State.SKIPPED})
+TERMINAL_STATES = frozenset({State.SENT, State.BOUNCED, State.FAILED, State.SKIPPED, State.EXPIRED})
 
 
 class TlsMode(StrEnum):
@@ -80,6 +81,7 @@ class RecipientsSpec:
     to: str = "email"  # column holding the address
     name: str | None = None  # display-name template
     key: str | None = None  # column holding the unique key; None = the address
+    timezone: str | None = None  # column holding each row's IANA zone (`schedule:` windows)
 
 
 @dataclass(frozen=True)

@@ -240,6 +240,9 @@ def test_deferred_outcomes_set_the_next_attempt(journal: JournalBackend) -> None
     ]
     assert journal.write([], later) == set()
     assert journal.next_attempt_at() == 200.0
+    # past the retries a run leaves alone (rows held for their send window)
+    assert journal.next_attempt_at(after=200.0) == 300.0
+    assert journal.next_attempt_at(after=300.0) is None
     assert [(found(journal, k).state, found(journal, k).attempts) for k in (key(1), key(2))] == [
         (State.DEFERRED, 1),
         (State.DEFERRED, 1),
@@ -282,6 +285,47 @@ def test_row_left_sending_by_a_dead_run_becomes_unknown(journal: JournalBackend)
         assert (row.state, row.attempts) == (State.UNKNOWN, 1)
         assert second.problems()[1][0]["reply"]  # says why it is unknown
         assert keys(second.claim(10, include_unknown=False)) == [key(2)]
+
+
+# --- schedule.not_after ------------------------------------------------------------
+
+EXPIRED = "not sent before schedule.not_after (2026-12-09 18:00 CET)"
+
+
+def test_expire_turns_pending_and_deferred_rows_expired_and_leaves_the_others(
+    journal: JournalBackend,
+) -> None:
+    journal.ingest(rows(6), ids("a"))
+    run = journal.start_run("run")
+    journal.claim(10, include_unknown=False)
+    records = [
+        Record(key(1), State.SENT, 250, "250 ok", "a"),
+        Record(key(2), State.DEFERRED, 451, "451 later", "a", next_attempt_at=9e9),
+        Record(key(3), State.BOUNCED, 550, "550 no", "a"),
+    ]
+    assert journal.write([(key(i), run) for i in (1, 2, 3, 4)], records) == set()
+    journal.recover()  # key 4 was left in `sending`: unknown
+    assert found(journal, key(4)).state is State.UNKNOWN
+    assert journal.expire(EXPIRED) == 3  # deferred 2, pending 5 and 6
+    assert [found(journal, key(i)).state for i in range(1, 7)] == [
+        State.SENT,
+        State.EXPIRED,
+        State.BOUNCED,
+        State.UNKNOWN,
+        State.EXPIRED,
+        State.EXPIRED,
+    ]
+    assert journal.next_attempt_at() is None  # the expired row waits for nothing
+    assert journal.counts()[State.EXPIRED] == 3
+    count, problems = journal.problems()
+    expired = [p for p in problems if p["state"] == "expired"]
+    assert [p["key"] for p in expired] == [key(2), key(5), key(6)]
+    assert {p["reply"] for p in expired} == {EXPIRED}
+    assert count == 5  # bounced, unknown and the three expired
+    assert journal.expire(EXPIRED) == 0  # terminal: nothing left to expire
+    with closing(reopen(journal)) as later:  # a later run claims none of them
+        assert keys(later.claim(10, include_unknown=True)) == [key(4)]
+        assert later.claim_retries(10, busy=(), now=1e10) == []
 
 
 # --- summary -------------------------------------------------------------------------
@@ -819,6 +863,24 @@ def workers(pg_url: str) -> Iterator[Callable[..., PgJournal]]:
     yield start
     for worker in opened:
         worker.close()
+
+
+def test_expire_leaves_rows_another_live_worker_holds_to_it(
+    workers: Callable[..., PgJournal],
+) -> None:
+    a, b = workers(), workers()
+    a.ingest(rows(4), ids("a"))
+    assert keys(a.claim(2, include_unknown=False)) == [key(1), key(2)]
+    assert b.expire(EXPIRED) == 2  # keys 3 and 4; a holds 1 and 2
+    assert [found(b, key(i)).state for i in range(1, 5)] == [
+        State.PENDING,
+        State.PENDING,
+        State.EXPIRED,
+        State.EXPIRED,
+    ]
+    a.recover()  # a's run ends: its rows go back, and a expires them itself
+    assert a.expire(EXPIRED) == 2
+    assert b.counts()[State.EXPIRED] == 4
 
 
 def test_rows_claimed_by_one_worker_are_fenced_from_another(

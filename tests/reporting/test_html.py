@@ -239,7 +239,7 @@ def test_example_numbers_are_shown() -> None:
     for reply in EXAMPLE["run"]["reply_codes"]:
         assert reply["code"] in text
         assert reply["example"] in text
-    assert "1 (some bounced or failed)" in text
+    assert "1 (some bounced, failed or expired)" in text
     assert "41.2 s" in text
     assert "txsend report welcome.yaml --failed-csv failed.csv" in text
     assert "circuit opened at 12:00:05 (connection refused)" in text
@@ -305,7 +305,7 @@ def test_relay_and_reply_charts_use_the_state_colours() -> None:
     ("code", "meaning"),
     [
         (0, "all sent"),
-        (1, "some bounced or failed"),
+        (1, "some bounced, failed or expired"),
         (75, "deferred rows remain or the run was aborted"),
         (69, "no relay reachable"),
         (130, "interrupted (SIGINT)"),

@@ -10,6 +10,7 @@ import csv
 import hashlib
 import json
 import os
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,8 @@ from txsend.errors import (
     UsageError,
 )
 from txsend.job.recipients import iter_rows
+from txsend.job.schedule import schedule_status
+from txsend.job.scheduling import row_zone_problem
 from txsend.job.spec import Job, JobOverrides
 from txsend.journal.api import JournalBackend
 from txsend.models import Row
@@ -147,6 +150,7 @@ def status(target: Path, overrides: JobOverrides) -> Summary:
             feedback=journal.feedback_counts(),
             seeds=journal.seed_counts(),
             quotas=quotas_now(job, journal),
+            schedule=schedule_status(job.schedule, time.time()) if job.schedule else None,
         )
     finally:
         journal.close()
@@ -198,6 +202,12 @@ def validate(target: Path, overrides: JobOverrides, max_listed: int = 200) -> Va
                 max_listed,
             )
             continue
+        zone_problem = _zone_problem(job, item)
+        if zone_problem is not None:  # a run skips the row: it has no send window
+            _note(
+                report.problems, f"row {item.number}: key {item.key!r}: {zone_problem}", max_listed
+            )
+            continue
         try:
             message = renderer.render(item, new_message_id(domain))
         except RowError as exc:
@@ -215,9 +225,22 @@ def validate(target: Path, overrides: JobOverrides, max_listed: int = 200) -> Va
                 max_listed,
             )
     _content_warnings(job, renderer, report)
+    if job.recipients.timezone is not None and job.schedule is None:
+        report.warnings.append(
+            f"recipients.timezone ({job.recipients.timezone!r}) has no effect without "
+            "schedule: windows; add schedule: {windows: [...]} or leave it out"
+        )
     if not job.relays:
         report.warnings.append("no relay configured: pass --relay or set TXSEND_RELAY when sending")
     return report
+
+
+def _zone_problem(job: Job, row: Row) -> str | None:
+    """Why the row's `recipients.timezone` is not a time zone (with a schedule), or None."""
+    column = job.recipients.timezone
+    if column is None or job.schedule is None:
+        return None
+    return row_zone_problem(row.data, column)
 
 
 BULK_SENDER_LINE = 5000  # Gmail's bulk-sender rules apply from 5 000 messages a day

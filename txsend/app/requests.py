@@ -6,6 +6,8 @@ loading the delivery engine, which `txsend.app.sending` imports only when a run 
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +38,8 @@ class RunRequest:
     outputs: OutputOptions = field(default_factory=OutputOptions)
     lease: float | None = None  # shared journal: seconds a silent worker keeps its rows
     worker: bool = False  # `txsend worker`: the job comes from the journal, already ingested
+    # the wall clock `schedule:` is read on (tests run "at" another moment)
+    wall: Callable[[], float] = time.time
 
 
 @dataclass(frozen=True)

@@ -210,6 +210,8 @@ class RunHooks:
             f"txsend {self._command} {self._job.name}: exit {exit_code}; {sent} sent, "
             f"{problems} bounced, failed or unknown, {counts.get(State.DEFERRED, 0)} deferred, "
             f"{counts.get(State.PENDING, 0)} pending"
+            # schedule.not_after passed: rows never sent (only when there are some)
+            + (f", {expired} expired" if (expired := counts.get(State.EXPIRED, 0)) else "")
             + (f"; {variables['TXSEND_ERROR']}" if error is not None else "")
         )
         return variables

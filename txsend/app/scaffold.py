@@ -27,6 +27,10 @@ headers:
 #     password_env: SMTP_PASSWORD
 #     connections: 4
 #     messages_per_connection: 100
+# schedule:                        # when it may send; without it: at once
+#   timezone: Europe/Paris
+#   not_after: 2026-12-31T18:00    # rows still unsent then become `expired`
+#   windows: ["Mon-Fri 08:00-18:00"]
 """,
     "message.txt": """\
 Hello {{ first_name }},

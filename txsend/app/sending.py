@@ -263,7 +263,7 @@ def _engine(
     store = add_to_run(job, suppressions)
     if store is not None:
         store.close()
-    engine = Engine(job, journal, renderer, relays, options, tick, suppressions)
+    engine = Engine(job, journal, renderer, relays, options, tick, suppressions, request.wall)
     engine.stats.unknown_recovered = prepared.recovered
     return engine
 
@@ -282,6 +282,8 @@ def _verdict(
     counts = journal.counts()
     by_error = journal.skipped_by_error()
     resend = job.delivery.on_unknown == "resend"
+    if job.schedule is not None and job.schedule.expired(request.wall()):
+        resend = False  # past not_after nothing is sent again: unknown rows stay as they are
     # unknown rows left on a shared journal wait for `resume` as they would on SQLite
     exit_code = decide_exit_code(
         counts,

@@ -100,6 +100,7 @@ def run(
         seeds_every=None,
         suppress_store=None,
         hooks=Hooks(),
+        schedule=None,  # a test send goes now, whatever the job's schedule says
     )
     picked, problems = pick_rows(test_job, test)
     warnings = tuple(_intended_suppressed(picked, suppressions))

@@ -24,6 +24,7 @@ from txsend.cli.options import (
 )
 from txsend.cli.verdict import feedback_line, print_summary
 from txsend.errors import ExitCode, UsageError
+from txsend.job.schedule import status_lines
 from txsend.reporting.quotas import quota_line
 
 if TYPE_CHECKING:
@@ -68,6 +69,9 @@ def status(job: JobArg, journal: JournalOpt = None, json_out: JsonOpt = False) -
     _print_quotas(console, summary.quotas)
     if summary.next_attempt_at:
         console.print(f"next retry due {local_time(summary.next_attempt_at)}")
+    if summary.schedule is not None:
+        for line in status_lines(summary.schedule, time.time()):
+            console.print(line, markup=False)
 
 
 def _print_quotas(console: Console, quotas: Sequence[Mapping[str, Any]]) -> None:

@@ -13,7 +13,7 @@ from txsend.cli.console import local_time, stderr_line
 from txsend.errors import ExitCode
 from txsend.models import State
 from txsend.reporting.stats import RunStats
-from txsend.reporting.summary import Summary, seeds_json, state_counts
+from txsend.reporting.summary import Summary, schedule_note, seeds_json, state_counts
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -241,7 +241,10 @@ def final_and_next(
     summary: Summary, target: str | Path, command: str, resume_target: str | Path | None = None
 ) -> tuple[str, str | None]:
     """`final_line`'s text, and the (first) command it tells to run next, if any."""
-    line = _outcome_line(summary) + _unknown_note(summary)
+    line = _outcome_line(summary) + _unknown_note(summary) + _expired_note(summary)
+    note = schedule_note(summary)
+    if note is not None:
+        line += "\n" + note
     resume = f"txsend resume {resume_target or target}"
     if summary.exit_code in _CONTINUABLE:
         continuation, next_command = _continuation(summary, target, command, resume)
@@ -273,6 +276,15 @@ def _outcome_line(summary: Summary) -> str:
     if stats is not None and stats.stop_reason:
         line += f"; {'gave up' if stats.unreachable else 'stopped'}: {stats.stop_reason}"
     return line
+
+
+def _expired_note(summary: Summary) -> str:
+    """Why rows are `expired`, when this run expired some."""
+    stats = summary.stats
+    schedule = stats.schedule if stats is not None else None
+    if schedule is None or not schedule.expired:
+        return ""
+    return f"\n{schedule.expired} expired: not sent before schedule.not_after"
 
 
 def _unknown_note(summary: Summary) -> str:

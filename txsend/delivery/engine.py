@@ -48,6 +48,7 @@ from txsend.delivery.outcomes import (
 from txsend.delivery.quotas import Slot, Spent, WarmupQuota, job_quotas
 from txsend.delivery.ratelimit import limiter_for
 from txsend.delivery.relays import Circuit, RelayPool, RelayState, cool_down_cap
+from txsend.delivery.schedulegate import ScheduleGate
 from txsend.delivery.smtp import RelayDown, SendResult, SmtpConnection
 from txsend.errors import RowError, RowFailed, TemplateRowError
 from txsend.job.credentials import RelaySecret
@@ -142,6 +143,10 @@ class Engine:
         self._limited_to: set[str] = set()  # with --limit: the rows this run took on
         self._refused: set[str] = set()  # rows the journal would not mark sending (fenced)
         self._started = time.monotonic()
+        # schedule: (dry runs send nothing, so they wait for no window)
+        schedule = None if options.dry_run else job.schedule
+        self._gate = ScheduleGate(schedule, job.recipients.timezone, wall, RETRY_WAIT_IN_RUN)
+        self._retries_checked_at = 0.0  # when _due_retries last claimed (wall clock)
 
     # --- entry points ----------------------------------------------------------------
 
@@ -191,6 +196,7 @@ class Engine:
         # Transactions abandoned after DATA began (grace over, second signal): their
         # rows are in RFC 1047's window, so they become `unknown` now, not on resume.
         self.stats.abandoned = self.journal.recover()
+        self.stats.schedule = self._gate.finish(self.journal)  # past not_after: expired
         if self.stats.stop_reason is None:
             # a shared journal: the job was aborted by another worker, or the lease lost
             self.stats.stop_reason = self.journal.stop_requested()
@@ -248,8 +254,9 @@ class Engine:
         slack = len(self.job.seeds)
         first_pass = True
         try:
-            while not self._stopping:
+            while not self._stopping and await self._window_open():
                 batch: list[Claimed] = []
+                cut = fresh = False
                 if first_pass and (remaining is None or remaining > 0 or slack):
                     size = self._claim_size()
                     size = size if remaining is None else min(size, remaining + slack)
@@ -263,8 +270,11 @@ class Engine:
                         batch, remaining, cut = within_limit(batch, remaining)
                         first_pass = first_pass and not cut
                         self._limited_to.update(c.key for c in batch)
+                        fresh = True
                 if not batch and not self.options.dry_run:
                     batch = await self._due_retries()
+                if not batch:
+                    batch = self._gate.release()  # rows whose window opened meanwhile
                 if not batch:
                     if await self._wait_for_retries():
                         continue
@@ -273,6 +283,12 @@ class Engine:
                     if self._stopping:
                         break
                     await self._admit(claimed)
+                if fresh and remaining is not None and (left := self._gate.left(batch)):
+                    # --limit counts the rows taken: new rows left for their window do not
+                    rows = [c for c in left if c.seed_of is None]
+                    remaining += len(rows)
+                    self._limited_to.difference_update(c.key for c in left)
+                    first_pass = first_pass or (bool(rows) and not cut)
         finally:
             self._producer_done = True
             self._maybe_finished()
@@ -288,7 +304,9 @@ class Engine:
         """Deferred rows due now (with --limit, only this run's rows)."""
         assert self._committer is not None
         self._committer.flush()  # a row deferred a moment ago is not due again yet
-        busy = set(self._in_pipeline)  # a copy: the set changes while the thread reads it
+        # a copy: the set changes while the thread reads it; held rows wait for their window
+        busy = self._in_pipeline | self._gate.held
+        self._retries_checked_at = time.time()
         batch = await self._off_loop(
             partial(self.journal.claim_retries, self._claim_size(), busy=busy)
         )
@@ -297,7 +315,13 @@ class Engine:
         return batch
 
     async def _admit(self, claimed: Claimed) -> None:
-        """Suppress, render and queue one claimed row."""
+        """Suppress, render and queue one claimed row (if its send window is open)."""
+        try:
+            if not self._gate.admit(claimed):
+                return  # its window is closed: it stays due in the journal
+        except RowError as exc:  # its time zone is not one
+            self._record(Record(claimed.key, State.SKIPPED, reply=exc.reason))
+            return
         suppressed = self._suppressions.reason(claimed.address)
         if suppressed is not None:
             self._record(Record(claimed.key, State.SKIPPED, reply=f"suppressed: {suppressed}"))
@@ -383,7 +407,14 @@ class Engine:
         assert self._committer is not None
         self._committer.flush()  # deferrals recorded a moment ago must be visible
         due = self.journal.next_attempt_at()
+        if due is not None and due <= self._retries_checked_at and self._gate.held:
+            # the retries due that the claim left are held for their window (or in the
+            # pipeline): wait for the others' retry times
+            due = self.journal.next_attempt_at(after=self._retries_checked_at)
         wait = None if due is None else due - time.time()
+        opens = self._gate.release_in()  # a held row's window opening soon (its own clock)
+        if opens is not None and (wait is None or opens < wait):
+            wait, due = opens, time.time() + opens
         if (
             not self._in_pipeline
             and (wait is None or wait > RETRY_WAIT_IN_RUN)
@@ -398,6 +429,19 @@ class Engine:
         finally:
             self._retry_due = None
         return True
+
+    async def _window_open(self) -> bool:
+        """`schedule:`: True when the run may take rows now; waits for a window that opens
+        within RETRY_WAIT_IN_RUN, else says the run takes no more."""
+        while not self._stopping:
+            wait = self._gate.closed_for()
+            if wait <= 0:
+                return True
+            if wait > RETRY_WAIT_IN_RUN:
+                self._gate.stop_taking()
+                return False
+            await self._nap(min(wait, 1.0))
+        return False
 
     async def _nap(self, seconds: float, *, wake: asyncio.Event | None = None) -> None:
         """Sleep at most `seconds`; a stop request (or `wake`, which a stop also sets)
@@ -568,6 +612,10 @@ class Engine:
                     # (a message whose transaction is open already goes on: it began before
                     # a pause or an open circuit could apply, like one in flight)
                     self._hand_back(item)
+                elif not connection.holds(item.message) and not self._gate.may_begin(item.claimed):
+                    # its window closed while it waited: no transaction begins outside it
+                    self._gate.hold(item.claimed)
+                    self._drop(item)
                 else:
                     try:
                         following = await self._send(relay, connection, item, queue)
@@ -721,9 +769,11 @@ class Engine:
             if following is None:
                 return None
             taken.append(following)
-            if (following.message.smtputf8 and not connection.offers_smtputf8) or (
+            if (
+                (following.message.smtputf8 and not connection.offers_smtputf8)
                 # not even a RCPT to an address a bounce has suppressed since
-                self._suppressions.reason(following.claimed.address) is not None
+                or self._suppressions.reason(following.claimed.address) is not None
+                or not self._gate.may_begin(following.claimed)  # nor outside its window
             ):
                 return None
             return following.message

@@ -25,6 +25,7 @@ from txsend.job.overrides import apply
 from txsend.job.paths import absolute
 from txsend.job.recipients import JSONL_SUFFIXES, MissingColumn, check_header, is_jsonl
 from txsend.job.relays import job_relays
+from txsend.job.scheduling import check_column_zone, job_schedule
 from txsend.job.seeds import job_seeds
 from txsend.job.spec import Job, JobOverrides
 from txsend.job.warmup import job_warmup, sender_domain
@@ -66,9 +67,10 @@ _TOP_KEYS = frozenset(
         "seeds",
         "seeds_every",
         "warmup",
+        "schedule",
     ]
 )
-_RECIPIENTS_KEYS = frozenset({"file", "to", "name", "key"})
+_RECIPIENTS_KEYS = frozenset({"file", "to", "name", "key", "timezone"})
 _DELIVERY_KEYS = frozenset({"on_unknown", "timeouts", "retry", "abort_on", "give_up_unreachable"})
 _RETRY_KEYS = ("attempts", "backoff", "max_backoff", "max_age")
 _ABORT_KEYS = ("error_rate", "min_messages")
@@ -150,6 +152,7 @@ def _load_yaml_job(
     warmup = job_warmup(root)
     if warmup is not None and from_addr is not None and sender_domain(from_addr) is None:
         raise root.error("warmup", "a warm-up needs a From address with a domain to count by")
+    schedule = job_schedule(root)
     job = Job(
         name=name or source.stem,
         source=source,
@@ -173,6 +176,7 @@ def _load_yaml_job(
         seeds=seeds,
         seeds_every=seeds_every,
         warmup=warmup,
+        schedule=schedule,
     )
     return apply(job, overrides, env)
 
@@ -324,6 +328,7 @@ def _job_recipients(root: Section, base: Path) -> RecipientsSpec:
         to=(section.opt_str("to") or "email").strip(),
         name=section.opt_str("name"),
         key=(key.strip() if (key := section.opt_str("key")) is not None else None),
+        timezone=check_column_zone(section),
     )
     if not is_jsonl(resolved):
         # A missing address column is a job problem: find it now, not halfway through a run.

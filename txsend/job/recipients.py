@@ -202,6 +202,13 @@ def csv_layout(path: Path, spec: RecipientsSpec) -> CsvLayout:
                 file=display,
                 role="key",
             )
+    if spec.timezone is not None and _column(header, spec.timezone) is None:
+        raise MissingColumn(
+            f"no time zone column {spec.timezone!r} in the header (columns: {', '.join(header)})"
+            + _suggest(spec.timezone, header),
+            file=display,
+            role="timezone",
+        )
     return CsvLayout(delimiter, skip, header, to_column, key_column)
 
 

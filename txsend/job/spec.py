@@ -16,6 +16,7 @@ from typing import Any
 
 from txsend.job.hooks import Hooks
 from txsend.job.location import JournalLocation
+from txsend.job.schedule import Schedule
 from txsend.job.warmup import Warmup
 from txsend.models import Content, Delivery, RecipientsSpec, RelayConfig, Template
 
@@ -125,6 +126,8 @@ class Job:
     seeds_every: int | None = None  # and of every Nth message after it
     # a new sender's daily cap, growing day by day (`txsend.job.warmup`)
     warmup: Warmup | None = None
+    # when it may send: not_before, not_after, weekly windows (`txsend.job.schedule`)
+    schedule: Schedule | None = None
 
     def input_files(self) -> list[Path]:
         """Every file whose content defines what is sent (for the journal fingerprint)."""

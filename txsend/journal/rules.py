@@ -71,7 +71,8 @@ REDOABLE = (
     "OR (state = 'failed' AND code IS NULL))"
 )
 
-PROBLEM_STATES = ("failed", "bounced", "unknown")  # what reports and --failed-csv list
+# what reports and --failed-csv list
+PROBLEM_STATES = ("failed", "bounced", "unknown", "expired")
 # a row as `outcomes()` gives it (`txsend send` shows every recipient's)
 OUTCOME_COLUMNS = ("key", "address", "state", "code", "reply", "attempts", "relay")
 

@@ -19,6 +19,7 @@ complaints) in `txsend.journal.sqlitefeedback`.
 from __future__ import annotations
 
 import json
+import math
 import os
 import sqlite3
 import time
@@ -258,6 +259,16 @@ class Journal:
                 )
         return set()
 
+    def expire(self, reason: str) -> int:
+        """Every pending and deferred row becomes `expired` (schedule.not_after passed)."""
+        with self._conn:
+            cur = self._conn.execute(
+                "UPDATE messages SET state = 'expired', reply = ?, next_attempt_at = NULL, "
+                "updated_at = ? WHERE state IN ('pending', 'deferred')",
+                (reason, time.time()),
+            )
+        return cur.rowcount
+
     # --- reading ---------------------------------------------------------------------
 
     def counts(self) -> dict[State, int]:
@@ -278,10 +289,12 @@ class Journal:
             counts[State(state)] += n
         return counts
 
-    def next_attempt_at(self) -> float | None:
-        """The earliest retry time among deferred rows."""
+    def next_attempt_at(self, after: float | None = None) -> float | None:
+        """The earliest retry time among deferred rows (later than `after`, if given)."""
         (value,) = self._conn.execute(
-            "SELECT min(next_attempt_at) FROM messages WHERE state = 'deferred'"
+            "SELECT min(next_attempt_at) FROM messages WHERE state = 'deferred' "
+            "AND next_attempt_at > ?",
+            (-math.inf if after is None else after,),
         ).fetchone()
         return None if value is None else float(value)
 

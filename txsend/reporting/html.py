@@ -62,7 +62,7 @@ CARD_STATES = ("sent", "bounced", "failed", "deferred", "unknown", "skipped")
 
 EXIT_MEANINGS: dict[int, str] = {
     ExitCode.OK: "all sent",
-    ExitCode.SOME_FAILED: "some bounced or failed",
+    ExitCode.SOME_FAILED: "some bounced, failed or expired",
     ExitCode.USAGE: "command-line usage error",
     ExitCode.DATA: "bad job file, template or data",
     ExitCode.NO_INPUT: "an input file does not exist",

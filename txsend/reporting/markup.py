@@ -19,6 +19,7 @@ STATE_COLOURS: dict[str, str] = {
     "deferred": "#ffa000",
     "unknown": "#7b1fa2",
     "skipped": "#9e9e9e",
+    "expired": "#795548",
     "pending": "#1565c0",
     "sending": "#64b5f6",
 }

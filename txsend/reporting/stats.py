@@ -179,6 +179,19 @@ class RelayStats:
 
 
 @dataclass
+class ScheduleStats:
+    """What `schedule:` did to a run: rows left for their window, when one opens next."""
+
+    zone: str  # the job's zone: the next opening is shown in it
+    waiting: int = 0  # rows not sent this run because their window was closed
+    next_window: float | None = None  # epoch of the next opening (None: none ahead)
+    next_zone: str | None = None  # the zone of that opening (a row's own zone)
+    expired: int = 0  # rows this run made `expired` (not_after passed)
+    not_after: float | None = None
+    at: float | None = None  # the wall clock when the run ended (the schedule's clock)
+
+
+@dataclass
 class RunStats:
     """What the engine observed during one run (the journal holds the totals)."""
 
@@ -204,6 +217,7 @@ class RunStats:
     ever_connected: bool = False
     signal: int | None = None
     watcher: OutcomeWatcher | None = None  # the job's alerts, fed by the engine
+    schedule: ScheduleStats | None = None  # the job has a `schedule:`
 
     def __post_init__(self) -> None:
         self.timeline = Timeline(self.started)

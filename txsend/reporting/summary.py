@@ -9,8 +9,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from txsend.errors import ExitCode
+from txsend.job.schedule import describe_instant, describe_wait, iso_instant
 from txsend.models import RunInfo, State
-from txsend.reporting.stats import ErrorClass, LatencyHistogram, RunStats, reply_code
+from txsend.reporting.stats import (
+    ErrorClass,
+    LatencyHistogram,
+    RunStats,
+    ScheduleStats,
+    reply_code,
+)
 
 SCHEMA = 1
 
@@ -56,6 +63,7 @@ class Summary:
     alerts: tuple[dict[str, Any], ...] | None = None  # the job's alerts (AlertMonitor.to_json)
     seeds: dict[State, int] | None = None  # of `counts`, the seed copies (None: the job has none)
     quotas: tuple[dict[str, Any], ...] = ()  # the job's quotas now (QuotaUsage.to_json)
+    schedule: dict[str, Any] | None = None  # `status`: the job's schedule now (schedule_status)
 
     def to_json(self) -> dict[str, Any]:
         """The report object of `--json` and `--report` (schema 1)."""
@@ -77,6 +85,10 @@ class Summary:
         }
         if stats is not None:
             data["run"] = run_json(stats)
+            if stats.schedule is not None:
+                data["schedule"] = schedule_json(stats.schedule)
+        elif self.schedule is not None:
+            data["schedule"] = dict(self.schedule)
         if self.alerts is not None:
             data["alerts"] = list(self.alerts)
         if self.feedback and self.feedback.get("events"):
@@ -98,6 +110,42 @@ class Summary:
             else {"count": 0, "rows": [], "truncated": False, "export": ""}
         )
         return data
+
+
+def schedule_json(schedule: ScheduleStats) -> dict[str, Any]:
+    """The report's `schedule` member: rows left for their window, the next opening."""
+    zone = schedule.next_zone or schedule.zone
+    opens = schedule.next_window
+    return {
+        "timezone": schedule.zone,
+        "waiting": schedule.waiting,
+        "next_window": iso_instant(opens, zone) if opens is not None else None,
+        "next_window_at": opens,
+        "not_after": iso_instant(schedule.not_after, schedule.zone)
+        if schedule.not_after is not None
+        else None,
+        "expired": schedule.expired,
+    }
+
+
+def schedule_note(summary: Summary) -> str | None:
+    """'outside the send window: 120 rows wait; the next window opens Mon 2026-12-07 08:00
+    CET (in 9 h 12 min)', when the run left rows for a window; else None."""
+    stats = summary.stats
+    schedule = stats.schedule if stats is not None else None
+    if schedule is None or schedule.next_window is None:
+        return None
+    counts = summary.counts
+    rows = counts.get(State.PENDING, 0) + counts.get(State.DEFERRED, 0)
+    if not rows:
+        return None
+    zone = schedule.next_zone or schedule.zone
+    now = schedule.at if schedule.at is not None else schedule.next_window
+    return (
+        f"outside the send window: {rows} rows wait; the next window opens "
+        f"{describe_instant(schedule.next_window, zone)} "
+        f"(in {describe_wait(schedule.next_window - now)})"
+    )
 
 
 def seeds_json(seeds: Mapping[State, int] | None) -> dict[str, Any]:
@@ -251,7 +299,7 @@ def decide_exit_code(
     0 only when every row is delivered or skipped by policy (suppressed, duplicate key).
     `unknown` rows are 75 while `resume` will resend them, 1 when they are terminal by
     policy (`on_unknown: skip`); rows skipped by an error (invalid address, template or
-    header injection) are 1, like bounced and failed ones. Rows still `pending` are 75
+    header injection) are 1, like bounced, failed and expired ones. Rows still `pending` are 75
     unless the run was asked to leave them (`pending_ok`: --limit, --dry-run)."""
     if stats.signal is not None:
         return ExitCode.SIGTERM if stats.signal == 15 else ExitCode.SIGINT
@@ -269,6 +317,12 @@ def decide_exit_code(
         waiting += counts[State.PENDING]
     if waiting:
         return ExitCode.TEMPFAIL
-    if counts[State.BOUNCED] or counts[State.FAILED] or counts[State.UNKNOWN] or skipped_by_error:
+    if (
+        counts[State.BOUNCED]
+        or counts[State.FAILED]
+        or counts[State.UNKNOWN]
+        or counts[State.EXPIRED]
+        or skipped_by_error
+    ):
         return ExitCode.SOME_FAILED
     return ExitCode.OK

@@ -22,6 +22,7 @@ skew does not matter for them; retry times use the worker's wall clock.
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 import time
@@ -202,6 +203,19 @@ class PgJournal:
         """Commit `sending` rows and outcomes in one transaction; refuse what is not ours."""
         return claims.write(self._db, self._job(), self.lease.epoch, sending, records)
 
+    def expire(self, reason: str) -> int:
+        """Free rows pending or deferred become `expired`; rows a live worker holds are
+        left to it (it expires them itself at the end of its run)."""
+        self.reap()
+        with self._db.connection() as conn:
+            cur = conn.execute(
+                "UPDATE txsend_messages SET state = 'expired', reply = %s, "
+                "next_attempt_at = NULL, updated_at = %s WHERE job = %s "
+                "AND state IN ('pending', 'deferred') AND owner_epoch IS NULL",
+                (reason, time.time(), self._job()),
+            )
+            return int(cur.rowcount)
+
     # --- several workers on one job ----------------------------------------------------
 
     def abort(self, reason: str) -> None:
@@ -327,11 +341,11 @@ class PgJournal:
             counts[State(state)] += n
         return counts
 
-    def next_attempt_at(self) -> float | None:
+    def next_attempt_at(self, after: float | None = None) -> float | None:
         row = self._db.one(
             "SELECT min(next_attempt_at) FROM txsend_messages WHERE job = %s "
-            "AND state = 'deferred'",
-            (self._job(),),
+            "AND state = 'deferred' AND next_attempt_at > %s",
+            (self._job(), -math.inf if after is None else after),
         )
         return None if row is None or row[0] is None else float(row[0])
 
