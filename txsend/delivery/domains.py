@@ -446,11 +446,11 @@ class DomainGate:
             state.reserved -= 1
         elif held == STARTED:
             return True
-        bucket = state.bucket
-        if (state.cap is not None and state.in_flight >= state.cap) or (
-            bucket is not None and not bucket.take(now)
-        ):
+        # what others hold reserved stays theirs
+        if not state.could_start(now):
             return False
+        if state.bucket is not None:
+            state.bucket.take(now)
         state.in_flight += 1
         state.stats.in_flight = state.in_flight
         state.count_start(now)

@@ -207,6 +207,7 @@ class DomainStats:
 
 
 MAX_DOMAINS_SHOWN = 20  # reports: every configured domain, and this many others
+OTHER_DOMAINS = "other"  # the rest of the domains, summed up
 
 
 def busiest_domains(
@@ -216,20 +217,21 @@ def busiest_domains(
     (most transactions first); the rest are summed up as "other"."""
     ranked = sorted(domains.items(), key=lambda pair: (-pair[1].attempts, pair[0]))
     shown = [(n, d) for n, d in ranked if d.configured]
-    rest = [(n, d) for n, d in ranked if not d.configured]
+    rest = [(n, d) for n, d in ranked if not d.configured and n != OTHER_DOMAINS]
+    left = rest[others:]
+    if OTHER_DOMAINS in domains and not domains[OTHER_DOMAINS].configured:
+        left.append((OTHER_DOMAINS, domains[OTHER_DOMAINS]))
     shown.extend(rest[:others])
-    if len(rest) > others:
+    if left:
         total = DomainStats()
-        for _name, d in rest[others:]:
+        for _name, d in left:
             total.attempts += d.attempts
             total.outcomes.update(d.outcomes)
             total.throttles += d.throttles
             total.in_flight += d.in_flight
             total.waiting += d.waiting
             total.skipped += d.skipped
-        if "other" in domains:  # the run's own bucket for untracked domains
-            shown = [(n, d) for n, d in shown if n != "other"]
-        shown.append(("other", total))
+        shown.append((OTHER_DOMAINS, total))
     return shown
 
 

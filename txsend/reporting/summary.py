@@ -10,7 +10,13 @@ from typing import Any
 
 from txsend.errors import ExitCode
 from txsend.models import RunInfo, State
-from txsend.reporting.stats import ErrorClass, LatencyHistogram, RunStats, reply_code
+from txsend.reporting.stats import (
+    ErrorClass,
+    LatencyHistogram,
+    RunStats,
+    busiest_domains,
+    reply_code,
+)
 
 SCHEMA = 1
 
@@ -153,6 +159,7 @@ def run_json(stats: RunStats) -> dict[str, Any]:
             }
             for name, r in stats.relays.items()
         },
+        "domains": {name: d.to_json() for name, d in busiest_domains(stats.domains)},
     }
 
 
