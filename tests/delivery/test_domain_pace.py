@@ -3,6 +3,7 @@ checked by when each transaction BEGAN at the server (`Received.mail_at`)."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import socket
 import sqlite3
@@ -129,7 +130,7 @@ def test_one_connection_for_a_domain_never_overlaps_across_the_relays_connection
     assert result.code == 0, result.err
     a, b = of(server, "a.example"), of(server, "b.example")
     assert (len(a), len(b)) == (30, 30)
-    for before, after in zip(a, a[1:], strict=False):
+    for before, after in itertools.pairwise(a):
         assert after.mail_at is not None and after.mail_at >= before.at, (before, after)
     # b.example used the other connections meanwhile: done before a.example
     assert max(r.at for r in b) < a[-1].at
@@ -188,7 +189,7 @@ def test_a_throttling_reply_to_a_recipient_slows_its_domain_not_the_relay(
     # the relay was not paused: a pause (1 s, then 2 s, 4 s) would leave a gap in
     # b.example's transactions, which go on throughout
     starts = [r.mail_at or 0.0 for r in b]
-    gaps = [later - earlier for earlier, later in zip(starts, starts[1:], strict=False)]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(starts)]
     assert max(gaps) < 0.9, gaps
 
 
@@ -253,7 +254,7 @@ def test_an_mx_group_holds_domains_whose_mx_host_matches(
     assert result.code == 0, result.err
     custom = of(server, "custom.example")
     assert len(custom) == 8
-    for before, after in zip(custom, custom[1:], strict=False):
+    for before, after in itertools.pairwise(custom):
         assert after.mail_at is not None and after.mail_at >= before.at
     domains = json.loads(result.out)["run"]["domains"]
     assert domains["google"]["configured"] is True

@@ -253,7 +253,7 @@ def test_gate_reserve_applies_recovery() -> None:
 
 
 def test_a_full_backlog_skips_rows_and_takes_them_back_in_order() -> None:
-    domains, clock = gate(rule("a.example", "1/s"))
+    domains, _clock = gate(rule("a.example", "1/s"))
     a = domains.domain_of("x@a.example")
     assert a.backlog_cap == MIN_BACKLOG
     a.backlog = MIN_BACKLOG
