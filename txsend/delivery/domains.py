@@ -441,7 +441,8 @@ class DomainGate:
     # --- the worker --------------------------------------------------------------------
 
     def start(self, state: DomainState, held: int, now: float) -> bool:
-        """Begin a transaction of this domain now, if its pace and connections allow."""
+        """Begin a transaction of this domain now, if its pace and connections allow; a
+        reservation (`held`) is spent either way."""
         if held == RESERVED:
             state.reserved -= 1
         elif held == STARTED:

@@ -320,17 +320,20 @@ class Engine:
         return True
 
     async def _domain_of(self, address: str) -> DomainState:
-        """The domain a row's message belongs to (its MX looked up first, if that matters)."""
-        if self._mx is not None:
-            domain = self._domains.needs_mx(address)
-            if domain is not None:
-                self._domains.set_mx(domain, await self._mx.hosts(domain))
+        """The domain a row's message belongs to, its MX looked up first."""
+        assert self._mx is not None
+        domain = self._domains.needs_mx(address)
+        if domain is not None:
+            self._domains.set_mx(domain, await self._mx.hosts(domain))
         return self._domains.domain_of(address)
 
     async def _admit(self, claimed: Claimed, *, taken_back: bool = False) -> None:
         """Suppress, render and queue one claimed row (or pass it over while its domain's
         backlog is full: `txsend.delivery.domains`)."""
-        domain = await self._domain_of(claimed.address)
+        if self._mx is None:  # (no coroutine per row when no MX is looked up)
+            domain = self._domains.domain_of(claimed.address)
+        else:
+            domain = await self._domain_of(claimed.address)
         if not taken_back and not self.options.dry_run and self._domains.skip(domain, claimed.key):
             return
         suppressed = self._suppressions.reason(claimed.address)
@@ -492,12 +495,19 @@ class Engine:
         wait = self._domains.next_wake(now)
         if wait is None:
             return
-        at = now + wait
-        if self._wake is None or self._wake.cancelled() or not 0 < self._wake_at - now <= wait:
-            if self._wake is not None:
-                self._wake.cancel()
-            self._wake_at = at
-            self._wake = asyncio.get_running_loop().call_at(at, self._ready.put_nowait, _END)
+        if self._wake is not None:
+            if self._wake_at <= now + wait:
+                return  # the look already planned comes soon enough
+            self._wake.cancel()
+        self._wake_at = now + wait
+        # call_later: the loop's clock (uvloop's) need not be time.monotonic(), and may fire
+        # a hair early by it; the callback forgets the handle, so a new one is planned
+        self._wake = asyncio.get_running_loop().call_later(wait, self._look_again)
+
+    def _look_again(self) -> None:
+        """The dispatcher's planned look at its held messages."""
+        self._wake = None
+        self._ready.put_nowait(_END)
 
     async def _to_relay(self, item: _Item) -> None:
         """Give a message to a relay, waiting while none is available (the supervisor
@@ -587,7 +597,7 @@ class Engine:
         if item.held != STARTED and not self._domains.start(
             item.domain, item.held, time.monotonic()
         ):
-            self._let_go(item)
+            item.held = FREE  # a reservation it had is given back
             return False
         item.held = STARTED
         return True
