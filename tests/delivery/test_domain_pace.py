@@ -261,3 +261,25 @@ def test_an_mx_group_holds_domains_whose_mx_host_matches(
     assert domains["google"]["outcomes"] == {"sent": 8}
     assert domains["nomx.example"]["outcomes"] == {"sent": 8}  # NXDOMAIN: no match
     assert "MX lookup of nomx.example failed" in result.err
+
+
+def test_rows_passed_over_across_many_claims_are_all_sent(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # 900 rows: several claims (256 rows each); a.example (one connection) keeps its
+    # backlog full, so most of its rows are passed over and taken back later
+    with ScriptedServer() as server:
+        job = job_with(
+            tmp_path,
+            server,
+            people(("a.example", 300), ("b.example", 600)),
+            "  a.example: {connections: 1}\n",
+        )
+        result = cli(capsys, "run", job, "--json")
+    assert result.code == 0, result.err
+    assert (len(of(server, "a.example")), len(of(server, "b.example"))) == (300, 600)
+    states = journal_states(tmp_path / "job.journal.db")
+    assert len(states) == 900 and set(states.values()) == {"sent"}
+    assert sorted(r.rcpt_tos[0] for r in server.received) == sorted(
+        {r.rcpt_tos[0] for r in server.received}
+    )  # none twice

@@ -26,12 +26,14 @@ Nothing here sleeps or reads a clock of its own: every method takes `now` (monot
 
 from __future__ import annotations
 
+import logging
 import math
 from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from txsend.job.domains import DomainRule, normal_domain
+from txsend.logs import event
 from txsend.reporting.stats import DomainStats, RunStats
 
 __all__ = [
@@ -437,6 +439,20 @@ class DomainGate:
             state.stats.waiting = 0
         self.parked.clear()
         return items
+
+    def throttled(self, state: DomainState, relay: str, now: float) -> None:
+        """A throttling reply to one of the domain's recipients: slow the domain down."""
+        if state.name == OTHER or not state.throttled(now):
+            return  # ("other" is many domains: one of them throttling says nothing of the rest)
+        pace = state.pace or 0.0
+        event(
+            logging.WARNING,
+            "domain_throttled",
+            f"domain {state.name} throttled by relay {relay}: pace now {pace:.3g}/s",
+            domain=state.name,
+            relay=relay,
+            pace=pace,
+        )
 
     # --- the worker --------------------------------------------------------------------
 

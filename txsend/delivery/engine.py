@@ -253,6 +253,8 @@ class Engine:
         first_pass = True
         try:
             while not self._stopping:
+                if await self._take_back():  # rows passed over come first, once there is room
+                    continue
                 batch: list[Claimed] = []
                 if first_pass and (remaining is None or remaining > 0 or slack):
                     size = self._claim_size()
@@ -267,8 +269,6 @@ class Engine:
                         batch, remaining, cut = within_limit(batch, remaining)
                         first_pass = first_pass and not cut
                         self._limited_to.update(c.key for c in batch)
-                if await self._take_back():
-                    continue
                 if not batch and self._domains.skipping:
                     # rows passed over wait for room in their domain's backlog
                     self._room.clear()
@@ -887,16 +887,8 @@ class Engine:
         if verdict.slow_down:
             if verdict.reconnect or transaction.result.phase not in _RECIPIENT_PHASES:
                 relay.throttled(now)
-            elif domain.throttled(now):
-                pace = domain.pace or 0.0
-                event(
-                    logging.WARNING,
-                    "domain_throttled",
-                    f"domain {domain.name} throttled by relay {relay.name}: pace now {pace:.3g}/s",
-                    domain=domain.name,
-                    relay=relay.name,
-                    pace=pace,
-                )
+            else:
+                self._domains.throttled(domain, relay.name, now)
         if blames_relay(transaction):
             relay.failed(verdict.reason or transaction.result.reply, now=now)
         else:
