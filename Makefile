@@ -45,6 +45,7 @@ lint: $(STAMP)  ## ruff, mypy and the import contracts (pyproject.toml)
 bench: $(STAMP)  ## txsend vs a plain aiosmtplib loop, both into Postfix's smtp-sink
 	sh bench/ensure-smtp-sink.sh
 	$(BIN)/python bench/run.py
+	$(BIN)/python bench/domains.py
 	$(BIN)/python bench/content.py
 	$(BIN)/python bench/startup.py
 

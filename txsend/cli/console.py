@@ -8,10 +8,12 @@ import time
 from typing import TYPE_CHECKING, Any, Protocol
 
 from txsend.models import State
-from txsend.reporting.stats import RunStats
+from txsend.reporting.stats import DomainStats, RunStats
 
 if TYPE_CHECKING:
-    from rich.console import Console
+    from collections.abc import Iterator
+
+    from rich.console import Console, RenderableType
     from rich.progress import TaskID
 
 
@@ -62,8 +64,19 @@ class ProgressView:
     def __init__(self, console: Console) -> None:
         # Rich's live view loads only for a run on a terminal, not for every command.
         from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+        from rich.text import Text
 
-        self._progress = Progress(
+        lines = self._domain_lines = list[str]()
+
+        class WithDomains(Progress):
+            """The bar, and under it a few lines of per-domain figures."""
+
+            def get_renderables(self) -> Iterator[RenderableType]:
+                yield self.make_tasks_table(self.tasks)
+                for line in lines:
+                    yield Text(line, no_wrap=True, overflow="ellipsis")
+
+        self._progress = WithDomains(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
             TextColumn("{task.completed}/{task.total}"),
@@ -92,6 +105,7 @@ class ProgressView:
             rate=f"{stats.timeline.recent_rate(time.monotonic()):.0f} msg/s (avg {stats.rate:.0f})",
             health=_health(stats),
         )
+        self._domain_lines[:] = domain_lines(stats)
 
     def stop(self) -> None:
         """Take the bar off the screen (it is transient)."""
@@ -118,3 +132,28 @@ def _health(stats: RunStats) -> str:
         + (f"errors {errors / attempts:.1%}  " if attempts else "")
         + f"queue {stats.queue_depth}"
     )
+
+
+DOMAINS_SHOWN = 5  # the busiest domains in the live view, and every slowed one
+
+
+def domain_lines(stats: RunStats) -> list[str]:
+    """The live view's domains: the busiest few (in flight, then attempts) and every one a
+    throttling reply slowed or that holds messages back; nothing while there is only one."""
+    domains = stats.domains
+    if len(domains) < 2:
+        return []
+    ranked = sorted(domains.items(), key=lambda p: (-p[1].in_flight, -p[1].attempts, p[0]))
+    shown = ranked[:DOMAINS_SHOWN]
+    shown += [(n, d) for n, d in ranked[DOMAINS_SHOWN:] if d.slowed][:DOMAINS_SHOWN]
+    return [_domain_text(name, d) for name, d in shown]
+
+
+def _domain_text(name: str, domain: DomainStats) -> str:
+    text = f"  {name}: sent {domain.outcomes[State.SENT]}, {domain.in_flight} in flight"
+    if domain.pace is not None:
+        text += f", pace {domain.pace:.3g}/s" + (" (slowed down)" if domain.slowed else "")
+    waiting = domain.waiting + domain.skipped
+    if waiting:
+        text += f", {waiting} waiting"
+    return text

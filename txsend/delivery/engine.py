@@ -31,6 +31,8 @@ from functools import partial
 from txsend.content.renderer import Renders
 from txsend.delivery.classify import classify, classify_connect
 from txsend.delivery.committer import GroupCommitter
+from txsend.delivery.domains import FREE, RESERVED, STARTED, DomainGate, DomainState
+from txsend.delivery.mx import MxLookup
 from txsend.delivery.outcomes import (
     ErrorRate,
     Outlook,
@@ -49,7 +51,7 @@ from txsend.delivery.quotas import Slot, Spent, WarmupQuota, job_quotas
 from txsend.delivery.ratelimit import limiter_for
 from txsend.delivery.relays import Circuit, RelayPool, RelayState, cool_down_cap
 from txsend.delivery.schedulegate import ScheduleGate
-from txsend.delivery.smtp import RelayDown, SendResult, SmtpConnection
+from txsend.delivery.smtp import Phase, RelayDown, SendResult, SmtpConnection
 from txsend.errors import RowError, RowFailed, TemplateRowError
 from txsend.job.credentials import RelaySecret
 from txsend.job.spec import Job
@@ -65,7 +67,9 @@ RETRY_WAIT_IN_RUN = 60.0  # a run waits for deferred rows due within this many s
 RATE_MAX_WAIT = 60.0  # longer than this for a rate slot: the relay's quota is spent
 CONNECT_PAUSE = 0.2  # seconds a worker waits after a failed connection
 SUPERVISE_TICK = 0.25  # seconds between the supervisor's looks at the run
-_END = None  # end marker in the queues
+_END = None  # end marker in the queues (in `_ready` also: the dispatcher, look again)
+# a throttling reply here is about the recipient's domain, not the relay
+_RECIPIENT_PHASES = frozenset({Phase.RCPT, Phase.DATA, Phase.DATA_END})
 
 
 @dataclass(frozen=True)
@@ -85,6 +89,8 @@ class _Item:
 
     message: RenderedMessage
     tally: Tally
+    domain: DomainState
+    held: int = FREE  # what it holds of its domain: nothing, a reservation, a started slot
     slot: Slot | None = None  # quota slots held for the transaction under way
 
     @property
@@ -147,6 +153,11 @@ class Engine:
         schedule = None if options.dry_run else job.schedule
         self._gate = ScheduleGate(schedule, job.recipients.timezone, wall, RETRY_WAIT_IN_RUN)
         self._retries_checked_at = 0.0  # when _due_retries last claimed (wall clock)
+        self._domains = DomainGate(job.domains, self.stats, time.monotonic)
+        self._mx = MxLookup(job.delivery.timeouts.connect) if self._domains.uses_mx else None
+        self._room = asyncio.Event()  # a domain whose rows were passed over has room again
+        self._wake: asyncio.TimerHandle | None = None  # the dispatcher's next look at its held
+        self._wake_at = 0.0
 
     # --- entry points ----------------------------------------------------------------
 
@@ -255,6 +266,8 @@ class Engine:
         first_pass = True
         try:
             while not self._stopping and await self._window_open():
+                if await self._take_back():  # rows passed over come first, once there is room
+                    continue
                 batch: list[Claimed] = []
                 cut = fresh = False
                 if first_pass and (remaining is None or remaining > 0 or slack):
@@ -271,6 +284,11 @@ class Engine:
                         first_pass = first_pass and not cut
                         self._limited_to.update(c.key for c in batch)
                         fresh = True
+                if not batch and self._domains.skipping:
+                    # rows passed over wait for room in their domain's backlog
+                    self._room.clear()
+                    await self._nap(0.5, wake=self._room)
+                    continue
                 if not batch and not self.options.dry_run:
                     batch = await self._due_retries()
                 if not batch:
@@ -314,13 +332,40 @@ class Engine:
             batch = [c for c in batch if c.key in self._limited_to]
         return batch
 
-    async def _admit(self, claimed: Claimed) -> None:
-        """Suppress, render and queue one claimed row (if its send window is open)."""
+    async def _take_back(self) -> bool:
+        """Admit rows passed over earlier whose domain has room now; False: none had."""
+        taken = self._domains.refill(CLAIM_BATCH)
+        if not taken:
+            return False
+        keys = [key for _state, key in taken]
+        for claimed in await self._off_loop(partial(_find_due, self.journal, keys)):
+            if self._stopping:
+                break
+            await self._admit(claimed, taken_back=True)
+        return True
+
+    async def _domain_of(self, address: str) -> DomainState:
+        """The domain a row's message belongs to, its MX looked up first."""
+        assert self._mx is not None
+        domain = self._domains.needs_mx(address)
+        if domain is not None:
+            self._domains.set_mx(domain, await self._mx.hosts(domain))
+        return self._domains.domain_of(address)
+
+    async def _admit(self, claimed: Claimed, *, taken_back: bool = False) -> None:
+        """Suppress, render and queue one claimed row, if its send window is open (or pass
+        it over while its domain's backlog is full: `txsend.delivery.domains`)."""
         try:
             if not self._gate.admit(claimed):
                 return  # its window is closed: it stays due in the journal
         except RowError as exc:  # its time zone is not one
             self._record(Record(claimed.key, State.SKIPPED, reply=exc.reason))
+            return
+        if self._mx is None:  # (no coroutine per row when no MX is looked up)
+            domain = self._domains.domain_of(claimed.address)
+        else:
+            domain = await self._domain_of(claimed.address)
+        if not taken_back and not self.options.dry_run and self._domains.skip(domain, claimed.key):
             return
         suppressed = self._suppressions.reason(claimed.address)
         if suppressed is not None:
@@ -336,7 +381,8 @@ class Engine:
         assert self._slots is not None
         await self._slots.acquire()
         self._in_pipeline.add(claimed.key)
-        self._ready.put_nowait(_Item(message, Tally(claimed)))
+        domain.backlog += 1
+        self._ready.put_nowait(_Item(message, Tally(claimed), domain))
 
     def _render(self, row: Row, message_id: str) -> RenderedMessage | None:
         try:
@@ -459,6 +505,8 @@ class Engine:
 
         With no relay available it waits (the supervisor decides when that is given up)."""
         while True:
+            if self._domains.parked and not self._stopping:
+                await self._dispatch_held()
             item = await self._ready.get()
             if item is _END:
                 if self._stopping or self._finished():
@@ -467,18 +515,16 @@ class Engine:
             if self._stopping:
                 self._drop(item)
                 continue
-            relay = self._pool.choose(item.tally.failed_relays)
-            while relay is None and not self._stopping:
-                self._waiting_for_relay = True
-                pause = self._pool.next_change()
-                await self._nap(0.5 if pause is None else min(max(pause, 0.05), 1.0))
-                relay = self._pool.choose(item.tally.failed_relays)
-            self._waiting_for_relay = False
-            if relay is None:
-                self._drop(item)
-                continue
-            await self._relay_queues[relay.name].put(item)
+            domain = item.domain
+            if domain.limited:
+                if not self._domains.reserve(domain, time.monotonic()):
+                    self._domains.park(domain, item)  # the other domains go on meanwhile
+                    continue
+                item.held = RESERVED
+            await self._to_relay(item)
         self._drain_relay_queues()
+        for held in self._domains.drain():
+            self._drop(held)
         for relay in self._pool.relays:
             for _ in range(self._connections(relay.config)):
                 self._relay_queues[relay.name].put_nowait(_END)
@@ -487,6 +533,47 @@ class Engine:
             leftover = self._ready.get_nowait()
             if leftover is not None:
                 self._drop(leftover)
+        if self._wake is not None:
+            self._wake.cancel()
+
+    async def _dispatch_held(self) -> None:
+        """Give relays the held messages whose domain can start them now; look again when
+        the next one's pace allows it (or when a transaction of a held domain ends)."""
+        now = time.monotonic()
+        for _domain, item in self._domains.ready(now):
+            item.held = RESERVED
+            await self._to_relay(item)
+        wait = self._domains.next_wake(now)
+        if wait is None:
+            return
+        if self._wake is not None:
+            if self._wake_at <= now + wait:
+                return  # the look already planned comes soon enough
+            self._wake.cancel()
+        self._wake_at = now + wait
+        # call_later: the loop's clock (uvloop's) need not be time.monotonic(), and may fire
+        # a hair early by it; the callback forgets the handle, so a new one is planned
+        self._wake = asyncio.get_running_loop().call_later(wait, self._look_again)
+
+    def _look_again(self) -> None:
+        """The dispatcher's planned look at its held messages."""
+        self._wake = None
+        self._ready.put_nowait(_END)
+
+    async def _to_relay(self, item: _Item) -> None:
+        """Give a message to a relay, waiting while none is available (the supervisor
+        decides when that is given up)."""
+        relay = self._pool.choose(item.tally.failed_relays)
+        while relay is None and not self._stopping:
+            self._waiting_for_relay = True
+            pause = self._pool.next_change()
+            await self._nap(0.5 if pause is None else min(max(pause, 0.05), 1.0))
+            relay = self._pool.choose(item.tally.failed_relays)
+        self._waiting_for_relay = False
+        if relay is None:
+            self._drop(item)
+            return
+        await self._relay_queues[relay.name].put(item)
 
     # --- the supervisor: the one owner of waiting ------------------------------------
 
@@ -554,7 +641,26 @@ class Engine:
 
     def _hand_back(self, item: _Item) -> None:
         """A message its relay could not take: to the dispatcher again."""
+        self._let_go(item)
         self._ready.put_nowait(item)
+
+    def _domain_start(self, item: _Item) -> bool:
+        """Take the message's domain slot as its transaction begins (never waiting)."""
+        if item.held != STARTED and not self._domains.start(
+            item.domain, item.held, time.monotonic()
+        ):
+            item.held = FREE  # a reservation it had is given back
+            return False
+        item.held = STARTED
+        return True
+
+    def _let_go(self, item: _Item) -> None:
+        """Give back what the message holds of its domain; the dispatcher looks again at
+        that domain's held messages."""
+        if item.held != FREE:
+            if self._domains.let_go(item.domain, item.held):
+                self._ready.put_nowait(_END)
+            item.held = FREE
 
     def _drop(self, item: _Item) -> None:
         """Leave a message unsent this run (its row stays due in the journal).
@@ -565,11 +671,17 @@ class Engine:
         if record is not None:
             if self.stats.watcher is not None:
                 self.stats.watcher.outcome(record.state, None, time.monotonic())
-            self._conclude(record)
-        self._release(item.key)
+            self._conclude(record, item)
+        self._release(item)
 
-    def _release(self, key: str) -> None:
+    def _release(self, item: _Item) -> None:
+        key = item.key
         if key in self._in_pipeline:
+            self._let_go(item)
+            domain = item.domain
+            domain.backlog -= 1
+            if domain.skipped and domain.backlog < domain.backlog_cap:
+                self._room.set()  # the producer takes back rows it passed over
             self._in_pipeline.discard(key)
             assert self._slots is not None
             self._slots.release()
@@ -605,7 +717,7 @@ class Engine:
                     # a bounce since the row was rendered (rendering runs ahead)
                     connection.withdraw(item.message)
                     self._record(Record(item.key, State.SKIPPED, reply=f"suppressed: {suppressed}"))
-                    self._release(item.key)
+                    self._release(item)
                 elif not connection.holds(item.message) and not await self._ready_to_send(
                     relay, connection, item
                 ):
@@ -614,8 +726,14 @@ class Engine:
                     self._hand_back(item)
                 elif not connection.holds(item.message) and not self._gate.may_begin(item.claimed):
                     # its window closed while it waited: no transaction begins outside it
+                    self._close_slot(item)
                     self._gate.hold(item.claimed)
                     self._drop(item)
+                elif not self._domain_start(item):
+                    # its domain's slot went meanwhile (a throttling reply): held again
+                    self._close_slot(item)
+                    self._domains.park(item.domain, item, front=True)
+                    self._ready.put_nowait(_END)
                 else:
                     try:
                         following = await self._send(relay, connection, item, queue)
@@ -760,7 +878,7 @@ class Engine:
                 f"relay {relay.name} does not offer it"
             )
             self._record(Record(item.key, State.FAILED, reply=reason, relay=relay.name))
-            self._release(item.key)
+            self._release(item)
             return None
         taken: list[_Item] = []
 
@@ -774,6 +892,8 @@ class Engine:
                 # not even a RCPT to an address a bounce has suppressed since
                 or self._suppressions.reason(following.claimed.address) is not None
                 or not self._gate.may_begin(following.claimed)  # nor outside its window
+                # nor one its domain could not start now (the worker holds it back then)
+                or not self._domain_start(following)
             ):
                 return None
             return following.message
@@ -783,13 +903,14 @@ class Engine:
             item.message, partial(self._mark_sending, item.key, item.slot), announce
         )
         following = taken[0] if taken else None
+        self._let_go(item)
         item.tally.count(result.phase)
         if item.key in self._refused:
             # the row is no longer this worker's: nothing sent, nothing to record
             self._refused.discard(item.key)
             if item.slot is not None:
                 item.slot.accepted = False
-            self._release(item.key)
+            self._release(item)
             return following
         verdict = classify(result.phase, result.code, result.text)
         latency = time.perf_counter() - started
@@ -835,7 +956,7 @@ class Engine:
     ) -> None:
         """Apply one transaction's outcome: the relay's health, then a hand-back (failover,
         or a new connection) or the row's journal record (`txsend.delivery.outcomes`)."""
-        self._judge_relay(relay, transaction)
+        self._judge_relay(relay, transaction, item.domain)
         tally = item.tally
         # failover: another relay that failed neither this message nor this transaction
         failover = self._pool.has_other(tally.failed_relays | {relay.name})
@@ -856,25 +977,35 @@ class Engine:
             self.stats.latency.add(latency)
         if (watcher := self.stats.watcher) is not None:
             watcher.outcome(record.state, latency if accepted else None, time.monotonic())
-        self._conclude(record)
-        self._release(item.key)
+        self._conclude(record, item)
+        self._release(item)
         self._judge_error_rate(record.state)
 
-    def _judge_relay(self, relay: RelayState, transaction: Transaction) -> None:
-        """A transaction's outcome for its relay: throttled, failing, or working."""
+    def _judge_relay(
+        self, relay: RelayState, transaction: Transaction, domain: DomainState
+    ) -> None:
+        """A transaction's outcome for its relay: throttled, failing, or working.
+
+        A throttling reply to a recipient (RCPT, DATA) slows the recipient's domain only;
+        one to the session (greeting, EHLO, MAIL, a 421 that closes it) pauses the relay."""
         now = time.monotonic()
         verdict = transaction.verdict
         if verdict.slow_down:
-            relay.throttled(now)
+            if verdict.reconnect or transaction.result.phase not in _RECIPIENT_PHASES:
+                relay.throttled(now)
+            else:
+                self._domains.throttled(domain, relay.name, now)
         if blames_relay(transaction):
             relay.failed(verdict.reason or transaction.result.reply, now=now)
         else:
             relay.succeeded()
 
-    def _conclude(self, record: Record) -> None:
-        """Write a settled row: its relay's count, a hard bounce's suppression, the journal."""
+    def _conclude(self, record: Record, item: _Item) -> None:
+        """Write a settled row: its relay's and domain's counts, a hard bounce's
+        suppression, the journal."""
         assert record.relay is not None and record.address is not None
         self.stats.relay(record.relay).outcomes[record.state] += 1
+        item.domain.stats.outcomes[record.state] += 1
         if record.suppress is not None:
             self._suppressions.add(record.address, record.suppress)
         self._record(record)
@@ -913,6 +1044,7 @@ class Engine:
         stats = self.stats
         counters = stats.relay(relay.name)
         counters.attempts += 1
+        item.domain.stats.attempts += 1
         counters.latency.add(latency)
         if item.tally.retried:
             stats.retries += 1
@@ -975,3 +1107,12 @@ def _relay_pool(
             for config, secret in relays
         ]
     )
+
+
+def _find_due(journal: JournalBackend, keys: list[str]) -> list[Claimed]:
+    """Rows passed over earlier, as they stand now, if still due."""
+    found = (journal.find(key) for key in keys)
+    return [c for c in found if c is not None and c.state in _DUE]
+
+
+_DUE = frozenset({State.PENDING, State.DEFERRED, State.UNKNOWN})

@@ -20,6 +20,7 @@ from txsend.addresses import mailbox_problem
 from txsend.errors import ConfigError, JobError, MissingInputError, UsageError
 from txsend.job.alerts import HOOK_KEYS, load_hooks
 from txsend.job.content import CONTENT_KEYS, job_headers, load_content
+from txsend.job.domains import job_domains
 from txsend.job.location import JournalLocation, default_journal
 from txsend.job.overrides import apply
 from txsend.job.paths import absolute
@@ -60,6 +61,7 @@ _TOP_KEYS = frozenset(
         "recipients",
         "headers",
         "relays",
+        "domains",
         "delivery",
         "max_message_size",
         "suppress",
@@ -143,6 +145,7 @@ def _load_yaml_job(
     recipients = _job_recipients(root, base)
     headers = job_headers(root)
     relays = job_relays(root, base)
+    domains = job_domains(root)
     delivery = _job_delivery(root)
     suppress, suppress_store = _job_suppress(root, base)
     max_size = _job_max_size(root)
@@ -167,6 +170,7 @@ def _load_yaml_job(
         reply_to=reply_to,
         headers=headers,
         relays=relays,
+        domains=domains,
         delivery=delivery,
         max_message_size=max_size,
         suppress=suppress,

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from txsend.job.domains import DomainRule
 from txsend.job.hooks import Hooks
 from txsend.job.location import JournalLocation
 from txsend.job.schedule import Schedule
@@ -111,6 +112,7 @@ class Job:
     reply_to: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
     relays: tuple[RelayConfig, ...] = ()
+    domains: tuple[DomainRule, ...] = ()  # per recipient domain: pace, connections
     delivery: Delivery = field(default_factory=Delivery)
     max_message_size: int = 10 * 1024 * 1024
     suppress: tuple[Path, ...] = ()  # files of addresses never to send to

@@ -44,6 +44,7 @@ from txsend.reporting.markup import (
 )
 from txsend.reporting.schema import (
     Alert,
+    Domain,
     ErrorCounts,
     ProblemReport,
     ProblemRow,
@@ -134,6 +135,7 @@ def _page(report: Report) -> str:
     state_css = "\n".join(
         f".s-{state} {{ background: {c}; }}" for state, c in STATE_COLOURS.items()
     )
+    domains = _domains_section(report.run)  # "" for a report without per-domain figures
     body = [
         _header(report),
         _summary(report),
@@ -141,6 +143,7 @@ def _page(report: Report) -> str:
         _throughput_section(report.run),
         _latency_section(report.run),
         _relays_section(report.reported_relays),
+        *([domains] if domains else []),
         _reply_codes_section(report.reported_reply_codes),
         _problems_section(report.problems),
     ]
@@ -420,6 +423,37 @@ def _relay_table(relays: Sequence[tuple[str, Relay]]) -> str:
         for (name, relay), counts in zip(relays, outcomes, strict=True)
     ]
     return _table(headers, rows, set(range(1, len(states) + 8)))
+
+
+def _domains_section(run: Run | None) -> str:
+    """Per recipient domain: the job's `domains:` entries and the busiest others."""
+    if run is None or not run.domains:
+        return ""
+    named = list(run.domains.items())
+    outcomes = [whole_counts(domain.outcomes) for _, domain in named]
+    states = [s for s in STATES if any(c[s] for c in outcomes)] or ["sent"]
+    headers = ["Domain", "Configured", *states, "Attempts", "Throttles", "Pace", "Waiting"]
+    rows = [
+        _domain_row(name, domain, [counts[s] for s in states])
+        for (name, domain), counts in zip(named, outcomes, strict=True)
+    ]
+    table = _table(headers, rows, set(range(2, len(states) + 6)))
+    return _section("domains", "Outcomes by recipient domain", table)
+
+
+def _domain_row(name: str, domain: Domain, counts: Sequence[int]) -> list[str]:
+    pace = DASH if domain.pace is None else f"{fmt_num(domain.pace)}/s"
+    if domain.slowed:
+        pace += " (slowed down)"
+    return [
+        esc(name),
+        "yes" if domain.configured else "no",
+        *(esc(fmt_int(count)) for count in counts),
+        esc(fmt_int(whole(domain.attempts))) if domain.attempts is not None else DASH,
+        esc(fmt_int(whole(domain.throttles))) if domain.throttles is not None else DASH,
+        esc(pace),
+        esc(fmt_int(whole(domain.waiting))) if domain.waiting is not None else DASH,
+    ]
 
 
 def _relay_row(name: str, relay: Relay, counts: Sequence[int]) -> list[str]:

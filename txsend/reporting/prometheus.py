@@ -41,6 +41,7 @@ from txsend.reporting.schema import (
     STATES,
     Alert,
     Bucket,
+    Domain,
     ErrorCounts,
     Percentiles,
     Relay,
@@ -181,6 +182,7 @@ def _families(report: Report, now: float) -> tuple[Metric, ...]:
 
     if report.run is not None:
         out.extend(_run_families(job, report.run))
+        out.extend(_domain_families(job, report.run.domains))
     out.extend(_relay_families(job, report.reported_relays))
 
     if report.alerts:
@@ -400,6 +402,55 @@ def _relay_families(job: str, relays: Mapping[str, Relay]) -> list[Metric]:
 
     families = [outcomes, connections, connect_failures, errors, error_ratio, rate]
     return [*families, latency, connect, circuit]
+
+
+def _domain_families(job: str, domains: Mapping[str, Domain]) -> list[Metric]:
+    """Per recipient domain; label `domain` is an entry of the job's `domains:`, one of the
+    busiest other domains, or "other" (the report bounds them: about 20 besides the job's)."""
+    labels = ["job", "domain"]
+    attempts = CounterMetricFamily(
+        "txsend_domain_attempts_total",
+        "SMTP transactions started for each recipient domain.",
+        labels=labels,
+    )
+    outcomes = CounterMetricFamily(
+        "txsend_domain_outcomes_total",
+        "Transactions of each recipient domain, by the state they ended in.",
+        labels=[*labels, "state"],
+    )
+    throttles = CounterMetricFamily(
+        "txsend_domain_throttles_total",
+        "Throttling replies to each recipient domain's recipients (RCPT, DATA).",
+        labels=labels,
+    )
+    pace = GaugeMetricFamily(
+        "txsend_domain_pace_per_second",
+        "Messages a second each domain may start now (absent: no pace).",
+        labels=labels,
+    )
+    slowed = GaugeMetricFamily(
+        "txsend_domain_slowed",
+        "1 while a throttling reply keeps the domain's pace lowered, else 0.",
+        labels=labels,
+    )
+    in_flight = GaugeMetricFamily(
+        "txsend_domain_in_flight", "Transactions of each domain under way.", labels=labels
+    )
+    waiting = GaugeMetricFamily(
+        "txsend_domain_waiting",
+        "Messages of each domain waiting for its pace, connections or backlog.",
+        labels=labels,
+    )
+    for name, domain in domains.items():
+        key = [job, name]
+        _add_value(attempts, key, domain.attempts)
+        _add_states(outcomes, key, domain.outcomes)
+        _add_value(throttles, key, domain.throttles)
+        _add_value(pace, key, domain.pace)
+        slowed.add_metric(key, 1.0 if domain.slowed else 0.0)
+        _add_value(in_flight, key, domain.in_flight)
+        _add_value(waiting, key, domain.waiting)
+    return [attempts, outcomes, throttles, pace, slowed, in_flight, waiting]
 
 
 def _alert_families(job: str, alerts: Sequence[Alert]) -> list[Metric]:

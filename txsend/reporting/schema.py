@@ -128,6 +128,20 @@ class Relay:
 
 
 @dataclass(frozen=True)
+class Domain:
+    """One entry of `run.domains`: a recipient domain, or a group of the job's `domains:`."""
+
+    configured: bool
+    attempts: float | None
+    outcomes: StateCounts
+    throttles: float | None
+    pace: float | None  # messages a second (None: no pace)
+    slowed: bool
+    in_flight: float | None
+    waiting: float | None
+
+
+@dataclass(frozen=True)
 class Run:
     """The `run` member: what one run did and measured."""
 
@@ -148,6 +162,7 @@ class Run:
     queue_depth: float | None
     stop_reason: str | None
     relays: Mapping[str, Relay]
+    domains: Mapping[str, Domain]
 
 
 @dataclass(frozen=True)
@@ -310,6 +325,28 @@ def _run(data: Mapping[str, Any]) -> Run:
         queue_depth=_number(data.get("queue_depth")),
         stop_reason=_text(data.get("stop_reason")),
         relays=_relays(data.get("relays")),
+        domains=_domains(data.get("domains")),
+    )
+
+
+def _domains(value: object) -> dict[str, Domain]:
+    return {
+        name: _domain(_mapping(domain))
+        for name, domain in _mapping(value).items()
+        if isinstance(name, str)
+    }
+
+
+def _domain(data: Mapping[str, Any]) -> Domain:
+    return Domain(
+        configured=data.get("configured") is True,
+        attempts=_number(data.get("attempts")),
+        outcomes=_state_counts(data.get("outcomes")),
+        throttles=_number(data.get("throttles")),
+        pace=_number(data.get("pace")),
+        slowed=data.get("slowed") is True,
+        in_flight=_number(data.get("in_flight")),
+        waiting=_number(data.get("waiting")),
     )
 
 

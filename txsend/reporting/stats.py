@@ -192,6 +192,63 @@ class ScheduleStats:
 
 
 @dataclass
+class DomainStats:
+    """One recipient domain (or `domains:` group) during a run."""
+
+    configured: bool = False  # a `domains:` entry (else the recipient's own domain)
+    attempts: int = 0  # SMTP transactions started
+    outcomes: Counter[State] = field(default_factory=Counter)
+    throttles: int = 0  # throttling replies to its recipients
+    pace: float | None = None  # messages a second it may start now (None: no pace)
+    slowed: bool = False  # a throttling reply lowered its pace
+    in_flight: int = 0  # transactions under way
+    waiting: int = 0  # messages ready, waiting for its pace or connections
+    skipped: int = 0  # rows passed over while its backlog was full, not yet taken back
+
+    def to_json(self) -> dict[str, Any]:
+        """The report's figures of one domain."""
+        return {
+            "configured": self.configured,
+            "attempts": self.attempts,
+            "outcomes": {s.value: n for s, n in sorted(self.outcomes.items()) if n},
+            "throttles": self.throttles,
+            "pace": None if self.pace is None else round(self.pace, 3),
+            "slowed": self.slowed,
+            "in_flight": self.in_flight,
+            "waiting": self.waiting + self.skipped,
+        }
+
+
+MAX_DOMAINS_SHOWN = 20  # reports: every configured domain, and this many others
+OTHER_DOMAINS = "other"  # the rest of the domains, summed up
+
+
+def busiest_domains(
+    domains: dict[str, DomainStats], others: int = MAX_DOMAINS_SHOWN
+) -> list[tuple[str, DomainStats]]:
+    """The domains a report shows: the configured ones and the `others` busiest others
+    (most transactions first); the rest are summed up as "other"."""
+    ranked = sorted(domains.items(), key=lambda pair: (-pair[1].attempts, pair[0]))
+    shown = [(n, d) for n, d in ranked if d.configured]
+    rest = [(n, d) for n, d in ranked if not d.configured and n != OTHER_DOMAINS]
+    left = rest[others:]
+    if OTHER_DOMAINS in domains and not domains[OTHER_DOMAINS].configured:
+        left.append((OTHER_DOMAINS, domains[OTHER_DOMAINS]))
+    shown.extend(rest[:others])
+    if left:
+        total = DomainStats()
+        for _name, d in left:
+            total.attempts += d.attempts
+            total.outcomes.update(d.outcomes)
+            total.throttles += d.throttles
+            total.in_flight += d.in_flight
+            total.waiting += d.waiting
+            total.skipped += d.skipped
+        shown.append((OTHER_DOMAINS, total))
+    return shown
+
+
+@dataclass
 class RunStats:
     """What the engine observed during one run (the journal holds the totals)."""
 
@@ -202,6 +259,7 @@ class RunStats:
     outcomes: Counter[State] = field(default_factory=Counter)
     latency: LatencyHistogram = field(default_factory=LatencyHistogram)
     relays: dict[str, RelayStats] = field(default_factory=dict)
+    domains: dict[str, DomainStats] = field(default_factory=dict)  # by recipient domain
     queued: int = 0  # rows rendered for sending in this run
     not_sent: int = 0  # rendered rows a stop left unsent (still due in the journal)
     unknown_recovered: int = 0  # rows a dead run left in `sending`
@@ -243,4 +301,11 @@ class RunStats:
         found = self.relays.get(name)
         if found is None:
             found = self.relays[name] = RelayStats()
+        return found
+
+    def domain(self, name: str) -> DomainStats:
+        """The counters of one recipient domain (or `domains:` group)."""
+        found = self.domains.get(name)
+        if found is None:
+            found = self.domains[name] = DomainStats()
         return found

@@ -16,6 +16,7 @@ from txsend.reporting.stats import (
     LatencyHistogram,
     RunStats,
     ScheduleStats,
+    busiest_domains,
     reply_code,
 )
 
@@ -204,6 +205,7 @@ def run_json(stats: RunStats) -> dict[str, Any]:
             }
             for name, r in stats.relays.items()
         },
+        "domains": {name: d.to_json() for name, d in busiest_domains(stats.domains)},
     }
 
 

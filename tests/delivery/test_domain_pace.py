@@ -1,0 +1,285 @@
+"""Per-domain pace end to end (the job's `domains:`): the real CLI into ScriptedServer,
+checked by when each transaction BEGAN at the server (`Received.mail_at`)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import socket
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import dns.message
+import dns.rcode
+import dns.rdatatype
+import dns.rrset
+import pytest
+
+from tests.jobs import cli, write_job
+from tests.smtpd import Received, ScriptedServer
+
+FAST_RETRY = (
+    "  retry: {attempts: 5, backoff: 50ms, max_backoff: 200ms}\n  give_up_unreachable: 5s\n"
+)
+THROTTLE = "451 4.7.1 Too many messages to a.example, slow down"
+
+
+def people(*groups: tuple[str, int]) -> list[dict[str, str]]:
+    """Rows interleaved across domains: ("a.example", 3), ("b.example", 2) gives
+    a0, b0, a1, b1, a2."""
+    rows = []
+    for i in range(max(n for _d, n in groups)):
+        for domain, n in groups:
+            if i < n:
+                rows.append({"email": f"u{i}@{domain}", "first_name": f"U{i}", "plan": "x"})
+    return rows
+
+
+def job_with(tmp_path: Path, server: ScriptedServer, records: list[dict[str, str]], domains: str,
+             connections: int = 4) -> Path:  # fmt: skip
+    return write_job(
+        tmp_path,
+        records=records,
+        delivery=FAST_RETRY,
+        extra_yaml=(
+            f"relays:\n  - url: {server.url}\n    connections: {connections}\ndomains:\n{domains}"
+        ),
+    )
+
+
+def of(server: ScriptedServer, domain: str) -> list[Received]:
+    found = [r for r in server.received if r.rcpt_tos[0].endswith("@" + domain)]
+    return sorted(found, key=lambda r: r.mail_at or 0.0)
+
+
+def most_in_window(times: list[float], window: float) -> int:
+    """The most of `times` within any span of `window` seconds."""
+    times = sorted(times)
+    best = 0
+    first = 0
+    for last, t in enumerate(times):
+        while t - times[first] > window:
+            first += 1
+        best = max(best, last - first + 1)
+    return best
+
+
+def journal_states(path: Path) -> dict[str, str]:
+    with sqlite3.connect(path) as db:
+        return dict(db.execute("SELECT key, state FROM messages"))
+
+
+def test_a_paced_domain_is_spaced_and_others_do_not_wait_for_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with ScriptedServer() as server:
+        job = job_with(
+            tmp_path,
+            server,
+            people(("a.example", 12), ("b.example", 40)),
+            "  a.example: {rate: 4/s}\n",
+        )
+        result = cli(capsys, "run", job, "--json")
+    assert result.code == 0, result.err
+    a, b = of(server, "a.example"), of(server, "b.example")
+    assert (len(a), len(b)) == (12, 40)
+    starts = [r.mail_at for r in a if r.mail_at is not None]
+    assert len(starts) == 12
+    # 4/s with a burst of 1: at most 1 + 4 in any second; 0.2 s of slack for scheduling
+    assert most_in_window(starts, 1.0 - 0.2) <= 5, starts
+    # 12 at 4/s: the 12th begins at least (12 - 1) / 4 s after the first (less the slack)
+    assert starts[-1] - starts[0] >= 11 / 4 - 0.3
+    # no head-of-line blocking: b.example is done long before a.example's last message
+    assert max(r.at for r in b) < starts[-1] - 1.0
+    report = json.loads(result.out)
+    domains = report["run"]["domains"]
+    assert domains["a.example"]["configured"] is True
+    assert domains["a.example"]["outcomes"] == {"sent": 12}
+    assert domains["a.example"]["attempts"] == 12
+    assert domains["a.example"]["pace"] == 4.0
+    assert domains["b.example"] == {
+        "configured": False,
+        "attempts": 40,
+        "outcomes": {"sent": 40},
+        "throttles": 0,
+        "pace": None,
+        "slowed": False,
+        "in_flight": 0,
+        "waiting": 0,
+    }
+
+
+def test_one_connection_for_a_domain_never_overlaps_across_the_relays_connections(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # 30 rows of a.example: more than its backlog (16), so the producer passes rows over
+    # and takes them back later
+    with ScriptedServer() as server:
+        server.data_delay = 0.03
+        job = job_with(
+            tmp_path,
+            server,
+            people(("a.example", 30), ("b.example", 30)),
+            "  a.example: {connections: 1}\n",
+            connections=4,
+        )
+        result = cli(capsys, "run", job, "--json")
+    assert result.code == 0, result.err
+    a, b = of(server, "a.example"), of(server, "b.example")
+    assert (len(a), len(b)) == (30, 30)
+    for before, after in itertools.pairwise(a):
+        assert after.mail_at is not None and after.mail_at >= before.at, (before, after)
+    # b.example used the other connections meanwhile: done before a.example
+    assert max(r.at for r in b) < a[-1].at
+    overlapping = sum(
+        1
+        for x in b
+        for y in b
+        if x is not y and x.mail_at is not None and x.mail_at < y.at and (y.mail_at or 0) < x.at
+    )
+    assert overlapping > 0  # b.example's transactions did run side by side
+    assert set(journal_states(tmp_path / "job.journal.db").values()) == {"sent"}
+    report = json.loads(result.out)
+    assert report["run"]["domains"]["a.example"]["outcomes"] == {"sent": 30}
+
+
+class ThrottleA(dict[str, str]):
+    """rcpt_replies: the first `times` RCPTs to a.example get a throttling reply."""
+
+    def __init__(self, times: int) -> None:
+        super().__init__()
+        self.left = times
+        self.lock = threading.Lock()
+
+    def get(self, address: str, default: str | None = None) -> str | None:  # type: ignore[override]
+        with self.lock:
+            if address.endswith("@a.example") and self.left > 0:
+                self.left -= 1
+                return THROTTLE
+        return default
+
+
+def test_a_throttling_reply_to_a_recipient_slows_its_domain_not_the_relay(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with ScriptedServer() as server:
+        server.rcpt_replies = ThrottleA(3)
+        server.data_delay = 0.01
+        job = job_with(
+            tmp_path,
+            server,
+            people(("a.example", 10), ("b.example", 80)),
+            "  a.example: {rate: 50/s}\n",
+            connections=2,
+        )
+        result = cli(capsys, "run", job, "--json")
+    assert result.code == 0, result.err
+    a, b = of(server, "a.example"), of(server, "b.example")
+    assert (len(a), len(b)) == (10, 80)
+    report = json.loads(result.out)
+    figures = report["run"]["domains"]["a.example"]
+    assert figures["throttles"] == 3
+    assert figures["slowed"] is True
+    assert figures["pace"] < 50
+    assert figures["outcomes"] == {"sent": 10, "deferred": 3}  # each transaction's outcome
+    assert figures["attempts"] == 13
+    # the relay was not paused: a pause (1 s, then 2 s, 4 s) would leave a gap in
+    # b.example's transactions, which go on throughout
+    starts = [r.mail_at or 0.0 for r in b]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(starts)]
+    assert max(gaps) < 0.9, gaps
+
+
+# --- MX groups ----------------------------------------------------------------------------
+
+
+@contextmanager
+def dns_responder(mx: dict[str, list[str]]) -> Iterator[int]:
+    """A tiny DNS server on 127.0.0.1 (UDP): MX answers for `mx`, NXDOMAIN otherwise."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.settimeout(0.1)
+    stop = threading.Event()
+    queries: list[str] = []
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                wire, peer = sock.recvfrom(4096)
+            except TimeoutError:
+                continue
+            query = dns.message.from_wire(wire)
+            response = dns.message.make_response(query)
+            question = query.question[0]
+            name = question.name.to_text().rstrip(".").lower()
+            queries.append(name)
+            hosts = mx.get(name)
+            if hosts is None:
+                response.set_rcode(dns.rcode.NXDOMAIN)
+            elif question.rdtype == dns.rdatatype.MX:
+                records = [f"{10 * (n + 1)} {host}." for n, host in enumerate(hosts)]
+                response.answer.append(
+                    dns.rrset.from_text_list(question.name, 300, "IN", "MX", records)
+                )
+            sock.sendto(response.to_wire(), peer)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield sock.getsockname()[1]
+    finally:
+        stop.set()
+        thread.join(5)
+        sock.close()
+    assert queries.count("custom.example") == 1, queries  # once per domain per run
+
+
+def test_an_mx_group_holds_domains_whose_mx_host_matches(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with dns_responder({"custom.example": ["aspmx.l.google.test"]}) as port:
+        monkeypatch.setenv("TXSEND_DNS", f"127.0.0.1:{port}")
+        with ScriptedServer() as server:
+            server.data_delay = 0.02
+            job = job_with(
+                tmp_path,
+                server,
+                people(("custom.example", 8), ("nomx.example", 8)),
+                "  google:\n    mx: [.google.test]\n    connections: 1\n",
+            )
+            result = cli(capsys, "run", job, "--json")
+    assert result.code == 0, result.err
+    custom = of(server, "custom.example")
+    assert len(custom) == 8
+    for before, after in itertools.pairwise(custom):
+        assert after.mail_at is not None and after.mail_at >= before.at
+    domains = json.loads(result.out)["run"]["domains"]
+    assert domains["google"]["configured"] is True
+    assert domains["google"]["outcomes"] == {"sent": 8}
+    assert domains["nomx.example"]["outcomes"] == {"sent": 8}  # NXDOMAIN: no match
+    assert "MX lookup of nomx.example failed" in result.err
+
+
+def test_rows_passed_over_across_many_claims_are_all_sent(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # 900 rows: several claims (256 rows each); a.example (one connection) keeps its
+    # backlog full, so most of its rows are passed over and taken back later
+    with ScriptedServer() as server:
+        job = job_with(
+            tmp_path,
+            server,
+            people(("a.example", 300), ("b.example", 600)),
+            "  a.example: {connections: 1}\n",
+        )
+        result = cli(capsys, "run", job, "--json")
+    assert result.code == 0, result.err
+    assert (len(of(server, "a.example")), len(of(server, "b.example"))) == (300, 600)
+    states = journal_states(tmp_path / "job.journal.db")
+    assert len(states) == 900 and set(states.values()) == {"sent"}
+    assert sorted(r.rcpt_tos[0] for r in server.received) == sorted(
+        {r.rcpt_tos[0] for r in server.received}
+    )  # none twice

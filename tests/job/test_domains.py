@@ -1,0 +1,95 @@
+"""Tests for txsend.job.domains: the job file's `domains:`, with file:line errors."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from txsend.errors import JobError
+from txsend.job.loading import load_job
+
+HEAD = """\
+from: "Acme <noreply@acme.example>"
+subject: Hi
+text_inline: Hello
+recipients: {file: people.csv}
+"""
+
+
+def load(tmp_path: Path, domains: str):  # type: ignore[no-untyped-def]
+    (tmp_path / "people.csv").write_text("email\na@example.com\n", encoding="utf-8")
+    job = tmp_path / "job.yaml"
+    job.write_text(HEAD + textwrap.dedent(domains), encoding="utf-8")
+    return load_job(job)
+
+
+def test_domains_and_groups_are_loaded_normalised(tmp_path: Path) -> None:
+    job = load(
+        tmp_path,
+        """\
+        domains:
+          Gmail.COM: {rate: 20/s, connections: 4}
+          bücher.example: {rate: 600/min}
+          google:
+            match: [googlemail.com, .Google.Example]
+            mx: [google.com, .googlemail.com]
+            rate: 40/s
+            connections: 8
+          slowpoke: {match: slow.example, connections: 1}
+        """,
+    )
+    by_name = {rule.name: rule for rule in job.domains}
+    assert list(by_name) == ["gmail.com", "xn--bcher-kva.example", "google", "slowpoke"]
+    gmail = by_name["gmail.com"]
+    assert (gmail.exact, gmail.connections, gmail.rate and gmail.rate.per_second) == (
+        ("gmail.com",),
+        4,
+        20.0,
+    )
+    assert not gmail.is_group
+    assert by_name["xn--bcher-kva.example"].rate.per_second == pytest.approx(10.0)  # type: ignore[union-attr]
+    google = by_name["google"]
+    assert google.is_group
+    assert google.exact == ("googlemail.com",)
+    assert google.suffixes == (".google.example",)
+    assert google.mx == (".google.com", ".googlemail.com")
+    assert by_name["slowpoke"].rate is None
+    assert by_name["slowpoke"].exact == ("slow.example",)
+
+
+def test_no_domains_key_means_none(tmp_path: Path) -> None:
+    assert load(tmp_path, "").domains == ()
+
+
+@pytest.mark.parametrize(
+    ("yaml", "line", "words"),
+    [
+        ("domains:\n  gmail.com: {rate: 20/h}\n", 6, "a domain's rate is a pace"),
+        ("domains:\n  gmail.com: {rate: fast}\n", 6, "expected a rate like"),
+        ("domains:\n  gmail.com: {connections: 0}\n", 6, "must be at least 1"),
+        ("domains:\n  gmail.com: {connections: 5000}\n", 6, "at most 1000"),
+        ("domains:\n  gmail.com: {}\n", 6, "sets neither rate: nor connections:"),
+        ("domains:\n  gmail.com: 20/s\n", 6, "expected a mapping"),
+        ("domains:\n  gmail.com: {rate: 2/s, match: [x.example]}\n", 6, "unknown key"),
+        ("domains:\n  google: {rate: 2/s}\n", 6, "a group needs match:"),
+        ("domains:\n  google:\n    match: ['a b']\n    rate: 2/s\n", 7, "is not a domain"),
+        (
+            "domains:\n  g1: {match: [a.example], rate: 1/s}\n"
+            "  g2:\n    match: [b.example, a.example]\n    rate: 1/s\n",
+            8,
+            "a.example is listed by group 'g1' too",
+        ),
+        ("domains: [gmail.com]\n", 5, "expected a mapping"),
+    ],
+)
+def test_bad_entries_name_the_file_and_line(
+    tmp_path: Path, yaml: str, line: int, words: str
+) -> None:
+    with pytest.raises(JobError) as caught:
+        load(tmp_path, yaml)
+    assert caught.value.exit_code == 65
+    text = str(caught.value)
+    assert words in text, text
+    assert caught.value.line == line, text
