@@ -115,3 +115,35 @@ def test_warmup_raises_the_cap_day_by_day(
     assert "warm-up day 2: today's cap of 6 accepted recipients is reached" in final_line(
         second.err
     )
+
+
+@pytest.mark.parametrize("spent_live", [True, False])
+def test_a_spent_quota_beside_an_unreachable_relay_ends_the_run(
+    tmp_path: Path,
+    smtp_server: ScriptedServer,
+    capsys: pytest.CaptureFixture[str],
+    spent_live: bool,
+) -> None:
+    """One relay live with its quota spent, the other refusing connections: the run gives
+    up once give_up_unreachable has passed (it used to probe the other for ever)."""
+    give_up = 3.0
+    live = {"url": smtp_server.url, "priority": 1, "rate": "2/1h"}
+    dead = {"url": "smtp://127.0.0.1:9?tls=none", "priority": 1}
+    if not spent_live:  # the unreachable relay has the quota; the live one is spent
+        live["rate"], dead["rate"] = "2/1h", "5/1h"
+    job = write_job(
+        tmp_path,
+        rows=6,
+        delivery=f"  retry: {{attempts: 3, backoff: 10m}}\n  give_up_unreachable: {give_up:g}s\n",
+        extra_yaml=relays_yaml(live, dead),
+    )
+    began = time.monotonic()
+    result = cli(capsys, "run", job)
+    took = time.monotonic() - began
+    assert result.code == 75, result.err
+    assert len([r for r in smtp_server.received if r.rcpt_tos]) == 2
+    # bounded by the job's limits: give_up_unreachable, a few cool-downs, slack
+    assert took < give_up + 30, took
+    line = final_line(result.err)
+    assert "give_up_unreachable" in line, line
+    assert "2/1h rolling quota used" in line and "127.0.0.1:9" in line, line
