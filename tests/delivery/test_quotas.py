@@ -309,3 +309,46 @@ def test_acquire_sleeps_for_short_waits_only(ledger: Journal) -> None:
     assert isinstance(third, Spent)
     assert third.wait == pytest.approx(HOUR)
     assert naps == [pytest.approx(10.0)]
+
+
+def test_a_quota_is_not_spent_while_a_transaction_after_data_may_give_its_slot_back(
+    ledger: Journal,
+) -> None:
+    """The race seen end to end: the fifth of 5/1h is counted from DATA on (`sending`) and
+    then refused (554); a take in between saw 5 accepted and stopped the relay for an
+    hour. While a kept slot's transaction is under way, the quota waits for it instead."""
+    clock = FakeClock(DAY_START + 10 * HOUR)
+    naps: list[float] = []
+    relay = rolling(ledger, "5/1h")
+    in_data: list[Slot] = []
+
+    async def sleep(seconds: float) -> None:
+        naps.append(seconds)
+        clock.now += seconds
+        for slot in in_data:  # the relay answers the content: refused
+            slot.accepted = False
+            slot.close()
+        in_data.clear()
+
+    quotas = Quotas(ledger, {"r": relay}, wall=clock, sleep=sleep)
+    for _ in range(4):
+        slot = quotas.take("r")
+        assert isinstance(slot, Slot)
+        slot.sending()
+        slot.accepted = True
+        slot.close()
+    fifth = quotas.take("r")
+    assert isinstance(fifth, Slot)
+    fifth.sending()  # counted: the content goes
+    in_data.append(fifth)
+    found = quotas.take("r")
+    assert isinstance(found, Spent) and found.wait <= HOLD_POLL  # not an hour
+    sixth = asyncio.run(quotas.acquire("r", 60.0))
+    assert isinstance(sixth, Slot)  # the refused one's slot came back
+    assert naps == [pytest.approx(HOLD_POLL)]
+    sixth.sending()
+    sixth.accepted = True
+    sixth.close()
+    spent = asyncio.run(quotas.acquire("r", 60.0))
+    assert isinstance(spent, Spent) and spent.wait > 60.0
+    assert "(5 accepted in the last 1 h)" in relay.spent(clock.now)

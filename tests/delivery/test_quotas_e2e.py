@@ -147,3 +147,27 @@ def test_a_spent_quota_beside_an_unreachable_relay_ends_the_run(
     line = final_line(result.err)
     assert "give_up_unreachable" in line, line
     assert "2/1h rolling quota used" in line and "127.0.0.1:9" in line, line
+
+
+def test_refusals_at_data_do_not_stop_a_quota_short(
+    tmp_path: Path, smtp_server: ScriptedServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Refusals at RCPT and at DATA beside a 5/1h quota: the run stops with exactly 5
+    accepted (a slot counted from DATA on and then refused was once taken as used)."""
+    smtp_server.rcpt_replies = {"user0@example.com": BOUNCE, "user1@example.com": "451 later"}
+    smtp_server.data_replies = {
+        "user2@example.com": "554 5.7.1 rejected",
+        "user3@example.com": "452 4.3.1 full",
+    }
+    job = write_job(
+        tmp_path,
+        rows=12,
+        delivery=DELIVERY,
+        extra_yaml=relays_yaml({"url": smtp_server.url, "connections": 4, "rate": "5/1h"}),
+    )
+    journal = tmp_path / "job.journal.db"
+    result = cli(capsys, "run", job)
+    assert result.code == 75, result.err
+    assert state_counts(journal)["sent"] == 5
+    assert _ledger(journal) == (5, 0)
+    assert "(5 accepted in the last 1 h)" in final_line(result.err)

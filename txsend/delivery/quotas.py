@@ -25,7 +25,9 @@ whose row ended `bounced`, `deferred` or `failed`, or that was handed back after
 taken back out of its bucket. `sent` and `unknown` keep it.
 
 When a quota has no room, `Quota.wait` says when its next slot frees (the oldest bucket
-leaves the window, the hour or day ends) and `Quota.spent` says so in words.
+leaves the window, the hour or day ends) and `Quota.spent` says so in words. While slots
+are held, or counted from DATA on by transactions not over yet (`Quota.settling`), the
+quota is not spent: those may come back, so the wait is a short poll.
 Nothing here sleeps except `Quotas.acquire`; the wall clock is injectable.
 """
 
@@ -111,6 +113,10 @@ class Quota:
         self.account = account
         self._ledger = ledger
         self._ttl = ttl
+        # slots this process counted as accepted whose transaction is not over: the relay
+        # may still refuse the content (then the slot comes back), so they do not spend
+        # the quota yet (`wait`)
+        self.settling = 0
 
     # --- what each kind says ------------------------------------------------------------
 
@@ -166,7 +172,7 @@ class Quota:
         if usage.accepted + len(usage.holds) < limit:
             return 1e-3  # a slot freed since the hold was refused: ask again
         wait = self._frees_at(now, usage, limit) - now
-        if usage.holds:  # transactions under way may give theirs back
+        if usage.holds or self.settling:  # transactions under way may give theirs back
             wait = min(wait, HOLD_POLL)
         return max(wait, 1e-3)
 
@@ -385,6 +391,7 @@ class Slot:
         holds, self.holds = self.holds, []
         for quota, hold in holds:
             self.kept.append((quota, quota.keep(hold, now)))
+            quota.settling += 1
 
     def close(self) -> None:
         """The transaction is over: give back what the relay did not accept (or hold)."""
@@ -392,9 +399,10 @@ class Slot:
         for quota, hold in holds:
             quota.release(hold)
         kept, self.kept = self.kept, []
-        if self.accepted is False:
-            for quota, start in kept:
+        for quota, start in kept:
+            if self.accepted is False:
                 quota.give_back(start)
+            quota.settling -= 1
 
 
 class Spent(NamedTuple):
