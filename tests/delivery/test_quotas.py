@@ -352,3 +352,56 @@ def test_a_quota_is_not_spent_while_a_transaction_after_data_may_give_its_slot_b
     spent = asyncio.run(quotas.acquire("r", 60.0))
     assert isinstance(spent, Spent) and spent.wait > 60.0
     assert "(5 accepted in the last 1 h)" in relay.spent(clock.now)
+
+
+@pytest.mark.parametrize("text", ["2/1min", "2/90s", "2/5min"])
+def test_a_short_rolling_window_paces_rather_than_stops(ledger: Journal, text: str) -> None:
+    """Its next slot frees just over a window away (the bucket's end leaves it): a wait
+    the run sleeps through, not a spent quota (every run used to stop at once)."""
+    clock = FakeClock(DAY_START + 10 * HOUR)
+    naps: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        naps.append(seconds)
+        clock.now += seconds
+
+    quota = rolling(ledger, text)
+    quotas = Quotas(ledger, {"r": quota}, wall=clock, sleep=sleep)
+    send(quota, clock.now, 2)
+    third = asyncio.run(quotas.acquire("r", 60.0))
+    assert isinstance(third, Slot)
+    assert len(naps) == 1 and quota.rate.per < naps[0] <= quota.rate.per + quota.width()
+
+
+def test_a_long_rolling_window_still_stops(ledger: Journal) -> None:
+    clock = FakeClock(DAY_START + 10 * HOUR)
+    quota = rolling(ledger, "2/10min")
+    quotas = Quotas(ledger, {"r": quota}, wall=clock)
+    send(quota, clock.now, 2)
+    spent = asyncio.run(quotas.acquire("r", 60.0))
+    assert isinstance(spent, Spent) and spent.wait > 600.0
+
+
+def test_a_wait_for_a_slot_ends_when_the_run_stops(ledger: Journal) -> None:
+    clock = FakeClock(DAY_START + 10 * HOUR)
+    stopping = [False]
+
+    async def sleep(seconds: float) -> None:
+        stopping[0] = True  # a stop request ends the nap at once
+        clock.now += 1.0
+
+    quota = rolling(ledger, "2/1min")
+    quotas = Quotas(ledger, {"r": quota}, wall=clock, sleep=sleep, stopped=lambda: stopping[0])
+    send(quota, clock.now, 2)
+    assert isinstance(asyncio.run(quotas.acquire("r", 60.0)), Spent)
+
+
+def test_the_next_slot_is_told_to_the_second_within_the_hour(ledger: Journal) -> None:
+    now = DAY_START + 10 * HOUR
+    quota = rolling(ledger, "2/1h")
+    send(quota, now + 0.5, 2)
+    # frees when its 2.5 s bucket leaves the window: 1 h 2.5 s later, to the minute
+    assert quota.spent(now + 1).endswith("the next slot frees at 2026-11-03 11:01 UTC")
+    short = rolling(ledger, "2/30min", account="smtp://other:25")
+    send(short, now + 0.5, 2)
+    assert short.spent(now + 1).endswith("the next slot frees at 2026-11-03 10:30:02 UTC")

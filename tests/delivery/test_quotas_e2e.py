@@ -171,3 +171,24 @@ def test_refusals_at_data_do_not_stop_a_quota_short(
     assert state_counts(journal)["sent"] == 5
     assert _ledger(journal) == (5, 0)
     assert "(5 accepted in the last 1 h)" in final_line(result.err)
+
+
+@pytest.mark.slow  # a minute's window: about 62 s
+def test_a_short_rolling_window_paces_the_run(
+    tmp_path: Path, smtp_server: ScriptedServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """2/1min: the run waits for the third slot (it used to stop at once with 75: the
+    slot frees just over a minute away) and never begins more than 2 in any minute."""
+    job = write_job(
+        tmp_path,
+        rows=3,
+        delivery=DELIVERY,
+        extra_yaml=relays_yaml({"url": smtp_server.url, "connections": 2, "rate": "2/1min"}),
+    )
+    began = time.monotonic()
+    result = cli(capsys, "run", job)
+    assert result.code == 0, result.err
+    assert time.monotonic() - began < 60 + 1 + 40  # one window and its bucket, slack
+    starts = sorted(r.mail_wall for r in smtp_server.received if r.mail_wall is not None)
+    assert len(starts) == 3
+    assert starts[2] - starts[0] >= 59.9

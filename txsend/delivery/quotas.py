@@ -62,12 +62,14 @@ __all__ = [
     "job_quotas",
     "quota_for",
     "utc_minute",
+    "utc_when",
 ]
 
 DAY = 86400.0
 BUCKETS_PER_WINDOW = 1440
 HOLD_POLL = 1.0  # seconds between looks while held slots (transactions under way) fill a quota
 HOLD_MARGIN = 60.0  # seconds a hold outlives the longest transaction
+SHORT_WINDOW = 300.0  # a rolling window this short paces: a run waits for its next slot
 
 
 class Ledger(Protocol):
@@ -95,6 +97,15 @@ def hold_ttl(timeouts: Timeouts) -> float:
 def utc_minute(timestamp: float) -> str:
     """A time for people, rounded up to the minute: 2026-12-07 09:14 UTC."""
     return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(math.ceil(timestamp / 60) * 60))
+
+
+def utc_when(timestamp: float, now: float) -> str:
+    """When a slot frees, for people: to the second within the hour (09:13:07 UTC, a
+    minute rounded up would say a wait of 61 s is two minutes), else (or on a minute) to
+    the minute."""
+    if timestamp - now < 3600 and math.ceil(timestamp) % 60:
+        return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(math.ceil(timestamp)))
+    return utc_minute(timestamp)
 
 
 def _day_start(now: float) -> float:
@@ -143,6 +154,10 @@ class Quota:
     def spent(self, now: float) -> str:
         """What a full window means, for the run's last line."""
         raise NotImplementedError
+
+    def patience(self) -> float:
+        """The longest wait for a slot worth sleeping through (0: the caller's)."""
+        return 0.0
 
     # --- the ledger ---------------------------------------------------------------------
 
@@ -219,6 +234,11 @@ class RollingQuota(Quota):
     def limit(self, now: float) -> int:
         return self.rate.limit
 
+    def patience(self) -> float:
+        # a short window paces: its next slot frees within it ("10/1min", "5/90s"), so
+        # the wait is for it, not a reason to stop
+        return self.rate.per + self._width if self.rate.per <= SHORT_WINDOW else 0.0
+
     def keep_until(self, start: float) -> float | None:
         return start + self._width + self.rate.per
 
@@ -238,7 +258,7 @@ class RollingQuota(Quota):
         frees = self._frees_at(now, usage, self.limit(now))
         return (
             f"{self.label}: {self.rate} rolling quota used ({usage.accepted} accepted in "
-            f"{self.window_words()}); the next slot frees at {utc_minute(frees)}"
+            f"{self.window_words()}); the next slot frees at {utc_when(frees, now)}"
         )
 
     def describe(self) -> str:
@@ -284,7 +304,7 @@ class FixedQuota(Quota):
         return (
             f"{self.label}: {self.rate} quota used ({usage.accepted} accepted "
             f"{self.window_words()}); the next slot frees at "
-            f"{utc_minute(self._frees_at(now, usage, self.limit(now)))}"
+            f"{utc_when(self._frees_at(now, usage, self.limit(now)), now)}"
         )
 
     def describe(self) -> str:
@@ -424,12 +444,14 @@ class Quotas:
         *,
         wall: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        stopped: Callable[[], bool] = lambda: False,
     ) -> None:
         self._ledger = ledger
         self._relays = relays
         self.warmup = warmup
         self._wall = wall
-        self._sleep = sleep
+        self._sleep = sleep  # the run's: a stop request ends it at once
+        self._stopped = stopped
 
     def now(self) -> float:
         """The quotas' wall clock."""
@@ -460,11 +482,14 @@ class Quotas:
         return Slot(holds, wall=self._wall)
 
     async def acquire(self, relay: str, max_wait: float) -> Slot | Spent:
-        """A slot, sleeping for it while that takes at most `max_wait` seconds; a longer
-        wait is answered at once (the caller stops using the relay that long)."""
+        """A slot, sleeping for it while that takes at most `max_wait` seconds (or the
+        quota's `patience`, a short rolling window's); a longer wait is answered at once
+        (the caller stops using the relay that long), and so is any once the run stops."""
         while True:
             taken = self.take(relay)
-            if isinstance(taken, Slot) or taken.wait > max_wait:
+            if isinstance(taken, Slot) or taken.wait > max(max_wait, taken.quota.patience()):
+                return taken
+            if self._stopped():
                 return taken
             await self._sleep(taken.wait)
 
@@ -487,8 +512,12 @@ def job_quotas(
     relays: Sequence[RelayConfig],
     *,
     wall: Callable[[], float] = time.time,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    stopped: Callable[[], bool] = lambda: False,
 ) -> Quotas:
-    """A job's quotas: each relay's /h, /day or rolling rate and the job's warm-up."""
+    """A job's quotas: each relay's /h, /day or rolling rate and the job's warm-up;
+    `sleep` is how a wait for a slot naps (the run's: a stop ends it), `stopped` whether
+    the run stops."""
     ttl = hold_ttl(job.delivery.timeouts)
     by_relay: dict[str, Quota] = {
         config.name: quota
@@ -499,4 +528,4 @@ def job_quotas(
     domain = sender_domain(job.from_addr) if job.warmup is not None else None
     if job.warmup is not None and domain is not None:
         warmup = WarmupQuota(job.warmup, domain, ledger, ttl=ttl)
-    return Quotas(ledger, by_relay, warmup, wall=wall)
+    return Quotas(ledger, by_relay, warmup, wall=wall, sleep=sleep, stopped=stopped)
