@@ -4,6 +4,7 @@ accepted recipient in a real SQLite journal's ledger, on an injected wall clock.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -210,6 +211,25 @@ def test_warmup_caps() -> None:
     assert PLAN.cap(13) == 50000  # 64872 capped at until
     assert PLAN.full_day() == 13
     assert PLAN.cap(100_000) == 50000
+
+
+@pytest.mark.parametrize(
+    ("start", "growth", "until"),
+    [(1, 1.0000001, 99999999999), (500, 1.5, 50000), (1, 1.0001, 3), (7, 2, 7), (3, 1.01, 1e9)],
+)
+def test_warmup_full_day_is_exact(start: float, growth: float, until: float) -> None:
+    plan = Warmup(start=start, growth=growth, until=until)
+    day = plan.full_day()
+    full = math.floor(until)
+    assert plan.cap(day) >= full
+    assert day == 1 or plan.cap(day - 1) < full
+
+
+def test_warmup_full_day_beyond_ten_thousand_days() -> None:
+    # the tester's tiny growth: full in about 253 million days, not "on day 10000"
+    plan = Warmup(start=1, growth=1.0000001, until=99999999999)
+    assert plan.full_day() > 250_000_000
+    assert plan.cap(10_000) == 1
     assert Warmup(start=3, growth=2, until=100).cap(2) == 6
     assert Warmup(start=1, growth=1.1, until=5).cap(2) == 1  # floor(1.1)
 
@@ -405,3 +425,9 @@ def test_the_next_slot_is_told_to_the_second_within_the_hour(ledger: Journal) ->
     short = rolling(ledger, "2/30min", account="smtp://other:25")
     send(short, now + 0.5, 2)
     assert short.spent(now + 1).endswith("the next slot frees at 2026-11-03 10:30:02 UTC")
+
+
+def test_warmup_spent_words_are_singular_for_one(ledger: Journal) -> None:
+    warm = WarmupQuota(Warmup(start=1, growth=2, until=8), "acme.example", ledger, ttl=TTL)
+    send(warm, DAY_START + 60)
+    assert "today's cap of 1 accepted recipient is reached" in warm.spent(DAY_START + 61)

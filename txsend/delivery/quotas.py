@@ -352,9 +352,10 @@ class WarmupQuota(Quota):
     def spent(self, now: float) -> str:
         day = self.day(now)
         tomorrow = _day_start(now) + DAY
+        cap = self.warmup.cap(day)
         return (
-            f"warm-up day {day}: today's cap of {self.warmup.cap(day)} accepted recipients "
-            f"is reached; tomorrow's cap is {self.warmup.cap(day + 1)} from "
+            f"warm-up day {day}: today's cap of {cap} accepted "
+            f"recipient{'' if cap == 1 else 's'} is reached; tomorrow's cap is {self.warmup.cap(day + 1)} from "
             f"{utc_minute(tomorrow)}"
         )
 
