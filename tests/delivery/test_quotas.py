@@ -121,7 +121,12 @@ def test_a_hold_counts_until_kept_released_or_lapsed(ledger: Journal) -> None:
     second = quota.hold(now)
     assert first is not None and second is not None
     assert quota.hold(now) is None  # two held: full
-    assert quota.wait(now) == HOLD_POLL  # transactions under way may give theirs back
+    # held by another process (or a killed one): the first lapses after its ttl at most
+    assert quota.wait(now) == pytest.approx(TTL)
+    assert "; 2 held slots of other runs lapse from" in quota.spent(now)
+    quota.holding = 2  # this process's transactions under way may give theirs back
+    assert quota.wait(now) == HOLD_POLL
+    quota.holding = 0
     quota.release(first)
     third = quota.hold(now)
     assert third is not None
@@ -431,3 +436,32 @@ def test_warmup_spent_words_are_singular_for_one(ledger: Journal) -> None:
     warm = WarmupQuota(Warmup(start=1, growth=2, until=8), "acme.example", ledger, ttl=TTL)
     send(warm, DAY_START + 60)
     assert "today's cap of 1 accepted recipient is reached" in warm.spent(DAY_START + 61)
+
+
+def test_a_run_forgets_a_killed_runs_holds(ledger: Journal) -> None:
+    """A SQLite run holds the journal's lock: the holds it finds are a killed run's, and
+    it does not wait minutes for them to lapse (resume used to wait silently)."""
+    clock = FakeClock(DAY_START + 10 * HOUR)
+    quota = rolling(ledger, "2/1h")
+    assert quota.hold(clock.now) is not None and quota.hold(clock.now) is not None
+    quotas = Quotas(ledger, {"r": quota}, wall=clock)
+    assert isinstance(quotas.take("r"), Spent)
+    quotas.prune()  # as a run starts
+    assert isinstance(quotas.take("r"), Slot)
+
+
+def test_a_wait_for_held_slots_is_logged(
+    ledger: Journal, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = FakeClock(DAY_START + 10 * HOUR)
+
+    async def sleep(seconds: float) -> None:
+        clock.now += seconds
+
+    quota = rolling(ledger, "1/1min")
+    assert quota.hold(clock.now) is not None  # another run's
+    quotas = Quotas(ledger, {"r": quota}, wall=clock, sleep=sleep)
+    with caplog.at_level("INFO"):
+        taken = asyncio.run(quotas.acquire("r", TTL + 1))
+    assert isinstance(taken, Slot)
+    assert "relay r:587: waiting for 1 held slot to lapse, until" in caplog.text

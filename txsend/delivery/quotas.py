@@ -34,6 +34,7 @@ Nothing here sleeps except `Quotas.acquire`; the wall clock is injectable.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -43,6 +44,7 @@ from typing import NamedTuple, Protocol
 from txsend.job.spec import Job
 from txsend.job.warmup import Warmup, sender_domain
 from txsend.journal.records import LedgerUsage
+from txsend.logs import event
 from txsend.models import RelayConfig, Timeouts
 from txsend.reporting.quotas import QuotaUsage
 from txsend.units import Rate, describe_period, parse_rate
@@ -128,6 +130,7 @@ class Quota:
         # may still refuse the content (then the slot comes back), so they do not spend
         # the quota yet (`wait`)
         self.settling = 0
+        self.holding = 0  # slots this process holds for transactions not at DATA yet
 
     # --- what each kind says ------------------------------------------------------------
 
@@ -152,7 +155,19 @@ class Quota:
         raise NotImplementedError
 
     def spent(self, now: float) -> str:
-        """What a full window means, for the run's last line."""
+        """What a full window means, for the run's last line; held slots of other runs
+        (or of a run that was killed) say when they lapse."""
+        words = self._spent_words(now)
+        usage = self._ledger.ledger_usage(self.account, self.since(now), now)
+        if usage.holds and not (self.holding or self.settling):
+            count = len(usage.holds)
+            words += (
+                f"; {count} held slot{'' if count == 1 else 's'} of other runs lapse "
+                f"from {utc_when(usage.holds[0], now)}"
+            )
+        return words
+
+    def _spent_words(self, now: float) -> str:
         raise NotImplementedError
 
     def patience(self) -> float:
@@ -187,8 +202,10 @@ class Quota:
         if usage.accepted + len(usage.holds) < limit:
             return 1e-3  # a slot freed since the hold was refused: ask again
         wait = self._frees_at(now, usage, limit) - now
-        if usage.holds or self.settling:  # transactions under way may give theirs back
+        if self.holding or self.settling:  # our transactions under way may give theirs back
             wait = min(wait, HOLD_POLL)
+        elif usage.holds:  # other runs' (or a killed run's): the first lapses then at the latest
+            wait = min(wait, usage.holds[0] - now)
         return max(wait, 1e-3)
 
     def usage(self, now: float) -> QuotaUsage:
@@ -253,7 +270,7 @@ class RollingQuota(Quota):
         # held slots fill it: once kept, they leave a window from now at the latest
         return now + self._width + self.rate.per
 
-    def spent(self, now: float) -> str:
+    def _spent_words(self, now: float) -> str:
         usage = self._ledger.ledger_usage(self.account, self.since(now), now)
         frees = self._frees_at(now, usage, self.limit(now))
         return (
@@ -299,7 +316,7 @@ class FixedQuota(Quota):
     def _frees_at(self, now: float, usage: LedgerUsage, limit: int) -> float:
         return self.since(now) + self.rate.per
 
-    def spent(self, now: float) -> str:
+    def _spent_words(self, now: float) -> str:
         usage = self._ledger.ledger_usage(self.account, self.since(now), now)
         return (
             f"{self.label}: {self.rate} quota used ({usage.accepted} accepted "
@@ -349,7 +366,7 @@ class WarmupQuota(Quota):
     def _frees_at(self, now: float, usage: LedgerUsage, limit: int) -> float:
         return _day_start(now) + DAY
 
-    def spent(self, now: float) -> str:
+    def _spent_words(self, now: float) -> str:
         day = self.day(now)
         tomorrow = _day_start(now) + DAY
         cap = self.warmup.cap(day)
@@ -412,6 +429,7 @@ class Slot:
         holds, self.holds = self.holds, []
         for quota, hold in holds:
             self.kept.append((quota, quota.keep(hold, now)))
+            quota.holding -= 1
             quota.settling += 1
 
     def close(self) -> None:
@@ -419,6 +437,7 @@ class Slot:
         holds, self.holds = self.holds, []
         for quota, hold in holds:
             quota.release(hold)
+            quota.holding -= 1
         kept, self.kept = self.kept, []
         for quota, start in kept:
             if self.accepted is False:
@@ -478,7 +497,9 @@ class Quotas:
             if hold is None:
                 for taken, held in holds:
                     taken.release(held)
+                    taken.holding -= 1
                 return Spent(quota, quota.wait(now))
+            quota.holding += 1
             holds.append((quota, hold))
         return Slot(holds, wall=self._wall)
 
@@ -492,7 +513,26 @@ class Quotas:
                 return taken
             if self._stopped():
                 return taken
+            self._say_wait(taken)
             await self._sleep(taken.wait)
+
+    def _say_wait(self, spent: Spent) -> None:
+        """Log a wait for held slots of other runs (a killed run's lapse on their own)."""
+        quota = spent.quota
+        if quota.holding or quota.settling or spent.wait < 1.0:
+            return
+        now = self._wall()
+        usage = quota.usage(now)
+        if not usage.held:
+            return
+        event(
+            logging.INFO,
+            "quota_wait",
+            f"{quota.label}: waiting for {usage.held} held slot{'' if usage.held == 1 else 's'} "
+            f"to lapse, until {utc_when(now + spent.wait, now)}",
+            account=quota.account,
+            seconds=spent.wait,
+        )
 
     def usage(self) -> list[QuotaUsage]:
         """Each quota's window now, the warm-up's first (for status and the report)."""
