@@ -450,9 +450,7 @@ def test_a_run_forgets_a_killed_runs_holds(ledger: Journal) -> None:
     assert isinstance(quotas.take("r"), Slot)
 
 
-def test_a_wait_for_held_slots_is_logged(
-    ledger: Journal, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_a_wait_for_held_slots_is_logged(ledger: Journal, caplog: pytest.LogCaptureFixture) -> None:
     clock = FakeClock(DAY_START + 10 * HOUR)
 
     async def sleep(seconds: float) -> None:

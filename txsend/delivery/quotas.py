@@ -372,8 +372,8 @@ class WarmupQuota(Quota):
         cap = self.warmup.cap(day)
         return (
             f"warm-up day {day}: today's cap of {cap} accepted "
-            f"recipient{'' if cap == 1 else 's'} is reached; tomorrow's cap is {self.warmup.cap(day + 1)} from "
-            f"{utc_minute(tomorrow)}"
+            f"recipient{'' if cap == 1 else 's'} is reached; tomorrow's cap is "
+            f"{self.warmup.cap(day + 1)} from {utc_minute(tomorrow)}"
         )
 
     def usage(self, now: float) -> QuotaUsage:
