@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass
 
 __all__ = [
+    "MAX_RATE_COUNT",
     "RATE_FORMS",
     "Rate",
     "describe_period",
@@ -158,6 +159,9 @@ def describe_period(seconds: float) -> str:
     return f"{seconds:g}s"
 
 
+MAX_RATE_COUNT = 10**12  # more is no limit a relay sets, and would print as 1e+23
+
+
 def parse_rate(text: str) -> Rate:
     """A Rate from "50/s", "600/min", "1000/h", "10000/day" or a rolling "10000/24h"
     (N may be a decimal > 0)."""
@@ -168,6 +172,8 @@ def parse_rate(text: str) -> Rate:
     count = float((match or rolling).group(1))  # type: ignore[union-attr]
     if not count > 0 or not math.isfinite(count):
         raise ValueError(f"a rate must be positive, got {text!r}")
+    if count > MAX_RATE_COUNT:
+        raise ValueError(f"a rate counts at most {MAX_RATE_COUNT:,} (10^12), got {text!r}")
     if match is not None:
         return Rate(count=count, per=RATE_UNITS[match.group(2)])
     assert rolling is not None

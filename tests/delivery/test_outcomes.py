@@ -33,7 +33,7 @@ from txsend.delivery.outcomes import (
     settle,
     waiting_reason,
 )
-from txsend.delivery.relays import Circuit, RelayState
+from txsend.delivery.relays import Circuit, RelayPool, RelayState
 from txsend.delivery.smtp import Phase, SendResult
 from txsend.errors import TemplateRowError
 from txsend.journal.records import Claimed, Record
@@ -512,6 +512,35 @@ def test_a_spent_quota_gives_up_only_when_the_dispatcher_waits_for_it() -> None:
     assert give_up_reason(outlook([a], quota_spent=600.0), 120.0) is None
     reason = give_up_reason(outlook([a], quota_spent=600.0, waiting_for_relay=True), 120.0)
     assert reason == GiveUp(f"relay rate quota spent until {clock(NOW + 600.0)}", False)
+
+
+@pytest.mark.parametrize("spent_first", [True, False])
+def test_a_spent_relay_beside_an_unreachable_one_is_an_outage(spent_first: bool) -> None:
+    """One relay's quota spent, the other unreachable: the run gives up once the other
+    has failed for give_up_unreachable (it used to wait for the quota for ever)."""
+    now = [1000.0]
+    note = "relay a:25: 2/1h rolling quota used (2 accepted in the last 1 h); ..."
+    spent = relay("a", quota_until=4000.0, quota_note=note)
+    down = relay("b", circuit=Circuit.OPEN, retry_at=1005.0, last_error="connection refused")
+    down.failing_since = 990.0
+    relays = [spent, down] if spent_first else [down, spent]
+    pool = RelayPool(relays, clock=lambda: now[0])
+    assert pool.quota_spent_until() is None  # not every relay is spent
+    assert pool.outage_since() == 990.0
+    waiting = waiting_reason(outlook(relays, outage_since=pool.outage_since()), 15.0)
+    assert waiting is not None and waiting.kind == "outage" and note in waiting.words
+    assert give_up_reason(Outlook(relays, now=1004.9, wall=NOW, outage_since=990.0), 15.0) is None
+    stop = give_up_reason(Outlook(relays, now=1005.0, wall=NOW, outage_since=990.0), 15.0)
+    assert stop is not None and stop.unreachable
+    assert stop.reason.startswith("no relay reachable for 15s (give_up_unreachable): ")
+    assert note in stop.reason and "relay b:25: connection refused" in stop.reason
+    # once the quota frees, the spent relay can send again: no outage
+    now[0] = 4000.0
+    assert pool.outage_since() is None
+    # every relay spent is no outage but a spent quota
+    down.quota_until = 5000.0
+    now[0] = 1000.0
+    assert pool.outage_since() is None and pool.quota_spent_until() == 3000.0
 
 
 def test_waiting_for_an_outage_names_each_relay_and_the_deadline() -> None:

@@ -4,6 +4,7 @@ accepted recipient in a real SQLite journal's ledger, on an injected wall clock.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -120,7 +121,12 @@ def test_a_hold_counts_until_kept_released_or_lapsed(ledger: Journal) -> None:
     second = quota.hold(now)
     assert first is not None and second is not None
     assert quota.hold(now) is None  # two held: full
-    assert quota.wait(now) == HOLD_POLL  # transactions under way may give theirs back
+    # held by another process (or a killed one): the first lapses after its ttl at most
+    assert quota.wait(now) == pytest.approx(TTL)
+    assert "; 2 held slots of other runs lapse from" in quota.spent(now)
+    quota.holding = 2  # this process's transactions under way may give theirs back
+    assert quota.wait(now) == HOLD_POLL
+    quota.holding = 0
     quota.release(first)
     third = quota.hold(now)
     assert third is not None
@@ -210,6 +216,25 @@ def test_warmup_caps() -> None:
     assert PLAN.cap(13) == 50000  # 64872 capped at until
     assert PLAN.full_day() == 13
     assert PLAN.cap(100_000) == 50000
+
+
+@pytest.mark.parametrize(
+    ("start", "growth", "until"),
+    [(1, 1.0000001, 99999999999), (500, 1.5, 50000), (1, 1.0001, 3), (7, 2, 7), (3, 1.01, 1e9)],
+)
+def test_warmup_full_day_is_exact(start: float, growth: float, until: float) -> None:
+    plan = Warmup(start=start, growth=growth, until=until)
+    day = plan.full_day()
+    full = math.floor(until)
+    assert plan.cap(day) >= full
+    assert day == 1 or plan.cap(day - 1) < full
+
+
+def test_warmup_full_day_beyond_ten_thousand_days() -> None:
+    # the tester's tiny growth: full in about 253 million days, not "on day 10000"
+    plan = Warmup(start=1, growth=1.0000001, until=99999999999)
+    assert plan.full_day() > 250_000_000
+    assert plan.cap(10_000) == 1
     assert Warmup(start=3, growth=2, until=100).cap(2) == 6
     assert Warmup(start=1, growth=1.1, until=5).cap(2) == 1  # floor(1.1)
 
@@ -309,3 +334,132 @@ def test_acquire_sleeps_for_short_waits_only(ledger: Journal) -> None:
     assert isinstance(third, Spent)
     assert third.wait == pytest.approx(HOUR)
     assert naps == [pytest.approx(10.0)]
+
+
+def test_a_quota_is_not_spent_while_a_transaction_after_data_may_give_its_slot_back(
+    ledger: Journal,
+) -> None:
+    """The race seen end to end: the fifth of 5/1h is counted from DATA on (`sending`) and
+    then refused (554); a take in between saw 5 accepted and stopped the relay for an
+    hour. While a kept slot's transaction is under way, the quota waits for it instead."""
+    clock = FakeClock(DAY_START + 10 * HOUR)
+    naps: list[float] = []
+    relay = rolling(ledger, "5/1h")
+    in_data: list[Slot] = []
+
+    async def sleep(seconds: float) -> None:
+        naps.append(seconds)
+        clock.now += seconds
+        for slot in in_data:  # the relay answers the content: refused
+            slot.accepted = False
+            slot.close()
+        in_data.clear()
+
+    quotas = Quotas(ledger, {"r": relay}, wall=clock, sleep=sleep)
+    for _ in range(4):
+        slot = quotas.take("r")
+        assert isinstance(slot, Slot)
+        slot.sending()
+        slot.accepted = True
+        slot.close()
+    fifth = quotas.take("r")
+    assert isinstance(fifth, Slot)
+    fifth.sending()  # counted: the content goes
+    in_data.append(fifth)
+    found = quotas.take("r")
+    assert isinstance(found, Spent) and found.wait <= HOLD_POLL  # not an hour
+    sixth = asyncio.run(quotas.acquire("r", 60.0))
+    assert isinstance(sixth, Slot)  # the refused one's slot came back
+    assert naps == [pytest.approx(HOLD_POLL)]
+    sixth.sending()
+    sixth.accepted = True
+    sixth.close()
+    spent = asyncio.run(quotas.acquire("r", 60.0))
+    assert isinstance(spent, Spent) and spent.wait > 60.0
+    assert "(5 accepted in the last 1 h)" in relay.spent(clock.now)
+
+
+@pytest.mark.parametrize("text", ["2/1min", "2/90s", "2/5min"])
+def test_a_short_rolling_window_paces_rather_than_stops(ledger: Journal, text: str) -> None:
+    """Its next slot frees just over a window away (the bucket's end leaves it): a wait
+    the run sleeps through, not a spent quota (every run used to stop at once)."""
+    clock = FakeClock(DAY_START + 10 * HOUR)
+    naps: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        naps.append(seconds)
+        clock.now += seconds
+
+    quota = rolling(ledger, text)
+    quotas = Quotas(ledger, {"r": quota}, wall=clock, sleep=sleep)
+    send(quota, clock.now, 2)
+    third = asyncio.run(quotas.acquire("r", 60.0))
+    assert isinstance(third, Slot)
+    assert len(naps) == 1 and quota.rate.per < naps[0] <= quota.rate.per + quota.width()
+
+
+def test_a_long_rolling_window_still_stops(ledger: Journal) -> None:
+    clock = FakeClock(DAY_START + 10 * HOUR)
+    quota = rolling(ledger, "2/10min")
+    quotas = Quotas(ledger, {"r": quota}, wall=clock)
+    send(quota, clock.now, 2)
+    spent = asyncio.run(quotas.acquire("r", 60.0))
+    assert isinstance(spent, Spent) and spent.wait > 600.0
+
+
+def test_a_wait_for_a_slot_ends_when_the_run_stops(ledger: Journal) -> None:
+    clock = FakeClock(DAY_START + 10 * HOUR)
+    stopping = [False]
+
+    async def sleep(seconds: float) -> None:
+        stopping[0] = True  # a stop request ends the nap at once
+        clock.now += 1.0
+
+    quota = rolling(ledger, "2/1min")
+    quotas = Quotas(ledger, {"r": quota}, wall=clock, sleep=sleep, stopped=lambda: stopping[0])
+    send(quota, clock.now, 2)
+    assert isinstance(asyncio.run(quotas.acquire("r", 60.0)), Spent)
+
+
+def test_the_next_slot_is_told_to_the_second_within_the_hour(ledger: Journal) -> None:
+    now = DAY_START + 10 * HOUR
+    quota = rolling(ledger, "2/1h")
+    send(quota, now + 0.5, 2)
+    # frees when its 2.5 s bucket leaves the window: 1 h 2.5 s later, to the minute
+    assert quota.spent(now + 1).endswith("the next slot frees at 2026-11-03 11:01 UTC")
+    short = rolling(ledger, "2/30min", account="smtp://other:25")
+    send(short, now + 0.5, 2)
+    assert short.spent(now + 1).endswith("the next slot frees at 2026-11-03 10:30:02 UTC")
+
+
+def test_warmup_spent_words_are_singular_for_one(ledger: Journal) -> None:
+    warm = WarmupQuota(Warmup(start=1, growth=2, until=8), "acme.example", ledger, ttl=TTL)
+    send(warm, DAY_START + 60)
+    assert "today's cap of 1 accepted recipient is reached" in warm.spent(DAY_START + 61)
+
+
+def test_a_run_forgets_a_killed_runs_holds(ledger: Journal) -> None:
+    """A SQLite run holds the journal's lock: the holds it finds are a killed run's, and
+    it does not wait minutes for them to lapse (resume used to wait silently)."""
+    clock = FakeClock(DAY_START + 10 * HOUR)
+    quota = rolling(ledger, "2/1h")
+    assert quota.hold(clock.now) is not None and quota.hold(clock.now) is not None
+    quotas = Quotas(ledger, {"r": quota}, wall=clock)
+    assert isinstance(quotas.take("r"), Spent)
+    quotas.prune()  # as a run starts
+    assert isinstance(quotas.take("r"), Slot)
+
+
+def test_a_wait_for_held_slots_is_logged(ledger: Journal, caplog: pytest.LogCaptureFixture) -> None:
+    clock = FakeClock(DAY_START + 10 * HOUR)
+
+    async def sleep(seconds: float) -> None:
+        clock.now += seconds
+
+    quota = rolling(ledger, "1/1min")
+    assert quota.hold(clock.now) is not None  # another run's
+    quotas = Quotas(ledger, {"r": quota}, wall=clock, sleep=sleep)
+    with caplog.at_level("INFO"):
+        taken = asyncio.run(quotas.acquire("r", TTL + 1))
+    assert isinstance(taken, Slot)
+    assert "relay r:587: waiting for 1 held slot to lapse, until" in caplog.text

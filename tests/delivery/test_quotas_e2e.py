@@ -115,3 +115,80 @@ def test_warmup_raises_the_cap_day_by_day(
     assert "warm-up day 2: today's cap of 6 accepted recipients is reached" in final_line(
         second.err
     )
+
+
+@pytest.mark.parametrize("spent_live", [True, False])
+def test_a_spent_quota_beside_an_unreachable_relay_ends_the_run(
+    tmp_path: Path,
+    smtp_server: ScriptedServer,
+    capsys: pytest.CaptureFixture[str],
+    spent_live: bool,
+) -> None:
+    """One relay live with its quota spent, the other refusing connections: the run gives
+    up once give_up_unreachable has passed (it used to probe the other for ever)."""
+    give_up = 3.0
+    live = {"url": smtp_server.url, "priority": 1, "rate": "2/1h"}
+    dead = {"url": "smtp://127.0.0.1:9?tls=none", "priority": 1}
+    if not spent_live:  # the unreachable relay has the quota; the live one is spent
+        live["rate"], dead["rate"] = "2/1h", "5/1h"
+    job = write_job(
+        tmp_path,
+        rows=6,
+        delivery=f"  retry: {{attempts: 3, backoff: 10m}}\n  give_up_unreachable: {give_up:g}s\n",
+        extra_yaml=relays_yaml(live, dead),
+    )
+    began = time.monotonic()
+    result = cli(capsys, "run", job)
+    took = time.monotonic() - began
+    assert result.code == 75, result.err
+    assert len([r for r in smtp_server.received if r.rcpt_tos]) == 2
+    # bounded by the job's limits: give_up_unreachable, a few cool-downs, slack
+    assert took < give_up + 30, took
+    line = final_line(result.err)
+    assert "give_up_unreachable" in line, line
+    assert "2/1h rolling quota used" in line and "127.0.0.1:9" in line, line
+
+
+def test_refusals_at_data_do_not_stop_a_quota_short(
+    tmp_path: Path, smtp_server: ScriptedServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Refusals at RCPT and at DATA beside a 5/1h quota: the run stops with exactly 5
+    accepted (a slot counted from DATA on and then refused was once taken as used)."""
+    smtp_server.rcpt_replies = {"user0@example.com": BOUNCE, "user1@example.com": "451 later"}
+    smtp_server.data_replies = {
+        "user2@example.com": "554 5.7.1 rejected",
+        "user3@example.com": "452 4.3.1 full",
+    }
+    job = write_job(
+        tmp_path,
+        rows=12,
+        delivery=DELIVERY,
+        extra_yaml=relays_yaml({"url": smtp_server.url, "connections": 4, "rate": "5/1h"}),
+    )
+    journal = tmp_path / "job.journal.db"
+    result = cli(capsys, "run", job)
+    assert result.code == 75, result.err
+    assert state_counts(journal)["sent"] == 5
+    assert _ledger(journal) == (5, 0)
+    assert "(5 accepted in the last 1 h)" in final_line(result.err)
+
+
+@pytest.mark.slow  # a minute's window: about 62 s
+def test_a_short_rolling_window_paces_the_run(
+    tmp_path: Path, smtp_server: ScriptedServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """2/1min: the run waits for the third slot (it used to stop at once with 75: the
+    slot frees just over a minute away) and never begins more than 2 in any minute."""
+    job = write_job(
+        tmp_path,
+        rows=3,
+        delivery=DELIVERY,
+        extra_yaml=relays_yaml({"url": smtp_server.url, "connections": 2, "rate": "2/1min"}),
+    )
+    began = time.monotonic()
+    result = cli(capsys, "run", job)
+    assert result.code == 0, result.err
+    assert time.monotonic() - began < 60 + 1 + 40  # one window and its bucket, slack
+    starts = sorted(r.mail_wall for r in smtp_server.received if r.mail_wall is not None)
+    assert len(starts) == 3
+    assert starts[2] - starts[0] >= 59.9

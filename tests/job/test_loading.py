@@ -243,6 +243,14 @@ def test_numeric_name_is_accepted(tmp_path: Path) -> None:
             MINIMAL_JOB + "relays:\n  - url: smtp://a\n    rate: 5\n",
             "job.yaml:7: relays[0].rate: expected a rate like 50/s",
         ),
+        (
+            MINIMAL_JOB + "relays:\n  - url: smtp://a\n    rate: 99999999999999999999999/24h\n",
+            "job.yaml:7: relays[0].rate: a rate counts at most 1,000,000,000,000",
+        ),
+        (
+            MINIMAL_JOB + "warmup: {start: 2/day, growth: .inf, until: 9/day}\n",
+            "job.yaml:5: warmup.growth: must be a finite number above 1",
+        ),
         (MINIMAL_JOB + "max_message_size: huge\n", "job.yaml:5: max_message_size: not a size"),
         (MINIMAL_JOB + "dkim: yes\n", "job.yaml:5: dkim: expected a mapping"),
         (MINIMAL_JOB + "inline_css: 1\n", "job.yaml:5: inline_css: expected true or false"),

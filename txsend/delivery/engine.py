@@ -126,7 +126,14 @@ class Engine:
         self._policy = job.delivery.retry
         self._pool = _relay_pool(relays, journal, job.delivery.give_up_unreachable)
         # quotas counted per accepted recipient in the journal; `wall` is their clock
-        self._quotas = job_quotas(job, journal, [config for config, _ in relays], wall=wall)
+        self._quotas = job_quotas(
+            job,
+            journal,
+            [config for config, _ in relays],
+            wall=wall,
+            sleep=self._nap,
+            stopped=lambda: self._stopping,
+        )
         self._ready: asyncio.Queue[_Item | None] = asyncio.Queue()
         self._relay_queues: dict[str, asyncio.Queue[_Item | None]] = {}
         self._in_pipeline: set[str] = set()
@@ -799,6 +806,10 @@ class Engine:
                 return False
         if self._quotas.applies(relay.name):
             taken = await self._quotas.acquire(relay.name, RATE_MAX_WAIT)
+            if self._stopping:  # a wait for a slot ends with the run
+                if isinstance(taken, Slot):
+                    taken.close()
+                return False
             if isinstance(taken, Spent):
                 self._quota_spent(relay, taken)
                 return False

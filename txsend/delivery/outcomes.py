@@ -341,12 +341,12 @@ class Waiting(NamedTuple):
 def give_up_reason(outlook: Outlook, give_up_unreachable: float) -> GiveUp | None:
     """Why the run must stop now, or None while waiting may still help."""
     if outlook.all_dead:
-        return GiveUp("no relay usable: " + _failing(outlook.relays), True)
+        return GiveUp("no relay usable: " + _failing(outlook.relays, outlook.now), True)
     outage = outlook.outage_since
     if outage is not None and outlook.now - outage >= give_up_unreachable:
         return GiveUp(
             f"no relay reachable for {_duration(give_up_unreachable)} (give_up_unreachable): "
-            + _failing(outlook.relays),
+            + _failing(outlook.relays, outlook.now),
             True,
         )
     if outlook.waiting_for_relay and outlook.quota_spent is not None:
@@ -375,6 +375,9 @@ def _outage(outlook: Outlook, since: float, give_up_unreachable: float) -> str:
     offset = outlook.wall - outlook.now  # monotonic -> wall clock
     parts = []
     for relay in outlook.relays:
+        if relay.quota_until > outlook.now and relay.quota_note:
+            parts.append(relay.quota_note)  # spent: it waits for no outage
+            continue
         if relay.circuit is Circuit.OPEN and relay.retry_at > outlook.now:
             state = f"circuit open until {_clock(offset + relay.retry_at)}"
         elif relay.circuit in (Circuit.OPEN, Circuit.HALF_OPEN):
@@ -383,15 +386,21 @@ def _outage(outlook: Outlook, since: float, give_up_unreachable: float) -> str:
             state = relay.circuit.value
         parts.append(f"relay {relay.name} {state}: {relay.last_error}")
     give_up_at = _clock(offset + since + give_up_unreachable)
-    return "; ".join(parts) + f"; giving up at {give_up_at} (give_up_unreachable)"
+    return "; ".join(dict.fromkeys(parts)) + f"; giving up at {give_up_at} (give_up_unreachable)"
 
 
-def _failing(relays: Sequence[RelayState]) -> str:
-    """Why each relay fails, with what to change where that is known."""
-    return "; ".join(
-        f"relay {r.name}: {r.last_error or 'not usable'}" + (f" (hint: {r.hint})" if r.hint else "")
+def _failing(relays: Sequence[RelayState], now: float) -> str:
+    """Why each relay fails, with what to change where that is known; a relay whose quota
+    is spent says which quota and when it frees a slot (once: the warm-up's is every
+    relay's)."""
+    parts = [
+        r.quota_note
+        if r.quota_until > now and r.quota_note and r.circuit is not Circuit.DEAD
+        else f"relay {r.name}: {r.last_error or 'not usable'}"
+        + (f" (hint: {r.hint})" if r.hint else "")
         for r in relays
-    )
+    ]
+    return "; ".join(dict.fromkeys(parts))
 
 
 def _clock(timestamp: float) -> str:

@@ -25,13 +25,16 @@ whose row ended `bounced`, `deferred` or `failed`, or that was handed back after
 taken back out of its bucket. `sent` and `unknown` keep it.
 
 When a quota has no room, `Quota.wait` says when its next slot frees (the oldest bucket
-leaves the window, the hour or day ends) and `Quota.spent` says so in words.
+leaves the window, the hour or day ends) and `Quota.spent` says so in words. While slots
+are held, or counted from DATA on by transactions not over yet (`Quota.settling`), the
+quota is not spent: those may come back, so the wait is a short poll.
 Nothing here sleeps except `Quotas.acquire`; the wall clock is injectable.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -41,6 +44,7 @@ from typing import NamedTuple, Protocol
 from txsend.job.spec import Job
 from txsend.job.warmup import Warmup, sender_domain
 from txsend.journal.records import LedgerUsage
+from txsend.logs import event
 from txsend.models import RelayConfig, Timeouts
 from txsend.reporting.quotas import QuotaUsage
 from txsend.units import Rate, describe_period, parse_rate
@@ -60,12 +64,14 @@ __all__ = [
     "job_quotas",
     "quota_for",
     "utc_minute",
+    "utc_when",
 ]
 
 DAY = 86400.0
 BUCKETS_PER_WINDOW = 1440
 HOLD_POLL = 1.0  # seconds between looks while held slots (transactions under way) fill a quota
 HOLD_MARGIN = 60.0  # seconds a hold outlives the longest transaction
+SHORT_WINDOW = 300.0  # a rolling window this short paces: a run waits for its next slot
 
 
 class Ledger(Protocol):
@@ -95,6 +101,15 @@ def utc_minute(timestamp: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(math.ceil(timestamp / 60) * 60))
 
 
+def utc_when(timestamp: float, now: float) -> str:
+    """When a slot frees, for people: to the second within the hour (09:13:07 UTC, a
+    minute rounded up would say a wait of 61 s is two minutes), else (or on a minute) to
+    the minute."""
+    if timestamp - now < 3600 and math.ceil(timestamp) % 60:
+        return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(math.ceil(timestamp)))
+    return utc_minute(timestamp)
+
+
 def _day_start(now: float) -> float:
     # POSIX time has no leap seconds: multiples of 86400 are UTC midnights
     return math.floor(now / DAY) * DAY
@@ -111,6 +126,11 @@ class Quota:
         self.account = account
         self._ledger = ledger
         self._ttl = ttl
+        # slots this process counted as accepted whose transaction is not over: the relay
+        # may still refuse the content (then the slot comes back), so they do not spend
+        # the quota yet (`wait`)
+        self.settling = 0
+        self.holding = 0  # slots this process holds for transactions not at DATA yet
 
     # --- what each kind says ------------------------------------------------------------
 
@@ -135,8 +155,24 @@ class Quota:
         raise NotImplementedError
 
     def spent(self, now: float) -> str:
-        """What a full window means, for the run's last line."""
+        """What a full window means, for the run's last line; held slots of other runs
+        (or of a run that was killed) say when they lapse."""
+        words = self._spent_words(now)
+        usage = self._ledger.ledger_usage(self.account, self.since(now), now)
+        if usage.holds and not (self.holding or self.settling):
+            count = len(usage.holds)
+            words += (
+                f"; {count} held slot{'' if count == 1 else 's'} of other runs lapse "
+                f"from {utc_when(usage.holds[0], now)}"
+            )
+        return words
+
+    def _spent_words(self, now: float) -> str:
         raise NotImplementedError
+
+    def patience(self) -> float:
+        """The longest wait for a slot worth sleeping through (0: the caller's)."""
+        return 0.0
 
     # --- the ledger ---------------------------------------------------------------------
 
@@ -166,8 +202,10 @@ class Quota:
         if usage.accepted + len(usage.holds) < limit:
             return 1e-3  # a slot freed since the hold was refused: ask again
         wait = self._frees_at(now, usage, limit) - now
-        if usage.holds:  # transactions under way may give theirs back
+        if self.holding or self.settling:  # our transactions under way may give theirs back
             wait = min(wait, HOLD_POLL)
+        elif usage.holds:  # other runs' (or a killed run's): the first lapses then at the latest
+            wait = min(wait, usage.holds[0] - now)
         return max(wait, 1e-3)
 
     def usage(self, now: float) -> QuotaUsage:
@@ -213,6 +251,11 @@ class RollingQuota(Quota):
     def limit(self, now: float) -> int:
         return self.rate.limit
 
+    def patience(self) -> float:
+        # a short window paces: its next slot frees within it ("10/1min", "5/90s"), so
+        # the wait is for it, not a reason to stop
+        return self.rate.per + self._width if self.rate.per <= SHORT_WINDOW else 0.0
+
     def keep_until(self, start: float) -> float | None:
         return start + self._width + self.rate.per
 
@@ -227,12 +270,12 @@ class RollingQuota(Quota):
         # held slots fill it: once kept, they leave a window from now at the latest
         return now + self._width + self.rate.per
 
-    def spent(self, now: float) -> str:
+    def _spent_words(self, now: float) -> str:
         usage = self._ledger.ledger_usage(self.account, self.since(now), now)
         frees = self._frees_at(now, usage, self.limit(now))
         return (
             f"{self.label}: {self.rate} rolling quota used ({usage.accepted} accepted in "
-            f"{self.window_words()}); the next slot frees at {utc_minute(frees)}"
+            f"{self.window_words()}); the next slot frees at {utc_when(frees, now)}"
         )
 
     def describe(self) -> str:
@@ -273,12 +316,12 @@ class FixedQuota(Quota):
     def _frees_at(self, now: float, usage: LedgerUsage, limit: int) -> float:
         return self.since(now) + self.rate.per
 
-    def spent(self, now: float) -> str:
+    def _spent_words(self, now: float) -> str:
         usage = self._ledger.ledger_usage(self.account, self.since(now), now)
         return (
             f"{self.label}: {self.rate} quota used ({usage.accepted} accepted "
             f"{self.window_words()}); the next slot frees at "
-            f"{utc_minute(self._frees_at(now, usage, self.limit(now)))}"
+            f"{utc_when(self._frees_at(now, usage, self.limit(now)), now)}"
         )
 
     def describe(self) -> str:
@@ -323,13 +366,14 @@ class WarmupQuota(Quota):
     def _frees_at(self, now: float, usage: LedgerUsage, limit: int) -> float:
         return _day_start(now) + DAY
 
-    def spent(self, now: float) -> str:
+    def _spent_words(self, now: float) -> str:
         day = self.day(now)
         tomorrow = _day_start(now) + DAY
+        cap = self.warmup.cap(day)
         return (
-            f"warm-up day {day}: today's cap of {self.warmup.cap(day)} accepted recipients "
-            f"is reached; tomorrow's cap is {self.warmup.cap(day + 1)} from "
-            f"{utc_minute(tomorrow)}"
+            f"warm-up day {day}: today's cap of {cap} accepted "
+            f"recipient{'' if cap == 1 else 's'} is reached; tomorrow's cap is "
+            f"{self.warmup.cap(day + 1)} from {utc_minute(tomorrow)}"
         )
 
     def usage(self, now: float) -> QuotaUsage:
@@ -385,16 +429,20 @@ class Slot:
         holds, self.holds = self.holds, []
         for quota, hold in holds:
             self.kept.append((quota, quota.keep(hold, now)))
+            quota.holding -= 1
+            quota.settling += 1
 
     def close(self) -> None:
         """The transaction is over: give back what the relay did not accept (or hold)."""
         holds, self.holds = self.holds, []
         for quota, hold in holds:
             quota.release(hold)
+            quota.holding -= 1
         kept, self.kept = self.kept, []
-        if self.accepted is False:
-            for quota, start in kept:
+        for quota, start in kept:
+            if self.accepted is False:
                 quota.give_back(start)
+            quota.settling -= 1
 
 
 class Spent(NamedTuple):
@@ -416,12 +464,14 @@ class Quotas:
         *,
         wall: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        stopped: Callable[[], bool] = lambda: False,
     ) -> None:
         self._ledger = ledger
         self._relays = relays
         self.warmup = warmup
         self._wall = wall
-        self._sleep = sleep
+        self._sleep = sleep  # the run's: a stop request ends it at once
+        self._stopped = stopped
 
     def now(self) -> float:
         """The quotas' wall clock."""
@@ -447,18 +497,42 @@ class Quotas:
             if hold is None:
                 for taken, held in holds:
                     taken.release(held)
+                    taken.holding -= 1
                 return Spent(quota, quota.wait(now))
+            quota.holding += 1
             holds.append((quota, hold))
         return Slot(holds, wall=self._wall)
 
     async def acquire(self, relay: str, max_wait: float) -> Slot | Spent:
-        """A slot, sleeping for it while that takes at most `max_wait` seconds; a longer
-        wait is answered at once (the caller stops using the relay that long)."""
+        """A slot, sleeping for it while that takes at most `max_wait` seconds (or the
+        quota's `patience`, a short rolling window's); a longer wait is answered at once
+        (the caller stops using the relay that long), and so is any once the run stops."""
         while True:
             taken = self.take(relay)
-            if isinstance(taken, Slot) or taken.wait > max_wait:
+            if isinstance(taken, Slot) or taken.wait > max(max_wait, taken.quota.patience()):
                 return taken
+            if self._stopped():
+                return taken
+            self._say_wait(taken)
             await self._sleep(taken.wait)
+
+    def _say_wait(self, spent: Spent) -> None:
+        """Log a wait for held slots of other runs (a killed run's lapse on their own)."""
+        quota = spent.quota
+        if quota.holding or quota.settling or spent.wait < 1.0:
+            return
+        now = self._wall()
+        usage = quota.usage(now)
+        if not usage.held:
+            return
+        event(
+            logging.INFO,
+            "quota_wait",
+            f"{quota.label}: waiting for {usage.held} held slot{'' if usage.held == 1 else 's'} "
+            f"to lapse, until {utc_when(now + spent.wait, now)}",
+            account=quota.account,
+            seconds=spent.wait,
+        )
 
     def usage(self) -> list[QuotaUsage]:
         """Each quota's window now, the warm-up's first (for status and the report)."""
@@ -479,8 +553,12 @@ def job_quotas(
     relays: Sequence[RelayConfig],
     *,
     wall: Callable[[], float] = time.time,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    stopped: Callable[[], bool] = lambda: False,
 ) -> Quotas:
-    """A job's quotas: each relay's /h, /day or rolling rate and the job's warm-up."""
+    """A job's quotas: each relay's /h, /day or rolling rate and the job's warm-up;
+    `sleep` is how a wait for a slot naps (the run's: a stop ends it), `stopped` whether
+    the run stops."""
     ttl = hold_ttl(job.delivery.timeouts)
     by_relay: dict[str, Quota] = {
         config.name: quota
@@ -491,4 +569,4 @@ def job_quotas(
     domain = sender_domain(job.from_addr) if job.warmup is not None else None
     if job.warmup is not None and domain is not None:
         warmup = WarmupQuota(job.warmup, domain, ledger, ttl=ttl)
-    return Quotas(ledger, by_relay, warmup, wall=wall)
+    return Quotas(ledger, by_relay, warmup, wall=wall, sleep=sleep, stopped=stopped)

@@ -227,11 +227,16 @@ class RelayPool:
         """Since when no usable relay has worked (None: one is healthy, or untried).
 
         Dead relays do not count; with every relay dead the outage is total (see
-        `all_dead`)."""
+        `all_dead`). A relay whose quota is spent cannot send either: while the others
+        all fail, the outage is theirs (the run gives up once it lasts
+        `give_up_unreachable`, rather than wait for a quota behind relays it cannot
+        reach); with every usable relay spent, it is no outage (`quota_spent_until`)."""
+        now = self._clock()
         usable = [r for r in self.relays if r.circuit is not Circuit.DEAD]
-        if not usable or any(r.failing_since is None for r in usable):
+        sending = [r for r in usable if r.quota_until <= now]
+        if not sending or any(r.failing_since is None for r in sending):
             return None
-        return max(r.failing_since for r in usable if r.failing_since is not None)
+        return max(r.failing_since for r in sending if r.failing_since is not None)
 
     @property
     def ever_connected(self) -> bool:

@@ -21,7 +21,6 @@ __all__ = ["WARMUP_HINT", "Warmup", "job_warmup", "sender_domain"]
 
 WARMUP_HINT = "e.g. warmup: {start: 500/day, growth: 1.5, until: 50000/day}"
 _KEYS = ("start", "growth", "until")
-_FULL_AFTER = 10_000  # days: beyond this the cap is `until` whatever the numbers
 
 
 @dataclass(frozen=True)
@@ -36,8 +35,6 @@ class Warmup:
         """The cap of accepted recipients on day `day` (1 is the first sending day)."""
         if day < 1:
             day = 1
-        if day - 1 >= _FULL_AFTER:
-            return math.floor(self.until)
         try:
             grown = self.start * self.growth ** (day - 1)
         except OverflowError:
@@ -46,9 +43,15 @@ class Warmup:
         return math.floor(min(self.until, grown) + 1e-9)
 
     def full_day(self) -> int:
-        """The first day whose cap is `until`."""
-        day = 1
-        while self.cap(day) < math.floor(self.until) and day < _FULL_AFTER:
+        """The first day whose cap is `until`: the logarithm's estimate, checked against
+        `cap` on both sides (float error moves it by a day at most)."""
+        full = math.floor(self.until)
+        if self.cap(1) >= full:
+            return 1
+        day = 1 + max(1, math.ceil(math.log(full / self.start) / math.log(self.growth)))
+        while day > 1 and self.cap(day - 1) >= full:
+            day -= 1
+        while self.cap(day) < full:
             day += 1
         return day
 
@@ -81,7 +84,8 @@ def job_warmup(root: Section) -> Warmup | None:
     if not (math.isfinite(growth) and growth > 1):
         raise section.error(
             "growth",
-            f"must be above 1 (the factor of each day's cap over the day before), got {value}",
+            "must be a finite number above 1 (the factor of each day's cap over the day "
+            f"before), got {value}",
             hint=WARMUP_HINT,
         )
     if until < start:

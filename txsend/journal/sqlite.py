@@ -403,7 +403,8 @@ class Journal:
         return sqliteledger.first(self._conn, account)
 
     def ledger_prune(self, now: float) -> None:
-        """Forget buckets no window needs and lapsed holds."""
+        """Forget buckets no window needs and every hold (a run prunes holding the lock:
+        holds left are a killed run's)."""
         sqliteledger.prune(self._conn, now)
 
     def reserve_slots(self, relay: str, emission: float, n: int) -> float:

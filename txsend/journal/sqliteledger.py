@@ -106,7 +106,10 @@ def first(conn: sqlite3.Connection, account: str) -> float | None:
 
 
 def prune(conn: sqlite3.Connection, now: float) -> None:
-    """Delete buckets no window needs any more and holds that have lapsed."""
+    """Delete buckets no window needs any more, and every hold: a run prunes as it
+    starts, holding the journal's lock, so no other process can have a transaction
+    under way (the holds left are a killed run's; waiting for them to lapse would stall
+    the run for minutes)."""
     with conn:
         conn.execute("DELETE FROM rate_buckets WHERE keep_until <= ?", (now,))
-        conn.execute("DELETE FROM rate_holds WHERE expires_at <= ?", (now,))
+        conn.execute("DELETE FROM rate_holds")
