@@ -451,12 +451,16 @@ class Quotas:
             holds.append((quota, hold))
         return Slot(holds, wall=self._wall)
 
-    async def acquire(self, relay: str, max_wait: float) -> Slot | Spent:
-        """A slot, sleeping for it while that takes at most `max_wait` seconds; a longer
+    async def acquire(self, relay: str, max_wait: float, within: float = math.inf) -> Slot | Spent:
+        """A slot, sleeping for it while that takes at most `max_wait` seconds and ends
+        within `within` seconds of this call (a send window closing first); a longer
         wait is answered at once (the caller stops using the relay that long)."""
+        deadline = self._wall() + within
         while True:
             taken = self.take(relay)
             if isinstance(taken, Slot) or taken.wait > max_wait:
+                return taken
+            if self._wall() + taken.wait > deadline:
                 return taken
             await self._sleep(taken.wait)
 
