@@ -1,0 +1,55 @@
+"""`schedule` in the reports: a run's `--json`, `status --json` and `report --json`, each
+checked against docs/report.schema.json after real runs into a scripted server."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+
+from tests.delivery.test_schedule_e2e import iso, relay
+from tests.jobs import cli, write_job
+from tests.smtpd import ScriptedServer
+
+SCHEMA = json.loads((Path(__file__).parents[2] / "docs" / "report.schema.json").read_text())
+
+
+def _report(out: str) -> dict[str, Any]:
+    report: dict[str, Any] = json.loads(out)
+    jsonschema.Draft202012Validator(SCHEMA).validate(report)
+    return report
+
+
+def test_a_run_outside_the_window_reports_every_row_waiting_and_when_to_come_back(
+    tmp_path: Path, smtp_server: ScriptedServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    opens = int(time.time()) + 2 * 86400
+    job = write_job(
+        tmp_path,
+        rows=2,
+        extra_yaml=relay(smtp_server) + f"schedule:\n  not_before: {iso(opens)}\n",
+    )
+    run = cli(capsys, "run", job, "--json")
+    assert run.code == 75, run.err
+    report = _report(run.out)
+    assert report["schedule"]["waiting"] == 2
+    assert report["schedule"]["next_window_at"] == float(opens)
+    assert report["next_window_at"] == float(opens)
+    status = _report(cli(capsys, "status", job, "--json").out)
+    assert status["schedule"]["open"] is False
+    reported = _report(cli(capsys, "report", job, "--json").out)
+    assert reported["schedule"] == status["schedule"]
+
+
+def test_the_schema_describes_both_shapes_of_schedule() -> None:
+    validator = jsonschema.Draft202012Validator(SCHEMA["properties"]["schedule"])
+    run = {"timezone": "UTC", "waiting": 2, "next_window": None, "next_window_at": None}
+    validator.validate({**run, "not_after": None, "expired": 3})
+    status = {"timezone": "UTC", "open": True, "closes_at": None, "opens_at": None}
+    validator.validate({**status, "not_after": None, "expired": False, "windows": []})
+    with pytest.raises(jsonschema.ValidationError):
+        validator.validate({**run, "not_after": None, "expired": "no"})
