@@ -53,3 +53,25 @@ def test_the_schema_describes_both_shapes_of_schedule() -> None:
     validator.validate({**status, "not_after": None, "expired": False, "windows": []})
     with pytest.raises(jsonschema.ValidationError):
         validator.validate({**run, "not_after": None, "expired": "no"})
+
+
+def test_a_run_that_expires_rows_counts_them_and_says_why_unknown_rows_stay(
+    tmp_path: Path, smtp_server: ScriptedServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    job = write_job(
+        tmp_path,
+        rows=3,
+        extra_yaml=relay(smtp_server) + "delivery:\n  on_unknown: resend\n",
+        delivery="",
+    )
+    smtp_server.disconnect_after = 0  # the first message's reply is lost: unknown
+    assert cli(capsys, "run", job, "--limit", "1").code == 75
+    job.write_text(job.read_text() + f"schedule:\n  not_after: '{iso(time.time() - 60)}'\n")
+    smtp_server.disconnect_after = None
+    result = cli(capsys, "resume", job, "--force", "--json")
+    report = _report(result.out)
+    assert report["run"]["outcomes"].get("expired") == 2
+    assert report["schedule"]["expired"] == 2
+    assert "schedule.not_after has passed" in result.err
+    assert "on_unknown: skip" not in result.err
+    assert smtp_server.received == []

@@ -211,6 +211,8 @@ class Engine:
         # rows are in RFC 1047's window, so they become `unknown` now, not on resume.
         self.stats.abandoned = self.journal.recover()
         self.stats.schedule = self._gate.finish(self.journal)  # past not_after: expired
+        if self.stats.schedule is not None and self.stats.schedule.expired:
+            self.stats.outcomes[State.EXPIRED] += self.stats.schedule.expired  # this run's
         if self.stats.stop_reason is None:
             # a shared journal: the job was aborted by another worker, or the lease lost
             self.stats.stop_reason = self.journal.stop_requested()
