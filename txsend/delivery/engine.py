@@ -155,6 +155,8 @@ class Engine:
         # schedule: (dry runs send nothing, so they wait for no window)
         schedule = None if options.dry_run else job.schedule
         self._gate = ScheduleGate(schedule, job.recipients.timezone, wall, RETRY_WAIT_IN_RUN)
+        # a dry run skips the rows a real run skips for their time zone
+        self._dry_zones = ScheduleGate.zones_only(job.schedule, job.recipients.timezone, wall)
         self._retries_checked_at = 0.0  # when _due_retries last claimed (wall clock)
         self._domains = DomainGate(job.domains, self.stats, time.monotonic)
         self._mx = MxLookup(job.delivery.timeouts.connect) if self._domains.uses_mx else None
@@ -361,7 +363,9 @@ class Engine:
         """Suppress, render and queue one claimed row, if its send window is open (or pass
         it over while its domain's backlog is full: `txsend.delivery.domains`)."""
         try:
-            if not self._gate.admit(claimed):
+            if self.options.dry_run:
+                self._dry_zones.admit(claimed)  # (only a time zone that is not one is raised)
+            elif not self._gate.admit(claimed):
                 return  # its window is closed: it stays due in the journal
         except RowError as exc:  # its time zone is not one
             self._record(Record(claimed.key, State.SKIPPED, reply=exc.reason))

@@ -78,6 +78,16 @@ class ScheduleGate:
         if schedule is not None and self.stats is not None:
             self.stats.not_after = schedule.not_after
 
+    @classmethod
+    def zones_only(
+        cls, schedule: Schedule | None, column: str | None, wall: Callable[[], float]
+    ) -> ScheduleGate:
+        """A gate for a dry run: every window is open, but a row whose time zone is not one
+        is refused (`admit` raises RowError) as a real run would."""
+        if schedule is None:
+            return cls(None, None, wall)
+        return cls(Schedule(timezone=schedule.timezone, origin=schedule.origin), column, wall)
+
     @property
     def active(self) -> bool:
         return self.schedule is not None
