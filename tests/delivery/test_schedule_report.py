@@ -75,3 +75,21 @@ def test_a_run_that_expires_rows_counts_them_and_says_why_unknown_rows_stay(
     assert "schedule.not_after has passed" in result.err
     assert "on_unknown: skip" not in result.err
     assert smtp_server.received == []
+
+
+def test_a_run_with_no_window_before_not_after_says_the_rows_will_expire(
+    tmp_path: Path, smtp_server: ScriptedServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    not_before = int(time.time()) + 86400
+    job = write_job(
+        tmp_path,
+        rows=2,
+        extra_yaml=relay(smtp_server)
+        + f"schedule:\n  not_before: {iso(not_before)}\n  not_after: {iso(not_before + 3600)}\n"
+        + f"  windows: ['{(time.gmtime(not_before).tm_hour + 2) % 24:02d}:30-"
+        + f"{(time.gmtime(not_before).tm_hour + 2) % 24:02d}:31']\n",
+    )
+    result = cli(capsys, "run", job)
+    assert result.code == 75, result.err
+    assert "no send window opens before not_after" in result.err
+    assert "the 2 rows waiting will expire then" in result.err

@@ -246,7 +246,8 @@ class ScheduleGate:
         for opens, _, claimed in self._soon:  # kept, but the run ended before they opened
             if opens < self._next:
                 self._next, self._next_zone = opens, self._zone(claimed.data)
-        if self._closed_at is not None or self.held:
+        stats.shut = self._closed_at is not None or bool(self.held)
+        if stats.shut:
             stats.next_window = None if math.isinf(self._next) else self._next
             stats.next_zone = self._next_zone
         return stats

@@ -141,12 +141,20 @@ def schedule_note(summary: Summary) -> str | None:
     CET (in 9 h 12 min)', when the run left rows for a window; else None."""
     stats = summary.stats
     schedule = stats.schedule if stats is not None else None
-    if schedule is None or schedule.next_window is None:
+    if schedule is None:
         return None
     counts = summary.counts
     rows = counts.get(State.PENDING, 0) + counts.get(State.DEFERRED, 0)
     if not rows:
         return None
+    if schedule.next_window is None:
+        ends = schedule.not_after
+        if not schedule.shut or ends is None or schedule.at is None or schedule.at >= ends:
+            return None
+        return (
+            f"no send window opens before not_after ({describe_instant(ends, schedule.zone)}): "
+            f"the {rows} rows waiting will expire then"
+        )
     zone = schedule.next_zone or schedule.zone
     now = schedule.at if schedule.at is not None else schedule.next_window
     return (
