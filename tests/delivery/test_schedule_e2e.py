@@ -21,6 +21,7 @@ from tests.smtpd import ScriptedServer
 from txsend.app import sending
 from txsend.app.requests import RunRequest
 from txsend.job.schedule import load_zone
+from txsend.models import State
 from txsend.reporting.summary import schedule_note
 
 
@@ -313,3 +314,24 @@ def test_limit_counts_only_rows_taken_and_dry_run_ignores_the_window(
         "u3@example.com",
     ]
     assert Counter(states(tmp_path).values()) == {"sent": 2, "pending": 3}
+
+
+def test_a_dry_run_skips_a_row_with_an_unknown_zone_as_a_real_run_does(
+    tmp_path: Path, smtp_server: ScriptedServer
+) -> None:
+    records = [
+        {"email": "a@example.com", "first_name": "A", "plan": "p", "tz": "Europe/Paris"},
+        {"email": "b@example.com", "first_name": "B", "plan": "p", "tz": "Mars/Olympus"},
+    ]
+    job = write_job(
+        tmp_path,
+        records=records,
+        extra_yaml=relay(smtp_server) + "schedule:\n  windows: ['Mon-Fri 09:00-17:00']\n",
+    )
+    zone_column(job)
+    night = local("Europe/Paris", 2026, 12, 7, 23, 0)  # closed: a dry run renders anyway
+    dry = sending.run(RunRequest(target=job, dry_run=True, wall=Shifted(night)), "run")
+    assert dry.stats is not None and dry.stats.queued == 1
+    assert dry.stats.outcomes.get(State.SKIPPED) == 1
+    assert states(tmp_path)["b@example.com"] == "skipped"
+    assert smtp_server.received == []

@@ -24,6 +24,8 @@ from txsend.job.schedule import (
     load_zone,
     parse_instant,
     parse_window,
+    schedule_status,
+    status_lines,
 )
 
 PARIS, NEW_YORK, TOKYO = "Europe/Paris", "America/New_York", "Asia/Tokyo"
@@ -330,3 +332,39 @@ def test_validate_warns_of_a_zone_column_without_a_schedule(
     result = cli(capsys, "validate", job)
     assert result.code == 0, result.out + result.err
     assert "recipients.timezone ('TZ') has no effect without schedule:" in result.out + result.err
+
+
+# --- windows that never close -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "windows",
+    [
+        ("00:00-00:00",),
+        ("00:00-24:00",),
+        ("08:00-24:00", "00:00-08:00"),
+        ("Mon-Fri 00:00-24:00", "Sat,Sun 00:00-24:00"),
+        ("Mon-Sun 22:00-22:00",),
+    ],
+)
+def test_windows_covering_the_week_never_close(windows: tuple[str, ...]) -> None:
+    schedule = sched(PARIS, *windows)
+    now = at(PARIS, 2026, 12, 7, 12)
+    assert schedule.always_open
+    assert schedule.span(None, now).open and math.isinf(schedule.span(None, now).until)
+    status = schedule_status(schedule, now)
+    assert status["closes_at"] is None
+    assert (
+        status_lines(status, now)[0] == "send window: open now (the windows cover the whole week)"
+    )
+    # with not_after, it closes then
+    bounded = sched(PARIS, *windows, not_after=now + 3600)
+    assert bounded.span(None, now).until == now + 3600
+
+
+def test_windows_with_a_gap_still_close() -> None:
+    schedule = sched(PARIS, "08:00-24:00", "00:00-07:59")
+    assert not schedule.always_open
+    now = at(PARIS, 2026, 12, 7, 12)
+    assert schedule.span(None, now).until == at(PARIS, 2026, 12, 8, 7, 59)
+    assert not sched(PARIS, "Mon-Sat 00:00-24:00").always_open

@@ -50,7 +50,7 @@ def report(target: Path, overrides: JobOverrides) -> dict[str, Any]:
     job = load(target, overrides, read_only=True)
     journal = open_for(job)
     try:
-        return journal_json(
+        data = journal_json(
             job.name,
             journal.counts(),
             journal.runs(),
@@ -64,6 +64,9 @@ def report(target: Path, overrides: JobOverrides) -> dict[str, Any]:
         )
     finally:
         journal.close()
+    if job.schedule is not None:  # the same member as `status --json` gives
+        data["schedule"] = schedule_status(job.schedule, time.time())
+    return data
 
 
 def write_html_report(data: Mapping[str, Any], path: Path) -> None:

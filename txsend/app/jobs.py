@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 from dataclasses import replace
-from pathlib import Path
+from pathlib import Path, PurePath
 
 from txsend.errors import (
     MissingInputError,
@@ -175,7 +175,7 @@ def fingerprint(job: Job) -> dict[str, str]:
     content = job.content
     for label, tpl in (("text", job.text), ("html", job.html), ("markdown", content.markdown)):
         if tpl is not None:
-            parts[f"{label} template {tpl.origin}"] = digest(tpl.source)
+            parts[f"{label} template {_stable_origin(tpl)}"] = digest(tpl.source)
     # What else changes the bytes of a message; attachment files are named, not hashed
     # (they may be large), and a DKIM key does not change what a message says.
     settings = (
@@ -201,6 +201,18 @@ def fingerprint(job: Job) -> dict[str, str]:
             sha.update(block)
     parts[f"data file {job.recipients.file.name}"] = sha.hexdigest()[:16]
     return parts
+
+
+def _stable_origin(tpl: Template) -> str:
+    """A template's origin as the fingerprint names it, whatever path the job was given
+    by: an inline template ("/tmp/x/job.yaml:4", as the job was named) by the job file's
+    name and line ("job.yaml:4"); a template file by its path beside the job."""
+    if tpl.path is not None:
+        return tpl.origin
+    where, colon, line = tpl.origin.rpartition(":")
+    if not colon or not line.isdigit():
+        return tpl.origin
+    return f"{PurePath(where).name}:{line}"
 
 
 _DEFAULT_CONTENT_SETTINGS: tuple[object, ...] = (True, False, False, None, None, None, None, [])

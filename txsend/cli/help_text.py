@@ -22,7 +22,7 @@ HELP = (
     "  resume    Continue a job's journal: pending rows, deferred ones that...\n"
     "  worker    Join a job stored in a PostgreSQL journal and send its rows...\n"
     "  send      Send one message from a pipeline; with --idempotency-key a...\n"
-    "  status    Counts per state from the journal, the last run and the next...\n"
+    "  status    Counts per state from the journal, the last run, the next...\n"
     "  report    The summary of every run so far, from the journal alone...\n"
     "  validate  Load and render every row without sending; list every problem...\n"
     "  preview   Print one fully rendered message (raw RFC 5322) or one of its...\n"

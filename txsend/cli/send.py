@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import sys
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, TypeVar
 
@@ -263,10 +264,13 @@ def _announce_ingest(console: Printer, flags: SendFlags, i: IngestStats, journal
 
 def _announce_recovered(console: Printer, flags: SendFlags, p: requests.Prepared) -> None:
     on_unknown = p.job.delivery.on_unknown
-    line = (
-        f"{p.recovered} rows were mid-send when a previous run stopped: now 'unknown' "
-        f"(delivery.on_unknown: {on_unknown})"
+    schedule = p.job.schedule
+    why = (
+        "schedule.not_after has passed: they are not sent again"
+        if schedule is not None and schedule.expired(time.time())
+        else f"delivery.on_unknown: {on_unknown}"
     )
+    line = f"{p.recovered} rows were mid-send when a previous run stopped: now 'unknown' ({why})"
     if flags.log_format == "json":
         logs.output_event(
             stderr_line,

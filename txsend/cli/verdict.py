@@ -292,6 +292,18 @@ def _unknown_note(summary: Summary) -> str:
     unknown = summary.counts.get(State.UNKNOWN, 0)
     if not unknown:
         return ""
+    schedule = summary.stats.schedule if summary.stats is not None else None
+    if (
+        schedule is not None
+        and schedule.not_after is not None
+        and schedule.at is not None
+        and schedule.at >= schedule.not_after
+    ):
+        return (
+            f"\n{unknown} unknown: no reply was recorded after the message was sent; "
+            "they are left as they are (schedule.not_after has passed: nothing is sent "
+            "again): check them"
+        )
     return f"\n{unknown} unknown: no reply was recorded after the message was sent; " + (
         "resume sends them again (delivery.on_unknown: resend)"
         if summary.resend_unknown

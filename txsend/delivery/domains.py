@@ -431,6 +431,19 @@ class DomainGate:
         waits = [w for s in self.parked.values() if (w := s.wait(now)) is not None]
         return min(waits) if waits else None
 
+    def take_out(self, which: Callable[[Any], bool]) -> list[Any]:
+        """The held messages `which` selects, no longer held."""
+        found: list[Any] = []
+        for name, state in list(self.parked.items()):
+            kept: deque[Any] = deque()
+            for item in state.waiting:
+                (found if which(item) else kept).append(item)
+            state.waiting = kept
+            state.stats.waiting = len(kept)
+            if not kept:
+                del self.parked[name]
+        return found
+
     def drain(self) -> list[Any]:
         """Every held message (a stop: they are dropped)."""
         items = [item for state in self.parked.values() for item in state.waiting]

@@ -64,7 +64,10 @@ from txsend.reporting.stats import RunStats
 
 CLAIM_BATCH = 256
 RETRY_WAIT_IN_RUN = 60.0  # a run waits for deferred rows due within this many seconds
+# what `_ready_to_send` says of a message: it goes, it is handed back, its window closes
+GO, BACK, CLOSING = "go", "back", "closing"
 RATE_MAX_WAIT = 60.0  # longer than this for a rate slot: the relay's quota is spent
+GATE_LOOK = 1.0  # with a schedule: seconds between looks at messages held for a domain's pace
 CONNECT_PAUSE = 0.2  # seconds a worker waits after a failed connection
 SUPERVISE_TICK = 0.25  # seconds between the supervisor's looks at the run
 _END = None  # end marker in the queues (in `_ready` also: the dispatcher, look again)
@@ -159,6 +162,8 @@ class Engine:
         # schedule: (dry runs send nothing, so they wait for no window)
         schedule = None if options.dry_run else job.schedule
         self._gate = ScheduleGate(schedule, job.recipients.timezone, wall, RETRY_WAIT_IN_RUN)
+        # a dry run skips the rows a real run skips for their time zone
+        self._dry_zones = ScheduleGate.zones_only(job.schedule, job.recipients.timezone, wall)
         self._retries_checked_at = 0.0  # when _due_retries last claimed (wall clock)
         self._domains = DomainGate(job.domains, self.stats, time.monotonic)
         self._mx = MxLookup(job.delivery.timeouts.connect) if self._domains.uses_mx else None
@@ -215,6 +220,8 @@ class Engine:
         # rows are in RFC 1047's window, so they become `unknown` now, not on resume.
         self.stats.abandoned = self.journal.recover()
         self.stats.schedule = self._gate.finish(self.journal)  # past not_after: expired
+        if self.stats.schedule is not None and self.stats.schedule.expired:
+            self.stats.outcomes[State.EXPIRED] += self.stats.schedule.expired  # this run's
         if self.stats.stop_reason is None:
             # a shared journal: the job was aborted by another worker, or the lease lost
             self.stats.stop_reason = self.journal.stop_requested()
@@ -363,7 +370,9 @@ class Engine:
         """Suppress, render and queue one claimed row, if its send window is open (or pass
         it over while its domain's backlog is full: `txsend.delivery.domains`)."""
         try:
-            if not self._gate.admit(claimed):
+            if self.options.dry_run:
+                self._dry_zones.admit(claimed)  # (only a time zone that is not one is raised)
+            elif not self._gate.admit(claimed):
                 return  # its window is closed: it stays due in the journal
         except RowError as exc:  # its time zone is not one
             self._record(Record(claimed.key, State.SKIPPED, reply=exc.reason))
@@ -466,6 +475,8 @@ class Engine:
             due = self.journal.next_attempt_at(after=self._retries_checked_at)
         wait = None if due is None else due - time.time()
         opens = self._gate.release_in()  # a held row's window opening soon (its own clock)
+        if opens is None and self._gate.held:
+            opens = self._gate.expires_in()  # rows held past not_after expire as the run ends
         if opens is not None and (wait is None or opens < wait):
             wait, due = opens, time.time() + opens
         if (
@@ -491,6 +502,10 @@ class Engine:
             if wait <= 0:
                 return True
             if wait > RETRY_WAIT_IN_RUN:
+                ends = self._gate.expires_in()
+                if ends is not None:  # no transaction begins before not_after, which is near:
+                    await self._nap(min(ends, 1.0))  # the run ends when it passes, expiring
+                    continue  # the rows left
                 self._gate.stop_taking()
                 return False
             await self._nap(min(wait, 1.0))
@@ -522,6 +537,9 @@ class Engine:
             if self._stopping:
                 self._drop(item)
                 continue
+            if not self._gate.may_begin(item.claimed):
+                self._out_of_window(item)  # its window closed while it was queued
+                continue
             domain = item.domain
             if domain.limited:
                 if not self._domains.reserve(domain, time.monotonic()):
@@ -547,12 +565,17 @@ class Engine:
         """Give relays the held messages whose domain can start them now; look again when
         the next one's pace allows it (or when a transaction of a held domain ends)."""
         now = time.monotonic()
+        if self._gate.active:  # those whose window closed meanwhile go back to the journal
+            for item in self._domains.take_out(lambda i: not self._gate.may_begin(i.claimed)):
+                self._out_of_window(item)
         for _domain, item in self._domains.ready(now):
             item.held = RESERVED
             await self._to_relay(item)
         wait = self._domains.next_wake(now)
         if wait is None:
             return
+        if self._gate.active:
+            wait = min(wait, GATE_LOOK)  # a window may close before the pace allows them
         if self._wake is not None:
             if self._wake_at <= now + wait:
                 return  # the look already planned comes soon enough
@@ -725,17 +748,22 @@ class Engine:
                     connection.withdraw(item.message)
                     self._record(Record(item.key, State.SKIPPED, reply=f"suppressed: {suppressed}"))
                     self._release(item)
-                elif not connection.holds(item.message) and not await self._ready_to_send(
-                    relay, connection, item
+                elif not connection.holds(item.message) and not self._gate.may_begin(item.claimed):
+                    # its window is closed: no rate slot, no transaction (back to the journal)
+                    self._out_of_window(item)
+                elif (
+                    not connection.holds(item.message)
+                    and (ready := await self._ready_to_send(relay, connection, item)) != GO
                 ):
                     # (a message whose transaction is open already goes on: it began before
                     # a pause or an open circuit could apply, like one in flight)
-                    self._hand_back(item)
+                    if ready == CLOSING:
+                        self._out_of_window(item)  # its slot comes after its window closes
+                    else:
+                        self._hand_back(item)
                 elif not connection.holds(item.message) and not self._gate.may_begin(item.claimed):
                     # its window closed while it waited: no transaction begins outside it
-                    self._close_slot(item)
-                    self._gate.hold(item.claimed)
-                    self._drop(item)
+                    self._out_of_window(item)
                 elif not self._domain_start(item):
                     # its domain's slot went meanwhile (a throttling reply): held again
                     self._close_slot(item)
@@ -774,25 +802,38 @@ class Engine:
             queue.put_nowait(_END)
         return following
 
+    def _out_of_window(self, item: _Item) -> None:
+        """A message whose send window closed before its transaction could begin: its
+        slots are given back and its row stays due in the journal (held for its window)."""
+        self._close_slot(item)
+        self._gate.hold(item.claimed)
+        self._drop(item)
+
     async def _ready_to_send(
         self, relay: RelayState, connection: SmtpConnection, item: _Item
-    ) -> bool:
+    ) -> str:
         """Wait out throttling, connect, take a rate slot and the quotas' slots (held in
-        `item.slot`); False hands the message back."""
+        `item.slot`): GO; BACK hands the message back; CLOSING: its send window closes
+        before a slot frees (no slot is waited for beyond the window)."""
         pause = relay.paused_until - time.monotonic()
         if pause > 0:
             if self._pool.has_other({relay.name}):
-                return False  # throttled: another relay takes the message meanwhile
-            await self._nap(pause)
+                return BACK  # throttled: another relay takes the message meanwhile
+            await self._nap(min(pause, max(self._gate.time_left(item.claimed), 0.0)))
             if self._stopping:
-                return False
+                return BACK
+            if not self._gate.may_begin(item.claimed):
+                return CLOSING  # the window closed during the pause
         if relay.circuit in (Circuit.OPEN, Circuit.DEAD):  # also: it opened during the pause
-            return False
+            return BACK
         if not connection.is_open and not await self._connect(relay, connection):
-            return False
+            return BACK
         if relay.limiter is not None:
             # after connecting: a relay that cannot be reached spends none of its quota
-            wait = await relay.limiter.acquire(RATE_MAX_WAIT)
+            left = self._gate.time_left(item.claimed)
+            wait = await relay.limiter.acquire(RATE_MAX_WAIT, within=left)
+            if 0 < wait <= RATE_MAX_WAIT:
+                return CLOSING  # the window closes before the slot comes
             if wait > 0:
                 relay.quota_until = time.monotonic() + wait
                 relay.events.append(f"rate {relay.config.rate} spent for {wait:.0f} s")
@@ -803,18 +844,21 @@ class Engine:
                     relay=relay.name,
                     seconds=wait,
                 )
-                return False
+                return BACK
         if self._quotas.applies(relay.name):
-            taken = await self._quotas.acquire(relay.name, RATE_MAX_WAIT)
+            left = self._gate.time_left(item.claimed)
+            taken = await self._quotas.acquire(relay.name, RATE_MAX_WAIT, within=left)
             if self._stopping:  # a wait for a slot ends with the run
                 if isinstance(taken, Slot):
                     taken.close()
-                return False
+                return BACK
             if isinstance(taken, Spent):
+                if taken.wait <= max(RATE_MAX_WAIT, taken.quota.patience()):
+                    return CLOSING  # the window closes before the slot comes
                 self._quota_spent(relay, taken)
-                return False
+                return BACK
             item.slot = taken
-        return True
+        return GO
 
     def _quota_spent(self, relay: RelayState, spent: Spent) -> None:
         """A quota has no slot for longer than RATE_MAX_WAIT: stop using its relay (the

@@ -503,15 +503,17 @@ class Quotas:
             holds.append((quota, hold))
         return Slot(holds, wall=self._wall)
 
-    async def acquire(self, relay: str, max_wait: float) -> Slot | Spent:
+    async def acquire(self, relay: str, max_wait: float, within: float = math.inf) -> Slot | Spent:
         """A slot, sleeping for it while that takes at most `max_wait` seconds (or the
-        quota's `patience`, a short rolling window's); a longer wait is answered at once
-        (the caller stops using the relay that long), and so is any once the run stops."""
+        quota's `patience`, a short rolling window's) and ends within `within` seconds of
+        this call (a send window closing first); a longer wait is answered at once (the
+        caller stops using the relay that long), and so is any once the run stops."""
+        deadline = self._wall() + within
         while True:
             taken = self.take(relay)
             if isinstance(taken, Slot) or taken.wait > max(max_wait, taken.quota.patience()):
                 return taken
-            if self._stopped():
+            if self._stopped() or self._wall() + taken.wait > deadline:
                 return taken
             self._say_wait(taken)
             await self._sleep(taken.wait)

@@ -92,17 +92,19 @@ class RateLimiter:
             return self._reserve_shared(self._shared)
         return self._reserve_token()
 
-    async def acquire(self, max_wait: float) -> float:
+    async def acquire(self, max_wait: float, within: float = math.inf) -> float:
         """Wait (sleeping) for a slot; 0.0 once taken.
 
-        If the next slot is more than ``max_wait`` seconds away, returns that wait
-        without taking a slot or sleeping; the caller decides.
+        If the next slot is more than ``max_wait`` seconds away, or later than ``within``
+        seconds from this call (a send window closing first), returns that wait without
+        taking a slot or sleeping; the caller decides.
         """
+        deadline = self._clock() + within
         while True:
             wait = self.reserve()
             if wait <= 0.0:
                 return 0.0
-            if wait > max_wait:
+            if wait > max_wait or self._clock() + wait > deadline:
                 return wait
             await asyncio.sleep(wait)
 

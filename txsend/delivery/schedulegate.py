@@ -78,6 +78,16 @@ class ScheduleGate:
         if schedule is not None and self.stats is not None:
             self.stats.not_after = schedule.not_after
 
+    @classmethod
+    def zones_only(
+        cls, schedule: Schedule | None, column: str | None, wall: Callable[[], float]
+    ) -> ScheduleGate:
+        """A gate for a dry run: every window is open, but a row whose time zone is not one
+        is refused (`admit` raises RowError) as a real run would."""
+        if schedule is None:
+            return cls(None, None, wall)
+        return cls(Schedule(timezone=schedule.timezone, origin=schedule.origin), column, wall)
+
     @property
     def active(self) -> bool:
         return self.schedule is not None
@@ -145,6 +155,18 @@ class ScheduleGate:
         span = self._spans.span(zone, now)
         return span.open and now + BEGIN_MARGIN < span.until
 
+    def time_left(self, claimed: Claimed) -> float:
+        """Seconds during which a transaction for the row may still begin (inf: no end;
+        0 or less: it may not begin now). A wait for a rate or quota slot longer than this
+        would end outside the window: the message is given back instead."""
+        if self._spans is None:
+            return math.inf
+        now = self.wall()
+        span = self._spans.span(self._zone(claimed.data), now)
+        if not span.open:
+            return 0.0
+        return span.until - BEGIN_MARGIN - now
+
     def hold(self, claimed: Claimed) -> None:
         """Leave the row for its window: kept for this run when the window opens within the
         horizon, else not sent this run."""
@@ -169,6 +191,14 @@ class ScheduleGate:
         if not self._soon:
             return None
         return max(self._soon[0][0] - self.wall(), 0.0)
+
+    def expires_in(self) -> float | None:
+        """Seconds until not_after passes, when that is within the horizon (None: not so).
+        A run whose rows can no longer begin waits that long, to expire them as it ends."""
+        if self.schedule is None or self.schedule.not_after is None:
+            return None
+        left = self.schedule.not_after - self.wall()
+        return left if 0 < left <= self.horizon else None
 
     def release(self) -> list[Claimed]:
         """The kept rows whose window has opened: no longer held, to be admitted again."""
@@ -216,7 +246,8 @@ class ScheduleGate:
         for opens, _, claimed in self._soon:  # kept, but the run ended before they opened
             if opens < self._next:
                 self._next, self._next_zone = opens, self._zone(claimed.data)
-        if self._closed_at is not None or self.held:
+        stats.shut = self._closed_at is not None or bool(self.held)
+        if stats.shut:
             stats.next_window = None if math.isinf(self._next) else self._next
             stats.next_zone = self._next_zone
         return stats

@@ -115,7 +115,7 @@ class Schedule:
         hi = math.inf if self.not_after is None else self.not_after
         if at >= hi:
             return Span(False, hi, math.inf)
-        if not self.windows:
+        if not self.windows or self.always_open:
             if at < lo:
                 return Span(False, -math.inf, lo)
             return Span(True, lo, hi)
@@ -134,6 +134,12 @@ class Schedule:
             previous_end = end
         # nothing within the calendar's reach: windows lie beyond not_after
         return Span(False, max(previous_end, at), math.inf)
+
+    @functools.cached_property
+    def always_open(self) -> bool:
+        """True when the windows, together, cover every minute of the week (e.g.
+        "00:00-00:00", or "08:00-24:00" with "00:00-08:00"): they never close."""
+        return _covers_week(self.windows)
 
     def is_open(self, zone: str | None, at: float) -> bool:
         """True when a message to `zone` may begin at `at`."""
@@ -317,6 +323,30 @@ def _intervals(
     return merged
 
 
+_WEEK = 7 * 1440
+
+
+def _covers_week(windows: tuple[Window, ...]) -> bool:
+    """Whether the windows leave no minute of the week closed (wall-clock minutes)."""
+    if not windows:
+        return False
+    spans: list[tuple[int, int]] = []
+    for window in windows:
+        length = window.end - window.start + (1440 if window.crosses_midnight else 0)
+        for day in window.days:
+            start = day * 1440 + window.start
+            end = start + length
+            spans.append((start, min(end, _WEEK)))
+            if end > _WEEK:  # Sunday's window running into Monday
+                spans.append((0, end - _WEEK))
+    reached = 0
+    for start, end in sorted(spans):
+        if start > reached:
+            return False
+        reached = max(reached, end)
+    return reached >= _WEEK
+
+
 def _at(day: datetime.date, minutes: int, tz: zoneinfo.ZoneInfo) -> float:
     if minutes >= 1440:
         day, minutes = day + datetime.timedelta(days=1), minutes - 1440
@@ -360,7 +390,16 @@ def status_lines(status: dict[str, object], at: float) -> list[str]:
         lines.append(f"schedule: past not_after ({status['not_after']}): nothing is sent")
     elif status["open"]:
         closes = status["closes_at"]
-        lines.append("send window: open now" + (f", closes {words(closes)}" if closes else ""))
+        lines.append(
+            "send window: open now"
+            + (
+                f", closes {words(closes)}"
+                if closes
+                else " (the windows cover the whole week)"
+                if status["windows"]
+                else ""
+            )
+        )
     elif status["opens_at"]:
         lines.append(f"send window: closed now, opens {words(status['opens_at'])}")
     else:

@@ -108,7 +108,10 @@ def error_skip_sql(column: str, *, wildcard: str = "%") -> str:
 def describe_changes(stored: dict[str, str], fingerprint: dict[str, str]) -> list[str]:
     """What differs between a stored job fingerprint and this one (empty: the same job)."""
     changes = []
+    renamed = _renamed(stored, fingerprint)
     for name in sorted(set(stored) | set(fingerprint)):
+        if name in renamed:
+            continue
         if name not in stored:
             changes.append(f"{name} was added")
         elif name not in fingerprint:
@@ -116,6 +119,26 @@ def describe_changes(stored: dict[str, str], fingerprint: dict[str, str]) -> lis
         elif stored[name] != fingerprint[name]:
             changes.append(f"{name} changed")
     return changes
+
+
+def _renamed(stored: dict[str, str], fingerprint: dict[str, str]) -> set[str]:
+    """Names of parts seen under another name with the same hash (a template named by
+    the path the job was given by: "text template /tmp/x/job.yaml:4" and "text template
+    job.yaml:4"): the same part, no change."""
+    added = {name for name in fingerprint if name not in stored}
+    gone = {name for name in stored if name not in fingerprint}
+    renamed: set[str] = set()
+    for new in sorted(added):
+        kind = new.split(" template ", 1)[0] if " template " in new else None
+        for old in sorted(gone - renamed):
+            if (
+                kind is not None
+                and old.startswith(f"{kind} template ")
+                and stored[old] == fingerprint[new]
+            ):
+                renamed.update((new, old))
+                break
+    return renamed
 
 
 def has_seeds(rows: object) -> bool:

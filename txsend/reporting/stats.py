@@ -189,6 +189,7 @@ class ScheduleStats:
     expired: int = 0  # rows this run made `expired` (not_after passed)
     not_after: float | None = None
     at: float | None = None  # the wall clock when the run ended (the schedule's clock)
+    shut: bool = False  # the schedule left rows (no window was open for them)
 
 
 @dataclass

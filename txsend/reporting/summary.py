@@ -87,7 +87,10 @@ class Summary:
         if stats is not None:
             data["run"] = run_json(stats)
             if stats.schedule is not None:
-                data["schedule"] = schedule_json(stats.schedule)
+                left = self.counts.get(State.PENDING, 0) + self.counts.get(State.DEFERRED, 0)
+                data["schedule"] = schedule_json(stats.schedule, left)
+                # when to come back: the next window, beside the next retry
+                data["next_window_at"] = data["schedule"]["next_window_at"]
         elif self.schedule is not None:
             data["schedule"] = dict(self.schedule)
         if self.alerts is not None:
@@ -113,13 +116,17 @@ class Summary:
         return data
 
 
-def schedule_json(schedule: ScheduleStats) -> dict[str, Any]:
-    """The report's `schedule` member: rows left for their window, the next opening."""
+def schedule_json(schedule: ScheduleStats, left: int = 0) -> dict[str, Any]:
+    """The report's `schedule` member: rows left for their window, the next opening.
+
+    `left`: the journal's rows still pending or deferred. With a window ahead they all
+    wait for it, also those the run never took (it began outside the window)."""
     zone = schedule.next_zone or schedule.zone
     opens = schedule.next_window
+    waiting = max(schedule.waiting, left) if opens is not None else schedule.waiting
     return {
         "timezone": schedule.zone,
-        "waiting": schedule.waiting,
+        "waiting": waiting,
         "next_window": iso_instant(opens, zone) if opens is not None else None,
         "next_window_at": opens,
         "not_after": iso_instant(schedule.not_after, schedule.zone)
@@ -134,12 +141,20 @@ def schedule_note(summary: Summary) -> str | None:
     CET (in 9 h 12 min)', when the run left rows for a window; else None."""
     stats = summary.stats
     schedule = stats.schedule if stats is not None else None
-    if schedule is None or schedule.next_window is None:
+    if schedule is None:
         return None
     counts = summary.counts
     rows = counts.get(State.PENDING, 0) + counts.get(State.DEFERRED, 0)
     if not rows:
         return None
+    if schedule.next_window is None:
+        ends = schedule.not_after
+        if not schedule.shut or ends is None or schedule.at is None or schedule.at >= ends:
+            return None
+        return (
+            f"no send window opens before not_after ({describe_instant(ends, schedule.zone)}): "
+            f"the {rows} rows waiting will expire then"
+        )
     zone = schedule.next_zone or schedule.zone
     now = schedule.at if schedule.at is not None else schedule.next_window
     return (

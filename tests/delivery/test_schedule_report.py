@@ -1,0 +1,95 @@
+"""`schedule` in the reports: a run's `--json`, `status --json` and `report --json`, each
+checked against docs/report.schema.json after real runs into a scripted server."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+
+from tests.delivery.test_schedule_e2e import iso, relay
+from tests.jobs import cli, write_job
+from tests.smtpd import ScriptedServer
+
+SCHEMA = json.loads((Path(__file__).parents[2] / "docs" / "report.schema.json").read_text())
+
+
+def _report(out: str) -> dict[str, Any]:
+    report: dict[str, Any] = json.loads(out)
+    jsonschema.Draft202012Validator(SCHEMA).validate(report)
+    return report
+
+
+def test_a_run_outside_the_window_reports_every_row_waiting_and_when_to_come_back(
+    tmp_path: Path, smtp_server: ScriptedServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    opens = int(time.time()) + 2 * 86400
+    job = write_job(
+        tmp_path,
+        rows=2,
+        extra_yaml=relay(smtp_server) + f"schedule:\n  not_before: {iso(opens)}\n",
+    )
+    run = cli(capsys, "run", job, "--json")
+    assert run.code == 75, run.err
+    report = _report(run.out)
+    assert report["schedule"]["waiting"] == 2
+    assert report["schedule"]["next_window_at"] == float(opens)
+    assert report["next_window_at"] == float(opens)
+    status = _report(cli(capsys, "status", job, "--json").out)
+    assert status["schedule"]["open"] is False
+    reported = _report(cli(capsys, "report", job, "--json").out)
+    assert reported["schedule"] == status["schedule"]
+
+
+def test_the_schema_describes_both_shapes_of_schedule() -> None:
+    validator = jsonschema.Draft202012Validator(SCHEMA["properties"]["schedule"])
+    run = {"timezone": "UTC", "waiting": 2, "next_window": None, "next_window_at": None}
+    validator.validate({**run, "not_after": None, "expired": 3})
+    status = {"timezone": "UTC", "open": True, "closes_at": None, "opens_at": None}
+    validator.validate({**status, "not_after": None, "expired": False, "windows": []})
+    with pytest.raises(jsonschema.ValidationError):
+        validator.validate({**run, "not_after": None, "expired": "no"})
+
+
+def test_a_run_that_expires_rows_counts_them_and_says_why_unknown_rows_stay(
+    tmp_path: Path, smtp_server: ScriptedServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    job = write_job(
+        tmp_path,
+        rows=3,
+        extra_yaml=relay(smtp_server) + "delivery:\n  on_unknown: resend\n",
+        delivery="",
+    )
+    smtp_server.disconnect_after = 0  # the first message's reply is lost: unknown
+    assert cli(capsys, "run", job, "--limit", "1").code == 75
+    job.write_text(job.read_text() + f"schedule:\n  not_after: '{iso(time.time() - 60)}'\n")
+    smtp_server.disconnect_after = None
+    result = cli(capsys, "resume", job, "--force", "--json")
+    report = _report(result.out)
+    assert report["run"]["outcomes"].get("expired") == 2
+    assert report["schedule"]["expired"] == 2
+    assert "schedule.not_after has passed" in result.err
+    assert "on_unknown: skip" not in result.err
+    assert smtp_server.received == []
+
+
+def test_a_run_with_no_window_before_not_after_says_the_rows_will_expire(
+    tmp_path: Path, smtp_server: ScriptedServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    not_before = int(time.time()) + 86400
+    job = write_job(
+        tmp_path,
+        rows=2,
+        extra_yaml=relay(smtp_server)
+        + f"schedule:\n  not_before: {iso(not_before)}\n  not_after: {iso(not_before + 3600)}\n"
+        + f"  windows: ['{(time.gmtime(not_before).tm_hour + 2) % 24:02d}:30-"
+        + f"{(time.gmtime(not_before).tm_hour + 2) % 24:02d}:31']\n",
+    )
+    result = cli(capsys, "run", job)
+    assert result.code == 75, result.err
+    assert "no send window opens before not_after" in result.err
+    assert "the 2 rows waiting will expire then" in result.err
