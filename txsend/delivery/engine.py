@@ -792,7 +792,11 @@ class Engine:
             return False
         if relay.limiter is not None:
             # after connecting: a relay that cannot be reached spends none of its quota
-            wait = await relay.limiter.acquire(RATE_MAX_WAIT)
+            wait = await relay.limiter.acquire(
+                RATE_MAX_WAIT, sleep=self._nap, stopped=lambda: self._stopping
+            )
+            if self._stopping:  # a wait for the pace ends with the run
+                return False
             if wait > 0:
                 relay.quota_until = time.monotonic() + wait
                 relay.events.append(f"rate {relay.config.rate} spent for {wait:.0f} s")
