@@ -788,6 +788,12 @@ class Engine:
                 return False
         if relay.circuit in (Circuit.OPEN, Circuit.DEAD):  # also: it opened during the pause
             return False
+        if not connection.is_open and self._quotas.applies(relay.name):
+            # a cheap read of the ledger first: a relay whose quota is spent is not dialled
+            spent = self._quotas.check(relay.name, RATE_MAX_WAIT)
+            if spent is not None:
+                self._quota_spent(relay, spent)
+                return False
         if not connection.is_open and not await self._connect(relay, connection):
             return False
         if relay.limiter is not None:

@@ -160,7 +160,7 @@ class Quota:
         """What a full window means, for the run's last line; held slots of other runs
         (or of a run that was killed) say when they lapse."""
         words = self._spent_words(now)
-        usage = self._read(now)
+        usage = self.read(now)
         if usage.holds and not (self.holding or self.settling):
             count = len(usage.holds)
             words += (
@@ -178,7 +178,7 @@ class Quota:
 
     # --- the ledger ---------------------------------------------------------------------
 
-    def _read(self, now: float) -> LedgerUsage:
+    def read(self, now: float) -> LedgerUsage:
         """The ledger's window at `now`."""
         return self._ledger.ledger_usage(self.account, self.since(now), now)
 
@@ -203,7 +203,7 @@ class Quota:
 
     def wait(self, now: float) -> float:
         """Seconds until a slot may be free (a full window; > 0)."""
-        usage = self._read(now)
+        usage = self.read(now)
         limit = self.limit(now)
         if usage.accepted + len(usage.holds) < limit:
             return 1e-3  # a slot freed since the hold was refused: ask again
@@ -216,7 +216,7 @@ class Quota:
 
     def usage(self, now: float) -> QuotaUsage:
         """The window at `now` (one or two ledger reads)."""
-        usage = self._read(now)
+        usage = self.read(now)
         limit = self.limit(now)
         full = usage.accepted + len(usage.holds) >= limit
         return QuotaUsage(
@@ -277,7 +277,7 @@ class RollingQuota(Quota):
         return now + self._width + self.rate.per
 
     def _spent_words(self, now: float) -> str:
-        usage = self._read(now)
+        usage = self.read(now)
         frees = self._frees_at(now, usage, self.limit(now))
         return (
             f"{self.label}: {self.rate} rolling quota used ({usage.accepted} accepted in "
@@ -323,7 +323,7 @@ class FixedQuota(Quota):
         return self.since(now) + self.rate.per
 
     def _spent_words(self, now: float) -> str:
-        usage = self._read(now)
+        usage = self.read(now)
         return (
             f"{self.label}: {self.rate} quota used ({usage.accepted} accepted "
             f"{self.window_words()}); the next slot frees at "
@@ -370,8 +370,8 @@ class WarmupQuota(Quota):
             self._journal = [(day, DAY, n) for day, n in self._ledger.sent_days()]
         return self._journal
 
-    def _read(self, now: float) -> LedgerUsage:
-        found = super()._read(now)
+    def read(self, now: float) -> LedgerUsage:
+        found = super().read(now)
         since = self.since(now)
         extra = [b for b in self._history() if b[0] + b[1] > since and b[2] > 0]
         if not extra:
@@ -550,6 +550,22 @@ class Quotas:
             quota.holding += 1
             holds.append((quota, hold))
         return Slot(holds, wall=self._wall)
+
+    def check(self, relay: str, max_wait: float) -> Spent | None:
+        """A quota of `relay` that has no slot for longer than `max_wait` (or its
+        `patience`), from a read of the ledger that holds nothing: a spent relay is not
+        dialled (None: it may have one, `acquire` says)."""
+        now = self._wall()
+        for quota in (self.warmup, self._relays.get(relay)):
+            if quota is None:
+                continue
+            usage = quota.read(now)
+            if usage.accepted + len(usage.holds) < quota.limit(now):
+                continue
+            wait = quota.wait(now)
+            if wait > max(max_wait, quota.patience()):
+                return Spent(quota, wait)
+        return None
 
     async def acquire(self, relay: str, max_wait: float) -> Slot | Spent:
         """A slot, sleeping for it while that takes at most `max_wait` seconds (or the
