@@ -462,3 +462,23 @@ def test_a_test_journal_exports_no_failed_csv(
     assert not out.exists()
     # the report itself still reads it
     assert cli(capsys, "report", journal, "--json").code == 0
+
+
+def test_a_test_send_is_not_held_by_the_quotas_or_the_warmup(
+    tmp_path: Path, smtp_server: ScriptedServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Its journal is its own: 3 copies go although the warm-up allows 1 a day and the
+    relay 1 a day, and nothing is counted in the job's journal (never made)."""
+    job = write_job(
+        tmp_path,
+        rows=5,
+        extra_yaml=f"relays:\n  - url: {smtp_server.url}\n    rate: 1/day\n"
+        "warmup: {start: 1/day, growth: 2, until: 10/day}\n",
+    )
+    result = cli(capsys, "run", job, "--test-to", REVIEWER, "--rows", "3")
+    assert result.code == 0, result.err
+    assert len(smtp_server.received) == 3
+    assert snapshot(tmp_path) == {}
+    [journal] = journals_of(tmp_path)
+    with sqlite3.connect(journal) as db:
+        assert db.execute("SELECT count(*) FROM rate_buckets").fetchone() == (0,)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -27,7 +28,7 @@ from typing import Any
 
 import pytest
 
-from tests.jobs import cli, write_job
+from tests.jobs import cli, txsend_subprocess, write_job
 from tests.sinks import RunningSink, running_sink
 from tests.smtpd import ScriptedServer
 from txsend.delivery.engine import RATE_MAX_WAIT
@@ -727,6 +728,34 @@ def test_rate_per_minute_spaces_the_messages(
     assert result.code == 0, result.err
     assert len(smtp_server.received) == 11
     assert 0.95 <= elapsed < 5
+
+
+def test_a_stop_during_a_long_pace_wait_ends_the_run_at_once(
+    tmp_path: Path, smtp_server: ScriptedServer
+) -> None:
+    """1/min: the second message waits a minute for its slot; SIGTERM ends that wait at
+    once (it slept through the stop until the 10 s grace cancelled it)."""
+    job = write_job(
+        tmp_path,
+        rows=3,
+        delivery=FAST_RETRY,
+        extra_yaml=relays_yaml({"url": smtp_server.url, "connections": 1, "rate": "1/min"}),
+    )
+    proc = txsend_subprocess("run", job)
+    try:
+        smtp_server.wait_for(1, timeout=30)
+        time.sleep(1.0)  # the worker is in its minute's wait for the second slot
+        stopped = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 143, err
+    assert time.monotonic() - stopped < 6  # well within the 10 s grace
+    assert len(smtp_server.received) == 1
+    assert state_counts(tmp_path / "job.journal.db") == {"sent": 1, "pending": 2}
 
 
 def _hour_boundary_is_near(margin: float) -> bool:

@@ -463,3 +463,20 @@ def test_a_wait_for_held_slots_is_logged(ledger: Journal, caplog: pytest.LogCapt
         taken = asyncio.run(quotas.acquire("r", TTL + 1))
     assert isinstance(taken, Slot)
     assert "relay r:587: waiting for 1 held slot to lapse, until" in caplog.text
+
+
+def test_check_reads_without_holding(ledger: Journal) -> None:
+    """`check` before dialling: a spent quota is told, one with room or a short wait is
+    not, and nothing is held either way."""
+    clock = FakeClock(DAY_START + 10 * HOUR)
+    quota = rolling(ledger, "2/24h")
+    quotas = Quotas(ledger, {"r": quota}, wall=clock)
+    assert quotas.check("r", 60.0) is None
+    assert quotas.check("other", 60.0) is None
+    send(quota, clock.now, 2)
+    spent = quotas.check("r", 60.0)
+    assert spent is not None and spent.quota is quota and spent.wait > 86000
+    assert quota.usage(clock.now).held == 0
+    short = rolling(ledger, "2/1min", account="smtp://short:25")
+    send(short, clock.now, 2)
+    assert Quotas(ledger, {"s": short}, wall=clock).check("s", 60.0) is None  # paces

@@ -192,3 +192,44 @@ def test_a_short_rolling_window_paces_the_run(
     starts = sorted(r.mail_wall for r in smtp_server.received if r.mail_wall is not None)
     assert len(starts) == 3
     assert starts[2] - starts[0] >= 59.9
+
+
+def test_a_relay_whose_quota_is_spent_is_not_dialled(
+    tmp_path: Path, smtp_server: ScriptedServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A resume with the quota spent reads the ledger and stops without connecting (each
+    connection used to open, greet and quit before the quota was looked at)."""
+    job = write_job(
+        tmp_path,
+        rows=5,
+        delivery=DELIVERY,
+        extra_yaml=relays_yaml({"url": smtp_server.url, "connections": 3, "rate": "2/24h"})
+        + "warmup: {start: 50/day, growth: 2, until: 100/day}\n",
+    )
+    first = cli(capsys, "run", job)
+    assert first.code == 75, first.err
+    assert len(smtp_server.received) == 2
+    dialled = smtp_server.connections
+    assert dialled >= 1
+    again = cli(capsys, "resume", job)
+    assert again.code == 75, again.err
+    assert "2/24h rolling quota used" in final_line(again.err)
+    assert smtp_server.connections == dialled
+    assert len(smtp_server.received) == 2
+
+
+def test_a_relay_flag_naming_the_jobs_relay_keeps_its_quota(
+    tmp_path: Path, smtp_server: ScriptedServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--relay URL` for the job's own relay keeps its rate: counted and stopped at 2 (it
+    became a relay without a rate: all 5 went, none counted)."""
+    job = write_job(
+        tmp_path,
+        rows=5,
+        delivery=DELIVERY,
+        extra_yaml=relays_yaml({"url": smtp_server.url, "connections": 1, "rate": "2/24h"}),
+    )
+    result = cli(capsys, "run", job, "--relay", smtp_server.url)
+    assert result.code == 75, result.err
+    assert len(smtp_server.received) == 2
+    assert _ledger(tmp_path / "job.journal.db") == (2, 0)

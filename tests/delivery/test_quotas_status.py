@@ -165,6 +165,21 @@ def test_a_journal_from_before_the_ledger_shows_nothing_used(
     job = _job(tmp_path, smtp_server, "10/24h", rows=2)  # the same job, with quotas now
     status = cli(capsys, "status", job, "--json")
     assert status.code == 0, status.err
+    # the warm-up counts the journal's own sent rows (its day 1 is their day); the relay
+    # quota's old windows were not kept
+    assert _quotas(status.out) == [_warmup(2, 5, day=1, tomorrow=7), _rolling(smtp_server, 0, 10)]
+    assert len(smtp_server.received) == 2  # status sent nothing
+
+
+def test_a_warmup_before_any_sending_has_not_started(
+    tmp_path: Path, smtp_server: ScriptedServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    smtp_server.rcpt_replies = {f"user{i}@example.com": BOUNCE for i in range(3)}
+    job = _job(tmp_path, smtp_server, "10/24h", rows=2)
+    cli(capsys, "run", job)
+    assert set(state_counts(tmp_path / "job.journal.db")) == {"bounced"}
+    status = cli(capsys, "status", job, "--json")
+    assert status.code == 0, status.err
     assert _quotas(status.out) == [
         _warmup(0, 5, day=1, tomorrow=7, started=False),
         _rolling(smtp_server, 0, 10),
@@ -172,7 +187,53 @@ def test_a_journal_from_before_the_ledger_shows_nothing_used(
     assert _lines(cli(capsys, "status", job).out, "warm-up") == [
         "warm-up acme.example: not started: day 1 begins with the first accepted recipient; cap 5"
     ]
-    assert len(smtp_server.received) == 2  # status sent nothing
+
+
+def _ledger_rows(journal: Path, account: str) -> list[tuple[float, int]]:
+    with sqlite3.connect(journal) as db:
+        rows = db.execute(
+            "SELECT start, accepted FROM rate_buckets WHERE account = ? ORDER BY start",
+            (account,),
+        ).fetchall()
+    return [(float(start), int(n)) for start, n in rows]
+
+
+LATE_WARMUP = "warmup: {start: 2/day, growth: 2, until: 100/day}\n"  # 2, 4, 8, ...
+
+
+@pytest.mark.parametrize("days_ago", [0, 1])
+def test_a_warmup_added_later_counts_what_the_journal_sent_before(
+    tmp_path: Path, smtp_server: ScriptedServer, capsys: pytest.CaptureFixture[str], days_ago: int
+) -> None:
+    """7 sent, then a warm-up added: its day 1 is the day they were sent, and they count
+    against that day's cap (the warm-up began as if nothing had been sent: 9 of 2)."""
+    plain = _job(tmp_path, smtp_server, "100/24h", rows=12, extra="")
+    assert cli(capsys, "run", plain, "--limit", "7").code == 0
+    journal = tmp_path / "job.journal.db"
+    assert state_counts(journal) == {"sent": 7, "pending": 5}
+    with sqlite3.connect(journal) as db:  # sent `days_ago` UTC days before today
+        db.execute("UPDATE messages SET sent_at = sent_at - ?", (days_ago * 86400.0,))
+    job = _job(tmp_path, smtp_server, "100/24h", rows=12, extra=LATE_WARMUP)
+    account = "warmup:acme.example"
+    cap, used = (2, 7) if days_ago == 0 else (4, 0)
+    status = cli(capsys, "status", job, "--json")
+    assert status.code == 0, status.err
+    (warmup,) = [q for q in _quotas(status.out) if q["kind"] == "warmup"]
+    assert (warmup["used"], warmup["limit"]) == (used, cap)
+    assert warmup["warmup"]["started"] and warmup["warmup"]["day"] == days_ago + 1
+    assert _ledger_rows(journal, account) == []  # status writes nothing
+
+    resumed = cli(capsys, "resume", job)
+    assert resumed.code == 75, resumed.err
+    assert len(smtp_server.received) == 7 + max(0, cap - used)
+    today = time.time() // 86400 * 86400
+    history = [(today - days_ago * 86400.0, 7)] + ([(today, cap)] if days_ago else [])
+    assert _ledger_rows(journal, account) == history
+    assert f"warm-up day {days_ago + 1}: today's cap of {cap} " in resumed.err
+    # a second run counts them once (the carrying over is idempotent)
+    assert cli(capsys, "resume", job).code == 75
+    assert len(smtp_server.received) == 7 + max(0, cap - used)
+    assert _ledger_rows(journal, account) == history
 
 
 def test_status_reads_the_quotas_of_a_postgresql_journal(
@@ -190,3 +251,27 @@ def test_status_reads_the_quotas_of_a_postgresql_journal(
     assert _lines(cli(capsys, "status", job).out, "warm-up") == [
         "warm-up acme.example: day 1, today's cap 5 (3 used), tomorrow 7, full 50 on day 7"
     ]
+
+
+def test_a_warmup_added_later_counts_the_jobs_sent_rows_on_postgresql(
+    tmp_path: Path,
+    smtp_server: ScriptedServer,
+    capsys: pytest.CaptureFixture[str],
+    pg_url: str,
+) -> None:
+    extra = f"journal: {pg_url}\n"
+    plain = _job(tmp_path, smtp_server, "100/24h", rows=12, extra=extra)
+    assert cli(capsys, "run", plain, "--limit", "7").code == 0
+    job = _job(tmp_path, smtp_server, "100/24h", rows=12, extra=LATE_WARMUP + extra)
+    (warmup,) = [
+        q for q in _quotas(cli(capsys, "status", job, "--json").out) if q["kind"] == "warmup"
+    ]
+    assert (warmup["used"], warmup["limit"], warmup["warmup"]["day"]) == (7, 2, 1)
+    resumed = cli(capsys, "resume", job)
+    assert resumed.code == 75, resumed.err
+    assert len(smtp_server.received) == 7  # 7 of 2 already: nothing more today
+    assert "warm-up day 1: today's cap of 2 " in resumed.err
+    (warmup,) = [
+        q for q in _quotas(cli(capsys, "status", job, "--json").out) if q["kind"] == "warmup"
+    ]
+    assert warmup["used"] == 7  # carried into the ledger once

@@ -251,6 +251,29 @@ def test_acquire_returns_long_waits_without_sleeping() -> None:
     assert time.monotonic() - start < 0.5
 
 
+def test_acquire_naps_with_the_sleep_it_is_given_and_ends_at_a_stop() -> None:
+    """The run's nap ends at a stop request: the wait left comes back, no slot taken
+    (it slept up to 60 s with asyncio.sleep, so a stop waited for the grace period)."""
+    clock = FakeClock()
+    limiter = RateLimiter(parse_rate("1/min"), "r", clock=clock)
+    stopping = [False]
+    naps: list[float] = []
+
+    async def nap(seconds: float) -> None:
+        naps.append(seconds)
+        stopping[0] = True  # a stop request arrives during the nap and ends it
+        clock.now += 1.0
+
+    async def twice() -> tuple[float, float]:
+        first = await limiter.acquire(60.0, sleep=nap, stopped=lambda: stopping[0])
+        return first, await limiter.acquire(60.0, sleep=nap, stopped=lambda: stopping[0])
+
+    first, second = asyncio.run(twice())
+    assert first == 0.0
+    assert naps == [pytest.approx(60.0)]
+    assert second == pytest.approx(59.0)
+
+
 # --------------------------------------------------------------------------- limiter_for
 
 

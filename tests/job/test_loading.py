@@ -784,6 +784,32 @@ def test_txsend_relay_env_does_not_replace_job_relays(tmp_path: Path) -> None:
     assert [r.host for r in job.relays] == ["relay.example"]
 
 
+def test_a_relay_flag_naming_a_job_relay_keeps_its_settings(tmp_path: Path) -> None:
+    """--relay replaces the relays; one with the same scheme, user, host and port as a
+    job relay is that relay (its rate, connections, password source); others are new."""
+    path = make_job(
+        tmp_path,
+        MINIMAL_JOB + "relays:\n"
+        "  - url: smtp://mailer@SMTP.acme.example:587\n"
+        "    rate: 100/day\n    connections: 2\n    password_env: ACME_PW\n",
+    )
+    flags = JobOverrides(
+        relays=(
+            "smtp://mailer@smtp.acme.example,smtp://other@smtp.acme.example:587,"
+            "smtps://mailer@smtp.acme.example:587",
+        )
+    )
+    same, other_user, other_scheme = load_job(path, flags, env={}).relays
+    assert (same.url, same.rate, same.connections, same.password_env) == (
+        "smtp://mailer@SMTP.acme.example:587",
+        "100/day",
+        2,
+        "ACME_PW",
+    )
+    assert (other_user.rate, other_user.username, other_user.connections) == (None, "other", 4)
+    assert (other_scheme.rate, other_scheme.tls) == (None, TlsMode.IMPLICIT)
+
+
 def test_bad_txsend_relay_is_a_config_error(tmp_path: Path) -> None:
     path = make_job(tmp_path, MINIMAL_JOB)
     with pytest.raises(ConfigError, match="TXSEND_RELAY"):

@@ -542,6 +542,36 @@ def test_ledger_keeps_history_without_keep_until(journal: JournalBackend) -> Non
     assert journal.ledger_first("warmup:acme.example") == T0
 
 
+def test_sent_days_count_the_journals_accepted_recipients_per_utc_day(
+    journal: JournalBackend,
+) -> None:
+    journal.ingest(rows(4), ids("a"))
+    assert journal.sent_days() == []
+    run = journal.start_run("run")
+    journal.claim(10, include_unknown=False)
+    journal.write([(key(i), run) for i in (1, 2, 3)], [])
+    journal.write(
+        [],
+        [
+            Record(key(1), State.SENT, 250, "250 ok", "relay:25"),
+            Record(key(2), State.SENT, 250, "250 ok", "relay:25"),
+            Record(key(3), State.BOUNCED, 550, "550 no", "relay:25"),
+        ],
+    )
+    assert journal.sent_days() == [(time.time() // 86400 * 86400, 2)]
+
+
+def test_ledger_seed_writes_only_an_account_without_history(journal: JournalBackend) -> None:
+    account = "warmup:acme.example"
+    days = [(T0 - 86400, 86400.0, 3), (T0, 86400.0, 7)]
+    assert journal.ledger_seed(account, days) is True
+    assert journal.ledger_seed(account, days) is False  # idempotent
+    assert journal.ledger_first(account) == T0 - 86400
+    assert journal.ledger_usage(account, T0, T0 + 10).accepted == 7
+    journal.ledger_prune(T0 + 365 * 86400)  # kept for good: the warm-up's history
+    assert journal.ledger_usage(account, 0.0, T0 + 10).accepted == 10
+
+
 def test_reserve_slots_spaces_reservations(journal: JournalBackend) -> None:
     first = journal.reserve_slots("r", 0.01, 10)
     second = journal.reserve_slots("r", 0.01, 10)

@@ -41,6 +41,7 @@ from txsend.journal.opening import open_journal
 from txsend.models import RelayConfig, Row, State
 from txsend.reporting.stats import RunStats
 from txsend.reporting.summary import Summary
+from txsend.units import parse_rate
 
 __all__ = ["TestSendResult", "pick_rows", "run", "test_journal_path"]
 
@@ -86,7 +87,9 @@ def run(
         raise UsageError("--limit does not apply to a test send", hint="use --rows N")
     # the job file itself: never the flags a CSV-alone job's journal keeps (that opens it)
     job = load_job(request.target, request.overrides)
-    relays = [] if request.dry_run else relays_with_passwords(job)
+    # a test send is neither held nor counted by the job's quotas (its journal is its
+    # own): a relay's pace still applies, its /h, /day or rolling quota does not
+    relays = [] if request.dry_run else _without_quotas(relays_with_passwords(job))
     eventloop.loop_factory()  # a bad TXSEND_LOOP too
     suppressions = _suppressions(job)
     _refuse_suppressed(test.to, suppressions)
@@ -101,6 +104,7 @@ def run(
         suppress_store=None,
         hooks=Hooks(),
         schedule=None,  # a test send goes now, whatever the job's schedule says
+        warmup=None,  # and is not part of the warm-up (a few messages to reviewers)
     )
     picked, problems = pick_rows(test_job, test)
     warnings = tuple(_intended_suppressed(picked, suppressions))
@@ -161,6 +165,21 @@ def _test_rows(picked: Sequence[Row], to: Sequence[str]) -> Iterator[Row]:
     for row in picked:
         for address in to:
             yield Row(row.number, reviewer_key(address, row.key), address, row.data)
+
+
+def _without_quotas(
+    relays: Sequence[tuple[RelayConfig, RelaySecret]],
+) -> list[tuple[RelayConfig, RelaySecret]]:
+    """The relays without their quota rates (paces kept)."""
+    return [
+        (
+            dataclasses.replace(config, rate=None)
+            if config.rate is not None and parse_rate(config.rate).is_quota
+            else config,
+            secret,
+        )
+        for config, secret in relays
+    ]
 
 
 def _send(

@@ -48,7 +48,9 @@ RelayOpt = Annotated[
         "--relay",
         metavar="URL",
         help="Relay URL smtp://[user@]host[:port][?tls=starttls|none] or smtps://...; "
-        "repeatable; replaces the job's relays. Default: the job's, else $TXSEND_RELAY.",
+        "repeatable; replaces the job's relays (a URL naming one of them, same scheme, "
+        "user, host and port, keeps its settings: rate, connections, password). "
+        "Default: the job's, else $TXSEND_RELAY.",
     ),
 ]
 JournalOpt = Annotated[

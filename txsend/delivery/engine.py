@@ -826,12 +826,22 @@ class Engine:
                 return CLOSING  # the window closed during the pause
         if relay.circuit in (Circuit.OPEN, Circuit.DEAD):  # also: it opened during the pause
             return BACK
+        if not connection.is_open and self._quotas.applies(relay.name):
+            # a cheap read of the ledger first: a relay whose quota is spent is not dialled
+            spent = self._quotas.check(relay.name, RATE_MAX_WAIT)
+            if spent is not None:
+                self._quota_spent(relay, spent)
+                return BACK
         if not connection.is_open and not await self._connect(relay, connection):
             return BACK
         if relay.limiter is not None:
             # after connecting: a relay that cannot be reached spends none of its quota
             left = self._gate.time_left(item.claimed)
-            wait = await relay.limiter.acquire(RATE_MAX_WAIT, within=left)
+            wait = await relay.limiter.acquire(
+                RATE_MAX_WAIT, within=left, sleep=self._nap, stopped=lambda: self._stopping
+            )
+            if self._stopping:  # a wait for the pace ends with the run
+                return BACK
             if 0 < wait <= RATE_MAX_WAIT:
                 return CLOSING  # the window closes before the slot comes
             if wait > 0:

@@ -88,6 +88,8 @@ class Ledger(Protocol):
     def ledger_usage(self, account: str, since: float, now: float) -> LedgerUsage: ...
     def ledger_first(self, account: str) -> float | None: ...
     def ledger_prune(self, now: float) -> None: ...
+    def ledger_seed(self, account: str, buckets: list[tuple[float, float, int]]) -> bool: ...
+    def sent_days(self) -> list[tuple[float, int]]: ...
 
 
 def hold_ttl(timeouts: Timeouts) -> float:
@@ -158,7 +160,7 @@ class Quota:
         """What a full window means, for the run's last line; held slots of other runs
         (or of a run that was killed) say when they lapse."""
         words = self._spent_words(now)
-        usage = self._ledger.ledger_usage(self.account, self.since(now), now)
+        usage = self.read(now)
         if usage.holds and not (self.holding or self.settling):
             count = len(usage.holds)
             words += (
@@ -175,6 +177,10 @@ class Quota:
         return 0.0
 
     # --- the ledger ---------------------------------------------------------------------
+
+    def read(self, now: float) -> LedgerUsage:
+        """The ledger's window at `now`."""
+        return self._ledger.ledger_usage(self.account, self.since(now), now)
 
     def hold(self, now: float) -> int | None:
         """Hold one slot: its id, or None when the window is full."""
@@ -197,7 +203,7 @@ class Quota:
 
     def wait(self, now: float) -> float:
         """Seconds until a slot may be free (a full window; > 0)."""
-        usage = self._ledger.ledger_usage(self.account, self.since(now), now)
+        usage = self.read(now)
         limit = self.limit(now)
         if usage.accepted + len(usage.holds) < limit:
             return 1e-3  # a slot freed since the hold was refused: ask again
@@ -210,7 +216,7 @@ class Quota:
 
     def usage(self, now: float) -> QuotaUsage:
         """The window at `now` (one or two ledger reads)."""
-        usage = self._ledger.ledger_usage(self.account, self.since(now), now)
+        usage = self.read(now)
         limit = self.limit(now)
         full = usage.accepted + len(usage.holds) >= limit
         return QuotaUsage(
@@ -271,7 +277,7 @@ class RollingQuota(Quota):
         return now + self._width + self.rate.per
 
     def _spent_words(self, now: float) -> str:
-        usage = self._ledger.ledger_usage(self.account, self.since(now), now)
+        usage = self.read(now)
         frees = self._frees_at(now, usage, self.limit(now))
         return (
             f"{self.label}: {self.rate} rolling quota used ({usage.accepted} accepted in "
@@ -317,7 +323,7 @@ class FixedQuota(Quota):
         return self.since(now) + self.rate.per
 
     def _spent_words(self, now: float) -> str:
-        usage = self._ledger.ledger_usage(self.account, self.since(now), now)
+        usage = self.read(now)
         return (
             f"{self.label}: {self.rate} quota used ({usage.accepted} accepted "
             f"{self.window_words()}); the next slot frees at "
@@ -341,15 +347,57 @@ class WarmupQuota(Quota):
         super().__init__(f"warmup:{domain}", ledger, ttl=ttl)
         self.warmup = warmup
         self._first: float | None = None  # day 1's start, once the ledger has one
+        # the journal's own acceptances per day, read (not written) while the ledger has
+        # no history for the warm-up: `status` before the first run that counts them
+        self._journal: list[tuple[float, float, int]] | None = None
+
+    def backfill(self) -> None:
+        """Carry the journal's accepted recipients (sent before the warm-up was added)
+        into a ledger that has no history for it, as daily buckets kept for good, so that
+        day 1 is the first day the journal sent on and today's count includes them; a
+        ledger with history is left alone (idempotent). Once a run, before any slot."""
+        days = self._ledger.sent_days()
+        if days:
+            self._ledger.ledger_seed(self.account, [(day, DAY, n) for day, n in days])
+        self._first = None
+        self._journal = None
+
+    def _history(self) -> list[tuple[float, float, int]]:
+        """The journal's daily buckets when the ledger has no history (else none)."""
+        if self._start() is not None:
+            return []
+        if self._journal is None:
+            self._journal = [(day, DAY, n) for day, n in self._ledger.sent_days()]
+        return self._journal
+
+    def read(self, now: float) -> LedgerUsage:
+        found = super().read(now)
+        since = self.since(now)
+        extra = [b for b in self._history() if b[0] + b[1] > since and b[2] > 0]
+        if not extra:
+            return found
+        return LedgerUsage(sorted(extra + found.buckets, key=lambda b: b[0] + b[1]), found.holds)
+
+    def _start(self) -> float | None:
+        """The ledger's first day (read again while it has none)."""
+        if self._first is None:
+            self._first = self._ledger.ledger_first(self.account)
+        return self._first
+
+    def _day_one(self) -> float | None:
+        """Day 1's start: the ledger's first, else the journal's first sending day."""
+        first = self._start()
+        if first is None and (history := self._history()):
+            return history[0][0]
+        return first
 
     def day(self, now: float) -> int:
         """Today's day of the warm-up (1: no acceptance recorded before today)."""
-        if self._first is None:
-            self._first = self._ledger.ledger_first(self.account)
+        first = self._day_one()
         today = _day_start(now)
-        if self._first is None or self._first > today:
+        if first is None or first > today:
             return 1
-        return round((today - self._first) / DAY) + 1
+        return round((today - first) / DAY) + 1
 
     def since(self, now: float) -> float:
         return _day_start(now)
@@ -382,7 +430,7 @@ class WarmupQuota(Quota):
         return replace(
             found,
             warmup_day=day,
-            started=self._first is not None and self._first <= _day_start(now),
+            started=(first := self._day_one()) is not None and first <= _day_start(now),
             tomorrow=self.warmup.cap(day + 1),
             full=math.floor(self.warmup.until),
             full_day=self.warmup.full_day(),
@@ -503,6 +551,22 @@ class Quotas:
             holds.append((quota, hold))
         return Slot(holds, wall=self._wall)
 
+    def check(self, relay: str, max_wait: float) -> Spent | None:
+        """A quota of `relay` that has no slot for longer than `max_wait` (or its
+        `patience`), from a read of the ledger that holds nothing: a spent relay is not
+        dialled (None: it may have one, `acquire` says)."""
+        now = self._wall()
+        for quota in (self.warmup, self._relays.get(relay)):
+            if quota is None:
+                continue
+            usage = quota.read(now)
+            if usage.accepted + len(usage.holds) < quota.limit(now):
+                continue
+            wait = quota.wait(now)
+            if wait > max(max_wait, quota.patience()):
+                return Spent(quota, wait)
+        return None
+
     async def acquire(self, relay: str, max_wait: float, within: float = math.inf) -> Slot | Spent:
         """A slot, sleeping for it while that takes at most `max_wait` seconds (or the
         quota's `patience`, a short rolling window's) and ends within `within` seconds of
@@ -544,9 +608,12 @@ class Quotas:
         return found
 
     def prune(self) -> None:
-        """Forget what no window needs any more (once a run)."""
+        """Forget what no window needs any more, and carry the journal's acceptances
+        into a warm-up without history (once a run, as it starts)."""
         if self.all():
             self._ledger.ledger_prune(self._wall())
+        if self.warmup is not None:
+            self.warmup.backfill()
 
 
 def job_quotas(

@@ -21,7 +21,8 @@ A pace, chosen by the unit of the rate:
 * ``N/h``, ``N/day`` and rolling windows (``N/24h``) are quotas, counted per accepted
   recipient in the journal: `txsend.delivery.quotas`, not here.
 
-Nothing here sleeps except ``RateLimiter.acquire``; the clocks are injectable for tests.
+Nothing here sleeps except ``RateLimiter.acquire`` (with the sleep it is given: the run's
+ends at a stop); the clocks are injectable for tests.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from txsend.models import RelayConfig
@@ -92,21 +93,30 @@ class RateLimiter:
             return self._reserve_shared(self._shared)
         return self._reserve_token()
 
-    async def acquire(self, max_wait: float, within: float = math.inf) -> float:
+    async def acquire(
+        self,
+        max_wait: float,
+        within: float = math.inf,
+        *,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        stopped: Callable[[], bool] = lambda: False,
+    ) -> float:
         """Wait (sleeping) for a slot; 0.0 once taken.
 
         If the next slot is more than ``max_wait`` seconds away, or later than ``within``
         seconds from this call (a send window closing first), returns that wait without
-        taking a slot or sleeping; the caller decides.
+        taking a slot or sleeping; the caller decides. `sleep` is how the wait naps (the
+        run's: a stop request ends it at once); once `stopped` says so, the wait left is
+        returned without a slot (the caller checks for the stop first).
         """
         deadline = self._clock() + within
         while True:
             wait = self.reserve()
             if wait <= 0.0:
                 return 0.0
-            if wait > max_wait or self._clock() + wait > deadline:
+            if wait > max_wait or stopped() or self._clock() + wait > deadline:
                 return wait
-            await asyncio.sleep(wait)
+            await sleep(wait)
 
     # ----------------------------------------------------------------- internals
 

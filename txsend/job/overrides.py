@@ -49,7 +49,9 @@ def apply(job: Job, flags: JobOverrides, env: Mapping[str, str]) -> Job:
     if flags.html is not None:
         changes["html"] = _flag_template(flags.html, "--html")
     if flags.relays:
-        changes["relays"] = _relays(flags.relays, "--relay")
+        changes["relays"] = tuple(
+            _same_relay(relay, job.relays) for relay in _relays(flags.relays, "--relay")
+        )
     elif not job.relays and env.get("TXSEND_RELAY", "").strip():
         changes["relays"] = _relays((env["TXSEND_RELAY"],), "TXSEND_RELAY")
     rate = None
@@ -78,6 +80,20 @@ def _relays(given: tuple[str, ...], flag: str) -> tuple[RelayConfig, ...]:
     return tuple(
         _flag_relay(url.strip(), flag) for item in given for url in item.split(",") if url.strip()
     )
+
+
+def _same_relay(given: RelayConfig, job_relays: tuple[RelayConfig, ...]) -> RelayConfig:
+    """A --relay URL naming one of the job's relays (the same scheme and TLS, user, host
+    and port) is that relay, with its settings (rate and quota, connections, password
+    source...); any other is a new relay with the defaults."""
+
+    def identity(relay: RelayConfig) -> tuple[object, ...]:
+        return (relay.tls, relay.username, relay.host.lower().rstrip("."), relay.port)
+
+    for relay in job_relays:
+        if identity(relay) == identity(given):
+            return relay
+    return given
 
 
 def _flag_template(path: Path, flag: str) -> Template:

@@ -402,6 +402,14 @@ class Journal:
         """When the account's earliest counted acceptance's bucket began."""
         return sqliteledger.first(self._conn, account)
 
+    def ledger_seed(self, account: str, buckets: list[tuple[float, float, int]]) -> bool:
+        """Count buckets for an account without history (False: it has some)."""
+        return sqliteledger.seed(self._conn, account, buckets)
+
+    def sent_days(self) -> list[tuple[float, int]]:
+        """The journal's accepted recipients per UTC day (the whole journal is one job)."""
+        return sqliteledger.sent_days(self._conn)
+
     def ledger_prune(self, now: float) -> None:
         """Forget buckets no window needs and every hold (a run prunes holding the lock:
         holds left are a killed run's)."""

@@ -18,7 +18,7 @@ import sqlite3
 
 from txsend.journal.records import LedgerUsage
 
-__all__ = ["first", "give_back", "hold", "keep", "prune", "release", "usage"]
+__all__ = ["first", "give_back", "hold", "keep", "prune", "release", "seed", "sent_days", "usage"]
 
 _ACCEPTED = (
     "SELECT coalesce(sum(accepted), 0) FROM rate_buckets WHERE account = ? AND start + width > ?"
@@ -103,6 +103,32 @@ def first(conn: sqlite3.Connection, account: str) -> float | None:
         "SELECT min(start) FROM rate_buckets WHERE account = ? AND accepted > 0", (account,)
     ).fetchone()
     return None if row is None or row[0] is None else float(row[0])
+
+
+def sent_days(conn: sqlite3.Connection) -> list[tuple[float, int]]:
+    """The journal's accepted recipients per UTC day (the rows with a `sent_at`: sent, or
+    bounced later by feedback), oldest first: the whole journal is one job."""
+    rows = conn.execute(
+        "SELECT CAST(sent_at / 86400 AS INTEGER) * 86400.0 AS day, count(*) FROM messages "
+        "WHERE sent_at IS NOT NULL GROUP BY day ORDER BY day"
+    ).fetchall()
+    return [(float(day), int(n)) for day, n in rows]
+
+
+def seed(conn: sqlite3.Connection, account: str, buckets: list[tuple[float, float, int]]) -> bool:
+    """Count `buckets` (start, width, accepted; kept for good) for an account that has no
+    bucket yet; False (nothing written) when it has one: idempotent."""
+    with conn:
+        if conn.execute(
+            "SELECT 1 FROM rate_buckets WHERE account = ? LIMIT 1", (account,)
+        ).fetchone():
+            return False
+        conn.executemany(
+            "INSERT INTO rate_buckets(account, start, width, accepted, keep_until) "
+            "VALUES (?, ?, ?, ?, NULL)",
+            [(account, start, width, n) for start, width, n in buckets if n > 0],
+        )
+    return True
 
 
 def prune(conn: sqlite3.Connection, now: float) -> None:

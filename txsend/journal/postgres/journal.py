@@ -305,6 +305,14 @@ class PgJournal:
         """When the account's earliest counted acceptance's bucket began."""
         return rates.first(self._db, account)
 
+    def ledger_seed(self, account: str, buckets: list[tuple[float, float, int]]) -> bool:
+        """Count buckets for an account without history (False: it has some)."""
+        return rates.seed(self._db, account, buckets)
+
+    def sent_days(self) -> list[tuple[float, int]]:
+        """The job's accepted recipients per UTC day (its own rows)."""
+        return rates.sent_days(self._db, self._job())
+
     def ledger_prune(self, now: float) -> None:
         """Forget buckets no window needs and lapsed holds."""
         rates.prune(self._db, now)

@@ -17,7 +17,18 @@ from txsend.journal.postgres.database import Database
 from txsend.journal.postgres.schema import NOW
 from txsend.journal.records import LedgerUsage
 
-__all__ = ["first", "give_back", "hold", "keep", "prune", "release", "reserve_slots", "usage"]
+__all__ = [
+    "first",
+    "give_back",
+    "hold",
+    "keep",
+    "prune",
+    "release",
+    "reserve_slots",
+    "seed",
+    "sent_days",
+    "usage",
+]
 
 _LEDGER_LOCK = 0x7478_6C67  # advisory lock class of a ledger account ("txlg")
 
@@ -103,6 +114,37 @@ def first(db: Database, account: str) -> float | None:
         (account,),
     )
     return None if row is None or row[0] is None else float(row[0])
+
+
+def sent_days(db: Database, job: str) -> list[tuple[float, int]]:
+    """A job's accepted recipients per UTC day (its rows with a `sent_at`), oldest first.
+    The From address is not stored per job: the job's own rows are its sender's."""
+    rows = db.all(
+        "SELECT floor(sent_at / 86400) * 86400 AS day, count(*) FROM txsend_messages "
+        "WHERE job = %s AND sent_at IS NOT NULL GROUP BY day ORDER BY day",
+        (job,),
+    )
+    return [(float(day), int(n)) for day, n in rows]
+
+
+def seed(db: Database, account: str, buckets: list[tuple[float, float, int]]) -> bool:
+    """Count `buckets` (kept for good) for an account that has no bucket yet, under the
+    account's lock; False (nothing written) when it has one: idempotent."""
+    with db.connection() as conn, conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_LEDGER_LOCK, account))
+        found = conn.execute(
+            "SELECT 1 FROM txsend_rate_buckets WHERE account = %s LIMIT 1", (account,)
+        ).fetchone()
+        if found is not None:
+            return False
+        for start, width, n in buckets:
+            if n > 0:
+                conn.execute(
+                    "INSERT INTO txsend_rate_buckets(account, start, width, accepted, "
+                    "keep_until) VALUES (%s, %s, %s, %s, NULL)",
+                    (account, start, width, n),
+                )
+    return True
 
 
 def prune(db: Database, now: float) -> None:
