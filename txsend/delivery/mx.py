@@ -8,6 +8,7 @@ domain. The resolver is the system's, or the one `TXSEND_DNS` names ("host:port"
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from typing import TYPE_CHECKING
@@ -67,8 +68,10 @@ class MxLookup:
         try:
             if self._resolver is None:
                 self._resolver = self._make_resolver()
-            answer = await self._resolver.resolve(domain, "MX", lifetime=self.timeout)
-        except (dns.exception.DNSException, ValueError, OSError) as exc:
+            # (the resolver's lifetime bounds the lookup; the timeout, anything around it)
+            async with asyncio.timeout(self.timeout + 1.0):
+                answer = await self._resolver.resolve(domain, "MX", lifetime=self.timeout)
+        except (dns.exception.DNSException, ValueError, OSError) as exc:  # (TimeoutError too)
             reason = str(exc) or type(exc).__name__
             event(
                 logging.WARNING,
