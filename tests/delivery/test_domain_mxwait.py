@@ -1,12 +1,15 @@
 """Tests for txsend.delivery.mxwait: rows parked while their domain's MX is looked up, the
-lookups side by side (at most CONCURRENT at once), the rows back when a lookup ends."""
+lookups side by side (at most CONCURRENT at once), the rows back when a lookup ends; and
+txsend.delivery.mx's reading of TXSEND_DNS."""
 
 from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from txsend.delivery.domains import DomainGate
-from txsend.delivery.mx import MxLookup
+from txsend.delivery.mx import MxLookup, dns_problem, nameservers
 from txsend.delivery.mxwait import MxWaits
 from txsend.job.domains import DomainRule
 from txsend.reporting.stats import RunStats
@@ -78,3 +81,42 @@ def test_a_lookup_that_fails_lets_its_rows_go_on_matched_by_name() -> None:
         assert domains.domain_of("u@x.example").name == "x.example"
 
     asyncio.run(scenario())
+
+
+# --- TXSEND_DNS -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "servers"),
+    [
+        ("127.0.0.1", [("127.0.0.1", 53)]),
+        ("127.0.0.1:5353, ::1", [("127.0.0.1", 5353), ("::1", 53)]),
+        ("[::1]:5353,10.0.0.2:65535", [("::1", 5353), ("10.0.0.2", 65535)]),
+        ("[2001:db8::1]", [("2001:db8::1", 53)]),
+    ],
+)
+def test_txsend_dns_names_resolvers_by_address(text: str, servers: list[tuple[str, int]]) -> None:
+    assert nameservers(text) == servers
+    assert dns_problem({"TXSEND_DNS": text}) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        ("garbage", "'garbage' is not an IPv4 or IPv6 address"),
+        ("1.2.3.4.5", "'1.2.3.4.5' is not an IPv4 or IPv6 address"),
+        ("127.0.0.1:abc", "port 'abc' is not a number from 1 to 65535"),
+        ("127.0.0.1:99999", "port '99999' is not a number from 1 to 65535"),
+        ("127.0.0.1:0", "port '0' is not a number"),
+        ("", "is empty"),
+        ("127.0.0.1,", "has an empty entry"),
+        ("[::1", "expected [IPv6]:port"),
+        ("dns.example:53", "'dns.example' is not an IPv4 or IPv6 address"),
+    ],
+)
+def test_a_bad_txsend_dns_is_explained(text: str, why: str) -> None:
+    problem = dns_problem({"TXSEND_DNS": text})
+    assert problem is not None and why in problem, problem
+    assert problem.startswith(f"TXSEND_DNS={text!r}")
+    assert "host[:port][,host...]" in problem
+    assert dns_problem({}) is None

@@ -334,6 +334,33 @@ def test_a_dry_run_looks_up_no_mx(
     assert server.received == []
 
 
+@pytest.mark.parametrize("value", ["garbage", "1.2.3.4.5", "127.0.0.1:abc", "127.0.0.1:99999", ""])
+def test_a_bad_txsend_dns_is_refused_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("TXSEND_DNS", value)
+    with ScriptedServer() as server:
+        job = job_with(
+            tmp_path,
+            server,
+            people(("custom.example", 2)),
+            "  google:\n    mx: [.google.test]\n    connections: 1\n",
+        )
+        result = cli(capsys, "run", job)
+        checked = cli(capsys, "validate", job)
+    assert result.code == 78, result.err
+    assert f"TXSEND_DNS={value!r}" in result.err and "host[:port][,host...]" in result.err
+    assert "Traceback" not in result.err
+    assert server.received == []
+    assert checked.code == 65
+    assert f"TXSEND_DNS={value!r}" in checked.out + checked.err
+    # a job that looks nothing up does not care
+    plain = job_with(
+        tmp_path / "plain", server, people(("a.example", 1)), "  a.example: {rate: 1/s}\n"
+    )
+    assert cli(capsys, "validate", plain).code == 0
+
+
 def test_rows_passed_over_across_many_claims_are_all_sent(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
