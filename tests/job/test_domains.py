@@ -59,6 +59,41 @@ def test_domains_and_groups_are_loaded_normalised(tmp_path: Path) -> None:
     assert by_name["slowpoke"].exact == ("slow.example",)
 
 
+@pytest.mark.parametrize(
+    ("first", "second", "words"),
+    [
+        ("gmail.com", "GMAIL.COM", "domains.GMAIL.COM: the same domain as 'gmail.com' on line 6"),
+        (
+            "bücher.example",
+            "xn--bcher-kva.example",
+            "the same domain as 'bücher.example' on line 6",
+        ),
+        (
+            "Bücher.example",
+            "BÜCHER.EXAMPLE",
+            "the same domain (xn--bcher-kva.example) as 'Bücher.example' on line 6",
+        ),
+        ("google", "Google", "the same group as 'google' on line 6"),
+        ("gmail.com", "gmail.com.", "the same domain as 'gmail.com' on line 6"),
+    ],
+)
+def test_two_keys_for_one_domain_are_refused(
+    tmp_path: Path, first: str, second: str, words: str
+) -> None:
+    entry = "{match: [a.example], rate: 1/s}" if "." not in first else "{rate: 1/s}"
+    with pytest.raises(JobError) as caught:
+        load(tmp_path, f"domains:\n  {first}: {entry}\n  {second}: {entry}\n")
+    assert caught.value.exit_code == 65 and caught.value.line == 7
+    assert words in str(caught.value), str(caught.value)
+    assert "job.yaml:7:" in str(caught.value)
+
+
+def test_the_very_same_key_twice_is_refused_by_the_yaml_reader(tmp_path: Path) -> None:
+    with pytest.raises(JobError) as caught:
+        load(tmp_path, "domains:\n  gmail.com: {rate: 1/s}\n  gmail.com: {rate: 2/s}\n")
+    assert caught.value.line == 7 and "duplicate key (first set on line 6)" in str(caught.value)
+
+
 def test_no_domains_key_means_none(tmp_path: Path) -> None:
     assert load(tmp_path, "").domains == ()
 

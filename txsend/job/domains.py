@@ -62,6 +62,7 @@ def job_domains(root: Section) -> tuple[DomainRule, ...]:
         return ()
     rules: list[DomainRule] = []
     owners: dict[str, str] = {}  # an exact domain or a suffix: the group that lists it
+    keys: dict[str, str] = {}  # a domain (A-label) or a group name in lower case: its key
     for key, value in section.data.items():
         if not isinstance(key, str) or not key.strip():
             raise section.error(str(key), "expected a domain or a group name")
@@ -73,6 +74,7 @@ def job_domains(root: Section) -> tuple[DomainRule, ...]:
                 hint="e.g. gmail.com: {rate: 20/s, connections: 4}",
             )
         rule = _rule(section, key, entry)
+        _check_unique(section, keys, key, rule)
         for pattern in (*rule.exact, *rule.suffixes) if rule.is_group else ():
             other = owners.setdefault(pattern, key)
             if other != key:
@@ -83,6 +85,22 @@ def job_domains(root: Section) -> tuple[DomainRule, ...]:
                 )
         rules.append(rule)
     return tuple(rules)
+
+
+def _check_unique(section: Section, keys: dict[str, str], key: str, rule: DomainRule) -> None:
+    """Two keys for one domain (gmail.com and GMAIL.COM; bücher.example and its A-label
+    xn--bcher-kva.example), or one group name twice in another case: which would win?"""
+    same = rule.name.lower()
+    first = keys.setdefault(same, key)
+    if first == key:
+        return
+    what = "group" if rule.is_group else "domain"
+    spelled = "" if rule.is_group or same in (key, first) else f" ({same})"
+    raise section.error(
+        key,
+        f"the same {what}{spelled} as {first!r} on line {section.line_of(first)}",
+        hint=f"keep one entry: {key!r} and {first!r} would overwrite each other",
+    )
 
 
 def _rule(section: Section, key: str, entry: Section) -> DomainRule:
