@@ -77,6 +77,15 @@ def test_mx_suffixes_match_the_longest_first() -> None:
     assert matcher.by_mx([]) is None
 
 
+def test_an_mx_suffix_matches_that_host_or_below_it_at_a_label_boundary() -> None:
+    # `mx: [google.com]` and `mx: [.google.com]` both load as ".google.com"
+    matcher = DomainMatcher([rule("google", "40/s", exact=(), mx=(".google.com",))])
+    for host in ("aspmx.l.google.com", "google.com", "GOOGLE.COM.", "alt1.google.com"):
+        assert matcher.by_mx([host]) is not None, host
+    for host in ("notgoogle.com", "google.com.evil.example", "google.co"):
+        assert matcher.by_mx([host]) is None, host
+
+
 def test_recipients_are_matched_case_and_idna_normalised() -> None:
     domains, _clock = gate(rule("xn--bcher-kva.example", "2/s"))
     assert domains.domain_of("a@BÜCHER.example").name == "xn--bcher-kva.example"

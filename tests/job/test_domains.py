@@ -94,6 +94,11 @@ def test_the_very_same_key_twice_is_refused_by_the_yaml_reader(tmp_path: Path) -
     assert caught.value.line == 7 and "duplicate key (first set on line 6)" in str(caught.value)
 
 
+def test_an_mx_suffix_with_or_without_a_leading_dot_is_the_same(tmp_path: Path) -> None:
+    job = load(tmp_path, "domains:\n  g: {mx: [google.com, .Outlook.com], rate: 1/s}\n")
+    assert job.domains[0].mx == (".google.com", ".outlook.com")
+
+
 def test_no_domains_key_means_none(tmp_path: Path) -> None:
     assert load(tmp_path, "").domains == ()
 
@@ -117,6 +122,15 @@ def test_no_domains_key_means_none(tmp_path: Path) -> None:
             "a.example is listed by group 'g1' too",
         ),
         ("domains: [gmail.com]\n", 5, "expected a mapping"),
+        ('domains:\n  "@gmail.com": {rate: 1/s}\n', 6, "'@gmail.com' is not a domain name"),
+        ("domains:\n  gmail.com/x: {rate: 1/s}\n", 6, "is not a domain name"),
+        ("domains:\n  g: {match: [a@b.example], rate: 1/s}\n", 6, "is not a domain name"),
+        (
+            "domains:\n  google:\n    mx: [google]\n    rate: 1/s\n",
+            7,
+            "an MX suffix needs a dot: google.com",
+        ),
+        ("domains:\n  google:\n    mx: [.com]\n    rate: 1/s\n", 7, "needs a dot"),
     ],
 )
 def test_bad_entries_name_the_file_and_line(

@@ -5,7 +5,8 @@ domains:
   gmail.com: {rate: 20/s, connections: 4}     # a domain: that domain exactly
   google:                                     # a name without a dot: a group
     match: [gmail.com, .googlemail.com]       # exact domains, or ".x" = any subdomain of x
-    mx: [.google.com]                         # optional: domains whose MX host ends so
+    mx: [google.com]                          # optional: domains whose MX host is google.com
+                                              # or ends in .google.com (".google.com" too)
     rate: 40/s
     connections: 8
 ```
@@ -18,6 +19,7 @@ sharing a suffix, is an error. Domains are compared as lower-case A-labels (IDNA
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from txsend.addresses import a_label
@@ -27,6 +29,7 @@ from txsend.units import Rate, describe_value, parse_rate
 __all__ = ["DomainRule", "job_domains", "normal_domain"]
 
 _DOMAIN_KEYS = frozenset(["rate", "connections"])
+_HOST = re.compile(r"[a-z0-9_-]+(\.[a-z0-9_-]+)*")  # A-labels (an underscore is tolerated)
 _GROUP_KEYS = frozenset(["rate", "connections", "match", "mx"])
 MAX_CONNECTIONS = 1000
 
@@ -38,7 +41,7 @@ class DomainRule:
     name: str  # the key: a domain (A-label) or a group's name
     exact: tuple[str, ...] = ()  # recipient domains matched exactly
     suffixes: tuple[str, ...] = ()  # ".example.com": any subdomain of example.com
-    mx: tuple[str, ...] = ()  # ".google.com": domains whose MX host ends so
+    mx: tuple[str, ...] = ()  # ".google.com": MX host google.com or *.google.com
     rate: Rate | None = None  # a pace (/s or /min)
     connections: int | None = None  # transactions in flight at once, all relays together
 
@@ -124,7 +127,7 @@ def _rule(section: Section, key: str, entry: Section) -> DomainRule:
             suffixes.append("." + _domain(entry, "match", pattern[1:]))
         else:
             exact.append(_domain(entry, "match", pattern))
-    mx = ["." + _domain(entry, "mx", p.lstrip(".")) for p in _strings(entry, "mx")]
+    mx = [_mx_suffix(entry, p) for p in _strings(entry, "mx")]
     if not exact and not suffixes and not mx:
         raise entry.error(
             "match",
@@ -176,6 +179,19 @@ def _strings(entry: Section, key: str) -> list[str]:
     return items
 
 
+def _mx_suffix(entry: Section, text: str) -> str:
+    """An `mx:` entry as it is compared: ".google.com" for google.com and .google.com
+    alike (the host google.com itself, or any host name ending in .google.com)."""
+    domain = _domain(entry, "mx", text[1:] if text.startswith(".") else text)
+    if "." not in domain:
+        raise entry.error(
+            "mx",
+            f"{text!r}: an MX suffix needs a dot: {domain}.com, not a single label",
+            hint="e.g. mx: [google.com] matches aspmx.l.google.com and google.com",
+        )
+    return "." + domain
+
+
 def _domain(section: Section, key: str, text: str) -> str:
     try:
         domain = normal_domain(text)
@@ -184,4 +200,11 @@ def _domain(section: Section, key: str, text: str) -> str:
     labels = domain.split(".")
     if not domain or any(not label or len(label) > 63 for label in labels) or " " in domain:
         raise section.error(key, f"{text!r} is not a domain name")
+    if not _HOST.fullmatch(domain):
+        hint = None
+        if "@" in domain:
+            hint = f"write the domain alone: {domain.rpartition('@')[2] or 'gmail.com'}"
+        raise section.error(
+            key, f"{text!r} is not a domain name (letters, digits, - and . only)", hint=hint
+        )
     return domain
