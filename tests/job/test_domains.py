@@ -107,7 +107,10 @@ def test_no_domains_key_means_none(tmp_path: Path) -> None:
     ("yaml", "line", "words"),
     [
         ("domains:\n  gmail.com: {rate: 20/h}\n", 6, "a domain's rate is a pace"),
-        ("domains:\n  gmail.com: {rate: fast}\n", 6, "expected a rate like"),
+        ("domains:\n  gmail.com: {rate: fast}\n", 6, "expected a pace like 20/s or 600/min"),
+        ("domains:\n  gmail.com: {rate: 20}\n", 6, "expected a pace like 20/s or 600/min"),
+        ("domains:\n  gmail.com: {rate: 20/30s}\n", 6, "expected a pace like 20/s or 600/min"),
+        ("domains:\n  gmail.com: {rate: 0/s}\n", 6, "a rate must be positive"),
         ("domains:\n  gmail.com: {connections: 0}\n", 6, "must be at least 1"),
         ("domains:\n  gmail.com: {connections: 5000}\n", 6, "at most 1000"),
         ("domains:\n  gmail.com: {}\n", 6, "sets neither rate: nor connections:"),
@@ -142,3 +145,5 @@ def test_bad_entries_name_the_file_and_line(
     text = str(caught.value)
     assert words in text, text
     assert caught.value.line == line, text
+    if "rate:" in yaml:  # a domain's rate is a pace: no quota form is offered
+        assert not any(form in text for form in ("1000/h", "10000/day", "/24h", "/7d")), text

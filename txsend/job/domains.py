@@ -32,6 +32,7 @@ _DOMAIN_KEYS = frozenset(["rate", "connections"])
 _HOST = re.compile(r"[a-z0-9_-]+(\.[a-z0-9_-]+)*")  # A-labels (an underscore is tolerated)
 _GROUP_KEYS = frozenset(["rate", "connections", "match", "mx"])
 MAX_CONNECTIONS = 1000
+PACE_EXPECTED = "expected a pace like 20/s or 600/min (messages a second or a minute)"
 
 
 @dataclass(frozen=True)
@@ -151,7 +152,9 @@ def _rate(entry: Section) -> Rate | None:
     try:
         rate = parse_rate(text)
     except ValueError as exc:
-        raise entry.error("rate", str(exc)) from None
+        # (the relay's forms, quotas among them, would be refused here: only a pace is named)
+        reason = str(exc) if "must be positive" in str(exc) else PACE_EXPECTED
+        raise entry.error("rate", f"{reason}; got {describe_value(text)}") from None
     if rate.is_quota:
         # A domain's rate is a pace. An hourly figure spread evenly is rarely what was meant
         # (the relay's rate: reads /h as a quota), so it is refused rather than guessed.
