@@ -101,6 +101,7 @@ def run(
         suppress_store=None,
         hooks=Hooks(),
         schedule=None,  # a test send goes now, whatever the job's schedule says
+        domains=(),  # nor does it wait for the job's per-domain pace (nor look up MX)
     )
     picked, problems = pick_rows(test_job, test)
     warnings = tuple(_intended_suppressed(picked, suppressions))
