@@ -117,6 +117,34 @@ def test_several_reviewers_get_each_row(
     assert len(journals_of(tmp_path)) == 1
 
 
+def test_a_test_send_ignores_the_jobs_domain_pace(
+    tmp_path: Path,
+    smtp_server: ScriptedServer,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # one message a minute to the reviewers' domain, and an mx: group whose resolver is
+    # malformed: a test send is paced by neither and looks nothing up
+    monkeypatch.setenv("TXSEND_DNS", "garbage")
+    job = write_job(
+        tmp_path,
+        rows=5,
+        extra_yaml=(
+            "domains:\n  review.example: {rate: 1/min, connections: 1}\n"
+            "  google: {mx: [google.com], rate: 1/min}\n"
+        ),
+    )
+    args = ["--test-to", REVIEWER, "--test-to", "second@review.example", "--rows", "3"]
+    result = cli(capsys, "run", job, "--relay", smtp_server.url, *args, "--json")
+    assert result.code == 0, result.err
+    assert len(smtp_server.received) == 6  # at 1/min, these would take five minutes
+    starts = sorted(r.mail_at for r in smtp_server.received if r.mail_at is not None)
+    assert starts[-1] - starts[0] < 30.0
+    assert "MX lookup" not in result.err
+    domains = json.loads(result.out)["run"].get("domains") or {}
+    assert domains.get("review.example", {}).get("configured") in (None, False)
+
+
 def test_each_test_send_has_a_new_journal(
     tmp_path: Path, smtp_server: ScriptedServer, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -8,6 +8,7 @@ import json
 import socket
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -197,13 +198,21 @@ def test_a_throttling_reply_to_a_recipient_slows_its_domain_not_the_relay(
 
 
 @contextmanager
-def dns_responder(mx: dict[str, list[str]]) -> Iterator[int]:
-    """A tiny DNS server on 127.0.0.1 (UDP): MX answers for `mx`, NXDOMAIN otherwise."""
+def dns_responder(
+    mx: dict[str, list[str]],
+    *,
+    silent: str = "\0",
+    once: str | None = "custom.example",
+    queries: list[str] | None = None,
+) -> Iterator[int]:
+    """A tiny DNS server on 127.0.0.1 (UDP): MX answers for `mx`, NXDOMAIN otherwise; no
+    answer at all to names starting with `silent`. `once` is looked up once per run;
+    `queries` gets the names asked."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind(("127.0.0.1", 0))
     sock.settimeout(0.1)
     stop = threading.Event()
-    queries: list[str] = []
+    queries = [] if queries is None else queries
 
     def serve() -> None:
         while not stop.is_set():
@@ -216,6 +225,8 @@ def dns_responder(mx: dict[str, list[str]]) -> Iterator[int]:
             question = query.question[0]
             name = question.name.to_text().rstrip(".").lower()
             queries.append(name)
+            if name.startswith(silent):
+                continue
             hosts = mx.get(name)
             if hosts is None:
                 response.set_rcode(dns.rcode.NXDOMAIN)
@@ -234,7 +245,8 @@ def dns_responder(mx: dict[str, list[str]]) -> Iterator[int]:
         stop.set()
         thread.join(5)
         sock.close()
-    assert queries.count("custom.example") == 1, queries  # once per domain per run
+    if once is not None:
+        assert queries.count(once) == 1, queries  # once per domain per run
 
 
 def test_an_mx_group_holds_domains_whose_mx_host_matches(
@@ -261,6 +273,92 @@ def test_an_mx_group_holds_domains_whose_mx_host_matches(
     assert domains["google"]["outcomes"] == {"sent": 8}
     assert domains["nomx.example"]["outcomes"] == {"sent": 8}  # NXDOMAIN: no match
     assert "MX lookup of nomx.example failed" in result.err
+
+
+def test_mx_lookups_that_never_end_hold_up_no_other_domain(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 15 domains whose resolver never answers come first; each lookup gives up after
+    # timeouts.connect (2 s). One after another they took 30 s and held every row behind
+    # them; run side by side, off the producer's path, they take about one timeout.
+    timeout = 2.0
+    hanging = [(f"hang{i}.example", 1) for i in range(15)]
+    records = people(*hanging) + people(("custom.example", 6), ("fast.example", 30))
+    with dns_responder({"custom.example": ["aspmx.l.google.test"]}, silent="hang") as port:
+        monkeypatch.setenv("TXSEND_DNS", f"127.0.0.1:{port}")
+        with ScriptedServer() as server:
+            job = write_job(
+                tmp_path,
+                records=records,
+                delivery=FAST_RETRY + f"  timeouts: {{connect: {timeout:g}s}}\n",
+                extra_yaml=(
+                    f"relays:\n  - url: {server.url}\n    connections: 4\n"
+                    "domains:\n  google:\n    mx: [.google.test]\n    connections: 1\n"
+                ),
+            )
+            began = time.monotonic()
+            result = cli(capsys, "run", job, "--json")
+            took = time.monotonic() - began
+    assert result.code == 0, result.err
+    assert len(server.received) == 15 + 6 + 30
+    assert result.err.count("MX lookup of hang") == 15
+    # about one timeout (and the sending), far from the 15 timeouts of their sum
+    assert took < 4 * timeout + 4.0, took
+    # fast.example was not held up: every one of its mails began before the first mail of
+    # a domain still being looked up (those go only once their lookup gave up)
+    fast = [r.mail_at for r in of(server, "fast.example")]
+    hung = [r.mail_at for d, _n in hanging for r in of(server, d)]
+    assert all(t is not None for t in fast + hung)
+    assert max(fast) < min(hung)  # type: ignore[type-var]
+    domains = json.loads(result.out)["run"]["domains"]
+    assert domains["google"]["outcomes"] == {"sent": 6}
+    assert domains["fast.example"]["outcomes"] == {"sent": 30}
+
+
+def test_a_dry_run_looks_up_no_mx(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    queries: list[str] = []
+    with dns_responder({}, once=None, queries=queries) as port:
+        monkeypatch.setenv("TXSEND_DNS", f"127.0.0.1:{port}")
+        with ScriptedServer() as server:
+            job = job_with(
+                tmp_path,
+                server,
+                people(("custom.example", 3)),
+                "  google:\n    mx: [.google.test]\n    connections: 1\n",
+            )
+            result = cli(capsys, "run", job, "--dry-run")
+    assert result.code == 0, result.err
+    assert queries == [] and "MX lookup" not in result.err
+    assert server.received == []
+
+
+@pytest.mark.parametrize("value", ["garbage", "1.2.3.4.5", "127.0.0.1:abc", "127.0.0.1:99999", ""])
+def test_a_bad_txsend_dns_is_refused_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("TXSEND_DNS", value)
+    with ScriptedServer() as server:
+        job = job_with(
+            tmp_path,
+            server,
+            people(("custom.example", 2)),
+            "  google:\n    mx: [.google.test]\n    connections: 1\n",
+        )
+        result = cli(capsys, "run", job)
+        checked = cli(capsys, "validate", job)
+    assert result.code == 78, result.err
+    assert f"TXSEND_DNS={value!r}" in result.err and "host[:port][,host...]" in result.err
+    assert "Traceback" not in result.err
+    assert server.received == []
+    assert checked.code == 65
+    assert f"TXSEND_DNS={value!r}" in checked.out + checked.err
+    # a job that looks nothing up does not care
+    plain = job_with(
+        tmp_path / "plain", server, people(("a.example", 1)), "  a.example: {rate: 1/s}\n"
+    )
+    assert cli(capsys, "validate", plain).code == 0
 
 
 def test_rows_passed_over_across_many_claims_are_all_sent(

@@ -77,6 +77,15 @@ def test_mx_suffixes_match_the_longest_first() -> None:
     assert matcher.by_mx([]) is None
 
 
+def test_an_mx_suffix_matches_that_host_or_below_it_at_a_label_boundary() -> None:
+    # `mx: [google.com]` and `mx: [.google.com]` both load as ".google.com"
+    matcher = DomainMatcher([rule("google", "40/s", exact=(), mx=(".google.com",))])
+    for host in ("aspmx.l.google.com", "google.com", "GOOGLE.COM.", "alt1.google.com"):
+        assert matcher.by_mx([host]) is not None, host
+    for host in ("notgoogle.com", "google.com.evil.example", "google.co"):
+        assert matcher.by_mx([host]) is None, host
+
+
 def test_recipients_are_matched_case_and_idna_normalised() -> None:
     domains, _clock = gate(rule("xn--bcher-kva.example", "2/s"))
     assert domains.domain_of("a@BÜCHER.example").name == "xn--bcher-kva.example"
@@ -247,6 +256,36 @@ def test_gate_reserve_applies_recovery() -> None:
     clock.now += 4 * QUIET
     domains.reserve(a, clock.now)
     assert a.pace == 7.5
+
+
+def test_after_quiet_spells_held_messages_go_at_the_configured_pace_again() -> None:
+    # the dispatcher's and workers' calls, every millisecond of a minute on the gate's
+    # clock: a domain of 20/s is throttled once, then hears nothing more
+    domains, clock = gate(rule("a.example", "20/s"))
+    a = domains.domain_of("x@a.example")
+    for n in range(2000):
+        domains.park(a, f"m{n}")
+    start = clock.now
+    starts: list[float] = []
+    for step in range(60_000):
+        clock.now = start + step / 1000
+        if step == 1000:
+            domains.throttled(a, "r1", clock.now)  # at 1 s: the pace halves to 10/s
+        for _state, _item in domains.ready(clock.now):
+            assert domains.start(a, RESERVED, clock.now)
+            starts.append(clock.now - start)
+            domains.let_go(a, STARTED)
+
+    def per_second(begin: float, end: float) -> float:
+        return sum(begin <= t < end for t in starts) / (end - begin)
+
+    assert per_second(0.0, 1.0) == pytest.approx(20, abs=2)
+    assert per_second(1.5, 1.0 + QUIET) == pytest.approx(10, abs=0.5)  # halved, held there
+    assert per_second(1.0 + QUIET + 0.5, 1.0 + 2 * QUIET) == pytest.approx(15, abs=0.5)
+    # two quiet spells later (10 -> 15 -> 20): its own pace, and no more
+    assert per_second(1.0 + 2 * QUIET + 0.5, 60.0) == pytest.approx(20, abs=0.5)
+    assert max(sum(t <= u < t + 1.0 for u in starts) for t in starts) <= 20 + 2
+    assert not a.slowed and a.pace == 20 and a.stats.pace == 20 and not a.stats.slowed
 
 
 # --- the backlog cap, skipping ahead -----------------------------------------------------

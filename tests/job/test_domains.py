@@ -59,6 +59,46 @@ def test_domains_and_groups_are_loaded_normalised(tmp_path: Path) -> None:
     assert by_name["slowpoke"].exact == ("slow.example",)
 
 
+@pytest.mark.parametrize(
+    ("first", "second", "words"),
+    [
+        ("gmail.com", "GMAIL.COM", "domains.GMAIL.COM: the same domain as 'gmail.com' on line 6"),
+        (
+            "bücher.example",
+            "xn--bcher-kva.example",
+            "the same domain as 'bücher.example' on line 6",
+        ),
+        (
+            "Bücher.example",
+            "BÜCHER.EXAMPLE",
+            "the same domain (xn--bcher-kva.example) as 'Bücher.example' on line 6",
+        ),
+        ("google", "Google", "the same group as 'google' on line 6"),
+        ("gmail.com", "gmail.com.", "the same domain as 'gmail.com' on line 6"),
+    ],
+)
+def test_two_keys_for_one_domain_are_refused(
+    tmp_path: Path, first: str, second: str, words: str
+) -> None:
+    entry = "{match: [a.example], rate: 1/s}" if "." not in first else "{rate: 1/s}"
+    with pytest.raises(JobError) as caught:
+        load(tmp_path, f"domains:\n  {first}: {entry}\n  {second}: {entry}\n")
+    assert caught.value.exit_code == 65 and caught.value.line == 7
+    assert words in str(caught.value), str(caught.value)
+    assert "job.yaml:7:" in str(caught.value)
+
+
+def test_the_very_same_key_twice_is_refused_by_the_yaml_reader(tmp_path: Path) -> None:
+    with pytest.raises(JobError) as caught:
+        load(tmp_path, "domains:\n  gmail.com: {rate: 1/s}\n  gmail.com: {rate: 2/s}\n")
+    assert caught.value.line == 7 and "duplicate key (first set on line 6)" in str(caught.value)
+
+
+def test_an_mx_suffix_with_or_without_a_leading_dot_is_the_same(tmp_path: Path) -> None:
+    job = load(tmp_path, "domains:\n  g: {mx: [google.com, .Outlook.com], rate: 1/s}\n")
+    assert job.domains[0].mx == (".google.com", ".outlook.com")
+
+
 def test_no_domains_key_means_none(tmp_path: Path) -> None:
     assert load(tmp_path, "").domains == ()
 
@@ -67,7 +107,10 @@ def test_no_domains_key_means_none(tmp_path: Path) -> None:
     ("yaml", "line", "words"),
     [
         ("domains:\n  gmail.com: {rate: 20/h}\n", 6, "a domain's rate is a pace"),
-        ("domains:\n  gmail.com: {rate: fast}\n", 6, "expected a rate like"),
+        ("domains:\n  gmail.com: {rate: fast}\n", 6, "expected a pace like 20/s or 600/min"),
+        ("domains:\n  gmail.com: {rate: 20}\n", 6, "expected a pace like 20/s or 600/min"),
+        ("domains:\n  gmail.com: {rate: 20/30s}\n", 6, "expected a pace like 20/s or 600/min"),
+        ("domains:\n  gmail.com: {rate: 0/s}\n", 6, "a rate must be positive"),
         ("domains:\n  gmail.com: {connections: 0}\n", 6, "must be at least 1"),
         ("domains:\n  gmail.com: {connections: 5000}\n", 6, "at most 1000"),
         ("domains:\n  gmail.com: {}\n", 6, "sets neither rate: nor connections:"),
@@ -82,6 +125,15 @@ def test_no_domains_key_means_none(tmp_path: Path) -> None:
             "a.example is listed by group 'g1' too",
         ),
         ("domains: [gmail.com]\n", 5, "expected a mapping"),
+        ('domains:\n  "@gmail.com": {rate: 1/s}\n', 6, "'@gmail.com' is not a domain name"),
+        ("domains:\n  gmail.com/x: {rate: 1/s}\n", 6, "is not a domain name"),
+        ("domains:\n  g: {match: [a@b.example], rate: 1/s}\n", 6, "is not a domain name"),
+        (
+            "domains:\n  google:\n    mx: [google]\n    rate: 1/s\n",
+            7,
+            "an MX suffix needs a dot: google.com",
+        ),
+        ("domains:\n  google:\n    mx: [.com]\n    rate: 1/s\n", 7, "needs a dot"),
     ],
 )
 def test_bad_entries_name_the_file_and_line(
@@ -93,3 +145,5 @@ def test_bad_entries_name_the_file_and_line(
     text = str(caught.value)
     assert words in text, text
     assert caught.value.line == line, text
+    if "rate:" in yaml:  # a domain's rate is a pace: no quota form is offered
+        assert not any(form in text for form in ("1000/h", "10000/day", "/24h", "/7d")), text

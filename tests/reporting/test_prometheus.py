@@ -213,6 +213,22 @@ def test_label_values_come_only_from_the_named_fields() -> None:
         assert secret not in text
 
 
+def test_a_domain_has_series_only_for_what_a_transaction_ends_in() -> None:
+    samples = example_samples()
+    states = {
+        dict(labels)["state"]
+        for (name, labels), _ in samples.items()
+        if name == "txsend_domain_outcomes_total"
+    }
+    assert states == {"sent", "deferred", "bounced", "failed", "unknown"}
+    domains = {
+        dict(labels)["domain"]
+        for (name, labels), _ in samples.items()
+        if name == "txsend_domain_outcomes_total"
+    }
+    assert domains == set(EXAMPLE["run"]["domains"])  # every domain still has its series
+
+
 def test_report_without_run() -> None:
     """`txsend report JOB --json`: no `run`; relays and reply codes over all runs."""
     report = copy.deepcopy(EXAMPLE)

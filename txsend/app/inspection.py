@@ -19,6 +19,7 @@ from typing import Any
 from txsend.app.jobs import load, open_for
 from txsend.content.ids import message_id_domain, new_message_id
 from txsend.content.renderer import Renderer
+from txsend.delivery.mx import dns_problem
 from txsend.delivery.quotas import job_quotas
 from txsend.errors import (
     RowError,
@@ -235,6 +236,8 @@ def validate(target: Path, overrides: JobOverrides, max_listed: int = 200) -> Va
         )
     if not job.relays:
         report.warnings.append("no relay configured: pass --relay or set TXSEND_RELAY when sending")
+    if any(rule.mx for rule in job.domains) and (dns := dns_problem()) is not None:
+        report.problems.append(f"{dns} (a run refuses it: exit 78)")
     return report
 
 

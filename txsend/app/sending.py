@@ -23,6 +23,7 @@ from txsend.app.suppressions import add_to_run, open_job_store
 from txsend.content.ids import MessageIds, message_id_domain
 from txsend.content.renderer import Renderer, Renders
 from txsend.delivery.engine import Engine, SendOptions
+from txsend.delivery.mx import DNS_ENV, dns_problem
 from txsend.delivery.outcomes import HARD_BOUNCE
 from txsend.delivery.smtp.connection import tls_context_for
 from txsend.errors import (
@@ -152,6 +153,16 @@ def relays_with_passwords(job: Job) -> list[tuple[RelayConfig, RelaySecret]]:
             ) from None
     timeout = job.delivery.timeouts.connect  # bounds each token command
     return [(relay, relay_secret(relay, timeout=timeout)) for relay in job.relays]
+
+
+def check_resolver(job: Job) -> None:
+    """A bad `TXSEND_DNS` is refused (78) before any work, when the job's `domains:` match
+    by MX (the only use of a resolver)."""
+    if not any(rule.mx for rule in job.domains):
+        return
+    problem = dns_problem()
+    if problem is not None:
+        raise ConfigError(problem, hint=f"e.g. {DNS_ENV}=127.0.0.1:5353,[::1]; or unset it")
 
 
 def send(
@@ -374,6 +385,7 @@ def run(
         )
     # a missing secret is reported before any work: a password is read once, an OAuth
     # token fetched once now (and again for each connection)
+    check_resolver(job)  # a bad TXSEND_DNS
     relays = [] if request.dry_run else relays_with_passwords(job)
     eventloop.loop_factory()  # a bad TXSEND_LOOP too
     if job.journal.path is None:  # shared: other processes work the job beside this one

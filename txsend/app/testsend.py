@@ -105,6 +105,7 @@ def run(
         hooks=Hooks(),
         schedule=None,  # a test send goes now, whatever the job's schedule says
         warmup=None,  # and is not part of the warm-up (a few messages to reviewers)
+        domains=(),  # nor does it wait for the job's per-domain pace (nor look up MX)
     )
     picked, problems = pick_rows(test_job, test)
     warnings = tuple(_intended_suppressed(picked, suppressions))

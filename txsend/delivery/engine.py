@@ -33,6 +33,7 @@ from txsend.delivery.classify import classify, classify_connect
 from txsend.delivery.committer import GroupCommitter
 from txsend.delivery.domains import FREE, RESERVED, STARTED, DomainGate, DomainState
 from txsend.delivery.mx import MxLookup
+from txsend.delivery.mxwait import MxWaits
 from txsend.delivery.outcomes import (
     ErrorRate,
     Outlook,
@@ -166,8 +167,12 @@ class Engine:
         self._dry_zones = ScheduleGate.zones_only(job.schedule, job.recipients.timezone, wall)
         self._retries_checked_at = 0.0  # when _due_retries last claimed (wall clock)
         self._domains = DomainGate(job.domains, self.stats, time.monotonic)
-        self._mx = MxLookup(job.delivery.timeouts.connect) if self._domains.uses_mx else None
         self._room = asyncio.Event()  # a domain whose rows were passed over has room again
+        # rows whose domain's MX is being looked up (dry runs look nothing up)
+        self._mx: MxWaits | None = None
+        if self._domains.uses_mx and not options.dry_run:
+            lookup = MxLookup(job.delivery.timeouts.connect)
+            self._mx = MxWaits(lookup, self._domains, self._room.set)
         self._wake: asyncio.TimerHandle | None = None  # the dispatcher's next look at its held
         self._wake_at = 0.0
 
@@ -214,6 +219,8 @@ class Engine:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self._mx is not None:
+            await self._mx.close()  # rows still waiting for a lookup stay due
         assert self._committer is not None
         await self._committer.close()
         # Transactions abandoned after DATA began (grace over, second signal): their
@@ -280,6 +287,7 @@ class Engine:
         first_pass = True
         try:
             while not self._stopping and await self._window_open():
+                self._room.clear()  # from here on, room (or a lookup's end) wakes the nap
                 if await self._take_back():  # rows passed over come first, once there is room
                     continue
                 batch: list[Claimed] = []
@@ -298,9 +306,9 @@ class Engine:
                         first_pass = first_pass and not cut
                         self._limited_to.update(c.key for c in batch)
                         fresh = True
-                if not batch and self._domains.skipping:
-                    # rows passed over wait for room in their domain's backlog
-                    self._room.clear()
+                if not batch and (self._domains.skipping or (self._mx and self._mx.busy)):
+                    # rows passed over wait for room in their domain's backlog (or for
+                    # their domain's MX lookup)
                     await self._nap(0.5, wake=self._room)
                     continue
                 if not batch and not self.options.dry_run:
@@ -347,24 +355,23 @@ class Engine:
         return batch
 
     async def _take_back(self) -> bool:
-        """Admit rows passed over earlier whose domain has room now; False: none had."""
+        """Admit rows passed over earlier whose domain has room now, and rows whose
+        domain's MX lookup is over; False: there were none."""
         taken = self._domains.refill(CLAIM_BATCH)
-        if not taken:
+        looked_up = self._mx.take(CLAIM_BATCH) if self._mx is not None else []
+        if not taken and not looked_up:
             return False
         keys = [key for _state, key in taken]
         for claimed in await self._off_loop(partial(_find_due, self.journal, keys)):
             if self._stopping:
                 break
             await self._admit(claimed, taken_back=True)
+        # (a domain known now may have its backlog full: these may be passed over)
+        for claimed in await self._off_loop(partial(_find_due, self.journal, looked_up)):
+            if self._stopping:
+                break
+            await self._admit(claimed)
         return True
-
-    async def _domain_of(self, address: str) -> DomainState:
-        """The domain a row's message belongs to, its MX looked up first."""
-        assert self._mx is not None
-        domain = self._domains.needs_mx(address)
-        if domain is not None:
-            self._domains.set_mx(domain, await self._mx.hosts(domain))
-        return self._domains.domain_of(address)
 
     async def _admit(self, claimed: Claimed, *, taken_back: bool = False) -> None:
         """Suppress, render and queue one claimed row, if its send window is open (or pass
@@ -377,10 +384,10 @@ class Engine:
         except RowError as exc:  # its time zone is not one
             self._record(Record(claimed.key, State.SKIPPED, reply=exc.reason))
             return
-        if self._mx is None:  # (no coroutine per row when no MX is looked up)
-            domain = self._domains.domain_of(claimed.address)
-        else:
-            domain = await self._domain_of(claimed.address)
+        if self._mx is not None and (lookup := self._domains.needs_mx(claimed.address)):
+            self._mx.park(lookup, claimed.key)  # back when its MX is known; others go on
+            return
+        domain = self._domains.domain_of(claimed.address)
         if not taken_back and not self.options.dry_run and self._domains.skip(domain, claimed.key):
             return
         suppressed = self._suppressions.reason(claimed.address)

@@ -3,13 +3,17 @@
 One lookup per recipient domain per run, bounded by `delivery.timeouts.connect`, cached;
 a failure (no answer, NXDOMAIN, a timeout) means "no MX match" and is logged once per
 domain. The resolver is the system's, or the one `TXSEND_DNS` names ("host:port" or
-"host", several separated by commas), e.g. a test's resolver on 127.0.0.1.
+"host", several separated by commas, each an IP address), e.g. a test's resolver on
+127.0.0.1; a run checks it first (`dns_problem`).
 """
 
 from __future__ import annotations
 
+import asyncio
+import ipaddress
 import logging
 import os
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from txsend.logs import event
@@ -17,27 +21,52 @@ from txsend.logs import event
 if TYPE_CHECKING:
     from dns.asyncresolver import Resolver
 
-__all__ = ["DNS_ENV", "MxLookup", "nameservers"]
+__all__ = ["DNS_ENV", "DNS_FORMAT", "MxLookup", "dns_problem", "nameservers"]
 
 DNS_ENV = "TXSEND_DNS"
 
 
+DNS_FORMAT = "host[:port][,host...]"  # host: an IPv4 or IPv6 address ([::1]:5353)
+
+
 def nameservers(text: str) -> list[tuple[str, int]]:
-    """(host, port) of each resolver in "127.0.0.1:5353,::1" (port 53 by default)."""
-    found = []
-    for part in text.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        host, port = part, 53
-        if part.startswith("["):  # [::1]:5353
-            host, _, rest = part[1:].partition("]")
-            port = int(rest[1:]) if rest.startswith(":") else 53
-        elif part.count(":") == 1:
-            host, _, number = part.partition(":")
-            port = int(number)
-        found.append((host, port))
-    return found
+    """(host, port) of each resolver in "127.0.0.1:5353,::1,[::1]:53" (port 53 by default);
+    ValueError saying what is wrong."""
+    if not text.strip():
+        raise ValueError("is empty")
+    return [_nameserver(part.strip()) for part in text.split(",")]
+
+
+def _nameserver(part: str) -> tuple[str, int]:
+    if not part:
+        raise ValueError("has an empty entry")
+    host, port = part, "53"
+    if part.startswith("["):  # [::1]:5353
+        host, bracket, rest = part[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            raise ValueError(f"{part!r}: expected [IPv6]:port")
+        port = rest[1:] if rest else port
+    elif part.count(":") == 1:  # 127.0.0.1:5353 (more colons: a bare IPv6 address)
+        host, _, port = part.partition(":")
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"{part!r}: {host!r} is not an IPv4 or IPv6 address") from None
+    if not port.isascii() or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"{part!r}: port {port!r} is not a number from 1 to 65535")
+    return str(address), int(port)
+
+
+def dns_problem(environ: Mapping[str, str] | None = None) -> str | None:
+    """What is wrong with `TXSEND_DNS`, if it is set (None: unset or good)."""
+    value = (os.environ if environ is None else environ).get(DNS_ENV)
+    if value is None:
+        return None
+    try:
+        nameservers(value)
+    except ValueError as exc:
+        return f"{DNS_ENV}={value!r} {exc}; expected {DNS_FORMAT} (IP addresses, port 1-65535)"
+    return None
 
 
 class MxLookup:
@@ -51,13 +80,14 @@ class MxLookup:
     def _make_resolver(self) -> Resolver:
         # dnspython loads only for a job whose domains: match by MX
         from dns.asyncresolver import Resolver
+        from dns.nameserver import Do53Nameserver
 
-        if not self._servers:
+        if self._servers is None:
             return Resolver()
         resolver = Resolver(configure=False)
-        servers = nameservers(self._servers)
-        resolver.nameservers = [host for host, _port in servers]
-        resolver.port = servers[0][1] if servers else 53
+        resolver.nameservers = [
+            Do53Nameserver(host, port) for host, port in nameservers(self._servers)
+        ]
         return resolver
 
     async def hosts(self, domain: str) -> list[str]:
@@ -67,8 +97,10 @@ class MxLookup:
         try:
             if self._resolver is None:
                 self._resolver = self._make_resolver()
-            answer = await self._resolver.resolve(domain, "MX", lifetime=self.timeout)
-        except (dns.exception.DNSException, ValueError, OSError) as exc:
+            # (the resolver's lifetime bounds the lookup; the timeout, anything around it)
+            async with asyncio.timeout(self.timeout + 1.0):
+                answer = await self._resolver.resolve(domain, "MX", lifetime=self.timeout)
+        except (dns.exception.DNSException, ValueError, OSError) as exc:  # (TimeoutError too)
             reason = str(exc) or type(exc).__name__
             event(
                 logging.WARNING,

@@ -5,7 +5,8 @@ domains:
   gmail.com: {rate: 20/s, connections: 4}     # a domain: that domain exactly
   google:                                     # a name without a dot: a group
     match: [gmail.com, .googlemail.com]       # exact domains, or ".x" = any subdomain of x
-    mx: [.google.com]                         # optional: domains whose MX host ends so
+    mx: [google.com]                          # optional: domains whose MX host is google.com
+                                              # or ends in .google.com (".google.com" too)
     rate: 40/s
     connections: 8
 ```
@@ -18,6 +19,7 @@ sharing a suffix, is an error. Domains are compared as lower-case A-labels (IDNA
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from txsend.addresses import a_label
@@ -27,8 +29,10 @@ from txsend.units import Rate, describe_value, parse_rate
 __all__ = ["DomainRule", "job_domains", "normal_domain"]
 
 _DOMAIN_KEYS = frozenset(["rate", "connections"])
+_HOST = re.compile(r"[a-z0-9_-]+(\.[a-z0-9_-]+)*")  # A-labels (an underscore is tolerated)
 _GROUP_KEYS = frozenset(["rate", "connections", "match", "mx"])
 MAX_CONNECTIONS = 1000
+PACE_EXPECTED = "expected a pace like 20/s or 600/min (messages a second or a minute)"
 
 
 @dataclass(frozen=True)
@@ -38,7 +42,7 @@ class DomainRule:
     name: str  # the key: a domain (A-label) or a group's name
     exact: tuple[str, ...] = ()  # recipient domains matched exactly
     suffixes: tuple[str, ...] = ()  # ".example.com": any subdomain of example.com
-    mx: tuple[str, ...] = ()  # ".google.com": domains whose MX host ends so
+    mx: tuple[str, ...] = ()  # ".google.com": MX host google.com or *.google.com
     rate: Rate | None = None  # a pace (/s or /min)
     connections: int | None = None  # transactions in flight at once, all relays together
 
@@ -62,6 +66,7 @@ def job_domains(root: Section) -> tuple[DomainRule, ...]:
         return ()
     rules: list[DomainRule] = []
     owners: dict[str, str] = {}  # an exact domain or a suffix: the group that lists it
+    keys: dict[str, str] = {}  # a domain (A-label) or a group name in lower case: its key
     for key, value in section.data.items():
         if not isinstance(key, str) or not key.strip():
             raise section.error(str(key), "expected a domain or a group name")
@@ -73,6 +78,7 @@ def job_domains(root: Section) -> tuple[DomainRule, ...]:
                 hint="e.g. gmail.com: {rate: 20/s, connections: 4}",
             )
         rule = _rule(section, key, entry)
+        _check_unique(section, keys, key, rule)
         for pattern in (*rule.exact, *rule.suffixes) if rule.is_group else ():
             other = owners.setdefault(pattern, key)
             if other != key:
@@ -83,6 +89,22 @@ def job_domains(root: Section) -> tuple[DomainRule, ...]:
                 )
         rules.append(rule)
     return tuple(rules)
+
+
+def _check_unique(section: Section, keys: dict[str, str], key: str, rule: DomainRule) -> None:
+    """Two keys for one domain (gmail.com and GMAIL.COM; bücher.example and its A-label
+    xn--bcher-kva.example), or one group name twice in another case: which would win?"""
+    same = rule.name.lower()
+    first = keys.setdefault(same, key)
+    if first == key:
+        return
+    what = "group" if rule.is_group else "domain"
+    spelled = "" if rule.is_group or same in (key, first) else f" ({same})"
+    raise section.error(
+        key,
+        f"the same {what}{spelled} as {first!r} on line {section.line_of(first)}",
+        hint=f"keep one entry: {key!r} and {first!r} would overwrite each other",
+    )
 
 
 def _rule(section: Section, key: str, entry: Section) -> DomainRule:
@@ -106,7 +128,7 @@ def _rule(section: Section, key: str, entry: Section) -> DomainRule:
             suffixes.append("." + _domain(entry, "match", pattern[1:]))
         else:
             exact.append(_domain(entry, "match", pattern))
-    mx = ["." + _domain(entry, "mx", p.lstrip(".")) for p in _strings(entry, "mx")]
+    mx = [_mx_suffix(entry, p) for p in _strings(entry, "mx")]
     if not exact and not suffixes and not mx:
         raise entry.error(
             "match",
@@ -130,7 +152,9 @@ def _rate(entry: Section) -> Rate | None:
     try:
         rate = parse_rate(text)
     except ValueError as exc:
-        raise entry.error("rate", str(exc)) from None
+        # (the relay's forms, quotas among them, would be refused here: only a pace is named)
+        reason = str(exc) if "must be positive" in str(exc) else PACE_EXPECTED
+        raise entry.error("rate", f"{reason}; got {describe_value(text)}") from None
     if rate.is_quota:
         # A domain's rate is a pace. An hourly figure spread evenly is rarely what was meant
         # (the relay's rate: reads /h as a quota), so it is refused rather than guessed.
@@ -158,6 +182,19 @@ def _strings(entry: Section, key: str) -> list[str]:
     return items
 
 
+def _mx_suffix(entry: Section, text: str) -> str:
+    """An `mx:` entry as it is compared: ".google.com" for google.com and .google.com
+    alike (the host google.com itself, or any host name ending in .google.com)."""
+    domain = _domain(entry, "mx", text[1:] if text.startswith(".") else text)
+    if "." not in domain:
+        raise entry.error(
+            "mx",
+            f"{text!r}: an MX suffix needs a dot: {domain}.com, not a single label",
+            hint="e.g. mx: [google.com] matches aspmx.l.google.com and google.com",
+        )
+    return "." + domain
+
+
 def _domain(section: Section, key: str, text: str) -> str:
     try:
         domain = normal_domain(text)
@@ -166,4 +203,11 @@ def _domain(section: Section, key: str, text: str) -> str:
     labels = domain.split(".")
     if not domain or any(not label or len(label) > 63 for label in labels) or " " in domain:
         raise section.error(key, f"{text!r} is not a domain name")
+    if not _HOST.fullmatch(domain):
+        hint = None
+        if "@" in domain:
+            hint = f"write the domain alone: {domain.rpartition('@')[2] or 'gmail.com'}"
+        raise section.error(
+            key, f"{text!r} is not a domain name (letters, digits, - and . only)", hint=hint
+        )
     return domain

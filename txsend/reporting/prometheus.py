@@ -54,7 +54,11 @@ from txsend.reporting.schema import (
 
 __all__ = ["STATES", "MetricsExporter", "registry_for"]
 
-# Every journal state (STATES, in the report's order) is always exported.
+# Every journal state (STATES, in the report's order) is always exported; a domain counts
+# its transactions' outcomes only: never pending, sending, skipped or expired.
+DOMAIN_STATES = tuple(
+    s for s in STATES if s in {"sent", "deferred", "bounced", "failed", "unknown"}
+)
 QUANTILES = {"p50": "0.5", "p95": "0.95", "p99": "0.99"}
 HOST = "127.0.0.1"  # never 0.0.0.0: the metrics name the job and its relays
 JOIN_SECONDS = 5.0
@@ -444,7 +448,7 @@ def _domain_families(job: str, domains: Mapping[str, Domain]) -> list[Metric]:
     for name, domain in domains.items():
         key = [job, name]
         _add_value(attempts, key, domain.attempts)
-        _add_states(outcomes, key, domain.outcomes)
+        _add_states(outcomes, key, domain.outcomes, DOMAIN_STATES)
         _add_value(throttles, key, domain.throttles)
         _add_value(pace, key, domain.pace)
         slowed.add_metric(key, 1.0 if domain.slowed else 0.0)
@@ -492,9 +496,11 @@ def _gauge(name: str, documentation: str, job: str, value: float) -> GaugeMetric
     return family
 
 
-def _add_states(family: _Family, labels: list[str], counts: StateCounts) -> None:
+def _add_states(
+    family: _Family, labels: list[str], counts: StateCounts, states: Sequence[str] = STATES
+) -> None:
     """One sample per journal state (0 for those the report leaves out)."""
-    for state in STATES:
+    for state in states:
         family.add_metric([*labels, state], counts[state])
 
 
