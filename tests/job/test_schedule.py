@@ -94,6 +94,41 @@ def test_instants_with_and_without_offsets() -> None:
         parse_instant("next monday", PARIS)
 
 
+def test_a_date_alone_is_its_whole_day() -> None:
+    # not_before: the day's first instant; not_after: the instant it ends (next midnight)
+    assert parse_instant("2026-12-20", PARIS) == at(PARIS, 2026, 12, 20)
+    assert parse_instant("2026-12-20", PARIS, end_of_day=True) == at(PARIS, 2026, 12, 21)
+    day = datetime.date(2026, 12, 20)  # as YAML reads an unquoted date
+    assert parse_instant(day, TOKYO, end_of_day=True) == at(TOKYO, 2026, 12, 21)
+    # a day with a DST change: 23 h (spring) and 25 h (autumn) long, still whole
+    spring = parse_instant("2026-03-29", PARIS, end_of_day=True)
+    assert spring - parse_instant("2026-03-29", PARIS) == 23 * 3600
+    autumn = datetime.date(2026, 10, 25)
+    assert parse_instant(autumn, PARIS, end_of_day=True) - parse_instant(autumn, PARIS) == 25 * 3600
+    # a zone whose midnight falls in the gap (Santiago springs forward at 00:00)
+    santiago = "America/Santiago"
+    end = parse_instant("2026-09-05", santiago, end_of_day=True)
+    assert local(santiago, end) == "Sun 09-06 01:00 -03"
+    with pytest.raises(ValueError, match="not a date"):
+        parse_instant("2026-02-30", PARIS)
+
+
+def test_a_date_alone_in_the_job_file_includes_the_day(tmp_path: Path) -> None:
+    job = load_job(
+        job_with(
+            tmp_path,
+            "schedule:\n  timezone: Europe/Paris\n  not_before: 2026-10-25\n"
+            "  not_after: '2026-10-25'\n",
+        )
+    )
+    assert job.schedule is not None
+    assert job.schedule.not_before == at(PARIS, 2026, 10, 25)
+    assert job.schedule.not_after == at(PARIS, 2026, 10, 26)
+    # the same day's evening is inside, the next day's first minute is not
+    assert job.schedule.is_open(None, at(PARIS, 2026, 10, 25, 23, 59))
+    assert not job.schedule.is_open(None, at(PARIS, 2026, 10, 26, 0, 0))
+
+
 def job_with(tmp_path: Path, schedule: str) -> Path:
     relays = "relays: [{url: 'smtp://127.0.0.1:1'}]\n"
     return write_job(tmp_path, rows=1, extra_yaml=relays + schedule)

@@ -249,13 +249,24 @@ def _day(name: str) -> int:
     return day
 
 
-def parse_instant(value: object, zone: str) -> float:
+_DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def parse_instant(value: object, zone: str, *, end_of_day: bool = False) -> float:
     """not_before / not_after: ISO 8601 text, or a date/datetime YAML made; a time
-    without an offset is in `zone`. ValueError says what is wrong."""
+    without an offset is in `zone`. A date alone names its day: its first instant, or
+    with `end_of_day` (not_after) the instant it ends, the next day's midnight, so that
+    the whole day is included. ValueError says what is wrong."""
+    if isinstance(value, str) and _DATE_ONLY.match(value.strip()):
+        try:
+            value = datetime.date.fromisoformat(value.strip())
+        except ValueError:
+            raise ValueError(f"{value!r} is not a date (ISO 8601, e.g. 2026-12-07)") from None
     if isinstance(value, datetime.datetime):
         moment = value
     elif isinstance(value, datetime.date):
-        moment = datetime.datetime(value.year, value.month, value.day)
+        day = value + datetime.timedelta(days=1) if end_of_day else value
+        moment = datetime.datetime(day.year, day.month, day.day)
     elif isinstance(value, str):
         try:
             moment = datetime.datetime.fromisoformat(value.strip())
