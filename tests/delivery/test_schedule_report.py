@@ -93,3 +93,47 @@ def test_a_run_with_no_window_before_not_after_says_the_rows_will_expire(
     assert result.code == 75, result.err
     assert "no send window opens before not_after" in result.err
     assert "the 2 rows waiting will expire then" in result.err
+
+
+def test_status_judges_the_rows_zones_not_only_the_jobs(
+    tmp_path: Path, smtp_server: ScriptedServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # a two-hour window starting this UTC hour: open in UTC, closed at UTC+12 and UTC-6
+    hour = time.gmtime().tm_hour
+    window = f"{hour:02d}:00-{(hour + 2) % 24:02d}:00"
+    zones = ["UTC", "UTC", "Etc/GMT-12", "", "Etc/GMT-12", "Etc/GMT-12"]
+    records = [
+        {"email": f"u{i}@example.com", "first_name": f"U{i}", "plan": "p", "TZ": zone}
+        for i, zone in enumerate(zones)
+    ]
+    job = write_job(
+        tmp_path,
+        records=records,
+        extra_yaml=relay(smtp_server)
+        + f"schedule:\n  timezone: Etc/GMT+6\n  windows: ['{window}']\n",
+    )
+    job.write_text(
+        job.read_text().replace("  file: people.csv\n", "  file: people.csv\n  timezone: tz\n")
+    )
+    smtp_server.mail_reply = "451 4.3.0 try later"  # the UTC rows go out and stay due: deferred
+    assert cli(capsys, "run", job).code == 75
+    assert len(smtp_server.received) == 0
+    status = _report(cli(capsys, "status", job, "--json").out)
+    schedule = status["schedule"]
+    assert schedule["open"] is False  # the job's own zone (UTC-6) is closed
+    zones_now = schedule["zones"]
+    assert zones_now["column"] == "tz" and zones_now["due"] == 6
+    assert zones_now["zones_open"] == 1 and zones_now["rows_open"] == 2
+    assert zones_now["rows_closed"] == 4  # three at UTC+12, one empty: the job's zone
+    by_zone = {z["timezone"]: z for z in zones_now["zones"]}
+    assert set(by_zone) == {"UTC", "Etc/GMT-12", "Etc/GMT+6"}
+    assert by_zone["UTC"]["open"] and by_zone["UTC"]["rows"] == 2
+    assert by_zone["Etc/GMT-12"]["rows"] == 3 and by_zone["Etc/GMT+6"]["rows"] == 1
+    # local time at UTC-6 reaches this hour again in 6 h, at UTC+12 in 12 h
+    assert zones_now["next_opens_zone"] == "Etc/GMT+6"
+    reported = _report(cli(capsys, "report", job, "--json").out)
+    assert reported["schedule"]["zones"] == zones_now
+    text = cli(capsys, "status", job).out
+    assert "send window in Etc/GMT+6 (the job's zone): closed now" in text
+    assert "rows' zones (tz): 1 of 3 open now (UTC); 2 of 6 rows due are in open zones" in text
+    assert "next opening among closed zones: Etc/GMT+6," in text

@@ -27,6 +27,7 @@ from txsend.job.schedule import (
     schedule_status,
     status_lines,
 )
+from txsend.job.zonestatus import zone_lines, zones_status
 
 PARIS, NEW_YORK, TOKYO = "Europe/Paris", "America/New_York", "Asia/Tokyo"
 
@@ -403,3 +404,31 @@ def test_windows_with_a_gap_still_close() -> None:
     now = at(PARIS, 2026, 12, 7, 12)
     assert schedule.span(None, now).until == at(PARIS, 2026, 12, 8, 7, 59)
     assert not sched(PARIS, "Mon-Sat 00:00-24:00").always_open
+
+
+# --- status with rows in their own zones -----------------------------------------------
+
+
+def test_zones_status_counts_rows_in_open_zones_and_the_first_opening() -> None:
+    s = sched(PARIS, "Mon-Fri 09:00-17:00")
+    now = at(TOKYO, 2026, 12, 7, 10)  # Mon 10:00 in Tokyo, 02:00 in Paris, Sun 20:00 NY
+    due = [(TOKYO, 5), (None, 3), (NEW_YORK, 2), ("Mars/Olympus", 1)]
+    zones = zones_status(s, "tz", due, 12, now)
+    assert zones["zones_open"] == 1 and zones["rows_open"] == 5
+    assert zones["rows_closed"] == 5 and zones["rows_unknown_zone"] == 1
+    assert zones["rows_not_listed"] == 1  # 12 due, 11 listed
+    assert zones["next_opens_zone"] == PARIS  # Mon 09:00 Paris before Mon 09:00 New York
+    assert zones["next_opens_at"] == "2026-12-07T09:00:00+01:00"
+    assert [z["timezone"] for z in zones["zones"]] == [TOKYO, PARIS, NEW_YORK]
+    assert zones["zones"][0]["closes_at"] == "2026-12-07T17:00:00+09:00"
+    lines = zone_lines(zones, now)
+    assert lines[0] == (
+        "rows' zones (tz): 1 of 3 open now (Asia/Tokyo); 5 of 12 rows due are in open zones"
+    )
+    assert lines[1] == (
+        "next opening among closed zones: Europe/Paris, Mon 2026-12-07 09:00 CET (in 7 h)"
+    )
+    assert "1 rows due name no known time zone" in lines[2]
+    # the job's own lines name its zone when rows have theirs
+    status = schedule_status(s, now) | {"zones": zones}
+    assert status_lines(status, now)[0].startswith("send window in Europe/Paris (the job's zone)")

@@ -28,8 +28,9 @@ from txsend.job.recipients import iter_rows
 from txsend.job.schedule import schedule_status
 from txsend.job.scheduling import row_zone_problem
 from txsend.job.spec import Job, JobOverrides
+from txsend.job.zonestatus import ZONES_LISTED, zones_status
 from txsend.journal.api import JournalBackend
-from txsend.models import Row
+from txsend.models import Row, State
 from txsend.reporting.outputs import write_atomic
 from txsend.reporting.summary import (
     PROBLEMS_LISTED,
@@ -50,6 +51,7 @@ def report(target: Path, overrides: JobOverrides) -> dict[str, Any]:
     job = load(target, overrides, read_only=True)
     journal = open_for(job)
     try:
+        schedule = schedule_now(job, journal)
         data = journal_json(
             job.name,
             journal.counts(),
@@ -65,7 +67,7 @@ def report(target: Path, overrides: JobOverrides) -> dict[str, Any]:
     finally:
         journal.close()
     if job.schedule is not None:  # the same member as `status --json` gives
-        data["schedule"] = schedule_status(job.schedule, time.time())
+        data["schedule"] = schedule
     return data
 
 
@@ -153,10 +155,30 @@ def status(target: Path, overrides: JobOverrides) -> Summary:
             feedback=journal.feedback_counts(),
             seeds=journal.seed_counts(),
             quotas=quotas_now(job, journal),
-            schedule=schedule_status(job.schedule, time.time()) if job.schedule else None,
+            schedule=schedule_now(job, journal),
         )
     finally:
         journal.close()
+
+
+def schedule_now(job: Job, journal: JournalBackend) -> dict[str, Any] | None:
+    """The job's schedule now, as status and report show it; with `recipients.timezone`,
+    also the zones of the rows still due (`zones`): a run sends to those open now."""
+    if job.schedule is None:
+        return None
+    now = time.time()
+    data = schedule_status(job.schedule, now)
+    column = job.recipients.timezone
+    if column is not None:
+        counts = journal.counts()
+        data["zones"] = zones_status(
+            job.schedule,
+            column,
+            journal.due_values(column, ZONES_LISTED),
+            counts[State.PENDING] + counts[State.DEFERRED],
+            now,
+        )
+    return data
 
 
 def quotas_now(job: Job, journal: JournalBackend) -> tuple[dict[str, Any], ...]:

@@ -392,6 +392,8 @@ def status_lines(status: dict[str, object], at: float) -> list[str]:
     """`schedule_status` in words."""
     zone = str(status["timezone"])
     lines = []
+    # with rows in their own zones, these lines are the job's zone's (the rows': below)
+    whose = f" in {zone} (the job's zone)" if status.get("zones") else ""
 
     def words(iso: object) -> str:
         moment = datetime.datetime.fromisoformat(str(iso)).timestamp()
@@ -402,7 +404,7 @@ def status_lines(status: dict[str, object], at: float) -> list[str]:
     elif status["open"]:
         closes = status["closes_at"]
         lines.append(
-            "send window: open now"
+            f"send window{whose}: open now"
             + (
                 f", closes {words(closes)}"
                 if closes
@@ -412,9 +414,9 @@ def status_lines(status: dict[str, object], at: float) -> list[str]:
             )
         )
     elif status["opens_at"]:
-        lines.append(f"send window: closed now, opens {words(status['opens_at'])}")
+        lines.append(f"send window{whose}: closed now, opens {words(status['opens_at'])}")
     else:
-        lines.append("send window: closed now, and no window opens before not_after")
+        lines.append(f"send window{whose}: closed now, and no window opens before not_after")
     if status["not_after"] and not status["expired"]:
         lines.append(f"not_after: {status['not_after']}")
     return lines
