@@ -432,3 +432,52 @@ def test_zones_status_counts_rows_in_open_zones_and_the_first_opening() -> None:
     # the job's own lines name its zone when rows have theirs
     status = schedule_status(s, now) | {"zones": zones}
     assert status_lines(status, now)[0].startswith("send window in Europe/Paris (the job's zone)")
+
+
+# --- validate: a schedule that cannot send ----------------------------------------------
+
+
+def test_validate_warns_when_not_after_has_passed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    job = job_with(tmp_path, "schedule:\n  not_after: 2020-01-01T00:00\n")
+    result = cli(capsys, "validate", job)
+    assert result.code == 0, result.out + result.err
+    assert (
+        "warning: schedule.not_after (Wed 2020-01-01 00:00 UTC) has passed: a run would "
+        "expire every unsent row" in result.out + result.err
+    )
+
+
+def test_validate_warns_when_no_window_opens_before_not_after(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Mon 2030-01-07 to Tue 2030-01-08: a Saturday window never opens in between
+    schedule = (
+        "schedule:\n  timezone: Europe/Paris\n  not_before: 2030-01-07T08:00\n"
+        "  not_after: 2030-01-08T18:00\n  windows: ['Sat 10:00-12:00']\n"
+    )
+    result = cli(capsys, "validate", job_with(tmp_path, schedule))
+    assert result.code == 0, result.out + result.err
+    assert (
+        "no send window opens before schedule.not_after (Tue 2030-01-08 18:00 CET) from "
+        "Mon 2030-01-07 08:00 CET: nothing would be sent" in result.out + result.err
+    )
+    fits = schedule.replace("Sat 10:00-12:00", "Tue 17:00-19:00")
+    result = cli(capsys, "validate", job_with(tmp_path / "fits", fits))
+    assert result.code == 0 and "no send window opens" not in result.out + result.err
+
+
+def test_validate_judges_the_window_in_the_rows_zones(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # 18:00-19:00 on Mon 2030-01-07: in Paris only after not_after; in Tokyo (8 h ahead)
+    # 18:00 is 10:00 Paris, inside the span
+    schedule = (
+        "schedule:\n  timezone: Europe/Paris\n  not_before: 2030-01-07T08:00\n"
+        "  not_after: 2030-01-07T12:00\n  windows: ['18:00-19:00']\n"
+    )
+    paris = cli(capsys, "validate", zone_job(tmp_path / "paris", ["Europe/Paris", ""], schedule))
+    assert "no send window opens" in paris.out + paris.err
+    tokyo = cli(capsys, "validate", zone_job(tmp_path / "tokyo", ["", "Asia/Tokyo"], schedule))
+    assert tokyo.code == 0 and "no send window opens" not in tokyo.out + tokyo.err

@@ -25,8 +25,8 @@ from txsend.errors import (
     UsageError,
 )
 from txsend.job.recipients import iter_rows
-from txsend.job.schedule import schedule_status
-from txsend.job.scheduling import row_zone_problem
+from txsend.job.schedule import reach_warnings, schedule_status
+from txsend.job.scheduling import row_zone, row_zone_problem
 from txsend.job.spec import Job, JobOverrides
 from txsend.job.zonestatus import ZONES_LISTED, zones_status
 from txsend.journal.api import JournalBackend
@@ -211,6 +211,7 @@ def validate(target: Path, overrides: JobOverrides, max_listed: int = 200) -> Va
     renderer = Renderer(job)
     report = ValidationReport()
     seen: dict[bytes, int] = {}
+    zones: set[str | None] = set()  # the rows' time zones (recipients.timezone)
     domain = message_id_domain(job.from_addr)
     for item in iter_rows(job):
         if isinstance(item, RowError):
@@ -233,6 +234,8 @@ def validate(target: Path, overrides: JobOverrides, max_listed: int = 200) -> Va
                 report.problems, f"row {item.number}: key {item.key!r}: {zone_problem}", max_listed
             )
             continue
+        if job.recipients.timezone is not None and len(zones) < ZONES_LISTED:
+            zones.add(row_zone(item.data, job.recipients.timezone))
         try:
             message = renderer.render(item, new_message_id(domain))
         except RowError as exc:
@@ -250,6 +253,8 @@ def validate(target: Path, overrides: JobOverrides, max_listed: int = 200) -> Va
                 max_listed,
             )
     _content_warnings(job, renderer, report)
+    if job.schedule is not None:
+        report.warnings.extend(reach_warnings(job.schedule, zones, time.time()))
     if job.recipients.timezone is not None and job.schedule is None:
         report.warnings.append(
             f"recipients.timezone ({job.recipients.timezone!r}) has no effect without "

@@ -22,6 +22,7 @@ import functools
 import math
 import re
 import zoneinfo
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 __all__ = [
@@ -36,6 +37,7 @@ __all__ = [
     "load_zone",
     "parse_instant",
     "parse_window",
+    "reach_warnings",
     "schedule_status",
     "status_lines",
     "zone_problem",
@@ -420,6 +422,28 @@ def status_lines(status: dict[str, object], at: float) -> list[str]:
     if status["not_after"] and not status["expired"]:
         lines.append(f"not_after: {status['not_after']}")
     return lines
+
+
+def reach_warnings(schedule: Schedule, zones: Collection[str | None], at: float) -> list[str]:
+    """What `txsend validate` warns of at `at`: not_after already past, or no window opening
+    between max(at, not_before) and not_after in any of `zones` (None: the job's zone)."""
+    ends = schedule.not_after
+    if ends is None:
+        return []
+    zone = schedule.timezone
+    if at >= ends:
+        return [
+            f"schedule.not_after ({describe_instant(ends, zone)}) has passed: a run would "
+            "expire every unsent row"
+        ]
+    start = max(at, schedule.not_before if schedule.not_before is not None else at)
+    if any(schedule.next_open(z, start) is not None for z in (zones or [None])):
+        return []
+    return [
+        f"no send window opens before schedule.not_after ({describe_instant(ends, zone)}) "
+        f"from {describe_instant(start, zone)}: nothing would be sent; widen the windows or "
+        "move not_after"
+    ]
 
 
 def describe_instant(at: float, zone: str) -> str:
