@@ -48,11 +48,14 @@ def test_a_run_outside_the_window_reports_every_row_waiting_and_when_to_come_bac
 def test_the_schema_describes_both_shapes_of_schedule() -> None:
     validator = jsonschema.Draft202012Validator(SCHEMA["properties"]["schedule"])
     run = {"timezone": "UTC", "waiting": 2, "next_window": None, "next_window_at": None}
-    validator.validate({**run, "not_after": None, "expired": 3})
+    validator.validate({**run, "not_after": None, "expired": 3, "past_not_after": False})
     status = {"timezone": "UTC", "open": True, "closes_at": None, "opens_at": None}
-    validator.validate({**status, "not_after": None, "expired": False, "windows": []})
-    with pytest.raises(jsonschema.ValidationError):
-        validator.validate({**run, "not_after": None, "expired": "no"})
+    end = {"not_after": None, "expired": 0, "past_not_after": False}
+    validator.validate({**status, **end, "windows": []})
+    # `expired` is a count in every report, the flag is `past_not_after`
+    for wrong in ({**end, "expired": True}, {**end, "expired": "no"}, {**end, "past_not_after": 1}):
+        with pytest.raises(jsonschema.ValidationError):
+            validator.validate({**run, **wrong})
 
 
 def test_a_run_that_expires_rows_counts_them_and_says_why_unknown_rows_stay(
@@ -72,6 +75,9 @@ def test_a_run_that_expires_rows_counts_them_and_says_why_unknown_rows_stay(
     report = _report(result.out)
     assert report["run"]["outcomes"].get("expired") == 2
     assert report["schedule"]["expired"] == 2
+    assert report["schedule"]["past_not_after"] is True
+    status = _report(cli(capsys, "status", job, "--json").out)["schedule"]
+    assert status["expired"] == 2 and status["past_not_after"] is True
     assert "schedule.not_after has passed" in result.err
     assert "on_unknown: skip" not in result.err
     assert smtp_server.received == []

@@ -167,10 +167,10 @@ def schedule_now(job: Job, journal: JournalBackend) -> dict[str, Any] | None:
     if job.schedule is None:
         return None
     now = time.time()
-    data = schedule_status(job.schedule, now)
+    counts = journal.counts()
+    data = schedule_status(job.schedule, now, counts[State.EXPIRED])
     column = job.recipients.timezone
     if column is not None:
-        counts = journal.counts()
         data["zones"] = zones_status(
             job.schedule,
             column,

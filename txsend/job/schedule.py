@@ -370,8 +370,9 @@ def _at(day: datetime.date, minutes: int, tz: zoneinfo.ZoneInfo) -> float:
 # --------------------------------------------------------------------------- words
 
 
-def schedule_status(schedule: Schedule, at: float) -> dict[str, object]:
-    """The schedule as `txsend status` shows it at `at` (the job's zone)."""
+def schedule_status(schedule: Schedule, at: float, expired: int = 0) -> dict[str, object]:
+    """The schedule as `txsend status` shows it at `at` (the job's zone); `expired`: the
+    journal's rows in state `expired`."""
     zone = schedule.timezone
     span = schedule.span(None, at)
 
@@ -386,7 +387,8 @@ def schedule_status(schedule: Schedule, at: float) -> dict[str, object]:
         "not_before": iso(schedule.not_before),
         "not_after": iso(schedule.not_after),
         "windows": [w.text for w in schedule.windows],
-        "expired": schedule.expired(at),
+        "expired": expired,
+        "past_not_after": schedule.expired(at),
     }
 
 
@@ -401,7 +403,7 @@ def status_lines(status: dict[str, object], at: float) -> list[str]:
         moment = datetime.datetime.fromisoformat(str(iso)).timestamp()
         return f"{describe_instant(moment, zone)} (in {describe_wait(moment - at)})"
 
-    if status["expired"]:
+    if status["past_not_after"]:
         lines.append(f"schedule: past not_after ({status['not_after']}): nothing is sent")
     elif status["open"]:
         closes = status["closes_at"]
@@ -419,7 +421,7 @@ def status_lines(status: dict[str, object], at: float) -> list[str]:
         lines.append(f"send window{whose}: closed now, opens {words(status['opens_at'])}")
     else:
         lines.append(f"send window{whose}: closed now, and no window opens before not_after")
-    if status["not_after"] and not status["expired"]:
+    if status["not_after"] and not status["past_not_after"]:
         lines.append(f"not_after: {status['not_after']}")
     return lines
 
