@@ -3,6 +3,7 @@ checked against docs/report.schema.json after real runs into a scripted server."
 
 from __future__ import annotations
 
+import datetime
 import json
 import time
 from pathlib import Path
@@ -143,3 +144,24 @@ def test_status_judges_the_rows_zones_not_only_the_jobs(
     assert "send window in Etc/GMT+6 (the job's zone): closed now" in text
     assert "rows' zones (tz): 1 of 3 open now (UTC); 2 of 6 rows due are in open zones" in text
     assert "next opening among closed zones: Etc/GMT+6," in text
+
+
+def test_deferred_rows_retried_after_not_after_are_said_to_expire_then(
+    tmp_path: Path, smtp_server: ScriptedServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # a retry 10 min after a 451 (write_job's backoff) falls after a not_after 5 min away
+    not_after = int(time.time()) + 300
+    job = write_job(
+        tmp_path,
+        rows=2,
+        extra_yaml=relay(smtp_server) + f"schedule:\n  not_after: '{iso(not_after)}'\n",
+    )
+    smtp_server.mail_reply = "451 4.3.0 try later"
+    result = cli(capsys, "run", job)
+    assert result.code == 75, result.err
+    when = datetime.datetime.fromtimestamp(not_after, datetime.UTC)
+    assert (
+        "the 2 deferred rows' next retries fall after schedule.not_after: they will expire "
+        f"at {when:%a %Y-%m-%d %H:%M} UTC" in result.err
+    ), result.err
+    assert "next retry due" not in result.err
