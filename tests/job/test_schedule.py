@@ -481,3 +481,12 @@ def test_validate_judges_the_window_in_the_rows_zones(
     assert "no send window opens" in paris.out + paris.err
     tokyo = cli(capsys, "validate", zone_job(tmp_path / "tokyo", ["", "Asia/Tokyo"], schedule))
     assert tokyo.code == 0 and "no send window opens" not in tokyo.out + tokyo.err
+
+
+def test_run_and_status_help_mention_the_schedule(capsys: pytest.CaptureFixture[str]) -> None:
+    run = cli(capsys, "run", "--help")
+    assert "inside its row's send window and before not_after" in " ".join(run.out.split())
+    status = cli(capsys, "status", "--help")
+    words = " ".join(status.out.split())
+    assert "whether its send window is open now" in words
+    assert "which zones of the rows still due are open" in words

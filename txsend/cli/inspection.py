@@ -56,7 +56,11 @@ PartOpt = Annotated[
 
 def status(job: JobArg, journal: JournalOpt = None, json_out: JsonOpt = False) -> None:
     """Counts per state from the journal, the last run, the next retry time, and each
-    quota's use now (the warm-up: its day and today's cap)."""
+    quota's use now (the warm-up: its day and today's cap).
+
+    With a schedule: in the job, whether its send window is open now, when it closes or
+    opens, and not_after; with recipients.timezone, also which zones of the rows still due
+    are open, how many rows they hold, and the next opening among the closed ones."""
     from txsend.app import inspection  # loaded when the command runs, not for --help
 
     summary = inspection.status(job, journal_overrides(journal))
