@@ -27,6 +27,7 @@ from txsend.job.schedule import (
     schedule_status,
     status_lines,
 )
+from txsend.job.zonestatus import zone_lines, zones_status
 
 PARIS, NEW_YORK, TOKYO = "Europe/Paris", "America/New_York", "Asia/Tokyo"
 
@@ -92,6 +93,41 @@ def test_instants_with_and_without_offsets() -> None:
     assert parse_instant("2026-10-25T02:30", PARIS) == at(PARIS, 2026, 10, 25, 2, 30, fold=0)
     with pytest.raises(ValueError, match="not a date and time"):
         parse_instant("next monday", PARIS)
+
+
+def test_a_date_alone_is_its_whole_day() -> None:
+    # not_before: the day's first instant; not_after: the instant it ends (next midnight)
+    assert parse_instant("2026-12-20", PARIS) == at(PARIS, 2026, 12, 20)
+    assert parse_instant("2026-12-20", PARIS, end_of_day=True) == at(PARIS, 2026, 12, 21)
+    day = datetime.date(2026, 12, 20)  # as YAML reads an unquoted date
+    assert parse_instant(day, TOKYO, end_of_day=True) == at(TOKYO, 2026, 12, 21)
+    # a day with a DST change: 23 h (spring) and 25 h (autumn) long, still whole
+    spring = parse_instant("2026-03-29", PARIS, end_of_day=True)
+    assert spring - parse_instant("2026-03-29", PARIS) == 23 * 3600
+    autumn = datetime.date(2026, 10, 25)
+    assert parse_instant(autumn, PARIS, end_of_day=True) - parse_instant(autumn, PARIS) == 25 * 3600
+    # a zone whose midnight falls in the gap (Santiago springs forward at 00:00)
+    santiago = "America/Santiago"
+    end = parse_instant("2026-09-05", santiago, end_of_day=True)
+    assert local(santiago, end) == "Sun 09-06 01:00 -03"
+    with pytest.raises(ValueError, match="not a date"):
+        parse_instant("2026-02-30", PARIS)
+
+
+def test_a_date_alone_in_the_job_file_includes_the_day(tmp_path: Path) -> None:
+    job = load_job(
+        job_with(
+            tmp_path,
+            "schedule:\n  timezone: Europe/Paris\n  not_before: 2026-10-25\n"
+            "  not_after: '2026-10-25'\n",
+        )
+    )
+    assert job.schedule is not None
+    assert job.schedule.not_before == at(PARIS, 2026, 10, 25)
+    assert job.schedule.not_after == at(PARIS, 2026, 10, 26)
+    # the same day's evening is inside, the next day's first minute is not
+    assert job.schedule.is_open(None, at(PARIS, 2026, 10, 25, 23, 59))
+    assert not job.schedule.is_open(None, at(PARIS, 2026, 10, 26, 0, 0))
 
 
 def job_with(tmp_path: Path, schedule: str) -> Path:
@@ -368,3 +404,89 @@ def test_windows_with_a_gap_still_close() -> None:
     now = at(PARIS, 2026, 12, 7, 12)
     assert schedule.span(None, now).until == at(PARIS, 2026, 12, 8, 7, 59)
     assert not sched(PARIS, "Mon-Sat 00:00-24:00").always_open
+
+
+# --- status with rows in their own zones -----------------------------------------------
+
+
+def test_zones_status_counts_rows_in_open_zones_and_the_first_opening() -> None:
+    s = sched(PARIS, "Mon-Fri 09:00-17:00")
+    now = at(TOKYO, 2026, 12, 7, 10)  # Mon 10:00 in Tokyo, 02:00 in Paris, Sun 20:00 NY
+    due = [(TOKYO, 5), (None, 3), (NEW_YORK, 2), ("Mars/Olympus", 1)]
+    zones = zones_status(s, "tz", due, 12, now)
+    assert zones["zones_open"] == 1 and zones["rows_open"] == 5
+    assert zones["rows_closed"] == 5 and zones["rows_unknown_zone"] == 1
+    assert zones["rows_not_listed"] == 1  # 12 due, 11 listed
+    assert zones["next_opens_zone"] == PARIS  # Mon 09:00 Paris before Mon 09:00 New York
+    assert zones["next_opens_at"] == "2026-12-07T09:00:00+01:00"
+    assert [z["timezone"] for z in zones["zones"]] == [TOKYO, PARIS, NEW_YORK]
+    assert zones["zones"][0]["closes_at"] == "2026-12-07T17:00:00+09:00"
+    lines = zone_lines(zones, now)
+    assert lines[0] == (
+        "rows' zones (tz): 1 of 3 open now (Asia/Tokyo); 5 of 12 rows due are in open zones"
+    )
+    assert lines[1] == (
+        "next opening among closed zones: Europe/Paris, Mon 2026-12-07 09:00 CET (in 7 h)"
+    )
+    assert "1 rows due name no known time zone" in lines[2]
+    # the job's own lines name its zone when rows have theirs
+    status = schedule_status(s, now) | {"zones": zones}
+    assert status_lines(status, now)[0].startswith("send window in Europe/Paris (the job's zone)")
+
+
+# --- validate: a schedule that cannot send ----------------------------------------------
+
+
+def test_validate_warns_when_not_after_has_passed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    job = job_with(tmp_path, "schedule:\n  not_after: 2020-01-01T00:00\n")
+    result = cli(capsys, "validate", job)
+    assert result.code == 0, result.out + result.err
+    assert (
+        "warning: schedule.not_after (Wed 2020-01-01 00:00 UTC) has passed: a run would "
+        "expire every unsent row" in result.out + result.err
+    )
+
+
+def test_validate_warns_when_no_window_opens_before_not_after(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Mon 2030-01-07 to Tue 2030-01-08: a Saturday window never opens in between
+    schedule = (
+        "schedule:\n  timezone: Europe/Paris\n  not_before: 2030-01-07T08:00\n"
+        "  not_after: 2030-01-08T18:00\n  windows: ['Sat 10:00-12:00']\n"
+    )
+    result = cli(capsys, "validate", job_with(tmp_path, schedule))
+    assert result.code == 0, result.out + result.err
+    assert (
+        "no send window opens before schedule.not_after (Tue 2030-01-08 18:00 CET) from "
+        "Mon 2030-01-07 08:00 CET: nothing would be sent" in result.out + result.err
+    )
+    fits = schedule.replace("Sat 10:00-12:00", "Tue 17:00-19:00")
+    result = cli(capsys, "validate", job_with(tmp_path / "fits", fits))
+    assert result.code == 0 and "no send window opens" not in result.out + result.err
+
+
+def test_validate_judges_the_window_in_the_rows_zones(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # 18:00-19:00 on Mon 2030-01-07: in Paris only after not_after; in Tokyo (8 h ahead)
+    # 18:00 is 10:00 Paris, inside the span
+    schedule = (
+        "schedule:\n  timezone: Europe/Paris\n  not_before: 2030-01-07T08:00\n"
+        "  not_after: 2030-01-07T12:00\n  windows: ['18:00-19:00']\n"
+    )
+    paris = cli(capsys, "validate", zone_job(tmp_path / "paris", ["Europe/Paris", ""], schedule))
+    assert "no send window opens" in paris.out + paris.err
+    tokyo = cli(capsys, "validate", zone_job(tmp_path / "tokyo", ["", "Asia/Tokyo"], schedule))
+    assert tokyo.code == 0 and "no send window opens" not in tokyo.out + tokyo.err
+
+
+def test_run_and_status_help_mention_the_schedule(capsys: pytest.CaptureFixture[str]) -> None:
+    run = cli(capsys, "run", "--help")
+    assert "inside its row's send window and before not_after" in " ".join(run.out.split())
+    status = cli(capsys, "status", "--help")
+    words = " ".join(status.out.split())
+    assert "whether its send window is open now" in words
+    assert "which zones of the rows still due are open" in words

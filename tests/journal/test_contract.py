@@ -328,6 +328,32 @@ def test_expire_turns_pending_and_deferred_rows_expired_and_leaves_the_others(
         assert later.claim_retries(10, busy=(), now=1e10) == []
 
 
+def test_due_values_count_a_column_among_due_rows_only(journal: JournalBackend) -> None:
+    zones = ["Europe/Paris", " Europe/Paris ", "Asia/Tokyo", "", None, "Asia/Tokyo", "UTC"]
+    data: list[dict[str, object]] = [{"TZ": z} for z in zones]
+    data[4] = {"n": 5}  # no such member: the job's zone
+    data.append({"tz": "America/New_York"})  # another case: found as the loader finds it
+    journal.ingest([Row(i, key(i), key(i), d) for i, d in enumerate(data, 1)], ids("a"))
+    run = journal.start_run("run")
+    journal.claim(10, include_unknown=False)
+    records = [
+        Record(key(3), State.DEFERRED, 451, "451 later", "a", next_attempt_at=9e9),
+        Record(key(6), State.SENT, 250, "250 ok", "a"),
+        Record(key(7), State.BOUNCED, 550, "550 no", "a"),
+    ]
+    assert journal.write([(key(i), run) for i in (3, 6, 7)], records) == set()
+    # rows 6 (sent) and 7 (bounced) are not due; deferred row 3 is; the rest are pending
+    due = journal.due_values("TZ")
+    assert due == [  # most rows first, then by value (None: missing or empty, first)
+        (None, 2),
+        ("Europe/Paris", 2),
+        ("America/New_York", 1),
+        ("Asia/Tokyo", 1),
+    ], due
+    assert journal.due_values("TZ", limit=2) == due[:2]
+    assert journal.due_values("nothing") == [(None, 6)]
+
+
 # --- summary -------------------------------------------------------------------------
 
 

@@ -26,11 +26,12 @@ from txsend.errors import (
     UsageError,
 )
 from txsend.job.recipients import iter_rows
-from txsend.job.schedule import schedule_status
-from txsend.job.scheduling import row_zone_problem
+from txsend.job.schedule import reach_warnings, schedule_status
+from txsend.job.scheduling import row_zone, row_zone_problem
 from txsend.job.spec import Job, JobOverrides
+from txsend.job.zonestatus import ZONES_LISTED, zones_status
 from txsend.journal.api import JournalBackend
-from txsend.models import Row
+from txsend.models import Row, State
 from txsend.reporting.outputs import write_atomic
 from txsend.reporting.summary import (
     PROBLEMS_LISTED,
@@ -51,6 +52,7 @@ def report(target: Path, overrides: JobOverrides) -> dict[str, Any]:
     job = load(target, overrides, read_only=True)
     journal = open_for(job)
     try:
+        schedule = schedule_now(job, journal)
         data = journal_json(
             job.name,
             journal.counts(),
@@ -66,7 +68,7 @@ def report(target: Path, overrides: JobOverrides) -> dict[str, Any]:
     finally:
         journal.close()
     if job.schedule is not None:  # the same member as `status --json` gives
-        data["schedule"] = schedule_status(job.schedule, time.time())
+        data["schedule"] = schedule
     return data
 
 
@@ -154,10 +156,30 @@ def status(target: Path, overrides: JobOverrides) -> Summary:
             feedback=journal.feedback_counts(),
             seeds=journal.seed_counts(),
             quotas=quotas_now(job, journal),
-            schedule=schedule_status(job.schedule, time.time()) if job.schedule else None,
+            schedule=schedule_now(job, journal),
         )
     finally:
         journal.close()
+
+
+def schedule_now(job: Job, journal: JournalBackend) -> dict[str, Any] | None:
+    """The job's schedule now, as status and report show it; with `recipients.timezone`,
+    also the zones of the rows still due (`zones`): a run sends to those open now."""
+    if job.schedule is None:
+        return None
+    now = time.time()
+    counts = journal.counts()
+    data = schedule_status(job.schedule, now, counts[State.EXPIRED])
+    column = job.recipients.timezone
+    if column is not None:
+        data["zones"] = zones_status(
+            job.schedule,
+            column,
+            journal.due_values(column, ZONES_LISTED),
+            counts[State.PENDING] + counts[State.DEFERRED],
+            now,
+        )
+    return data
 
 
 def quotas_now(job: Job, journal: JournalBackend) -> tuple[dict[str, Any], ...]:
@@ -190,6 +212,7 @@ def validate(target: Path, overrides: JobOverrides, max_listed: int = 200) -> Va
     renderer = Renderer(job)
     report = ValidationReport()
     seen: dict[bytes, int] = {}
+    zones: set[str | None] = set()  # the rows' time zones (recipients.timezone)
     domain = message_id_domain(job.from_addr)
     for item in iter_rows(job):
         if isinstance(item, RowError):
@@ -212,6 +235,8 @@ def validate(target: Path, overrides: JobOverrides, max_listed: int = 200) -> Va
                 report.problems, f"row {item.number}: key {item.key!r}: {zone_problem}", max_listed
             )
             continue
+        if job.recipients.timezone is not None and len(zones) < ZONES_LISTED:
+            zones.add(row_zone(item.data, job.recipients.timezone))
         try:
             message = renderer.render(item, new_message_id(domain))
         except RowError as exc:
@@ -229,6 +254,8 @@ def validate(target: Path, overrides: JobOverrides, max_listed: int = 200) -> Va
                 max_listed,
             )
     _content_warnings(job, renderer, report)
+    if job.schedule is not None:
+        report.warnings.extend(reach_warnings(job.schedule, zones, time.time()))
     if job.recipients.timezone is not None and job.schedule is None:
         report.warnings.append(
             f"recipients.timezone ({job.recipients.timezone!r}) has no effect without "

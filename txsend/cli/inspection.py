@@ -25,6 +25,7 @@ from txsend.cli.options import (
 from txsend.cli.verdict import feedback_line, print_summary
 from txsend.errors import ExitCode, UsageError
 from txsend.job.schedule import status_lines
+from txsend.job.zonestatus import zone_lines
 from txsend.reporting.quotas import quota_line
 
 if TYPE_CHECKING:
@@ -55,7 +56,11 @@ PartOpt = Annotated[
 
 def status(job: JobArg, journal: JournalOpt = None, json_out: JsonOpt = False) -> None:
     """Counts per state from the journal, the last run, the next retry time, and each
-    quota's use now (the warm-up: its day and today's cap)."""
+    quota's use now (the warm-up: its day and today's cap).
+
+    With a schedule: in the job, whether its send window is open now, when it closes or
+    opens, and not_after; with recipients.timezone, also which zones of the rows still due
+    are open, how many rows they hold, and the next opening among the closed ones."""
     from txsend.app import inspection  # loaded when the command runs, not for --help
 
     summary = inspection.status(job, journal_overrides(journal))
@@ -70,7 +75,11 @@ def status(job: JobArg, journal: JournalOpt = None, json_out: JsonOpt = False) -
     if summary.next_attempt_at:
         console.print(f"next retry due {local_time(summary.next_attempt_at)}")
     if summary.schedule is not None:
-        for line in status_lines(summary.schedule, time.time()):
+        now = time.time()
+        for line in status_lines(summary.schedule, now):
+            console.print(line, markup=False)
+        zones = summary.schedule.get("zones")
+        for line in zone_lines(zones, now) if zones else ():
             console.print(line, markup=False)
 
 

@@ -92,6 +92,11 @@ def run(
     With --journal postgresql://..., run it on several hosts at once: the first ingests,
     all of them send, none sends a row twice.
 
+    With a schedule: in the job, a message begins only inside its row's send window and
+    before not_after: outside every window the run sends nothing and exits 75, saying when
+    the next window opens (resume then, e.g. from cron); after not_after the rows left
+    become expired.
+
     With --test-to ADDRESS, send a test instead: the job's first --rows rows to ADDRESS
     only, marked as a test, in a journal of its own; the job's journal is not touched."""
     logs.use_format(flags.log_format)  # an error from here on is a JSON line too

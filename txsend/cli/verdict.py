@@ -11,6 +11,7 @@ from txsend import logs
 from txsend.app import requests
 from txsend.cli.console import local_time, stderr_line
 from txsend.errors import ExitCode
+from txsend.job.schedule import describe_instant
 from txsend.models import State
 from txsend.reporting.stats import RunStats
 from txsend.reporting.summary import Summary, schedule_note, seeds_json, state_counts
@@ -330,6 +331,30 @@ def _continuation(
     else:
         next_command = resume
         text = f"\ncontinue with: {next_command}"
-    if summary.next_attempt_at:
+    expiring = _retries_expire(summary)
+    if expiring:
+        text += expiring
+    elif summary.next_attempt_at:
         text += f" (next retry due {local_time(summary.next_attempt_at)})"
     return text, next_command
+
+
+def _retries_expire(summary: Summary) -> str:
+    """' (...: they expire at not_after ...)' when every deferred row's next retry falls at
+    or after schedule.not_after: none will be tried again, a retry time would mislead."""
+    schedule = summary.stats.schedule if summary.stats is not None else None
+    deferred = summary.counts.get(State.DEFERRED, 0)
+    due = summary.next_attempt_at
+    if schedule is None or schedule.not_after is None or not deferred or due is None:
+        return ""
+    if due < schedule.not_after:
+        return ""
+    rows = (
+        "the deferred row's next retry falls"
+        if deferred == 1
+        else (f"the {deferred} deferred rows' next retries fall")
+    )
+    return (
+        f" ({rows} after schedule.not_after: {'it' if deferred == 1 else 'they'} will expire "
+        f"at {describe_instant(schedule.not_after, schedule.zone)})"
+    )

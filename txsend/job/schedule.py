@@ -22,6 +22,7 @@ import functools
 import math
 import re
 import zoneinfo
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 __all__ = [
@@ -36,6 +37,7 @@ __all__ = [
     "load_zone",
     "parse_instant",
     "parse_window",
+    "reach_warnings",
     "schedule_status",
     "status_lines",
     "zone_problem",
@@ -249,13 +251,24 @@ def _day(name: str) -> int:
     return day
 
 
-def parse_instant(value: object, zone: str) -> float:
+_DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def parse_instant(value: object, zone: str, *, end_of_day: bool = False) -> float:
     """not_before / not_after: ISO 8601 text, or a date/datetime YAML made; a time
-    without an offset is in `zone`. ValueError says what is wrong."""
+    without an offset is in `zone`. A date alone names its day: its first instant, or
+    with `end_of_day` (not_after) the instant it ends, the next day's midnight, so that
+    the whole day is included. ValueError says what is wrong."""
+    if isinstance(value, str) and _DATE_ONLY.match(value.strip()):
+        try:
+            value = datetime.date.fromisoformat(value.strip())
+        except ValueError:
+            raise ValueError(f"{value!r} is not a date (ISO 8601, e.g. 2026-12-07)") from None
     if isinstance(value, datetime.datetime):
         moment = value
     elif isinstance(value, datetime.date):
-        moment = datetime.datetime(value.year, value.month, value.day)
+        day = value + datetime.timedelta(days=1) if end_of_day else value
+        moment = datetime.datetime(day.year, day.month, day.day)
     elif isinstance(value, str):
         try:
             moment = datetime.datetime.fromisoformat(value.strip())
@@ -357,8 +370,9 @@ def _at(day: datetime.date, minutes: int, tz: zoneinfo.ZoneInfo) -> float:
 # --------------------------------------------------------------------------- words
 
 
-def schedule_status(schedule: Schedule, at: float) -> dict[str, object]:
-    """The schedule as `txsend status` shows it at `at` (the job's zone)."""
+def schedule_status(schedule: Schedule, at: float, expired: int = 0) -> dict[str, object]:
+    """The schedule as `txsend status` shows it at `at` (the job's zone); `expired`: the
+    journal's rows in state `expired`."""
     zone = schedule.timezone
     span = schedule.span(None, at)
 
@@ -373,7 +387,8 @@ def schedule_status(schedule: Schedule, at: float) -> dict[str, object]:
         "not_before": iso(schedule.not_before),
         "not_after": iso(schedule.not_after),
         "windows": [w.text for w in schedule.windows],
-        "expired": schedule.expired(at),
+        "expired": expired,
+        "past_not_after": schedule.expired(at),
     }
 
 
@@ -381,17 +396,19 @@ def status_lines(status: dict[str, object], at: float) -> list[str]:
     """`schedule_status` in words."""
     zone = str(status["timezone"])
     lines = []
+    # with rows in their own zones, these lines are the job's zone's (the rows': below)
+    whose = f" in {zone} (the job's zone)" if status.get("zones") else ""
 
     def words(iso: object) -> str:
         moment = datetime.datetime.fromisoformat(str(iso)).timestamp()
         return f"{describe_instant(moment, zone)} (in {describe_wait(moment - at)})"
 
-    if status["expired"]:
+    if status["past_not_after"]:
         lines.append(f"schedule: past not_after ({status['not_after']}): nothing is sent")
     elif status["open"]:
         closes = status["closes_at"]
         lines.append(
-            "send window: open now"
+            f"send window{whose}: open now"
             + (
                 f", closes {words(closes)}"
                 if closes
@@ -401,12 +418,34 @@ def status_lines(status: dict[str, object], at: float) -> list[str]:
             )
         )
     elif status["opens_at"]:
-        lines.append(f"send window: closed now, opens {words(status['opens_at'])}")
+        lines.append(f"send window{whose}: closed now, opens {words(status['opens_at'])}")
     else:
-        lines.append("send window: closed now, and no window opens before not_after")
-    if status["not_after"] and not status["expired"]:
+        lines.append(f"send window{whose}: closed now, and no window opens before not_after")
+    if status["not_after"] and not status["past_not_after"]:
         lines.append(f"not_after: {status['not_after']}")
     return lines
+
+
+def reach_warnings(schedule: Schedule, zones: Collection[str | None], at: float) -> list[str]:
+    """What `txsend validate` warns of at `at`: not_after already past, or no window opening
+    between max(at, not_before) and not_after in any of `zones` (None: the job's zone)."""
+    ends = schedule.not_after
+    if ends is None:
+        return []
+    zone = schedule.timezone
+    if at >= ends:
+        return [
+            f"schedule.not_after ({describe_instant(ends, zone)}) has passed: a run would "
+            "expire every unsent row"
+        ]
+    start = max(at, schedule.not_before if schedule.not_before is not None else at)
+    if any(schedule.next_open(z, start) is not None for z in (zones or [None])):
+        return []
+    return [
+        f"no send window opens before schedule.not_after ({describe_instant(ends, zone)}) "
+        f"from {describe_instant(start, zone)}: nothing would be sent; widen the windows or "
+        "move not_after"
+    ]
 
 
 def describe_instant(at: float, zone: str) -> str:

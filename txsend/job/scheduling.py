@@ -43,7 +43,7 @@ def job_schedule(root: Section) -> Schedule | None:
     if problem is not None:
         raise section.error("timezone", problem)
     not_before = _instant(section, "not_before", zone)
-    not_after = _instant(section, "not_after", zone)
+    not_after = _instant(section, "not_after", zone, end_of_day=True)
     if not_before is not None and not_after is not None and not_after <= not_before:
         raise section.error(
             "not_after",
@@ -65,12 +65,12 @@ def check_column_zone(recipients: Section) -> str | None:
     return value.strip() if value is not None else None
 
 
-def _instant(section: Section, key: str, zone: str) -> float | None:
+def _instant(section: Section, key: str, zone: str, *, end_of_day: bool = False) -> float | None:
     value = section.value(key)
     if value is None:
         return None
     try:
-        return parse_instant(value, zone)
+        return parse_instant(value, zone, end_of_day=end_of_day)
     except ValueError as exc:
         raise section.error(key, str(exc)) from None
 

@@ -107,6 +107,13 @@ class JournalBackend(Protocol):
         """The earliest retry time among deferred rows (later than `after`, if given)."""
         ...
 
+    def due_values(self, column: str, limit: int = 100) -> list[tuple[str | None, int]]:
+        """The distinct values of a data column among rows still due (`pending` and
+        `deferred`), each with its count, most rows first, up to `limit` values. The column
+        is matched as `txsend.job.scheduling.row_zone` matches it (exactly, else
+        case-insensitively); a value is text, stripped; None: missing or empty."""
+        ...
+
     def skipped_rows(self, limit: int = 1000) -> Iterator[dict[str, Any]]: ...
     def find(self, key: str) -> Claimed | None: ...
     def outcomes(self, limit: int = 1000) -> list[dict[str, Any]]:

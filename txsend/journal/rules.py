@@ -51,6 +51,7 @@ __all__ = [
     "feedback_values",
     "final_counts",
     "has_seeds",
+    "merge_values",
     "message_id_range",
     "normal_address",
     "note_problem",
@@ -97,6 +98,17 @@ SEED_MARK = (
 
 # One encoder for every row's data (json.dumps would build one per call).
 encode_data = json.JSONEncoder(ensure_ascii=False, default=str).encode
+
+
+def merge_values(groups: Iterable[tuple[Any, int]], limit: int) -> list[tuple[str | None, int]]:
+    """`due_values`: grouped raw values as text, stripped (empty: None), counts merged,
+    most rows first (then by value), up to `limit`."""
+    merged: dict[str | None, int] = {}
+    for value, count in groups:
+        text = None if value is None else str(value).strip() or None
+        merged[text] = merged.get(text, 0) + int(count)
+    ordered = sorted(merged.items(), key=lambda item: (-item[1], item[0] or ""))
+    return ordered[:limit]
 
 
 def error_skip_sql(column: str, *, wildcard: str = "%") -> str:

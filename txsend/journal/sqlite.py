@@ -46,6 +46,7 @@ from txsend.journal.rules import (
     describe_changes,
     error_skip_sql,
     final_counts,
+    merge_values,
     run_info,
 )
 from txsend.models import RunInfo, State
@@ -297,6 +298,10 @@ class Journal:
             (-math.inf if after is None else after,),
         ).fetchone()
         return None if value is None else float(value)
+
+    def due_values(self, column: str, limit: int = 100) -> list[tuple[str | None, int]]:
+        """Distinct values of a data column among pending and deferred rows, with counts."""
+        return merge_values(sqliteschema.column_groups(self._conn, column, limit), limit)
 
     def skipped_by_error(self) -> int:
         """Skipped rows whose reason is not a policy skip (an invalid row, a template)."""

@@ -47,6 +47,7 @@ __all__ = [
     "STATE_INDEX",
     "ArrayEncoder",
     "DataDecoder",
+    "column_groups",
     "get_meta",
     "header_id",
     "migrate",
@@ -285,3 +286,58 @@ class DataDecoder:
         header: list[str] = json.loads(row[0])
         self._headers[number] = header
         return header
+
+
+_DUE = "state IN ('pending', 'deferred')"
+_TEXT = "nullif(trim(CAST({} AS TEXT)), '')"  # as text, stripped; empty: NULL
+
+
+def column_groups(conn: sqlite3.Connection, column: str, limit: int) -> list[tuple[Any, int]]:
+    """A data column's raw values among rows still due, grouped, with counts (either stored
+    form: the value at the column's place in each CSV header's arrays, the member of the
+    objects). Matched as the decoded dict is read: the exact name, else the first name
+    equal to it case-insensitively. In SQL: no row is decoded in Python."""
+    groups: list[tuple[Any, int]] = []
+    for number, columns in conn.execute("SELECT id, columns FROM data_headers"):
+        place = _place(json.loads(columns), column)
+        prefix = f"[{number}"
+        where = f"{_DUE} AND (substr(data, 1, {len(prefix) + 1}) = ? OR data = ?)"
+        if place is None:  # every row of this header lacks the column
+            (count,) = conn.execute(
+                f"SELECT count(*) FROM messages WHERE {where}", (prefix + ",", prefix + "]")
+            ).fetchone()
+            groups.extend([(None, count)] if count else [])
+            continue
+        value = _TEXT.format(f"json_extract(data, '$[{place + 1}]')")
+        groups += conn.execute(
+            f"SELECT {value} AS v, count(*) FROM messages "
+            f"WHERE {where} GROUP BY v ORDER BY count(*) DESC LIMIT ?",
+            (prefix + ",", prefix + "]", limit),
+        ).fetchall()
+    exact = (
+        "(SELECT e.value FROM json_each(m.data) AS e WHERE e.key = :column)"
+        if '"' in column or "\\" in column  # not a label a JSON path can quote
+        else "json_extract(m.data, '$.\"' || :column || '\"')"
+    )
+    groups += conn.execute(
+        "SELECT "
+        + _TEXT.format(
+            f"coalesce({exact}, (SELECT e.value FROM json_each(m.data) AS e "
+            "WHERE lower(e.key) = lower(:column) ORDER BY e.id LIMIT 1))"
+        )
+        + " AS v, count(*) "
+        f"FROM messages AS m WHERE {_DUE} AND substr(m.data, 1, 1) = '{{' "
+        "GROUP BY v ORDER BY count(*) DESC LIMIT :limit",
+        {"column": column, "limit": limit},
+    ).fetchall()
+    return groups
+
+
+def _place(header: list[str], column: str) -> int | None:
+    """Where a column is in a CSV header, as `DataDecoder`'s dict finds it: the last of
+    that exact name (later ones win), else the first of the name in another case."""
+    exact = [i for i, name in enumerate(header) if name == column]
+    if exact:
+        return exact[-1]
+    folded = column.casefold()
+    return next((i for i, name in enumerate(header) if name and name.casefold() == folded), None)

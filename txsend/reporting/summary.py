@@ -133,6 +133,9 @@ def schedule_json(schedule: ScheduleStats, left: int = 0) -> dict[str, Any]:
         if schedule.not_after is not None
         else None,
         "expired": schedule.expired,
+        "past_not_after": schedule.not_after is not None
+        and schedule.at is not None
+        and schedule.at >= schedule.not_after,
     }
 
 

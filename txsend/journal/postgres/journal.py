@@ -52,6 +52,7 @@ from txsend.journal.rules import (
     describe_changes,
     error_skip_sql,
     final_counts,
+    merge_values,
     run_info,
 )
 from txsend.models import RunInfo, State
@@ -356,6 +357,18 @@ class PgJournal:
             (self._job(), -math.inf if after is None else after),
         )
         return None if row is None or row[0] is None else float(row[0])
+
+    def due_values(self, column: str, limit: int = 100) -> list[tuple[str | None, int]]:
+        """Distinct values of a data column among pending and deferred rows, with counts."""
+        groups = self._db.all(
+            "SELECT nullif(btrim(coalesce(d ->> %s::text, (SELECT e.value FROM "
+            "jsonb_each_text(d) AS e WHERE lower(e.key) = lower(%s::text) LIMIT 1))), '') "
+            "AS v, count(*) FROM (SELECT "
+            "data::jsonb AS d FROM txsend_messages WHERE job = %s "
+            "AND state IN ('pending', 'deferred')) AS m GROUP BY v ORDER BY count(*) DESC LIMIT %s",
+            (column, column, self._job(), limit),
+        )
+        return merge_values(groups, limit)
 
     def skipped_by_error(self) -> int:
         """Skipped rows whose reason is not a policy skip (an invalid row, a template)."""
