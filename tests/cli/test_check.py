@@ -9,6 +9,7 @@ import base64
 import datetime as dt
 import gc
 import json
+import re
 import shlex
 import shutil
 import socket
@@ -939,4 +940,7 @@ def test_a_run_names_an_unreadable_ehlo_reply_as_such(
         result = cli(capsys, "run", job)
     assert result.code == 69, result.err
     assert "EHLO: the relay's reply could not be read: Response too long" in result.err
-    assert "STARTTLS" not in result.err and "-1" not in result.err
+    assert "STARTTLS" not in result.err
+    # aiosmtplib's -1 is no reply code (the temporary folder's name may hold "-1", as in
+    # pytest-of-root/pytest-160: only a -1 standing alone counts)
+    assert re.search(r"(?<![\w/.-])-1\b", result.err) is None, result.err
