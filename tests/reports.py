@@ -154,6 +154,7 @@ EXAMPLE_REPORT: dict[str, Any] = {
             "window": "today (UTC)",
             "used": 312,
             "held": 0,
+            "held_until": None,
             "limit": 1125,
             "frees_at": None,
             "warmup": {
@@ -173,6 +174,7 @@ EXAMPLE_REPORT: dict[str, Any] = {
             "window": "the last 24 h",
             "used": 9998,
             "held": 2,
+            "held_until": "2026-05-04T12:10:07Z",
             "limit": 10000,
             "frees_at": "2026-05-04T12:31:00Z",
         },

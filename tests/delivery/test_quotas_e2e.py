@@ -233,3 +233,61 @@ def test_a_relay_flag_naming_the_jobs_relay_keeps_its_quota(
     assert result.code == 75, result.err
     assert len(smtp_server.received) == 2
     assert _ledger(tmp_path / "job.journal.db") == (2, 0)
+
+
+def _worker_with_holds(pg_url: str, account: str, lease_left: float, holds: int) -> int:
+    """A worker of the job on PostgreSQL holding `holds` slots of the account, whose lease
+    ends `lease_left` seconds from now (< 0: a worker killed mid-transaction); its epoch."""
+    import psycopg
+
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        row = conn.execute(
+            "INSERT INTO txsend_workers(epoch, worker, job, host, pid, started_at, "
+            "renewed_at, expires_at, state) VALUES (nextval('txsend_lease_epoch'), "
+            "'elsewhere:1:' || currval('txsend_lease_epoch'), 'test-job', 'elsewhere', 1, "
+            "%(now)s, %(now)s, %(now)s + %(left)s, 'active') RETURNING epoch, worker",
+            {"now": time.time(), "left": lease_left},
+        ).fetchone()
+        assert row is not None
+        for _ in range(holds):
+            conn.execute(
+                "INSERT INTO txsend_rate_holds(account, expires_at, owner, owner_epoch) "
+                "VALUES (%s, %s, %s, %s)",
+                (account, time.time() + 600, row[1], row[0]),
+            )
+    return int(row[0])
+
+
+def _hold_owners(pg_url: str) -> list[int]:
+    import psycopg
+
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        found = conn.execute("SELECT owner_epoch FROM txsend_rate_holds ORDER BY id")
+        return [int(epoch) for (epoch,) in found.fetchall()]
+
+
+def test_a_killed_workers_held_slots_are_freed_at_once_on_postgresql(
+    tmp_path: Path, smtp_server: ScriptedServer, capsys: pytest.CaptureFixture[str], pg_url: str
+) -> None:
+    """A worker killed while holding 2 of 3 slots, another alive holding the third: the
+    next run frees the dead one's at once and sends 2 (it used to wait for them to
+    lapse, 10 minutes here); the live worker's slot is left to it."""
+    from txsend.journal.postgres.journal import PgJournal
+
+    PgJournal.open(pg_url).close()  # the tables
+    _worker_with_holds(pg_url, smtp_server.url, -60.0, holds=2)
+    live = _worker_with_holds(pg_url, smtp_server.url, 3600.0, holds=1)
+    job = write_job(
+        tmp_path,
+        rows=3,
+        delivery=DELIVERY,
+        extra_yaml=relays_yaml({"url": smtp_server.url, "connections": 1, "rate": "3/24h"})
+        + f"journal: {pg_url}\n",
+    )
+    began = time.monotonic()
+    result = cli(capsys, "run", job)
+    assert result.code == 75, result.err
+    assert time.monotonic() - began < 30  # no wait for the lapse (600 s)
+    assert len([r for r in smtp_server.received if r.rcpt_tos]) == 2
+    assert "1 held slot of other runs lapse from" in final_line(result.err)
+    assert _hold_owners(pg_url) == [live]

@@ -46,6 +46,7 @@ def _warmup(used: int, limit: int, day: int, tomorrow: int, started: bool = True
         "window": "today (UTC)",
         "used": used,
         "held": 0,
+        "held_until": None,
         "limit": limit,
         "frees_at": None,
         "warmup": {
@@ -70,6 +71,7 @@ def _rolling(
         "window": "the last 24 h",
         "used": used,
         "held": 0,
+        "held_until": None,
         "limit": limit,
         "frees_at": frees_at,
     }
@@ -275,3 +277,32 @@ def test_a_warmup_added_later_counts_the_jobs_sent_rows_on_postgresql(
         q for q in _quotas(cli(capsys, "status", job, "--json").out) if q["kind"] == "warmup"
     ]
     assert warmup["used"] == 7  # carried into the ledger once
+
+
+def test_status_says_when_held_slots_lapse(
+    tmp_path: Path, smtp_server: ScriptedServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Slots a killed run held: status counts them and says when the last one lapses
+    (its expiry rounded up to the second), in words and as `held_until`."""
+    job = _job(tmp_path, smtp_server, "10/24h", rows=2, extra="")
+    journal = tmp_path / "job.journal.db"
+    assert cli(capsys, "run", job).code == 0
+    now = time.time()
+    lapse = math.floor(now) + 600.25  # the later of the two holds
+    with sqlite3.connect(journal) as db:
+        db.executemany(
+            "INSERT INTO rate_holds(account, expires_at) VALUES (?, ?)",
+            [(smtp_server.url, lapse), (smtp_server.url, now + 300)],
+        )
+    last = datetime.datetime.fromtimestamp(math.ceil(lapse), datetime.UTC)
+    (quota,) = _quotas(cli(capsys, "status", job, "--json").out)
+    assert quota == {
+        **_rolling(smtp_server, 2, 10),
+        "held": 2,
+        "held_until": last.strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    relay = f"relay 127.0.0.1:{smtp_server.port}"
+    held = f"2 held, lapse by {last:%H:%M:%S} UTC"
+    assert _lines(cli(capsys, "status", job).out, relay) == [
+        f"{relay}: 2 of 10 accepted in the last 24 h (10/24h), {held}"
+    ]

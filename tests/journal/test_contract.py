@@ -1039,6 +1039,73 @@ def test_jobs_sharing_a_database_share_a_quota(pg_url: str) -> None:
         two.close()
 
 
+def _holders(pg_url: str, account: str) -> list[int | None]:
+    """The owners' lease epochs of an account's holds, in the order they were taken."""
+    import psycopg
+
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        found = conn.execute(
+            "SELECT owner_epoch FROM txsend_rate_holds WHERE account = %s ORDER BY id",
+            (account,),
+        )
+        return [epoch for (epoch,) in found.fetchall()]
+
+
+def _kill(worker: PgJournal, pg_url: str) -> None:
+    """A worker killed mid-run: its heartbeat stops and its lease row is expired (the
+    server's clock is past it), nothing released."""
+    import psycopg
+
+    worker.lease._stop.set()
+    if worker.lease._heartbeat is not None:
+        worker.lease._heartbeat.join()
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE txsend_workers SET expires_at = expires_at - 3600 WHERE epoch = %s",
+            (worker.lease.epoch,),
+        )
+
+
+def test_a_dead_workers_holds_are_freed_when_the_window_is_full(
+    workers: Callable[..., PgJournal], pg_url: str
+) -> None:
+    """A full window frees the slots a killed worker held instead of waiting for them to
+    lapse; a live worker's are never freed."""
+    account, now = "smtp://u@r:587", time.time()
+    dead, live, other = workers(), workers(), workers()
+    for worker in (dead, live, other):
+        worker.start_run("run")  # each holds a lease
+    assert dead.ledger_hold(account, now - 3600, 3, now, now + 600) is not None
+    assert dead.ledger_hold(account, now - 3600, 3, now, now + 600) is not None
+    assert live.ledger_hold(account, now - 3600, 3, now, now + 600) is not None
+    assert _holders(pg_url, account) == [dead.lease.epoch] * 2 + [live.lease.epoch]
+    assert other.ledger_hold(account, now - 3600, 3, now, now + 600) is None  # all live
+    _kill(dead, pg_url)
+    assert len(other.ledger_usage(account, now - 3600, now).holds) == 1  # the live one
+    assert other.ledger_hold(account, now - 3600, 3, now, now + 600) is not None
+    assert other.ledger_hold(account, now - 3600, 3, now, now + 600) is not None
+    assert other.ledger_hold(account, now - 3600, 3, now, now + 600) is None  # live's kept
+    assert _holders(pg_url, account) == [live.lease.epoch] + [other.lease.epoch] * 2
+
+
+def test_a_run_start_frees_the_holds_of_workers_gone(
+    workers: Callable[..., PgJournal], pg_url: str
+) -> None:
+    """Pruning (as a run starts) frees the holds of a killed worker and of one that
+    stopped without giving them back; a live worker's and an ownerless hold stay."""
+    account, now = "smtp://u@r:587", time.time()
+    killed, stopped, live, unowned = workers(), workers(), workers(), workers()
+    for worker in (killed, stopped, live):
+        worker.start_run("run")
+    for worker in (killed, stopped, live, unowned):
+        assert worker.ledger_hold(account, now - 3600, 10, now, now + 600) is not None
+    _kill(killed, pg_url)
+    stopped.lease.end()  # its lease ends (state 'stopped'), the hold left behind
+    live.ledger_prune(now)
+    assert _holders(pg_url, account) == [live.lease.epoch, None]
+    assert len(live.ledger_usage(account, now - 3600, now).holds) == 2
+
+
 def test_concurrent_ingest_happens_once(workers: Callable[..., PgJournal]) -> None:
     a, b = workers(), workers()
     data = rows(3000)
@@ -1213,5 +1280,16 @@ def test_a_schema_3_database_gets_the_ledger_with_its_windows(pg_url: str) -> No
         assert usage.buckets == [(hour, width, 4)]  # the old month is not carried over
     with psycopg.connect(pg_url, autocommit=True) as conn:
         assert conn.execute("SELECT to_regclass('txsend_rate_windows')").fetchone() == (None,)
+        columns = conn.execute(
+            "SELECT column_name FROM information_schema.columns "
+            "WHERE table_name = 'txsend_rate_holds' ORDER BY ordinal_position"
+        )
+        assert [c for (c,) in columns.fetchall()] == [
+            "id",
+            "account",
+            "expires_at",
+            "owner",
+            "owner_epoch",
+        ]
         schema = conn.execute("SELECT value FROM txsend_meta WHERE name = 'schema'")
         assert schema.fetchone() == ("4",)

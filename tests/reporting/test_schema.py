@@ -207,10 +207,20 @@ def test_quotas_read_as_typed_entries() -> None:
     data = example()
     data["quotas"].append("not an object")
     quotas = read_report(data).quotas
-    assert [(q.kind, q.relay, q.used, q.held, q.limit, q.frees_at) for q in quotas] == [
-        ("warmup", None, 312.0, 0.0, 1125.0, None),
-        ("rolling", "smtp.acme.example:587", 9998.0, 2.0, 10000.0, "2026-05-04T12:31:00Z"),
-        (None, None, None, None, None, None),
+    assert [
+        (q.kind, q.relay, q.used, q.held, q.held_until, q.limit, q.frees_at) for q in quotas
+    ] == [
+        ("warmup", None, 312.0, 0.0, None, 1125.0, None),
+        (
+            "rolling",
+            "smtp.acme.example:587",
+            9998.0,
+            2.0,
+            "2026-05-04T12:10:07Z",
+            10000.0,
+            "2026-05-04T12:31:00Z",
+        ),
+        (None, None, None, None, None, None, None),
     ]
     assert quotas[0].warmup["day"] == 3 and quotas[1].warmup == {}
     assert read_report({}).quotas == ()

@@ -228,6 +228,7 @@ class Quota:
             held=len(usage.holds),
             limit=limit,
             frees_at=self._frees_at(now, usage, limit) if full else None,
+            held_until=max(usage.holds, default=None),
         )
 
     def describe(self) -> str:

@@ -189,7 +189,9 @@ class JournalBackend(Protocol):
         self, account: str, since: float, limit: int, now: float, expires: float
     ) -> int | None:
         """Atomically hold a send slot if the acceptances in buckets overlapping
-        [since, now] and the live holds count fewer than limit: its id, else None."""
+        [since, now] and the live holds count fewer than limit: its id, else None. A hold
+        is live until it expires; on a shared journal it is owned by this worker's lease,
+        and the holds of workers whose lease is over are not live (freed)."""
         ...
 
     def ledger_keep(
@@ -203,7 +205,11 @@ class JournalBackend(Protocol):
     def ledger_give_back(self, account: str, start: float, width: float) -> None: ...
     def ledger_usage(self, account: str, since: float, now: float) -> LedgerUsage: ...
     def ledger_first(self, account: str) -> float | None: ...
-    def ledger_prune(self, now: float) -> None: ...
+    def ledger_prune(self, now: float) -> None:
+        """Forget buckets no window needs and the holds no live run can own (as a run
+        starts): SQLite's every hold, PostgreSQL's lapsed ones and those of workers gone."""
+        ...
+
     def ledger_seed(self, account: str, buckets: list[tuple[float, float, int]]) -> bool:
         """Count buckets (start, width, accepted; kept for good) for an account that has
         none yet, atomically; False, writing nothing, when it has one (idempotent)."""

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["QuotaUsage", "quota_line"]
+__all__ = ["QuotaUsage", "held_words", "quota_line"]
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,7 @@ class QuotaUsage:
     held: int  # slots held by transactions under way
     limit: int
     frees_at: float | None  # wall time the next slot frees, when none is free now
+    held_until: float | None = None  # wall time the last held slot lapses (None: none held)
     relay: str | None = None  # the relay's name (host:port), for a relay's quota
     warmup_day: int | None = None  # the warm-up's day today (1 before it starts)
     started: bool = True  # the warm-up: has an accepted recipient begun day 1?
@@ -46,6 +47,7 @@ class QuotaUsage:
             "window": self.window,
             "used": self.used,
             "held": self.held,
+            "held_until": _iso(None if self.held_until is None else math.ceil(self.held_until)),
             "limit": self.limit,
             "frees_at": _iso(self.frees_at),
         }
@@ -63,9 +65,10 @@ class QuotaUsage:
 
 def quota_line(entry: Mapping[str, Any]) -> str:
     """One `quotas` entry in words, e.g. ``relay smtp.example:587: 312 of 10000 accepted
-    in the last 24 h (10000/24h), 2 held`` or ``warm-up example.com: day 3, today's cap
-    1125 (312 used), tomorrow 1687, full 50000 on day 13``."""
-    held = f", {entry.get('held')} held" if entry.get("held") else ""
+    in the last 24 h (10000/24h), 2 held, lapse by 09:14:20 UTC`` or ``warm-up
+    example.com: day 3, today's cap 1125 (312 used), tomorrow 1687, full 50000 on day
+    13``."""
+    held = held_words(entry)
     frees = entry.get("frees_at")
     spent = f"; none left: the next slot frees at {_minute(frees)}" if frees else ""
     warmup = entry.get("warmup")
@@ -96,6 +99,33 @@ def quota_line(entry: Mapping[str, Any]) -> str:
     )
 
 
+def held_words(entry: Mapping[str, Any]) -> str:
+    """The held slots of a `quotas` entry and when the last lapses (``, 2 held, lapse by
+    09:14:20 UTC``), or nothing when none is held."""
+    if not entry.get("held"):
+        return ""
+    until = entry.get("held_until")
+    lapse = f", lapse by {_clock(until)}" if until else ""
+    return f", {entry.get('held')} held{lapse}"
+
+
+def _clock(value: object) -> str:
+    """The time of day of an ISO time (a hold lapses within minutes): 09:14:20 UTC."""
+    moment = _parse(value)
+    return str(value) if moment is None else moment.strftime("%H:%M:%S UTC")
+
+
+def _parse(value: object) -> datetime.datetime | None:
+    """An ISO time of a report (UTC when it names no zone); None if it is not one."""
+    try:
+        moment = datetime.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.UTC)
+    return moment.astimezone(datetime.UTC)
+
+
 def _iso(timestamp: float | None) -> str | None:
     if timestamp is None:
         return None
@@ -108,11 +138,8 @@ def _iso(timestamp: float | None) -> str | None:
 
 def _minute(value: object) -> str:
     """An ISO time from `frees_at`, rounded up to the minute: 2026-12-07 09:14 UTC."""
-    try:
-        moment = datetime.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError:
+    moment = _parse(value)
+    if moment is None:
         return str(value)
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=datetime.UTC)
     rounded = math.ceil(moment.timestamp() / 60) * 60
     return datetime.datetime.fromtimestamp(rounded, datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")

@@ -234,6 +234,7 @@ class Quota:
     window: str | None
     used: float | None
     held: float | None
+    held_until: str | None
     limit: float | None
     frees_at: str | None
     warmup: Mapping[str, Any]  # the warm-up's day and caps; empty for a relay's quota
@@ -440,6 +441,7 @@ def _quota(data: Mapping[str, Any]) -> Quota:
         window=_text(data.get("window")),
         used=_number(data.get("used")),
         held=_number(data.get("held")),
+        held_until=_text(data.get("held_until")),
         limit=_number(data.get("limit")),
         frees_at=_text(data.get("frees_at")),
         warmup={str(k): v for k, v in warmup.items()},

@@ -281,8 +281,11 @@ class PgJournal:
     def ledger_hold(
         self, account: str, since: float, limit: int, now: float, expires: float
     ) -> int | None:
-        """Hold a send slot if the window has room (every job and worker shares it)."""
-        return rates.hold(self._db, account, since, limit, now, expires)
+        """Hold a send slot if the window has room (every job and worker shares it), owned
+        by this worker's lease (once it has one): freed at once if the lease ends."""
+        epoch = self.lease.epoch
+        owner = None if epoch is None else (self.lease.worker, epoch)
+        return rates.hold(self._db, account, since, limit, now, expires, owner)
 
     def ledger_keep(
         self, hold: int, account: str, start: float, width: float, keep_until: float | None
@@ -315,7 +318,7 @@ class PgJournal:
         return rates.sent_days(self._db, self._job())
 
     def ledger_prune(self, now: float) -> None:
-        """Forget buckets no window needs and lapsed holds."""
+        """Forget buckets no window needs, lapsed holds and those of workers gone."""
         rates.prune(self._db, now)
 
     def reserve_slots(self, relay: str, emission: float, n: int) -> float:

@@ -9,13 +9,23 @@ for transactions under way (`txsend_rate_holds`). The tables have no job column:
 job and worker using the database shares an account's quota. A hold takes a transaction
 advisory lock on its account, so two workers counting at once cannot both take the last
 slot. Quota times are the callers' wall clocks (injectable in tests).
+
+A hold names its owner: the worker and its lease epoch (`txsend.journal.postgres.leases`).
+The holds of an owner whose lease expired or ended (a worker killed mid-transaction, or
+one that stopped without giving them back) count for nothing: they are left out of
+`usage`, deleted by `prune` as a run starts, and deleted by `hold` when the window is full
+(a wait for them would last until they lapse, minutes later). A live worker's holds are
+never touched. A hold without an owner (taken without a lease) lapses at its expiry.
 """
 
 from __future__ import annotations
 
+import logging
+
 from txsend.journal.postgres.database import Database
 from txsend.journal.postgres.schema import NOW
 from txsend.journal.records import LedgerUsage
+from txsend.logs import event
 
 __all__ = [
     "first",
@@ -32,29 +42,73 @@ __all__ = [
 
 _LEDGER_LOCK = 0x7478_6C67  # advisory lock class of a ledger account ("txlg")
 
+# True for a hold (as h) whose owner's lease is over: expired (on the server's clock, as
+# `leases.LEASE_HOLDS`), reaped or stopped
+_OWNER_GONE = (
+    "(h.owner_epoch IS NOT NULL AND NOT EXISTS (SELECT 1 FROM txsend_workers w "
+    f"WHERE w.epoch = h.owner_epoch AND w.state = 'active' AND w.expires_at > {NOW}))"
+)
+_COUNTED = (
+    "SELECT (SELECT coalesce(sum(accepted), 0) FROM txsend_rate_buckets "
+    "        WHERE account = %(a)s AND start + width > %(since)s) "
+    "     + (SELECT count(*) FROM txsend_rate_holds "
+    "        WHERE account = %(a)s AND expires_at > %(now)s)"
+)
+
 
 def hold(
-    db: Database, account: str, since: float, limit: int, now: float, expires: float
+    db: Database,
+    account: str,
+    since: float,
+    limit: int,
+    now: float,
+    expires: float,
+    owner: tuple[str, int] | None = None,
 ) -> int | None:
-    """A new hold if the window [since, now] has room, under the account's lock."""
+    """A new hold for `owner` (worker, lease epoch) if the window [since, now] has room,
+    under the account's lock; a full window first frees the holds of owners gone."""
+    params = {"a": account, "since": since, "now": now}
     with db.connection() as conn, conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_LEDGER_LOCK, account))
-        row = conn.execute(
-            "SELECT (SELECT coalesce(sum(accepted), 0) FROM txsend_rate_buckets "
-            "        WHERE account = %(a)s AND start + width > %(since)s) "
-            "     + (SELECT count(*) FROM txsend_rate_holds "
-            "        WHERE account = %(a)s AND expires_at > %(now)s)",
-            {"a": account, "since": since, "now": now},
-        ).fetchone()
+        row = conn.execute(_COUNTED, params).fetchone()
         assert row is not None
         if int(row[0]) >= limit:
-            return None
+            gone = conn.execute(
+                f"DELETE FROM txsend_rate_holds h WHERE account = %s AND {_OWNER_GONE} "
+                "RETURNING owner",
+                (account,),
+            ).fetchall()
+            if not gone:
+                return None
+            _freed(gone, account)
+            row = conn.execute(_COUNTED, params).fetchone()
+            assert row is not None
+            if int(row[0]) >= limit:
+                return None
+        worker, epoch = owner if owner is not None else (None, None)
         made = conn.execute(
-            "INSERT INTO txsend_rate_holds(account, expires_at) VALUES (%s, %s) RETURNING id",
-            (account, expires),
+            "INSERT INTO txsend_rate_holds(account, expires_at, owner, owner_epoch) "
+            "VALUES (%s, %s, %s, %s) RETURNING id",
+            (account, expires, worker, epoch),
         ).fetchone()
         assert made is not None
         return int(made[0])
+
+
+def _freed(gone: list[tuple[str | None]], account: str | None = None) -> None:
+    """Say that the holds of workers whose lease is over were freed."""
+    owners = sorted({owner for (owner,) in gone if owner is not None})
+    where = f" of {account}" if account is not None else ""
+    event(
+        logging.WARNING,
+        "quota_holds_freed",
+        f"{len(gone)} held slot{'' if len(gone) == 1 else 's'}{where} freed: "
+        f"{'their worker' if len(owners) == 1 else 'their workers'} "
+        f"({', '.join(owners)}) stopped or lost the lease",
+        account=account,
+        freed=len(gone),
+        workers=owners,
+    )
 
 
 def keep(
@@ -98,8 +152,8 @@ def usage(db: Database, account: str, since: float, now: float) -> LedgerUsage:
         (account, since),
     )
     holds = db.all(
-        "SELECT expires_at FROM txsend_rate_holds WHERE account = %s AND expires_at > %s "
-        "ORDER BY expires_at",
+        "SELECT expires_at FROM txsend_rate_holds h WHERE account = %s AND expires_at > %s "
+        f"AND NOT {_OWNER_GONE} ORDER BY expires_at",
         (account, now),
     )
     return LedgerUsage(
@@ -148,10 +202,16 @@ def seed(db: Database, account: str, buckets: list[tuple[float, float, int]]) ->
 
 
 def prune(db: Database, now: float) -> None:
-    """Delete buckets no window needs any more and holds that have lapsed."""
+    """Delete buckets no window needs any more, holds that have lapsed, and the holds of
+    owners whose lease is over (a worker killed mid-transaction: not waited for)."""
     with db.connection() as conn, conn.transaction():
         conn.execute("DELETE FROM txsend_rate_buckets WHERE keep_until <= %s", (now,))
         conn.execute("DELETE FROM txsend_rate_holds WHERE expires_at <= %s", (now,))
+        gone = conn.execute(
+            f"DELETE FROM txsend_rate_holds h WHERE {_OWNER_GONE} RETURNING owner"
+        ).fetchall()
+    if gone:
+        _freed(gone)
 
 
 def reserve_slots(db: Database, relay: str, emission: float, n: int) -> float:

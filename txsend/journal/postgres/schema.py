@@ -15,7 +15,9 @@ every other row; `txsend.job.seeds`), with a partial index of the seed rows by s
 Schema 4 replaces `txsend_rate_windows` (messages per relay per UTC hour or day) with the
 quota ledger (`txsend.journal.postgres.rates`): `txsend_rate_buckets`, accepted recipients
 per account per time bucket, and `txsend_rate_holds`, the send slots held for
-transactions under way. Migrating copies the windows of the last two days into buckets
+transactions under way, each with its owner (the worker and its lease epoch, NULL for a
+journal that took no lease) so that the holds of a worker that died are freed as soon as
+its lease expires. Migrating copies the windows of the last two days into buckets
 (one starting at a UTC midnight as a day's, any other as an hour's) and drops the old
 table.
 """
@@ -103,7 +105,8 @@ CREATE TABLE IF NOT EXISTS txsend_rate_buckets (
     PRIMARY KEY (account, start, width)
 );
 CREATE TABLE IF NOT EXISTS txsend_rate_holds (
-    id bigserial PRIMARY KEY, account text NOT NULL, expires_at float8 NOT NULL
+    id bigserial PRIMARY KEY, account text NOT NULL, expires_at float8 NOT NULL,
+    owner text, owner_epoch bigint
 );
 CREATE INDEX IF NOT EXISTS txsend_rate_holds_account ON txsend_rate_holds (account);
 CREATE TABLE IF NOT EXISTS txsend_feedback (
