@@ -233,6 +233,15 @@ class ScheduleGate:
             stats.expired = journal.expire(expired_reason(self.schedule))
         return stats
 
+    def cut_short(self, limit_left: int, taken: set[str]) -> bool:
+        """With --limit: True when the schedule, not the limit, ended the run: it stopped
+        taking rows (or held some) while the limit had room left, or it held rows the limit
+        had taken on (their window closed before they could begin)."""
+        if self.schedule is None:
+            return False
+        shut = self._closed_at is not None or bool(self.held)
+        return shut and (limit_left > 0 or not self.held.isdisjoint(taken))
+
     def figures(self) -> ScheduleStats | None:
         """The run's schedule figures now: rows waiting, the next window (not_after passed:
         none; `finish` then expires the rows left)."""

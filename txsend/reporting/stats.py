@@ -190,6 +190,8 @@ class ScheduleStats:
     not_after: float | None = None
     at: float | None = None  # the wall clock when the run ended (the schedule's clock)
     shut: bool = False  # the schedule left rows (no window was open for them)
+    # with --limit: the window, not the limit, ended the run (rows it could take wait)
+    limit_unmet: bool = False
 
 
 @dataclass

@@ -320,7 +320,8 @@ def decide_exit_code(
     `unknown` rows are 75 while `resume` will resend them, 1 when they are terminal by
     policy (`on_unknown: skip`); rows skipped by an error (invalid address, template or
     header injection) are 1, like bounced, failed and expired ones. Rows still `pending` are 75
-    unless the run was asked to leave them (`pending_ok`: --limit, --dry-run)."""
+    unless the run was asked to leave them (`pending_ok`: --limit, --dry-run), and with
+    --limit still 75 when the send window, not the limit, ended the run."""
     if stats.signal is not None:
         return ExitCode.SIGTERM if stats.signal == 15 else ExitCode.SIGINT
     waiting = counts[State.DEFERRED] + counts[State.SENDING]
@@ -333,7 +334,8 @@ def decide_exit_code(
             return ExitCode.TEMPFAIL if stats.ever_connected else ExitCode.UNAVAILABLE
     elif stats.stop_reason:
         return ExitCode.TEMPFAIL
-    if not pending_ok:
+    if not pending_ok or (stats.schedule is not None and stats.schedule.limit_unmet):
+        # --limit leaves rows by request; not those its window left before the limit was met
         waiting += counts[State.PENDING]
     if waiting:
         return ExitCode.TEMPFAIL
