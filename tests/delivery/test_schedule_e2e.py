@@ -273,6 +273,27 @@ def test_a_limit_run_that_took_its_rows_exits_0_though_the_window_then_closes(
     assert len(smtp_server.received) == 4
 
 
+def test_a_run_ended_inside_its_window_says_the_window_closes_before_the_next_slot(
+    tmp_path: Path, smtp_server: ScriptedServer
+) -> None:
+    # 3 a minute, 20 seconds before the close: 3 go, the next slot comes after the close
+    job = write_job(
+        tmp_path,
+        rows=10,
+        extra_yaml=relay(smtp_server, "3/1min")
+        + "schedule:\n  timezone: Europe/Paris\n  windows: ['Mon-Fri 09:00-17:00']\n",
+    )
+    closes = local("Europe/Paris", 2026, 12, 7, 17, 0)  # a Monday
+    summary = sending.run(RunRequest(target=job, wall=Shifted(closes - 20.0)), "run")
+    assert summary.exit_code == 75
+    assert len(smtp_server.received) == 3
+    note = schedule_note(summary)
+    assert note is not None
+    assert note.startswith("the send window closes at 17:00 before the quota's next slot (17:00:")
+    assert "CET): 7 rows wait; the next window opens Tue 2026-12-08 09:00 CET" in note
+    assert "outside the send window" not in note
+
+
 def test_rows_whose_own_window_opens_within_a_minute_go_in_the_same_run(
     tmp_path: Path, smtp_server: ScriptedServer
 ) -> None:

@@ -856,6 +856,7 @@ class Engine:
             if self._stopping:  # a wait for the pace ends with the run
                 return BACK
             if 0 < wait <= RATE_MAX_WAIT:
+                self._gate.slot_after_close(item.claimed, wait, "the rate's")
                 return CLOSING  # the window closes before the slot comes
             if wait > 0:
                 relay.quota_until = time.monotonic() + wait
@@ -877,6 +878,7 @@ class Engine:
                 return BACK
             if isinstance(taken, Spent):
                 if taken.wait <= max(RATE_MAX_WAIT, taken.quota.patience()):
+                    self._gate.slot_after_close(item.claimed, taken.wait, "the quota's")
                     return CLOSING  # the window closes before the slot comes
                 self._quota_spent(relay, taken)
                 return BACK

@@ -192,6 +192,11 @@ class ScheduleStats:
     shut: bool = False  # the schedule left rows (no window was open for them)
     # with --limit: the window, not the limit, ended the run (rows it could take wait)
     limit_unmet: bool = False
+    # a row given back because its window closes before its rate's or quota's next slot:
+    # when that window closes, when the slot would have come (epochs), whose slot it is
+    closes_at: float | None = None
+    slot_at: float | None = None
+    slot_of: str = ""
 
 
 @dataclass

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import datetime
+import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from txsend.errors import ExitCode
-from txsend.job.schedule import describe_instant, describe_wait, iso_instant
+from txsend.job.schedule import describe_instant, describe_wait, iso_instant, load_zone
 from txsend.models import RunInfo, State
 from txsend.reporting.stats import (
     ErrorClass,
@@ -161,9 +162,25 @@ def schedule_note(summary: Summary) -> str | None:
     zone = schedule.next_zone or schedule.zone
     now = schedule.at if schedule.at is not None else schedule.next_window
     return (
-        f"outside the send window: {rows} rows wait; the next window opens "
+        f"{_why_waiting(schedule)}: {rows} rows wait; the next window opens "
         f"{describe_instant(schedule.next_window, zone)} "
         f"(in {describe_wait(schedule.next_window - now)})"
+    )
+
+
+def _why_waiting(schedule: ScheduleStats) -> str:
+    """'outside the send window', or, for a run that ended inside its window because the
+    window closes before the next rate or quota slot, 'the send window closes at 00:05
+    before the quota's next slot (00:05:38 UTC)'."""
+    closes, slot = schedule.closes_at, schedule.slot_at
+    if closes is None or slot is None or schedule.at is None or schedule.at >= closes:
+        return "outside the send window"
+    zone = load_zone(schedule.zone)
+    close_time = datetime.datetime.fromtimestamp(closes, zone)
+    slot_time = datetime.datetime.fromtimestamp(math.ceil(slot), zone)
+    return (
+        f"the send window closes at {close_time:%H:%M} before {schedule.slot_of} next slot "
+        f"({slot_time:%H:%M:%S %Z})"
     )
 
 
