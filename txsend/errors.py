@@ -3,6 +3,7 @@
     TxsendError                 70  root; anything unexpected is a bug
     ├── UsageError              64  bad command-line use
     ├── JobError                65  bad job file, template or data (file:line / row key)
+    │   ├── JobErrors               several of them at once (each section's first)
     │   └── RowError                one row cannot be rendered: skipped
     │       ├── TemplateRowError    ... because a template failed for it
     │       └── RowFailed           one row's message cannot be built: failed
@@ -74,6 +75,21 @@ class JobError(TxsendError):
         super().__init__(where + message, hint=hint)
         self.file = file
         self.line = line
+
+
+class JobErrors(JobError):
+    """Several independent problems in a job file (the first of each section), each a
+    JobError with its file:line; the message lists them all, one a line."""
+
+    def __init__(self, errors: list[JobError]) -> None:
+        super().__init__("\n".join(_with_hint(e) for e in errors))
+        self.errors = errors
+        self.file = errors[0].file if errors else None
+        self.line = errors[0].line if errors else None
+
+
+def _with_hint(error: JobError) -> str:
+    return f"{error.message} (hint: {error.hint})" if error.hint else error.message
 
 
 class RowError(JobError):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 import math
 import re
+import time
 from dataclasses import dataclass
 
 __all__ = [
@@ -206,3 +207,16 @@ def parse_share(value: str | float) -> float:
     if not (math.isfinite(share) and 0 < share <= 1):
         raise ValueError(f"a share must be above 0 and at most 100%, got {value!r}")
     return share
+
+
+def utc_minute(timestamp: float) -> str:
+    """A time for people, rounded up to the minute: 2026-12-07 09:14 UTC."""
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(math.ceil(timestamp / 60) * 60))
+
+
+def utc_second(timestamp: float) -> str:
+    """When something frees (a quota's next slot, a held slot's lapse), for people, the
+    same wherever and whenever it is shown: to the second, rounded up (2026-12-07 09:13:07
+    UTC; a minute rounded up would make a wait of 61 s two minutes, and a rule "to the
+    second within the hour" would print the same moment two ways as it nears)."""
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(math.ceil(timestamp)))

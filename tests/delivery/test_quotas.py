@@ -19,7 +19,7 @@ from txsend.delivery.quotas import (
     Spent,
     WarmupQuota,
     quota_for,
-    utc_minute,
+    utc_second,
 )
 from txsend.job.warmup import Warmup
 from txsend.journal.sqlite import Journal
@@ -109,9 +109,9 @@ def test_rolling_wait_counts_as_many_buckets_as_must_leave(ledger: Journal) -> N
     note = quota.spent(DAY_START + 7200)
     assert note == (
         "relay r:587: 4/24h rolling quota used (4 accepted in the last 24 h); "
-        f"the next slot frees at {utc_minute(DAY_START + 86460)}"
+        f"the next slot frees at {utc_second(DAY_START + 86460)}"
     )
-    assert "2026-11-04 00:01 UTC" in note
+    assert "2026-11-04 00:01:00 UTC" in note
 
 
 def test_a_hold_counts_until_kept_released_or_lapsed(ledger: Journal) -> None:
@@ -170,7 +170,7 @@ def test_hourly_quota_is_the_utc_hour(ledger: Journal) -> None:
     assert quota.wait(DAY_START + 10 * HOUR + 1200) == pytest.approx(2400.0)
     assert quota.spent(DAY_START + 10 * HOUR + 1200) == (
         "relay r:587: 3/h quota used (3 accepted this UTC hour); "
-        "the next slot frees at 2026-11-03 11:00 UTC"
+        "the next slot frees at 2026-11-03 11:00:00 UTC"
     )
     assert quota.hold(DAY_START + 11 * HOUR) is not None  # the next hour starts afresh
 
@@ -421,12 +421,12 @@ def test_a_wait_for_a_slot_ends_when_the_run_stops(ledger: Journal) -> None:
     assert isinstance(asyncio.run(quotas.acquire("r", 60.0)), Spent)
 
 
-def test_the_next_slot_is_told_to_the_second_within_the_hour(ledger: Journal) -> None:
+def test_the_next_slot_is_told_to_the_second(ledger: Journal) -> None:
     now = DAY_START + 10 * HOUR
     quota = rolling(ledger, "2/1h")
     send(quota, now + 0.5, 2)
-    # frees when its 2.5 s bucket leaves the window: 1 h 2.5 s later, to the minute
-    assert quota.spent(now + 1).endswith("the next slot frees at 2026-11-03 11:01 UTC")
+    # frees when its 2.5 s bucket leaves the window: 1 h 2.5 s later, rounded up
+    assert quota.spent(now + 1).endswith("the next slot frees at 2026-11-03 11:00:03 UTC")
     short = rolling(ledger, "2/30min", account="smtp://other:25")
     send(short, now + 0.5, 2)
     assert short.spent(now + 1).endswith("the next slot frees at 2026-11-03 10:30:02 UTC")
@@ -480,3 +480,10 @@ def test_check_reads_without_holding(ledger: Journal) -> None:
     short = rolling(ledger, "2/1min", account="smtp://short:25")
     send(short, clock.now, 2)
     assert Quotas(ledger, {"s": short}, wall=clock).check("s", 60.0) is None  # paces
+
+
+def test_a_slot_time_reads_to_the_second_near_or_far() -> None:
+    now = DAY_START + 10 * HOUR
+    assert utc_second(now + 600) == "2026-11-03 10:10:00 UTC"
+    assert utc_second(now + 600.2) == "2026-11-03 10:10:01 UTC"  # rounded up
+    assert utc_second(now + 2 * HOUR + 0.5) == "2026-11-03 12:00:01 UTC"

@@ -149,6 +149,31 @@ def test_a_spent_quota_beside_an_unreachable_relay_ends_the_run(
     assert "2/1h rolling quota used" in line and "127.0.0.1:9" in line, line
 
 
+@pytest.mark.parametrize("live_first", [True, False])
+def test_a_spent_quota_beside_an_unreachable_relay_is_75_on_resume_too(
+    tmp_path: Path,
+    smtp_server: ScriptedServer,
+    capsys: pytest.CaptureFixture[str],
+    live_first: bool,
+) -> None:
+    """A resume does not dial the relay whose quota is spent: the other's outage is no
+    reason for 69 (no relay reachable), the state is the run's, and the quota frees later."""
+    live = {"url": smtp_server.url, "rate": "2/1h"}
+    dead = {"url": "smtp://127.0.0.1:9?tls=none"}
+    job = write_job(
+        tmp_path,
+        rows=6,
+        delivery="  retry: {attempts: 3, backoff: 10m}\n  give_up_unreachable: 2s\n",
+        extra_yaml=relays_yaml(*((live, dead) if live_first else (dead, live))),
+    )
+    first = cli(capsys, "run", job)
+    assert first.code == 75, first.err
+    again = cli(capsys, "resume", job)
+    assert again.code == 75, again.err
+    assert len([r for r in smtp_server.received if r.rcpt_tos]) == 2
+    assert "2/1h rolling quota used" in final_line(again.err)
+
+
 def test_refusals_at_data_do_not_stop_a_quota_short(
     tmp_path: Path, smtp_server: ScriptedServer, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -133,13 +133,14 @@ def test_a_spent_quota_says_when_its_next_slot_frees(
     with sqlite3.connect(journal) as db:
         (ends,) = db.execute("SELECT min(start + width) FROM rate_buckets").fetchone()
     frees = ends + 86400.0  # the oldest bucket leaves the window
+    frees = math.ceil(frees)  # told to the second, rounded up
     iso = datetime.datetime.fromtimestamp(frees, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     status = cli(capsys, "status", job, "--json")
     assert _quotas(status.out) == [_rolling(smtp_server, 2, 2, frees_at=iso)]
-    minute = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(math.ceil(frees / 60) * 60))
+    second = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(frees))
     assert _lines(cli(capsys, "status", job).out, "relay") == [
         f"relay 127.0.0.1:{smtp_server.port}: 2 of 2 accepted in the last 24 h (2/24h); "
-        f"none left: the next slot frees at {minute}"
+        f"none left: the next slot frees at {second}"
     ]
 
 
@@ -306,3 +307,17 @@ def test_status_says_when_held_slots_lapse(
     assert _lines(cli(capsys, "status", job).out, relay) == [
         f"{relay}: 2 of 10 accepted in the last 24 h (10/24h), {held}"
     ]
+
+
+def test_status_says_when_a_slot_frees_as_the_run_said_it(
+    tmp_path: Path, smtp_server: ScriptedServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Within the hour, to the second, in the run's final line and in status alike (status
+    once rounded to the minute: 01:01 beside the run's 01:00:20)."""
+    job = _job(tmp_path, smtp_server, "2/1h", rows=3, extra="")
+    run = cli(capsys, "run", job)
+    assert run.code == 75, run.err
+    said = run.err.split("the next slot frees at ", 1)[1].split(" UTC", 1)[0]
+    assert len(said) == len("2026-12-07 01:00:20"), said
+    status = cli(capsys, "status", job).out
+    assert f"none left: the next slot frees at {said} UTC" in status, status

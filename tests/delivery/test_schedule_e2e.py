@@ -20,6 +20,7 @@ from tests.jobs import cli, write_job
 from tests.smtpd import ScriptedServer
 from txsend.app import sending
 from txsend.app.requests import RunRequest
+from txsend.cli.verdict import final_line
 from txsend.job.schedule import load_zone
 from txsend.models import State
 from txsend.reporting.summary import schedule_note
@@ -220,6 +221,77 @@ def test_a_window_closing_mid_run_stops_new_transactions_before_it_closes(
     note = schedule_note(summary)
     assert note is not None and f"{60 - len(received)} rows wait" in note
     assert "Tue 2026-12-08 09:00 CET" in note
+
+
+def test_a_limit_run_the_window_ends_before_the_limit_is_met_exits_75(
+    tmp_path: Path, smtp_server: ScriptedServer
+) -> None:
+    # --limit 50 with room left when the window closes 4 seconds in: rows wait for the
+    # window, not because the run was asked to leave them
+    job = write_job(
+        tmp_path,
+        rows=60,
+        extra_yaml=relay(smtp_server, "5/s")
+        + "schedule:\n  timezone: Europe/Paris\n  windows: ['Mon-Fri 09:00-17:00']\n",
+    )
+    closes = local("Europe/Paris", 2026, 12, 7, 17, 0)  # a Monday
+    summary = sending.run(RunRequest(target=job, limit=50, wall=Shifted(closes - 4.0)), "run")
+    received = smtp_server.received
+    assert 0 < len(received) < 50
+    assert summary.exit_code == 75
+    assert "continue with: txsend resume" in final_line(summary, job, "run")
+
+
+def test_a_limit_run_before_not_before_exits_75_and_says_how_to_continue(
+    tmp_path: Path, smtp_server: ScriptedServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    opens = int(time.time()) + 2 * 86400
+    job = write_job(
+        tmp_path,
+        rows=10,
+        extra_yaml=relay(smtp_server) + f"schedule:\n  not_before: {iso(opens)}\n",
+    )
+    result = cli(capsys, "run", job, "--limit", "5")
+    assert result.code == 75, result.err
+    assert smtp_server.received == []
+    assert "outside the send window: 10 rows wait" in result.err
+    assert "continue with: txsend resume" in result.err
+
+
+def test_a_limit_run_that_took_its_rows_exits_0_though_the_window_then_closes(
+    tmp_path: Path, smtp_server: ScriptedServer
+) -> None:
+    job = write_job(
+        tmp_path,
+        rows=10,
+        extra_yaml=relay(smtp_server)
+        + "schedule:\n  timezone: Europe/Paris\n  windows: ['Mon-Fri 09:00-17:00']\n",
+    )
+    noon = local("Europe/Paris", 2026, 12, 7, 12, 0)
+    summary = sending.run(RunRequest(target=job, limit=4, wall=Shifted(noon)), "run")
+    assert summary.exit_code == 0
+    assert len(smtp_server.received) == 4
+
+
+def test_a_run_ended_inside_its_window_says_the_window_closes_before_the_next_slot(
+    tmp_path: Path, smtp_server: ScriptedServer
+) -> None:
+    # 3 a minute, 20 seconds before the close: 3 go, the next slot comes after the close
+    job = write_job(
+        tmp_path,
+        rows=10,
+        extra_yaml=relay(smtp_server, "3/1min")
+        + "schedule:\n  timezone: Europe/Paris\n  windows: ['Mon-Fri 09:00-17:00']\n",
+    )
+    closes = local("Europe/Paris", 2026, 12, 7, 17, 0)  # a Monday
+    summary = sending.run(RunRequest(target=job, wall=Shifted(closes - 20.0)), "run")
+    assert summary.exit_code == 75
+    assert len(smtp_server.received) == 3
+    note = schedule_note(summary)
+    assert note is not None
+    assert note.startswith("the send window closes at 17:00 before the quota's next slot (17:00:")
+    assert "CET): 7 rows wait; the next window opens Tue 2026-12-08 09:00 CET" in note
+    assert "outside the send window" not in note
 
 
 def test_rows_whose_own_window_opens_within_a_minute_go_in_the_same_run(

@@ -20,7 +20,7 @@ from typer.core import TyperGroup
 from txsend import __version__, logs
 from txsend.cli import check, feedback, inspection, oneshot, send, tools
 from txsend.cli.console import stderr_console, stderr_line
-from txsend.errors import ExitCode, TxsendError
+from txsend.errors import ExitCode, JobErrors, TxsendError
 
 
 class _Interrupted(BaseException):
@@ -110,6 +110,10 @@ def _run_cli(argv: list[str]) -> int:
         result = command.main(args=argv, prog_name="txsend", standalone_mode=False)
     except typer.Abort:
         return ExitCode.SIGINT
+    except JobErrors as exc:  # several problems in a job file: each on its own
+        for error in exc.errors:
+            _fail(exc.exit_code, error.message, error.hint)
+        return exc.exit_code
     except TxsendError as exc:
         _fail(exc.exit_code, exc.message, exc.hint)
         return exc.exit_code

@@ -158,6 +158,7 @@ class Engine:
         self._crash: BaseException | None = None
         self._template_errors = TemplateErrors()
         self._limited_to: set[str] = set()  # with --limit: the rows this run took on
+        self._limit_left = 0  # with --limit: the rows it could still take when it ended
         self._refused: set[str] = set()  # rows the journal would not mark sending (fenced)
         self._started = time.monotonic()
         # schedule: (dry runs send nothing, so they wait for no window)
@@ -227,6 +228,10 @@ class Engine:
         # rows are in RFC 1047's window, so they become `unknown` now, not on resume.
         self.stats.abandoned = self.journal.recover()
         self.stats.schedule = self._gate.finish(self.journal)  # past not_after: expired
+        if self.stats.schedule is not None and self.options.limit is not None:
+            self.stats.schedule.limit_unmet = self._gate.cut_short(
+                self._limit_left, self._limited_to
+            )
         if self.stats.schedule is not None and self.stats.schedule.expired:
             self.stats.outcomes[State.EXPIRED] += self.stats.schedule.expired  # this run's
         if self.stats.stop_reason is None:
@@ -330,6 +335,7 @@ class Engine:
                     self._limited_to.difference_update(c.key for c in left)
                     first_pass = first_pass or (bool(rows) and not cut)
         finally:
+            self._limit_left = remaining or 0
             self._producer_done = True
             self._maybe_finished()
 
@@ -850,6 +856,7 @@ class Engine:
             if self._stopping:  # a wait for the pace ends with the run
                 return BACK
             if 0 < wait <= RATE_MAX_WAIT:
+                self._gate.slot_after_close(item.claimed, wait, "the rate's")
                 return CLOSING  # the window closes before the slot comes
             if wait > 0:
                 relay.quota_until = time.monotonic() + wait
@@ -871,6 +878,7 @@ class Engine:
                 return BACK
             if isinstance(taken, Spent):
                 if taken.wait <= max(RATE_MAX_WAIT, taken.quota.patience()):
+                    self._gate.slot_after_close(item.claimed, taken.wait, "the quota's")
                     return CLOSING  # the window closes before the slot comes
                 self._quota_spent(relay, taken)
                 return BACK

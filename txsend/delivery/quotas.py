@@ -47,7 +47,7 @@ from txsend.journal.records import LedgerUsage
 from txsend.logs import event
 from txsend.models import RelayConfig, Timeouts
 from txsend.reporting.quotas import QuotaUsage
-from txsend.units import Rate, describe_period, parse_rate
+from txsend.units import Rate, describe_period, parse_rate, utc_minute, utc_second
 
 __all__ = [
     "DAY",
@@ -64,7 +64,7 @@ __all__ = [
     "job_quotas",
     "quota_for",
     "utc_minute",
-    "utc_when",
+    "utc_second",
 ]
 
 DAY = 86400.0
@@ -96,20 +96,6 @@ def hold_ttl(timeouts: Timeouts) -> float:
     """How long a held slot lasts: longer than any transaction can (MAIL, RCPT, DATA and
     the reply to the content, each within its timeout), plus a margin."""
     return timeouts.data_end + 3 * timeouts.command + HOLD_MARGIN
-
-
-def utc_minute(timestamp: float) -> str:
-    """A time for people, rounded up to the minute: 2026-12-07 09:14 UTC."""
-    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(math.ceil(timestamp / 60) * 60))
-
-
-def utc_when(timestamp: float, now: float) -> str:
-    """When a slot frees, for people: to the second within the hour (09:13:07 UTC, a
-    minute rounded up would say a wait of 61 s is two minutes), else (or on a minute) to
-    the minute."""
-    if timestamp - now < 3600 and math.ceil(timestamp) % 60:
-        return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(math.ceil(timestamp)))
-    return utc_minute(timestamp)
 
 
 def _day_start(now: float) -> float:
@@ -165,7 +151,7 @@ class Quota:
             count = len(usage.holds)
             words += (
                 f"; {count} held slot{'' if count == 1 else 's'} of other runs lapse "
-                f"from {utc_when(usage.holds[0], now)}"
+                f"from {utc_second(usage.holds[0])}"
             )
         return words
 
@@ -282,7 +268,7 @@ class RollingQuota(Quota):
         frees = self._frees_at(now, usage, self.limit(now))
         return (
             f"{self.label}: {self.rate} rolling quota used ({usage.accepted} accepted in "
-            f"{self.window_words()}); the next slot frees at {utc_when(frees, now)}"
+            f"{self.window_words()}); the next slot frees at {utc_second(frees)}"
         )
 
     def describe(self) -> str:
@@ -328,7 +314,7 @@ class FixedQuota(Quota):
         return (
             f"{self.label}: {self.rate} quota used ({usage.accepted} accepted "
             f"{self.window_words()}); the next slot frees at "
-            f"{utc_when(self._frees_at(now, usage, self.limit(now)), now)}"
+            f"{utc_second(self._frees_at(now, usage, self.limit(now)))}"
         )
 
     def describe(self) -> str:
@@ -596,7 +582,7 @@ class Quotas:
             logging.INFO,
             "quota_wait",
             f"{quota.label}: waiting for {usage.held} held slot{'' if usage.held == 1 else 's'} "
-            f"to lapse, until {utc_when(now + spent.wait, now)}",
+            f"to lapse, until {utc_second(now + spent.wait)}",
             account=quota.account,
             seconds=spent.wait,
         )

@@ -240,8 +240,14 @@ class RelayPool:
 
     @property
     def ever_connected(self) -> bool:
-        """True if any relay accepted a connection during the run."""
-        return any(relay.ever_connected for relay in self.relays)
+        """True if any relay accepted a connection during the run, or is known good: its
+        quota (or the warm-up's cap) was spent, by messages it accepted. A resume does not
+        dial a spent relay; the others' outage is then no reason to say none is reachable
+        (69): the quota frees later (75)."""
+        return any(
+            relay.ever_connected or (relay.quota_until > 0 and relay.circuit is not Circuit.DEAD)
+            for relay in self.relays
+        )
 
     @property
     def all_dead(self) -> bool:

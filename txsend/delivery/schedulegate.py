@@ -182,6 +182,17 @@ class ScheduleGate:
         elif opens is not None and opens < self._next:
             self._next, self._next_zone = opens, zone
 
+    def slot_after_close(self, claimed: Claimed, wait: float, whose: str) -> None:
+        """Note that the row's window closes before `whose` next slot (`wait` seconds
+        away): the run says so rather than "outside the send window" (`schedule_note`)."""
+        if self._spans is None or self.stats is None:
+            return
+        now = self.wall()
+        span = self._spans.span(self._zone(claimed.data), now)
+        stats = self.stats
+        if span.open and (stats.slot_at is None or now + wait < stats.slot_at):
+            stats.closes_at, stats.slot_at, stats.slot_of = span.until, now + wait, whose
+
     def left(self, batch: list[Claimed]) -> list[Claimed]:
         """The rows of `batch` held for a later run (not kept for this one)."""
         return [c for c in batch if c.key in self.held and c.key not in self._kept]
@@ -232,6 +243,15 @@ class ScheduleGate:
         if self.schedule.expired(stats.at):
             stats.expired = journal.expire(expired_reason(self.schedule))
         return stats
+
+    def cut_short(self, limit_left: int, taken: set[str]) -> bool:
+        """With --limit: True when the schedule, not the limit, ended the run: it stopped
+        taking rows (or held some) while the limit had room left, or it held rows the limit
+        had taken on (their window closed before they could begin)."""
+        if self.schedule is None:
+            return False
+        shut = self._closed_at is not None or bool(self.held)
+        return shut and (limit_left > 0 or not self.held.isdisjoint(taken))
 
     def figures(self) -> ScheduleStats | None:
         """The run's schedule figures now: rows waiting, the next window (not_after passed:

@@ -24,12 +24,13 @@ from txsend.job.domains import job_domains
 from txsend.job.location import JournalLocation, default_journal
 from txsend.job.overrides import apply
 from txsend.job.paths import absolute
+from txsend.job.problems import JobProblems
 from txsend.job.recipients import JSONL_SUFFIXES, MissingColumn, check_header, is_jsonl
 from txsend.job.relays import job_relays
 from txsend.job.scheduling import check_column_zone, job_schedule
 from txsend.job.seeds import job_seeds
 from txsend.job.spec import Job, JobOverrides
-from txsend.job.warmup import job_warmup, sender_domain
+from txsend.job.warmup import Warmup, job_warmup, sender_domain
 from txsend.job.yamlmap import Section, load_yaml, read_text
 from txsend.models import (
     AbortPolicy,
@@ -119,43 +120,45 @@ def _load_yaml_job(
     source = absolute(path)
     base = source.parent
     root = _job_root(source, display)
-
-    name = _job_name(root)
-    from_addr = root.opt_str("from")
-    if from_addr is not None:
-        _check_address(root, "from", from_addr, single=True)
-    elif overrides.from_addr is None:
-        raise root.missing("from", hint='e.g. from: "Acme <noreply@acme.example>", or pass --from')
-    reply_to = root.opt_str("reply_to")
-    if reply_to is not None:
-        _check_address(root, "reply_to", reply_to, single=False)
-
-    subject = _job_subject(root, overrides)
-    text = _job_template(root, "text", base)
-    html = _job_template(root, "html", base)
-    content = load_content(root, base, has_body=text is not None or html is not None)
-    bodies = (text, html, content.markdown, overrides.text, overrides.html)
-    if all(body is None for body in bodies):
-        raise JobError(
-            "a job needs a body: text, text_inline, html, html_inline or markdown",
-            file=display,
-            hint="e.g. text: templates/message.txt (relative to the job file)",
-        )
-    # read in this order, so that the first problem in the file is the one reported
-    recipients = _job_recipients(root, base)
-    headers = job_headers(root)
-    relays = job_relays(root, base)
-    domains = job_domains(root)
-    delivery = _job_delivery(root)
-    suppress, suppress_store = _job_suppress(root, base)
-    max_size = _job_max_size(root)
-    journal = _job_journal(root, base) or JournalLocation(path=default_journal(source))
-    hooks = load_hooks(root)
-    seeds, seeds_every = job_seeds(root)
-    warmup = job_warmup(root)
-    if warmup is not None and from_addr is not None and sender_domain(from_addr) is None:
-        raise root.error("warmup", "a warm-up needs a From address with a domain to count by")
-    schedule = job_schedule(root)
+    # each part is read on its own: the first problem of every one is reported together
+    problems = JobProblems()
+    problems.take(lambda: root.check_keys(_TOP_KEYS | CONTENT_KEYS | HOOK_KEYS))
+    name = problems.take(lambda: _job_name(root))
+    from_addr = problems.take(lambda: _job_from(root, overrides))
+    reply_to = problems.take(lambda: _job_reply_to(root))
+    subject = problems.take(lambda: _job_subject(root, overrides))
+    body = JobProblems()
+    text = body.take(lambda: _job_template(root, "text", base))
+    html = body.take(lambda: _job_template(root, "html", base))
+    content = body.take(
+        lambda: load_content(root, base, has_body=text is not None or html is not None)
+    )
+    if not body.failed:
+        bodies = (text, html, content.markdown, overrides.text, overrides.html)
+        if all(part is None for part in bodies):
+            body.errors.append(
+                JobError(
+                    "a job needs a body: text, text_inline, html, html_inline or markdown",
+                    file=display,
+                    hint="e.g. text: templates/message.txt (relative to the job file)",
+                )
+            )
+    problems.errors.extend(body.errors)
+    recipients = problems.take(lambda: _job_recipients(root, base))
+    headers = problems.take(lambda: job_headers(root))
+    relays = problems.take(lambda: job_relays(root, base))
+    domains = problems.take(lambda: job_domains(root))
+    delivery = problems.take(lambda: _job_delivery(root))
+    suppress, suppress_store = problems.take(lambda: _job_suppress(root, base)) or ((), None)
+    max_size = problems.take(lambda: _job_max_size(root))
+    journal = problems.take(lambda: _job_journal(root, base)) or JournalLocation(
+        path=default_journal(source)
+    )
+    hooks = problems.take(lambda: load_hooks(root))
+    seeds, seeds_every = problems.take(lambda: job_seeds(root)) or ((), None)
+    warmup = problems.take(lambda: _job_warmup(root, from_addr))
+    schedule = problems.take(lambda: job_schedule(root))
+    problems.check()
     job = Job(
         name=name or source.stem,
         source=source,
@@ -196,9 +199,33 @@ def _job_root(source: Path, display: str) -> Section:
             file=display,
             line=1,
         )
-    root = Section(display, data)
-    root.check_keys(_TOP_KEYS | CONTENT_KEYS | HOOK_KEYS)
-    return root
+    return Section(display, data)
+
+
+def _job_from(root: Section, overrides: JobOverrides) -> str | None:
+    """from: one address; required unless --from gives it."""
+    from_addr = root.opt_str("from")
+    if from_addr is not None:
+        _check_address(root, "from", from_addr, single=True)
+    elif overrides.from_addr is None:
+        raise root.missing("from", hint='e.g. from: "Acme <noreply@acme.example>", or pass --from')
+    return from_addr
+
+
+def _job_reply_to(root: Section) -> str | None:
+    """reply_to: one address or more."""
+    reply_to = root.opt_str("reply_to")
+    if reply_to is not None:
+        _check_address(root, "reply_to", reply_to, single=False)
+    return reply_to
+
+
+def _job_warmup(root: Section, from_addr: str | None) -> Warmup | None:
+    """warmup:, which counts by the From address's domain."""
+    warmup = job_warmup(root)
+    if warmup is not None and from_addr is not None and sender_domain(from_addr) is None:
+        raise root.error("warmup", "a warm-up needs a From address with a domain to count by")
+    return warmup
 
 
 def _job_subject(root: Section, overrides: JobOverrides) -> Template | None:

@@ -262,8 +262,10 @@ def parse_instant(value: object, zone: str, *, end_of_day: bool = False) -> floa
     if isinstance(value, str) and _DATE_ONLY.match(value.strip()):
         try:
             value = datetime.date.fromisoformat(value.strip())
-        except ValueError:
-            raise ValueError(f"{value!r} is not a date (ISO 8601, e.g. 2026-12-07)") from None
+        except ValueError as exc:
+            raise ValueError(
+                f"{value!r} is not a date{_why(exc)} (ISO 8601, e.g. 2026-12-07)"
+            ) from None
     if isinstance(value, datetime.datetime):
         moment = value
     elif isinstance(value, datetime.date):
@@ -272,9 +274,9 @@ def parse_instant(value: object, zone: str, *, end_of_day: bool = False) -> floa
     elif isinstance(value, str):
         try:
             moment = datetime.datetime.fromisoformat(value.strip())
-        except ValueError:
+        except ValueError as exc:
             raise ValueError(
-                f"{value!r} is not a date and time (ISO 8601, e.g. 2026-12-07T08:00 "
+                f"{value!r} is not a date and time{_why(exc)} (ISO 8601, e.g. 2026-12-07T08:00 "
                 "or 2026-12-07T08:00+01:00)"
             ) from None
     else:
@@ -282,6 +284,12 @@ def parse_instant(value: object, zone: str, *, end_of_day: bool = False) -> floa
     if moment.tzinfo is not None:
         return moment.timestamp()
     return _local(moment, load_zone(zone))
+
+
+def _why(exc: ValueError) -> str:
+    """': month must be in 1..12' when the calendar refused the value, not its form."""
+    reason = str(exc)
+    return "" if not reason or reason.startswith("Invalid isoformat") else f": {reason}"
 
 
 # --------------------------------------------------------------------------- calendar

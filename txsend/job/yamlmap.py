@@ -75,8 +75,19 @@ def _construct_sequence(loader: _LineLoader, node: yaml.SequenceNode) -> _LineLi
     return _LineList(items, [child.start_mark.line + 1 for child in node.value])
 
 
+def _construct_timestamp(loader: _LineLoader, node: yaml.ScalarNode) -> Any:
+    """An unquoted date or date and time, as PyYAML builds it; one that looks like a date
+    but is none (2026-02-30, 10:00:61) stays the text it is: a `subject:` may be anything,
+    and `schedule:` says which date is wrong, on which line."""
+    try:
+        return loader.construct_yaml_timestamp(node)
+    except (ValueError, OverflowError):
+        return loader.construct_scalar(node)
+
+
 _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_sequence)
+_LineLoader.add_constructor("tag:yaml.org,2002:timestamp", _construct_timestamp)
 
 
 def load_yaml(path: Path, display: str) -> Any:

@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from txsend.units import utc_second
+
 __all__ = ["QuotaUsage", "held_words", "quota_line"]
 
 
@@ -49,7 +51,7 @@ class QuotaUsage:
             "held": self.held,
             "held_until": _iso(None if self.held_until is None else math.ceil(self.held_until)),
             "limit": self.limit,
-            "frees_at": _iso(self.frees_at),
+            "frees_at": _iso(None if self.frees_at is None else math.ceil(self.frees_at)),
         }
         if self.kind == "warmup":
             data["warmup"] = {
@@ -67,10 +69,11 @@ def quota_line(entry: Mapping[str, Any]) -> str:
     """One `quotas` entry in words, e.g. ``relay smtp.example:587: 312 of 10000 accepted
     in the last 24 h (10000/24h), 2 held, lapse by 09:14:20 UTC`` or ``warm-up
     example.com: day 3, today's cap 1125 (312 used), tomorrow 1687, full 50000 on day
-    13``."""
+    13``. The time the next slot frees reads as the run's final line says it
+    (`utc_second`)."""
     held = held_words(entry)
     frees = entry.get("frees_at")
-    spent = f"; none left: the next slot frees at {_minute(frees)}" if frees else ""
+    spent = f"; none left: the next slot frees at {_when(frees)}" if frees else ""
     warmup = entry.get("warmup")
     if isinstance(warmup, Mapping):
         sender = str(entry.get("account", "")).removeprefix("warmup:")
@@ -136,10 +139,7 @@ def _iso(timestamp: float | None) -> str | None:
     )
 
 
-def _minute(value: object) -> str:
-    """An ISO time from `frees_at`, rounded up to the minute: 2026-12-07 09:14 UTC."""
+def _when(value: object) -> str:
+    """An ISO time from `frees_at` as `utc_second` says it: 2026-12-07 09:14:07 UTC."""
     moment = _parse(value)
-    if moment is None:
-        return str(value)
-    rounded = math.ceil(moment.timestamp() / 60) * 60
-    return datetime.datetime.fromtimestamp(rounded, datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return str(value) if moment is None else utc_second(moment.timestamp())

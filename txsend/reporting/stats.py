@@ -190,6 +190,13 @@ class ScheduleStats:
     not_after: float | None = None
     at: float | None = None  # the wall clock when the run ended (the schedule's clock)
     shut: bool = False  # the schedule left rows (no window was open for them)
+    # with --limit: the window, not the limit, ended the run (rows it could take wait)
+    limit_unmet: bool = False
+    # a row given back because its window closes before its rate's or quota's next slot:
+    # when that window closes, when the slot would have come (epochs), whose slot it is
+    closes_at: float | None = None
+    slot_at: float | None = None
+    slot_of: str = ""
 
 
 @dataclass

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import datetime
+import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from txsend.errors import ExitCode
-from txsend.job.schedule import describe_instant, describe_wait, iso_instant
+from txsend.job.schedule import describe_instant, describe_wait, iso_instant, load_zone
 from txsend.models import RunInfo, State
 from txsend.reporting.stats import (
     ErrorClass,
@@ -161,9 +162,25 @@ def schedule_note(summary: Summary) -> str | None:
     zone = schedule.next_zone or schedule.zone
     now = schedule.at if schedule.at is not None else schedule.next_window
     return (
-        f"outside the send window: {rows} rows wait; the next window opens "
+        f"{_why_waiting(schedule)}: {rows} rows wait; the next window opens "
         f"{describe_instant(schedule.next_window, zone)} "
         f"(in {describe_wait(schedule.next_window - now)})"
+    )
+
+
+def _why_waiting(schedule: ScheduleStats) -> str:
+    """'outside the send window', or, for a run that ended inside its window because the
+    window closes before the next rate or quota slot, 'the send window closes at 00:05
+    before the quota's next slot (00:05:38 UTC)'."""
+    closes, slot = schedule.closes_at, schedule.slot_at
+    if closes is None or slot is None or schedule.at is None or schedule.at >= closes:
+        return "outside the send window"
+    zone = load_zone(schedule.zone)
+    close_time = datetime.datetime.fromtimestamp(closes, zone)
+    slot_time = datetime.datetime.fromtimestamp(math.ceil(slot), zone)
+    return (
+        f"the send window closes at {close_time:%H:%M} before {schedule.slot_of} next slot "
+        f"({slot_time:%H:%M:%S %Z})"
     )
 
 
@@ -320,7 +337,8 @@ def decide_exit_code(
     `unknown` rows are 75 while `resume` will resend them, 1 when they are terminal by
     policy (`on_unknown: skip`); rows skipped by an error (invalid address, template or
     header injection) are 1, like bounced, failed and expired ones. Rows still `pending` are 75
-    unless the run was asked to leave them (`pending_ok`: --limit, --dry-run)."""
+    unless the run was asked to leave them (`pending_ok`: --limit, --dry-run), and with
+    --limit still 75 when the send window, not the limit, ended the run."""
     if stats.signal is not None:
         return ExitCode.SIGTERM if stats.signal == 15 else ExitCode.SIGINT
     waiting = counts[State.DEFERRED] + counts[State.SENDING]
@@ -333,7 +351,8 @@ def decide_exit_code(
             return ExitCode.TEMPFAIL if stats.ever_connected else ExitCode.UNAVAILABLE
     elif stats.stop_reason:
         return ExitCode.TEMPFAIL
-    if not pending_ok:
+    if not pending_ok or (stats.schedule is not None and stats.schedule.limit_unmet):
+        # --limit leaves rows by request; not those its window left before the limit was met
         waiting += counts[State.PENDING]
     if waiting:
         return ExitCode.TEMPFAIL
