@@ -45,6 +45,7 @@ from txsend.delivery.outcomes import (
     error_class,
     give_up_reason,
     may_hand_back,
+    relay_error,
     settle,
     throttles_relay,
     waiting_reason,
@@ -1069,7 +1070,7 @@ class Engine:
             else:
                 self._domains.throttled(domain, relay.name, now)
         if blames_relay(transaction):
-            relay.failed(verdict.reason or transaction.result.reply, now=now)
+            relay.failed(relay_error(transaction), now=now)
         else:
             relay.succeeded()
 

@@ -111,6 +111,16 @@ def blames_relay(transaction: Transaction) -> bool:
     return verdict.relay_fault or throttles_relay(transaction) or result.code in (None, 421)
 
 
+def relay_error(transaction: Transaction) -> str:
+    """What a failed transaction says of its relay (its last error, in the give-up line):
+    a reply that did not come in time says which and which timeout, e.g. "no reply to
+    RCPT within 5 s (timeouts.command)"; anything else is the verdict's reason."""
+    result = transaction.result
+    if result.timed_out:
+        return result.reply
+    return transaction.verdict.reason or result.reply
+
+
 def may_hand_back(
     tally: Tally,
     transaction: Transaction,
