@@ -2,8 +2,9 @@
 
 The server runs on its own event loop in a background thread, bound to 127.0.0.1 on a
 free port. Every script attribute (``rcpt_replies``, ``mail_reply``, ``data_reply``,
-``data_replies``, ``data_delay``, ``disconnect_after``, ``credentials``, ``oauth_tokens``...)
-is read when the command arrives, so a test can change the script between sends.
+``data_replies``, ``data_delay``, ``command_delay``, ``disconnect_after``, ``credentials``,
+``oauth_tokens``...) is read when the command arrives, so a test can change the script
+between sends.
 
 OAuth 2.0: with ``oauth_tokens`` scripted the server offers XOAUTH2 and OAUTHBEARER
 (``oauth_mechanisms``), checks the exact SASL bytes against each user's token, and refuses
@@ -126,6 +127,8 @@ class _Handler:
         mail_options: list[str],
     ) -> str:
         owner = self.owner
+        if owner.command_delay > 0:
+            await asyncio.sleep(owner.command_delay)
         # RCPT already read with MAIL: the client pipelined (RFC 2920)
         reader = getattr(server, "_reader", None)
         if reader is not None and b"RCPT" in bytes(getattr(reader, "_buffer", b"")):
@@ -147,6 +150,8 @@ class _Handler:
         address: str,
         rcpt_options: list[str],
     ) -> str:
+        if self.owner.command_delay > 0:
+            await asyncio.sleep(self.owner.command_delay)
         reply = self.owner.rcpt_replies.get(address.lower()) or "250 OK"
         if reply.startswith("2"):
             envelope.rcpt_tos.append(address)
@@ -264,6 +269,7 @@ class ScriptedServer:
         self.data_reply: str | None = None
         self.data_replies: dict[str, str] = {}  # recipient -> reply to the final dot
         self.data_delay: float = 0.0
+        self.command_delay: float = 0.0  # seconds before each reply to MAIL and RCPT
         self.credentials: dict[str, str] = {}  # user -> password; non-empty: AUTH required
         self.oauth_tokens: dict[str, str] = {}  # user -> access token; non-empty: AUTH required
         self.oauth_mechanisms: tuple[str, ...] = _OAUTH_MECHANISMS  # offered with oauth_tokens

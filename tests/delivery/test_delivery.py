@@ -133,6 +133,48 @@ def txsend_sink(tmp_path: Path, faults: Faults) -> Iterator[RunningSink]:
 # --- retries ------------------------------------------------------------------------
 
 
+def test_timeouts_command_bounds_each_pipelined_reply_not_the_group(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """MAIL, RCPT and DATA go out together; each reply comes within `command` of the one
+    before, the group takes longer than `command`: the message is sent."""
+    with ScriptedServer() as server:
+        server.command_delay = 1.0  # MAIL's reply after 1 s, RCPT's 1 s later
+        job = write_job(
+            tmp_path,
+            rows=1,
+            delivery="  timeouts: {command: 1.6s}\n  retry: {attempts: 1}\n",
+            extra_yaml=f"relays:\n  - url: {server.url}\n",
+        )
+        result = cli(capsys, "run", job)
+    assert result.code == 0, result.err
+    assert len(server.received) == 1
+    assert server.pipelined == 1  # the commands did go out together
+
+
+def test_a_reply_that_does_not_come_in_time_is_reported_as_a_timeout(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with ScriptedServer() as server:
+        server.command_delay = 1.5  # MAIL's reply comes, RCPT's only after the timeout
+        job = write_job(
+            tmp_path,
+            rows=1,
+            delivery=(
+                "  timeouts: {command: 1s}\n  retry: {attempts: 1}\n  give_up_unreachable: 1s\n"
+            ),
+            extra_yaml=f"relays:\n  - url: {server.url}\n",
+        )
+        result = cli(capsys, "run", job)
+    assert result.code != 0
+    assert server.received == []
+    with sqlite3.connect(tmp_path / "job.journal.db") as db:
+        ((state, reply),) = db.execute("SELECT state, reply FROM messages")
+    assert state in ("deferred", "failed")
+    assert reply.startswith("no reply to MAIL within 1 s (timeouts.command)"), reply
+    assert "connection lost" not in result.err
+
+
 def test_greylisting_is_retried_within_the_run(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

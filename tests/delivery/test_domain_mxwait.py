@@ -103,20 +103,24 @@ def test_txsend_dns_names_resolvers_by_address(text: str, servers: list[tuple[st
 @pytest.mark.parametrize(
     ("text", "why"),
     [
-        ("garbage", "'garbage' is not an IPv4 or IPv6 address"),
-        ("1.2.3.4.5", "'1.2.3.4.5' is not an IPv4 or IPv6 address"),
+        ("garbage", "TXSEND_DNS='garbage' is not an IPv4 or IPv6 address"),
+        ("1.2.3.4.5", "TXSEND_DNS='1.2.3.4.5' is not an IPv4 or IPv6 address"),
         ("127.0.0.1:abc", "port 'abc' is not a number from 1 to 65535"),
         ("127.0.0.1:99999", "port '99999' is not a number from 1 to 65535"),
         ("127.0.0.1:0", "port '0' is not a number"),
         ("", "is empty"),
         ("127.0.0.1,", "has an empty entry"),
-        ("[::1", "expected [IPv6]:port"),
+        ("[::1", "is not written [IPv6]:port"),
         ("dns.example:53", "'dns.example' is not an IPv4 or IPv6 address"),
+        (":99999", "port '99999' is not a number from 1 to 65535"),
+        (":53", "names no host before the port"),
+        ("127.0.0.1,nope", "entry 'nope' is not an IPv4 or IPv6 address"),
     ],
 )
 def test_a_bad_txsend_dns_is_explained(text: str, why: str) -> None:
     problem = dns_problem({"TXSEND_DNS": text})
     assert problem is not None and why in problem, problem
     assert problem.startswith(f"TXSEND_DNS={text!r}")
+    assert problem.count(repr(text)) == 1 or "," in text, problem  # said once
     assert "host[:port][,host...]" in problem
     assert dns_problem({}) is None

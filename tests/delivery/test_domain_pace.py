@@ -194,6 +194,65 @@ def test_a_throttling_reply_to_a_recipient_slows_its_domain_not_the_relay(
     assert max(gaps) < 0.9, gaps
 
 
+class ThrottleAFor(dict[str, str]):
+    """rcpt_replies: every RCPT to a.example gets a throttling reply for `seconds` from the
+    first one (the server's clock), as a relay that throttles one domain for a while."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.seconds = seconds
+        self.since: float | None = None
+        self.throttled = 0
+        self.lock = threading.Lock()
+
+    def get(self, address: str, default: str | None = None) -> str | None:  # type: ignore[override]
+        if not address.endswith("@a.example"):
+            return default
+        with self.lock:
+            now = time.monotonic()
+            if self.since is None:
+                self.since = now
+            if now - self.since < self.seconds:
+                self.throttled += 1
+                return THROTTLE
+        return default
+
+
+def test_a_domain_throttled_for_a_while_never_opens_the_relays_circuit(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every RCPT to a.example is throttled for 2 s: the relay is never paused nor its
+    circuit opened (that would stall b.example for 2 s and more), b.example keeps its pace."""
+    with ScriptedServer() as server:
+        throttle = ThrottleAFor(2.0)
+        server.rcpt_replies = throttle
+        server.data_delay = 0.01
+        job = job_with(
+            tmp_path,
+            server,
+            people(("a.example", 100), ("b.example", 60)),
+            "  a.example: {rate: 200/s}\n  b.example: {rate: 20/s}\n",
+            connections=4,
+        )
+        result = cli(capsys, "run", job, "--json", "--log-format", "json")
+    assert result.code == 0, result.err
+    events = [json.loads(line) for line in result.err.splitlines() if line.startswith("{")]
+    names = {e.get("event") for e in events}
+    assert "circuit_opened" not in names, [e for e in events if e.get("event") == "circuit_opened"]
+    assert "domain_throttled" in names
+    assert throttle.throttled >= 3  # enough in a row to have opened the circuit before
+    a, b = of(server, "a.example"), of(server, "b.example")
+    assert (len(a), len(b)) == (100, 60)
+    # b.example's pace is 20/s (one every 50 ms): its transactions go on throughout the
+    # throttling; a relay pause or an open circuit (2 s) would leave a gap of a second or more
+    starts = [r.mail_at or 0.0 for r in b]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(starts)]
+    assert max(gaps) < 0.9, gaps
+    report = json.loads(result.out)
+    assert report["run"]["domains"]["a.example"]["throttles"] >= 3
+    assert set(journal_states(tmp_path / "job.journal.db").values()) == {"sent"}
+
+
 # --- MX groups ----------------------------------------------------------------------------
 
 

@@ -149,7 +149,10 @@ def test_a_hand_back_remembers_the_relay_unless_nothing_reached_it() -> None:
         (Phase.RCPT, 421, "4.3.2 closing", True),
         (Phase.MAIL, None, "connection lost", True),
         (Phase.DATA_END, None, "timed out", True),
-        (Phase.RCPT, 451, "4.7.1 throttled", True),  # slow down
+        (Phase.RCPT, 451, "4.7.1 throttled", False),  # slows the recipient's domain only
+        (Phase.DATA_END, 451, "4.7.1 throttled", False),
+        (Phase.MAIL, 451, "4.7.1 throttled", True),  # slows the session: the relay
+        (Phase.RCPT, 421, "4.7.0 rate limited, closing", True),  # closes the session
         (Phase.MAIL, 554, "5.7.1 relaying denied", True),  # relay fault
     ],
 )

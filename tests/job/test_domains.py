@@ -134,6 +134,8 @@ def test_no_domains_key_means_none(tmp_path: Path) -> None:
             "an MX suffix needs a dot: google.com",
         ),
         ("domains:\n  google:\n    mx: [.com]\n    rate: 1/s\n", 7, "needs a dot"),
+        ("domains:\n  g:\n    mx: ['.']\n    rate: 1/s\n", 7, "'.' is not an MX host suffix"),
+        ("domains:\n  g:\n    rate: 1/s\n    mx: []\n", 8, "domains.g.mx"),
     ],
 )
 def test_bad_entries_name_the_file_and_line(
@@ -145,5 +147,6 @@ def test_bad_entries_name_the_file_and_line(
     text = str(caught.value)
     assert words in text, text
     assert caught.value.line == line, text
+    assert text.count("got '0/s'") <= 1, text  # the value is named once
     if "rate:" in yaml:  # a domain's rate is a pace: no quota form is offered
         assert not any(form in text for form in ("1000/h", "10000/day", "/24h", "/7d")), text

@@ -45,14 +45,16 @@ from txsend.delivery.outcomes import (
     error_class,
     give_up_reason,
     may_hand_back,
+    relay_error,
     settle,
+    throttles_relay,
     waiting_reason,
 )
 from txsend.delivery.quotas import Slot, Spent, WarmupQuota, job_quotas
 from txsend.delivery.ratelimit import limiter_for
 from txsend.delivery.relays import Circuit, RelayPool, RelayState, cool_down_cap
 from txsend.delivery.schedulegate import ScheduleGate
-from txsend.delivery.smtp import Phase, RelayDown, SendResult, SmtpConnection
+from txsend.delivery.smtp import RelayDown, SendResult, SmtpConnection
 from txsend.errors import RowError, RowFailed, TemplateRowError
 from txsend.job.credentials import RelaySecret
 from txsend.job.spec import Job
@@ -73,7 +75,6 @@ CONNECT_PAUSE = 0.2  # seconds a worker waits after a failed connection
 SUPERVISE_TICK = 0.25  # seconds between the supervisor's looks at the run
 _END = None  # end marker in the queues (in `_ready` also: the dispatcher, look again)
 # a throttling reply here is about the recipient's domain, not the relay
-_RECIPIENT_PHASES = frozenset({Phase.RCPT, Phase.DATA, Phase.DATA_END})
 
 
 @dataclass(frozen=True)
@@ -1066,17 +1067,18 @@ class Engine:
     ) -> None:
         """A transaction's outcome for its relay: throttled, failing, or working.
 
-        A throttling reply to a recipient (RCPT, DATA) slows the recipient's domain only;
-        one to the session (greeting, EHLO, MAIL, a 421 that closes it) pauses the relay."""
+        A throttling reply to a recipient (RCPT, DATA) slows the recipient's domain only and
+        does not count against the relay; one to the session (greeting, EHLO, MAIL, a 421
+        that closes it) pauses the relay and counts as its failure."""
         now = time.monotonic()
         verdict = transaction.verdict
         if verdict.slow_down:
-            if verdict.reconnect or transaction.result.phase not in _RECIPIENT_PHASES:
+            if throttles_relay(transaction):
                 relay.throttled(now)
             else:
                 self._domains.throttled(domain, relay.name, now)
         if blames_relay(transaction):
-            relay.failed(verdict.reason or transaction.result.reply, now=now)
+            relay.failed(relay_error(transaction), now=now)
         else:
             relay.succeeded()
 

@@ -31,10 +31,27 @@ DNS_FORMAT = "host[:port][,host...]"  # host: an IPv4 or IPv6 address ([::1]:535
 
 def nameservers(text: str) -> list[tuple[str, int]]:
     """(host, port) of each resolver in "127.0.0.1:5353,::1,[::1]:53" (port 53 by default);
-    ValueError saying what is wrong."""
+    ValueError saying what is wrong (and in which entry, when there are several)."""
     if not text.strip():
         raise ValueError("is empty")
-    return [_nameserver(part.strip()) for part in text.split(",")]
+    parts = [part.strip() for part in text.split(",")]
+    found = []
+    for part in parts:
+        try:
+            found.append(_nameserver(part))
+        except ValueError as exc:
+            if len(parts) == 1:
+                raise
+            raise ValueError(_of(f"entry {part!r}", exc)) from None
+    return found
+
+
+def _of(subject: str, exc: ValueError) -> str:
+    """ "TXSEND_DNS='x' is not ..." or "TXSEND_DNS='x:0': port '0' is not ..." """
+    said = str(exc)
+    return (
+        f"{subject} {said}" if said.startswith(("is ", "has ", "names ")) else f"{subject}: {said}"
+    )
 
 
 def _nameserver(part: str) -> tuple[str, int]:
@@ -44,16 +61,19 @@ def _nameserver(part: str) -> tuple[str, int]:
     if part.startswith("["):  # [::1]:5353
         host, bracket, rest = part[1:].partition("]")
         if not bracket or (rest and not rest.startswith(":")):
-            raise ValueError(f"{part!r}: expected [IPv6]:port")
+            raise ValueError("is not written [IPv6]:port")
         port = rest[1:] if rest else port
     elif part.count(":") == 1:  # 127.0.0.1:5353 (more colons: a bare IPv6 address)
         host, _, port = part.partition(":")
+    if not port.isascii() or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"port {port!r} is not a number from 1 to 65535")
+    if not host:
+        raise ValueError("names no host before the port (an IPv4 or IPv6 address)")
     try:
         address = ipaddress.ip_address(host)
     except ValueError:
-        raise ValueError(f"{part!r}: {host!r} is not an IPv4 or IPv6 address") from None
-    if not port.isascii() or not port.isdigit() or not 1 <= int(port) <= 65535:
-        raise ValueError(f"{part!r}: port {port!r} is not a number from 1 to 65535")
+        named = "" if host == part else f"{host!r} "  # the value itself is named once, before
+        raise ValueError(f"{named}is not an IPv4 or IPv6 address") from None
     return str(address), int(port)
 
 
@@ -65,7 +85,8 @@ def dns_problem(environ: Mapping[str, str] | None = None) -> str | None:
     try:
         nameservers(value)
     except ValueError as exc:
-        return f"{DNS_ENV}={value!r} {exc}; expected {DNS_FORMAT} (IP addresses, port 1-65535)"
+        said = _of(f"{DNS_ENV}={value!r}", exc)
+        return f"{said}; expected {DNS_FORMAT} (IP addresses, port 1-65535)"
     return None
 
 

@@ -36,6 +36,8 @@ JITTER = (0.8, 1.2)  # retry delays are spread by a factor in this range
 HARD_BOUNCE = "hard bounce in this job"  # the suppression reason a bad mailbox leaves
 # phases a transaction reaches only after the journal recorded it `sending` (and counted it)
 MARKED = frozenset({Phase.DATA_END, Phase.DONE})
+# a reply in these phases answers one recipient's message, not the session
+RECIPIENT_PHASES = frozenset({Phase.RCPT, Phase.DATA, Phase.DATA_END})
 FAILURES = frozenset({State.BOUNCED, State.FAILED, State.UNKNOWN})  # what abort_on counts
 TEMPLATE_FAILURES = 10  # the first rows all failing on one template error: the job's fault
 
@@ -89,10 +91,34 @@ class Tally:
         self.last = transaction
 
 
+def throttles_relay(transaction: Transaction) -> bool:
+    """Does a throttling reply slow the whole relay (else only the recipient's domain)?
+
+    One to the session (greeting, EHLO, MAIL, or one that closes it) does; one to a
+    recipient (RCPT, DATA, the final dot) that leaves the session open does not."""
+    verdict = transaction.verdict
+    return verdict.slow_down and (
+        verdict.reconnect or transaction.result.phase not in RECIPIENT_PHASES
+    )
+
+
 def blames_relay(transaction: Transaction) -> bool:
-    """Does the outcome count against the relay's health (else it shows the relay works)?"""
+    """Does the outcome count against the relay's health (else it shows the relay works)?
+
+    A recipient's domain asking us to slow down does not: the session worked, and the
+    domain's pace takes the hint (circuit-opening there would stall every other domain)."""
     result, verdict = transaction.result, transaction.verdict
-    return verdict.relay_fault or verdict.slow_down or result.code in (None, 421)
+    return verdict.relay_fault or throttles_relay(transaction) or result.code in (None, 421)
+
+
+def relay_error(transaction: Transaction) -> str:
+    """What a failed transaction says of its relay (its last error, in the give-up line):
+    a reply that did not come in time says which and which timeout, e.g. "no reply to
+    RCPT within 5 s (timeouts.command)"; anything else is the verdict's reason."""
+    result = transaction.result
+    if result.timed_out:
+        return result.reply
+    return transaction.verdict.reason or result.reply
 
 
 def may_hand_back(

@@ -130,8 +130,9 @@ def _rule(section: Section, key: str, entry: Section) -> DomainRule:
             exact.append(_domain(entry, "match", pattern))
     mx = [_mx_suffix(entry, p) for p in _strings(entry, "mx")]
     if not exact and not suffixes and not mx:
+        listed = "mx" if entry.value("mx") is not None and entry.value("match") is None else None
         raise entry.error(
-            "match",
+            listed or "match",
             "a group needs match: (recipient domains) or mx: (MX host suffixes)",
             hint="e.g. match: [gmail.com, googlemail.com]; a key with a dot is a domain",
         )
@@ -153,8 +154,9 @@ def _rate(entry: Section) -> Rate | None:
         rate = parse_rate(text)
     except ValueError as exc:
         # (the relay's forms, quotas among them, would be refused here: only a pace is named)
-        reason = str(exc) if "must be positive" in str(exc) else PACE_EXPECTED
-        raise entry.error("rate", f"{reason}; got {describe_value(text)}") from None
+        if "must be positive" in str(exc):  # (it names the value)
+            raise entry.error("rate", str(exc)) from None
+        raise entry.error("rate", f"{PACE_EXPECTED}; got {describe_value(text)}") from None
     if rate.is_quota:
         # A domain's rate is a pace. An hourly figure spread evenly is rarely what was meant
         # (the relay's rate: reads /h as a quota), so it is refused rather than guessed.
@@ -185,6 +187,12 @@ def _strings(entry: Section, key: str) -> list[str]:
 def _mx_suffix(entry: Section, text: str) -> str:
     """An `mx:` entry as it is compared: ".google.com" for google.com and .google.com
     alike (the host google.com itself, or any host name ending in .google.com)."""
+    if not text.strip(". "):
+        raise entry.error(
+            "mx",
+            f"{text!r} is not an MX host suffix",
+            hint="e.g. mx: [google.com] matches aspmx.l.google.com and google.com",
+        )
     domain = _domain(entry, "mx", text[1:] if text.startswith(".") else text)
     if "." not in domain:
         raise entry.error(

@@ -16,7 +16,13 @@ import aiosmtplib
 
 from txsend.delivery.smtp.auth import authenticate
 from txsend.delivery.smtp.replies import ReplyReader
-from txsend.delivery.smtp.results import ConnectFault, Phase, RelayDown, SendResult
+from txsend.delivery.smtp.results import (
+    ConnectFault,
+    Phase,
+    RelayDown,
+    SendResult,
+    no_reply_within,
+)
 from txsend.job.credentials import FixedSecret, RelaySecret, SecretUnavailable
 from txsend.models import RelayConfig, RenderedMessage, Timeouts, TlsMode
 
@@ -201,15 +207,17 @@ class SmtpConnection:
         self.transactions += 1
         phase = Phase.MAIL
         wait = self._timeouts.command
+        replies: list[tuple[int, str]] = []  # a pipelined group's, as they come
         try:
             if self.pipelining:
                 if announced is None:
                     reader.write(self._commands(message))
-                (
-                    (mail_code, mail_text),
-                    (rcpt_code, rcpt_text),
-                    (data_code, data_text),
-                ) = await reader.read(3, wait)
+                # each reply gets its own `timeouts.command` (RFC 5321 4.5.3.2), however
+                # many commands went out together
+                for awaited in _PIPELINED:
+                    phase = awaited  # the reply a timeout or lost session is reported at
+                    replies += await reader.read(1, wait)
+                (mail_code, mail_text), (rcpt_code, rcpt_text), (data_code, data_text) = replies
                 if mail_code not in _ACCEPTED[Phase.MAIL]:
                     return await self._refused_pipelined(
                         Phase.MAIL, mail_code, mail_text, data_code
@@ -233,13 +241,19 @@ class SmtpConnection:
                 return await self._refused(Phase.DATA, data_code, data_text)
         except (OSError, TimeoutError) as exc:
             # A relay that refuses and hangs up at once (421) leaves its reply behind.
-            for (code, text), at in zip(
-                reader.take_available(), (Phase.MAIL, Phase.RCPT, Phase.DATA), strict=False
-            ):
-                ok = _ACCEPTED.get(at, (_START_MAIL_INPUT,))
-                if code not in ok:
-                    self._abandon()
-                    return SendResult(at if self.pipelining else phase, code, text)
+            if self.pipelining:
+                came = replies + reader.take_available()
+                for (code, text), at in zip(came, _PIPELINED, strict=False):
+                    if code not in _ACCEPTED.get(at, (_START_MAIL_INPUT,)):
+                        self._abandon()
+                        return SendResult(at, code, text)
+            else:
+                for code, text in reader.take_available()[:1]:
+                    if code not in _ACCEPTED.get(phase, (_START_MAIL_INPUT,)):
+                        self._abandon()
+                        return SendResult(phase, code, text)
+            if isinstance(exc, TimeoutError):
+                return self._timed_out(phase, wait, "timeouts.command")
             return self._lost(phase, exc)
 
         if not await before_data():
@@ -255,7 +269,10 @@ class SmtpConnection:
                 self._announced = announce
             reader.write(content)
             ((code, text),) = await reader.read(1, self._timeouts.data_end)
-        except (OSError, TimeoutError) as exc:
+        except TimeoutError:
+            # The message may have reached the relay: RFC 1047's window.
+            return self._timed_out(Phase.DATA_END, self._timeouts.data_end, "timeouts.data_end")
+        except OSError as exc:
             # The message may have reached the relay: RFC 1047's window.
             return self._lost(Phase.DATA_END, exc)
         if code != _COMPLETED:
@@ -312,6 +329,11 @@ class SmtpConnection:
             except (OSError, TimeoutError):
                 self._abandon()
         return SendResult(phase, code, text)
+
+    def _timed_out(self, phase: Phase, seconds: float, limit: str) -> SendResult:
+        """No reply to `phase` within `seconds` (the job's `limit`): the session is over."""
+        self._abandon()
+        return SendResult(phase, None, no_reply_within(phase, seconds, limit))
 
     def _lost(self, phase: Phase, exc: BaseException) -> SendResult:
         self._abandon()
@@ -420,6 +442,7 @@ async def _shut(smtp: aiosmtplib.SMTP, transport: asyncio.BaseTransport | None =
 NOT_STARTED = "message not sent: the journal refused to record it as sending"
 _SHUT_WAIT = 1.0  # seconds for an aborted connection's connection_lost
 UNREADABLE = "the relay's reply could not be read"
+_PIPELINED = (Phase.MAIL, Phase.RCPT, Phase.DATA)  # the replies a pipelined group awaits
 
 
 def _describe(exc: BaseException) -> str:

@@ -17,6 +17,16 @@ class Phase(StrEnum):
     DONE = "done"
 
 
+NO_REPLY = "no reply to"  # how the account of a reply that did not come in time begins
+
+
+def no_reply_within(phase: Phase, seconds: float, limit: str) -> str:
+    """The account of a reply that did not come in time, e.g. "no reply to RCPT within
+    5 s (timeouts.command)"."""
+    what = "the final dot" if phase is Phase.DATA_END else phase.value.upper()
+    return f"{NO_REPLY} {what} within {seconds:g} s ({limit})"
+
+
 @dataclass(frozen=True, slots=True)
 class SendResult:
     """The outcome of one transaction as the relay told it (or did not)."""
@@ -29,6 +39,11 @@ class SendResult:
     def accepted(self) -> bool:
         """The relay took responsibility for the message (2yz after the final dot)."""
         return self.phase is Phase.DONE
+
+    @property
+    def timed_out(self) -> bool:
+        """No reply came within the job's timeout (the session was dropped)."""
+        return self.code is None and self.text.startswith(NO_REPLY)
 
     @property
     def reply(self) -> str:
