@@ -135,12 +135,30 @@ def worker(journal: WorkerJournalOpt, job_name: WorkerJobOpt = None, *, flags: S
         )
     from txsend.app import jobs  # loaded when the command runs: --help never loads it
 
-    stored, folder = jobs.load_stored_job(overrides.journal.url, job_name, overrides)
+    stored, folder = jobs.load_stored_job(
+        overrides.journal.url,
+        job_name,
+        overrides,
+        wait=2 * flags.lease_seconds(),  # for a job its first host is still storing
+        on_wait=None if flags.quiet else _say_waiting(flags),
+    )
     request = flags.request(stored.source, overrides, worker=True)
     try:
         send(request, "worker", flags, job=stored)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def _say_waiting(flags: SendFlags) -> Callable[[str], None]:
+    """How a worker says what it waits for before it can join (a line on stderr)."""
+
+    def say(what: str) -> None:
+        if flags.log_format == "json":
+            logs.output_event(stderr_line, "info", "worker_waits", what)
+        else:
+            stderr_line(what)
+
+    return say
 
 
 def send(
