@@ -73,7 +73,9 @@ WorkerJournalOpt = Annotated[
 WorkerJobOpt = Annotated[
     str | None,
     typer.Option(
-        "--job", metavar="NAME", help="The job to work (default: the only one with rows due)."
+        "--job",
+        metavar="NAME",
+        help="The job to work (default: the only one with rows due or being ingested).",
     ),
 ]
 
@@ -124,7 +126,10 @@ def worker(journal: WorkerJournalOpt, job_name: WorkerJobOpt = None, *, flags: S
     The job (its file, templates and attachments) was stored by `txsend run JOB
     --journal URL` on another host. Secrets are not stored: relay passwords come from
     this host's environment as the job's relays say, and a DKIM key from the current
-    directory at the path the job gives (e.g. keys/dkim.pem)."""
+    directory at the path the job gives (e.g. keys/dkim.pem).
+
+    Started while that host is still ingesting the job, it waits up to twice its --lease
+    for the ingest, then exits 75 if it has not ended."""
     flags = dataclasses.replace(flags, journal=journal)  # the worker's own, required, --journal
     logs.use_format(flags.log_format)
     overrides = flags.overrides()
