@@ -12,6 +12,7 @@ import gc
 import json
 import os
 import re
+import select
 import shutil
 import signal
 import subprocess
@@ -381,29 +382,44 @@ def test_worker_needs_a_postgresql_url_and_a_stored_job(tmp_path: Path, pg_url: 
     )
     assert done.returncode == 64 and "postgresql://" in done.stderr
     assert "Traceback" not in done.stderr
-    done = subprocess.run(
-        [sys.executable, "-m", "txsend", "worker", "--journal", pg_url],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-    )
+
+    def worker(*args: str) -> subprocess.CompletedProcess[str]:
+        # --lease 2s: a worker waits up to twice its lease for a job being stored
+        return subprocess.run(
+            [sys.executable, "-m", "txsend", "worker", "--journal", pg_url, "--lease", "2s", *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            check=False,
+            timeout=60,
+        )
+
+    # no job came while it waited: nothing to join
+    done = worker()
     assert done.returncode == 64 and "--job NAME" in done.stderr, done.stderr
+    assert "waiting up to 4s for a job to be stored" in done.stderr
     assert "Traceback" not in done.stderr
-    # a job whose first host is still ingesting: try again in a moment
+    # a job whose first host is still ingesting past the bound: try again (75)
     from txsend.journal.postgres.journal import PgJournal
 
     journal = PgJournal.open(pg_url, job_name="half")
     journal.bind_job("half", {}, {"source": str(tmp_path / "job.yaml"), "overrides": {}})
     journal.close()
-    done = subprocess.run(
-        [sys.executable, "-m", "txsend", "worker", "--journal", pg_url, "--job", "half"],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-    )
-    assert done.returncode == 75 and "still being ingested" in done.stderr, done.stderr
+    started = time.monotonic()
+    done = worker("--job", "half")
+    assert done.returncode == 75, done.stderr
+    assert "the job is still being ingested: try again" in done.stderr
+    assert done.stderr.count("waiting up to 4s for job 'half' to be ingested") == 1
+    assert time.monotonic() - started >= 4
+    # without --job, the job being ingested is the one to join
+    done = worker()
+    assert done.returncode == 75 and "'half'" in done.stderr, done.stderr
+    # its files could not be packed (stored empty): no waiting, it never gets them
+    with psycopg.connect(pg_url) as conn:
+        conn.execute("UPDATE txsend_jobs SET ingest_complete = true, bundle = ''::bytea")
+    done = worker("--job", "half")
+    assert done.returncode == 64 and "stored without its files" in done.stderr, done.stderr
+    assert "waiting" not in done.stderr
 
 
 def test_worker_joins_a_stored_job_with_its_own_dkim_key(
@@ -449,6 +465,65 @@ def test_worker_joins_a_stored_job_with_its_own_dkim_key(
     report = txsend(tmp_path, "report", job, "--journal", pg_url, "--json")
     assert report.returncode == 0, report.stderr
     assert [run["command"] for run in json.loads(report.stdout)["runs"]] == ["run", "worker"]
+
+
+def read_line(proc: subprocess.Popen[str], text: str, timeout: float) -> str:
+    """Wait (bounded) for a line of the process's stderr that holds `text`."""
+    assert proc.stderr is not None
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        if not select.select([proc.stderr], [], [], left)[0]:
+            break
+        line = proc.stderr.readline()
+        if not line:  # the process ended
+            break
+        if text in line:
+            return line
+    raise AssertionError(f"no line with {text!r} on stderr within {timeout}s")
+
+
+@pytest.mark.parametrize("named", [True, False], ids=["with --job", "without --job"])
+def test_worker_started_before_the_ingest_ends_waits_and_sends_its_share(
+    tmp_path: Path, pg_url: str, server: ScriptedServer, named: bool
+) -> None:
+    """A worker started while the first host is still storing the job (bound, not yet
+    ingested, no files) waits for it instead of exiting 64, then sends beside it."""
+    from txsend.app.jobs import fingerprint, load
+    from txsend.job.spec import JobOverrides
+    from txsend.journal.postgres.journal import PgJournal
+
+    job = write_job(tmp_path / "job", 2000)
+    server.data_delay = 0.01  # the run lasts a few seconds: time for the worker to join
+    # the first host's first step, as `txsend run` takes it: the job bound, nothing more
+    first = PgJournal.open(pg_url, job_name="test-job")
+    spec = {"source": str(job.resolve()), "overrides": {}}
+    first.bind_job("test-job", fingerprint(load(job, JobOverrides())), spec)
+    first.close()
+    assert query(pg_url, "SELECT ingest_complete, bundle FROM txsend_jobs") == [(False, None)]
+    named_job = ["--job", "test-job"] if named else []
+    worker = track(
+        txsend_subprocess(
+            "worker", "--journal", pg_url, "--relay", relay(server), "--lease", "30s", *named_job
+        )
+    )
+    read_line(worker, "waiting up to 60s for job 'test-job' to be ingested", timeout=60)
+    assert worker.poll() is None
+    run = start(job, pg_url, server)  # the first host ingests, stores the files, sends
+    assert finish([run, worker], timeout=180) == [0, 0]
+
+    assert states(pg_url) == {"sent": 2000}
+    arrived = Counter(message_id(r) for r in server.received)
+    assert len(arrived) == 2000 and all(n == 1 for n in arrived.values())
+    assert set(arrived) == {m for (m,) in query(pg_url, "SELECT message_id FROM txsend_messages")}
+    per_command = dict(
+        query(
+            pg_url,
+            "SELECT r.command, count(*) FROM txsend_messages m JOIN txsend_runs r "
+            "ON r.id = m.run_id GROUP BY r.command",
+        )
+    )
+    assert per_command.get("worker", 0) > 0, per_command  # the worker sent its share
+    assert sum(per_command.values()) == 2000
 
 
 def test_worker_joining_while_others_hold_every_row_waits_for_them(

@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path, PurePath
 
-from txsend.errors import (
-    MissingInputError,
-    TemporaryError,
-    UsageError,
-)
+from txsend.app.joining import wait_for_job
+from txsend.errors import MissingInputError, UsageError
 from txsend.job.bundle import unpack
 from txsend.job.loading import LIST_SUFFIXES, load_job
 from txsend.job.location import JournalLocation, default_journal
@@ -96,45 +94,26 @@ def _in_bundle(path: Path | None, base: Path, folder: Path, flag: str) -> Path |
     return folder / path.relative_to(base)
 
 
-def load_stored_job(url: str, job_name: str | None, overrides: JobOverrides) -> tuple[Job, Path]:
+def load_stored_job(
+    url: str,
+    job_name: str | None,
+    overrides: JobOverrides,
+    *,
+    wait: float = 0.0,
+    on_wait: Callable[[str], None] | None = None,
+) -> tuple[Job, Path]:
     """`txsend worker`: the job a shared journal holds, unpacked into a private folder.
 
+    Waits up to `wait` seconds for a job still being stored (`txsend.app.joining`).
     Returns the job and the folder to remove afterwards.
     """
-    journal = open_journal(JournalLocation(url=url), create=False, job_name=job_name).as_shared()
+    journal = open_journal(JournalLocation(url=url), create=False).as_shared()
     assert journal is not None  # a PostgreSQL journal is always shared
     try:
-        if job_name is None:
-            open_jobs = [name for name, due in journal.jobs() if due]
-            if len(open_jobs) != 1:
-                listed = ", ".join(open_jobs) or "none"
-                raise UsageError(
-                    f"{len(open_jobs)} jobs with rows to send in {journal.location} "
-                    f"({listed}); name one with --job NAME",
-                    hint="a job is stored there by `txsend run JOB --journal URL`",
-                )
-            journal.job = open_jobs[0]
-        name = journal.job
-        assert name is not None
-        spec, bundle = journal.stored_job()
-        ingested = spec is not None and journal.ingest_complete()
+        stored_job = wait_for_job(journal, job_name, wait, on_wait)
     finally:
         journal.close()
-    if spec is None:
-        raise MissingInputError(
-            f"no job {name!r} in {journal.location}",
-            hint="start it on one host: txsend run JOB --journal URL",
-        )
-    if not ingested:
-        raise TemporaryError(
-            f"job {name!r} in {journal.location} is still being ingested",
-            hint="start the worker again in a moment",
-        )
-    if bundle is None:
-        raise UsageError(
-            f"job {name!r} in {journal.location} was stored without its files",
-            hint=f"run `txsend run {Path(spec['source']).name} --journal URL` on this host",
-        )
+    name, spec, bundle = stored_job.name, stored_job.spec, stored_job.bundle
     path = unpack(bundle, Path(spec["source"]).name)
     stored = JobOverrides.from_stored(spec.get("overrides", {}))
     base = Path(spec["source"]).parent

@@ -38,7 +38,7 @@ from txsend.job.rowbatches import RecipientRows
 from txsend.job.seeds import SeededRows
 from txsend.job.spec import Job
 from txsend.job.suppression import load_suppressions
-from txsend.journal.api import JournalBackend
+from txsend.journal.api import JournalBackend, SharedJournal
 from txsend.journal.lock import journal_lock
 from txsend.journal.store import StoreEntry
 from txsend.logs import event
@@ -67,11 +67,14 @@ def prepare(job: Job, journal: JournalBackend, request: RunRequest) -> Prepared:
             )
         spec = {"source": str(job.source.resolve()), "overrides": job.flags.to_stored()}
         journal.bind_job(job.name, prints, spec)
+        shared = journal.as_shared()
+        if shared is not None and (changes or not shared.has_bundle()):
+            # before the ingest: a worker that arrives during it finds the files stored
+            # (and one whose first host died between the two steps finds them here)
+            _store_bundle(job, shared)
         if changes or not journal.ingest_complete():
             ids = MessageIds(message_id_domain(job.from_addr))
             stats = journal.ingest(job_rows(job), ids, refresh=bool(changes))
-            if journal.shared and not stats.by_other:
-                _store_bundle(job, journal)
     if journal.shared and request.resume:
         _clear_abort(journal)
     recovered = journal.recover()
@@ -114,11 +117,11 @@ def resends_unknown(job: Job, journal: JournalBackend, request: RunRequest) -> b
     return not journal.shared or request.resume
 
 
-def _store_bundle(job: Job, journal: JournalBackend) -> None:
-    shared = journal.as_shared()
-    assert shared is not None  # prepare() stores a bundle in a shared journal only
+def _store_bundle(job: Job, shared: SharedJournal) -> None:
+    """Store the job's files; empty when they cannot be packed, so that a worker stops
+    waiting for them and says why it cannot join."""
     bundle, why = pack(job)
-    shared.store_bundle(bundle)
+    shared.store_bundle(bundle if bundle is not None else b"")
     if why is not None:
         event(
             logging.WARNING,

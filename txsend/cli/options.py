@@ -241,6 +241,13 @@ class SendFlags:
             abort_on_error_rate=self.abort_on_error_rate,
         )
 
+    def lease_seconds(self) -> float:
+        """--lease, checked: at least 2 seconds."""
+        lease = _duration("--lease", self.lease)
+        if lease < 2:
+            raise UsageError("--lease must be at least 2s")
+        return lease
+
     def request(
         self,
         target: Path,
@@ -251,9 +258,7 @@ class SendFlags:
     ) -> requests.RunRequest:
         """What the app is asked to do; --grace and --lease are checked here."""
         grace = _duration("--grace", self.grace)
-        lease = _duration("--lease", self.lease)
-        if lease < 2:
-            raise UsageError("--lease must be at least 2s")
+        lease = self.lease_seconds()
         return requests.RunRequest(
             target=target,
             overrides=overrides,

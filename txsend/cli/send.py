@@ -73,7 +73,9 @@ WorkerJournalOpt = Annotated[
 WorkerJobOpt = Annotated[
     str | None,
     typer.Option(
-        "--job", metavar="NAME", help="The job to work (default: the only one with rows due)."
+        "--job",
+        metavar="NAME",
+        help="The job to work (default: the only one with rows due or being ingested).",
     ),
 ]
 
@@ -124,7 +126,10 @@ def worker(journal: WorkerJournalOpt, job_name: WorkerJobOpt = None, *, flags: S
     The job (its file, templates and attachments) was stored by `txsend run JOB
     --journal URL` on another host. Secrets are not stored: relay passwords come from
     this host's environment as the job's relays say, and a DKIM key from the current
-    directory at the path the job gives (e.g. keys/dkim.pem)."""
+    directory at the path the job gives (e.g. keys/dkim.pem).
+
+    Started while that host is still ingesting the job, it waits up to twice its --lease
+    for the ingest, then exits 75 if it has not ended."""
     flags = dataclasses.replace(flags, journal=journal)  # the worker's own, required, --journal
     logs.use_format(flags.log_format)
     overrides = flags.overrides()
@@ -135,12 +140,30 @@ def worker(journal: WorkerJournalOpt, job_name: WorkerJobOpt = None, *, flags: S
         )
     from txsend.app import jobs  # loaded when the command runs: --help never loads it
 
-    stored, folder = jobs.load_stored_job(overrides.journal.url, job_name, overrides)
+    stored, folder = jobs.load_stored_job(
+        overrides.journal.url,
+        job_name,
+        overrides,
+        wait=2 * flags.lease_seconds(),  # for a job its first host is still storing
+        on_wait=None if flags.quiet else _say_waiting(flags),
+    )
     request = flags.request(stored.source, overrides, worker=True)
     try:
         send(request, "worker", flags, job=stored)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def _say_waiting(flags: SendFlags) -> Callable[[str], None]:
+    """How a worker says what it waits for before it can join (a line on stderr)."""
+
+    def say(what: str) -> None:
+        if flags.log_format == "json":
+            logs.output_event(stderr_line, "info", "worker_waits", what)
+        else:
+            stderr_line(what)
+
+    return say
 
 
 def send(

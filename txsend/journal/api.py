@@ -252,16 +252,23 @@ class SharedJournal(JournalBackend, Protocol):
     # picked one of `jobs()`.
     job: str | None
 
-    def jobs(self) -> list[tuple[str, int]]:
-        """Every job in the journal with its count of rows not yet final."""
+    def jobs(self) -> list[tuple[str, int, bool]]:
+        """Every job in the journal with its count of rows not yet final, and whether it
+        is ready to join (ingested, its files stored)."""
         ...
 
-    def store_bundle(self, bundle: bytes | None) -> None:
-        """Keep the job's files, so that `txsend worker` can join without them."""
+    def store_bundle(self, bundle: bytes) -> None:
+        """Keep the job's files, so that `txsend worker` can join without them (empty:
+        they could not be packed, and a worker waits for them no longer)."""
+        ...
+
+    def has_bundle(self) -> bool:
+        """Whether the job's files were stored (or found impossible to pack)."""
         ...
 
     def stored_job(self) -> tuple[dict[str, Any] | None, bytes | None]:
-        """The job's definition as stored at ingest: its spec and the bundle of its files."""
+        """The job's definition as stored at ingest: its spec and the bundle of its files
+        (None until stored; empty when its files could not be packed)."""
         ...
 
     def clear_abort(self) -> None:

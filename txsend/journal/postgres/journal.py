@@ -133,19 +133,23 @@ class PgJournal:
         return describe_changes(stored, fingerprint)
 
     def job_spec(self) -> dict[str, Any] | None:
-        return self.stored_job()[0]
+        row = self._db.one("SELECT spec FROM txsend_jobs WHERE name = %s", (self._job(),))
+        return None if row is None or row[0] is None else dict(json.loads(row[0]))
 
-    def jobs(self) -> list[tuple[str, int]]:
-        """Every job in the database with its count of rows not yet final."""
+    def jobs(self) -> list[tuple[str, int, bool]]:
+        """Every job in the database with its count of rows not yet final, and whether it
+        is ready to join (ingested, its files stored)."""
         rows = self._db.all(
             "SELECT j.name, count(m.key) FILTER (WHERE m.state IN "
-            "('pending', 'deferred', 'sending')) FROM txsend_jobs j "
+            "('pending', 'deferred', 'sending')), "
+            "bool_and(j.ingest_complete AND j.bundle IS NOT NULL) FROM txsend_jobs j "
             "LEFT JOIN txsend_messages m ON m.job = j.name GROUP BY j.name ORDER BY j.name"
         )
-        return [(name, int(n)) for name, n in rows]
+        return [(name, int(n), bool(ready)) for name, n, ready in rows]
 
     def stored_job(self) -> tuple[dict[str, Any] | None, bytes | None]:
-        """The job's definition as stored at ingest: its spec and the bundle of its files."""
+        """The job's definition as stored at ingest: its spec and the bundle of its files
+        (None until stored; empty when its files could not be packed)."""
         row = self._db.one("SELECT spec, bundle FROM txsend_jobs WHERE name = %s", (self._job(),))
         if row is None:
             return None, None
@@ -154,12 +158,20 @@ class PgJournal:
             None if bundle is None else bytes(bundle)
         )
 
-    def store_bundle(self, bundle: bytes | None) -> None:
-        """Keep the job's files, so that `txsend worker` can join without them."""
+    def store_bundle(self, bundle: bytes) -> None:
+        """Keep the job's files, so that `txsend worker` can join without them (empty:
+        they could not be packed, and a worker waits for them no longer)."""
         with self._db.connection() as conn:
             conn.execute(
                 "UPDATE txsend_jobs SET bundle = %s WHERE name = %s", (bundle, self._job())
             )
+
+    def has_bundle(self) -> bool:
+        """Whether the job's files were stored (or found impossible to pack)."""
+        row = self._db.one(
+            "SELECT bundle IS NOT NULL FROM txsend_jobs WHERE name = %s", (self._job(),)
+        )
+        return bool(row and row[0])
 
     # --- ingest ----------------------------------------------------------------------
 
