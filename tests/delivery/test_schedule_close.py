@@ -13,7 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.delivery.test_schedule_e2e import Shifted, iso, local, relay, states, zone_column
+from tests.delivery.test_schedule_e2e import (
+    Shifted,
+    iso,
+    local,
+    relay,
+    states,
+    zoned_job,
+)
 from tests.jobs import cli, write_job
 from tests.smtpd import ScriptedServer
 from txsend.app import sending
@@ -74,16 +81,8 @@ def test_rows_of_a_closed_zone_take_no_rate_slot(
     # Tokyo is closed (20:00) when Paris is open (12:00): Paris's rows go 2 s apart, the
     # Tokyo rows between them in the queue do not take a slot each
     zones = ["Europe/Paris", "Asia/Tokyo"] * 4
-    records = [
-        {"email": f"u{i}@example.com", "first_name": f"U{i}", "plan": "p", "tz": zone}
-        for i, zone in enumerate(zones)
-    ]
-    job = write_job(
-        tmp_path,
-        records=records,
-        extra_yaml=relay(smtp_server, "30/min") + "schedule:\n  windows: ['Mon-Fri 09:00-17:00']\n",
-    )
-    zone_column(job)
+    people = [(f"u{i}@example.com", zone) for i, zone in enumerate(zones)]
+    job = zoned_job(tmp_path, relay(smtp_server, "30/min"), people)
     noon = local("Europe/Paris", 2026, 12, 7, 12, 0)
     clock = Shifted(noon)
     summary = sending.run(RunRequest(target=job, wall=clock), "run")

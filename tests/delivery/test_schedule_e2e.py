@@ -118,18 +118,11 @@ def shifted(start: float) -> Callable[[], float]:
 def test_rows_go_in_their_own_zone_s_window_and_the_rest_wait(
     tmp_path: Path, smtp_server: ScriptedServer
 ) -> None:
-    records = [
-        {"email": f"user{i}@example.com", "first_name": f"U{i}", "plan": "pro", "tz": zone}
+    people = [
+        (f"user{i}@example.com", zone)
         for i, zone in enumerate(["Asia/Tokyo", "America/Los_Angeles"] * 3)
     ]
-    job = write_job(
-        tmp_path,
-        records=records,
-        extra_yaml=relay(smtp_server) + "schedule:\n  windows: ['Mon-Fri 09:00-17:00']\n",
-    )
-    job.write_text(
-        job.read_text().replace("  file: people.csv\n", "  file: people.csv\n  timezone: tz\n")
-    )
+    job = zoned_job(tmp_path, relay(smtp_server), people)
     tokyo = datetime.datetime(2026, 12, 7, 10, 0, tzinfo=load_zone("Asia/Tokyo")).timestamp()
     request = RunRequest(target=job, wall=shifted(tokyo))
     summary = sending.run(request, "run")
@@ -154,18 +147,11 @@ def test_rows_go_in_their_own_zone_s_window_and_the_rest_wait(
 def test_a_row_with_an_unknown_zone_is_skipped_with_the_reason(
     tmp_path: Path, smtp_server: ScriptedServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    records = [
-        {"email": "a@example.com", "first_name": "A", "plan": "p", "tz": "Europe/Paris"},
-        {"email": "b@example.com", "first_name": "B", "plan": "p", "tz": "Mars/Olympus"},
+    people = [
+        ("a@example.com", "Europe/Paris"),
+        ("b@example.com", "Mars/Olympus"),
     ]
-    job = write_job(
-        tmp_path,
-        records=records,
-        extra_yaml=relay(smtp_server) + "schedule:\n  windows: ['00:00-24:00']\n",
-    )
-    job.write_text(
-        job.read_text().replace("  file: people.csv\n", "  file: people.csv\n  timezone: tz\n")
-    )
+    job = zoned_job(tmp_path, relay(smtp_server), people, window="00:00-24:00")
     result = cli(capsys, "run", job)
     assert result.code == 1, result.err
     assert [r.rcpt_tos[0] for r in smtp_server.received] == ["a@example.com"]
@@ -191,6 +177,24 @@ def zone_column(job: Path) -> None:
     job.write_text(
         job.read_text().replace("  file: people.csv\n", "  file: people.csv\n  timezone: tz\n")
     )
+
+
+def zoned_job(
+    tmp_path: Path,
+    relay_yaml: str,
+    people: list[tuple[str, str]],
+    window: str = "Mon-Fri 09:00-17:00",
+) -> Path:
+    """A job sending through `relay_yaml` in one weekly window, to `people` (address, zone),
+    each row in its own zone (the column tz)."""
+    records = [
+        {"email": address, "first_name": address[:1].upper(), "plan": "p", "tz": zone}
+        for address, zone in people
+    ]
+    schedule = f"schedule:\n  windows: ['{window}']\n"
+    job = write_job(tmp_path, records=records, extra_yaml=relay_yaml + schedule)
+    zone_column(job)
+    return job
 
 
 def local(zone: str, *parts: int) -> float:
@@ -298,16 +302,8 @@ def test_rows_whose_own_window_opens_within_a_minute_go_in_the_same_run(
     tmp_path: Path, smtp_server: ScriptedServer
 ) -> None:
     zones = ["America/New_York", "America/Los_Angeles"] * 2
-    records = [
-        {"email": f"u{i}@example.com", "first_name": f"U{i}", "plan": "p", "tz": zone}
-        for i, zone in enumerate(zones)
-    ]
-    job = write_job(
-        tmp_path,
-        records=records,
-        extra_yaml=relay(smtp_server) + "schedule:\n  windows: ['Mon-Fri 09:00-17:00']\n",
-    )
-    zone_column(job)
+    people = [(f"u{i}@example.com", zone) for i, zone in enumerate(zones)]
+    job = zoned_job(tmp_path, relay(smtp_server), people)
     opens = local("America/Los_Angeles", 2026, 12, 7, 9, 0)  # 12:00 in New York
     clock = Shifted(opens - 3.0)
     summary = sending.run(RunRequest(target=job, wall=clock), "run")
@@ -322,16 +318,11 @@ def test_rows_whose_own_window_opens_within_a_minute_go_in_the_same_run(
 def test_a_held_row_s_past_retry_does_not_stop_the_wait_for_other_retries(
     tmp_path: Path, smtp_server: ScriptedServer
 ) -> None:
-    records = [
-        {"email": "paris@example.com", "first_name": "P", "plan": "p", "tz": "Europe/Paris"},
-        {"email": "london@example.com", "first_name": "L", "plan": "p", "tz": "Europe/London"},
+    people = [
+        ("paris@example.com", "Europe/Paris"),
+        ("london@example.com", "Europe/London"),
     ]
-    job = write_job(
-        tmp_path,
-        records=records,
-        extra_yaml=relay(smtp_server) + "schedule:\n  windows: ['Mon-Fri 09:00-17:00']\n",
-    )
-    zone_column(job)
+    job = zoned_job(tmp_path, relay(smtp_server), people)
     smtp_server.mail_reply = "451 4.3.0 try again later"
     first = sending.run(
         RunRequest(target=job, wall=Shifted(local("Europe/Paris", 2026, 12, 7, 16, 30))), "run"
@@ -363,16 +354,8 @@ def test_limit_counts_only_rows_taken_and_dry_run_ignores_the_window(
     tmp_path: Path, smtp_server: ScriptedServer
 ) -> None:
     zones = ["Europe/Paris", "Asia/Tokyo", "Asia/Tokyo", "Europe/Paris", "Europe/Paris"]
-    records = [
-        {"email": f"u{i}@example.com", "first_name": f"U{i}", "plan": "p", "tz": zone}
-        for i, zone in enumerate(zones)
-    ]
-    job = write_job(
-        tmp_path,
-        records=records,
-        extra_yaml=relay(smtp_server) + "schedule:\n  windows: ['Mon-Fri 09:00-17:00']\n",
-    )
-    zone_column(job)
+    people = [(f"u{i}@example.com", zone) for i, zone in enumerate(zones)]
+    job = zoned_job(tmp_path, relay(smtp_server), people)
     noon = local("Europe/Paris", 2026, 12, 7, 12, 0)  # 20:00 in Tokyo: closed
     # --dry-run renders every row whatever the window, and sends nothing
     dry = sending.run(RunRequest(target=job, dry_run=True, wall=Shifted(noon)), "run")
@@ -391,16 +374,11 @@ def test_limit_counts_only_rows_taken_and_dry_run_ignores_the_window(
 def test_a_dry_run_skips_a_row_with_an_unknown_zone_as_a_real_run_does(
     tmp_path: Path, smtp_server: ScriptedServer
 ) -> None:
-    records = [
-        {"email": "a@example.com", "first_name": "A", "plan": "p", "tz": "Europe/Paris"},
-        {"email": "b@example.com", "first_name": "B", "plan": "p", "tz": "Mars/Olympus"},
+    people = [
+        ("a@example.com", "Europe/Paris"),
+        ("b@example.com", "Mars/Olympus"),
     ]
-    job = write_job(
-        tmp_path,
-        records=records,
-        extra_yaml=relay(smtp_server) + "schedule:\n  windows: ['Mon-Fri 09:00-17:00']\n",
-    )
-    zone_column(job)
+    job = zoned_job(tmp_path, relay(smtp_server), people)
     night = local("Europe/Paris", 2026, 12, 7, 23, 0)  # closed: a dry run renders anyway
     dry = sending.run(RunRequest(target=job, dry_run=True, wall=Shifted(night)), "run")
     assert dry.stats is not None and dry.stats.queued == 1
