@@ -12,14 +12,18 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from txsend.job.domains import DomainRule
 from txsend.job.hooks import Hooks
 from txsend.job.location import JournalLocation
-from txsend.job.schedule import Schedule
-from txsend.job.warmup import Warmup
 from txsend.models import Content, Delivery, RecipientsSpec, RelayConfig, Template
+
+if TYPE_CHECKING:
+    # only named in annotations: `txsend run --help` and the other commands' start-up do not
+    # pay for the YAML reader, zoneinfo and the address helpers these modules bring
+    from txsend.job.domains import DomainRule
+    from txsend.job.schedule import Schedule
+    from txsend.job.warmup import Warmup
 
 __all__ = ["Job", "JobOverrides"]
 
