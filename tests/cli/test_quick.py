@@ -67,3 +67,23 @@ def test_a_narrow_terminal_gets_typers_own_wrapping() -> None:
 def test_anything_else_goes_to_typer(args: list[str]) -> None:
     done = _txsend(*args)
     assert "typer" in _loaded_modules(done.stderr)
+
+
+def test_run_help_loads_no_job_reader_template_engine_or_smtp_client() -> None:
+    # `run --help` is what a CI pipeline and a shell's completion call most: it must not
+    # pay for what only a run needs (a Job's annotations once pulled in the YAML reader)
+    done = _txsend("run", "--help")
+    assert done.returncode == 0 and "Usage" in done.stdout
+    heavy = {
+        "yaml",
+        "jinja2",
+        "aiosmtplib",
+        "dns",
+        "psycopg",
+        "sqlite3",
+        "txsend.job.loading",
+        "txsend.job.domains",
+        "txsend.job.warmup",
+        "txsend.delivery.engine",
+    }
+    assert not heavy & _loaded_modules(done.stderr)
