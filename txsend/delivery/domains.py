@@ -319,7 +319,6 @@ class DomainGate:
         self._mx: dict[str, DomainRule | None] = {}  # normalised domain: its MX match
         self.parked: dict[str, DomainState] = {}  # domains with messages waiting
         self.skipping: dict[str, DomainState] = {}  # domains with rows passed over
-        self.limited_any = any(r.rate is not None or r.connections is not None for r in rules)
 
     # --- which domain ------------------------------------------------------------------
 

@@ -69,6 +69,7 @@ __all__ = [
 
 DAY = 86400.0
 BUCKETS_PER_WINDOW = 1440
+RECHECK = 0.05  # the shortest wait for a slot: seconds
 HOLD_POLL = 1.0  # seconds between looks while held slots (transactions under way) fill a quota
 HOLD_MARGIN = 60.0  # seconds a hold outlives the longest transaction
 SHORT_WINDOW = 300.0  # a rolling window this short paces: a run waits for its next slot
@@ -192,13 +193,15 @@ class Quota:
         usage = self.read(now)
         limit = self.limit(now)
         if usage.accepted + len(usage.holds) < limit:
-            return 1e-3  # a slot freed since the hold was refused: ask again
+            # a slot freed since the hold was refused: ask again soon (not at once: should the
+            # read and the hold ever disagree, this must not become a busy loop)
+            return RECHECK
         wait = self._frees_at(now, usage, limit) - now
         if self.holding or self.settling:  # our transactions under way may give theirs back
             wait = min(wait, HOLD_POLL)
         elif usage.holds:  # other runs' (or a killed run's): the first lapses then at the latest
             wait = min(wait, usage.holds[0] - now)
-        return max(wait, 1e-3)
+        return max(wait, RECHECK)
 
     def usage(self, now: float) -> QuotaUsage:
         """The window at `now` (one or two ledger reads)."""
