@@ -20,6 +20,7 @@ __all__ = [
     "Rate",
     "describe_period",
     "describe_value",
+    "iso_utc",
     "parse_duration",
     "parse_rate",
     "parse_share",
@@ -42,7 +43,6 @@ RATE_UNITS = {"s": 1.0, "min": 60.0, "h": 3600.0, "day": 86400.0}
 _RATE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*/\s*(s|min|h|day)\s*\Z")
 # a period with a number: a rolling window of that length ("10000/24h", "200/30min", "/1d")
 _ROLLING = re.compile(r"\s*(\d+(?:\.\d+)?)\s*/\s*(\d+)\s*(s|sec|min|m|h|d|day)\s*\Z")
-_ROLLING_UNITS = {"s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "d": 86400.0}
 RATE_FORMS = (
     "50/s or 600/min (a pace), 1000/h or 10000/day (a quota per UTC hour or day), "
     "10000/24h, 500/1h, 200/30min or 50000/7d (a rolling quota over that many hours, "
@@ -179,7 +179,7 @@ def parse_rate(text: str) -> Rate:
         return Rate(count=count, per=RATE_UNITS[match.group(2)])
     assert rolling is not None
     unit = rolling.group(3).lower()
-    per = int(rolling.group(2)) * _ROLLING_UNITS["d" if unit == "day" else unit]
+    per = int(rolling.group(2)) * _DURATION_UNITS["d" if unit == "day" else unit]
     if per <= 0:
         raise ValueError(f"a rolling window must be longer than 0, got {text!r}")
     if per < 60:
@@ -212,6 +212,14 @@ def parse_share(value: str | float) -> float:
 def utc_minute(timestamp: float) -> str:
     """A time for people, rounded up to the minute: 2026-12-07 09:14 UTC."""
     return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(math.ceil(timestamp / 60) * 60))
+
+
+def iso_utc(timestamp: float | None) -> str | None:
+    """A moment for machines (reports, JSON): ISO 8601 in UTC to the second (…T09:13:07Z)."""
+    if timestamp is None:
+        return None
+    moment = datetime.datetime.fromtimestamp(timestamp, datetime.UTC)
+    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def utc_second(timestamp: float) -> str:

@@ -21,7 +21,7 @@ from txsend.delivery.quotas import (
     quota_for,
     utc_second,
 )
-from txsend.job.warmup import Warmup
+from txsend.job.warmup import Warmup, sender_domain
 from txsend.journal.sqlite import Journal
 from txsend.models import RelayConfig, TlsMode
 from txsend.units import parse_rate
@@ -487,3 +487,10 @@ def test_a_slot_time_reads_to_the_second_near_or_far() -> None:
     assert utc_second(now + 600) == "2026-11-03 10:10:00 UTC"
     assert utc_second(now + 600.2) == "2026-11-03 10:10:01 UTC"  # rounded up
     assert utc_second(now + 2 * HOUR + 0.5) == "2026-11-03 12:00:01 UTC"
+
+
+def test_the_warm_up_counts_by_the_from_domain_as_the_envelope_writes_it() -> None:
+    # one sender, however the job writes its domain: the ledger key must not split
+    assert sender_domain("Acme <news@Bücher.Example>") == "xn--bcher-kva.example"
+    assert sender_domain("news@xn--bcher-kva.example") == "xn--bcher-kva.example"
+    assert sender_domain("no domain") is None

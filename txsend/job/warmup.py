@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from email.utils import parseaddr
 
+from txsend.addresses import envelope_address, split_mailbox
 from txsend.job.yamlmap import Section
 from txsend.units import describe_value, parse_rate
 
@@ -57,12 +57,13 @@ class Warmup:
 
 
 def sender_domain(from_addr: str) -> str | None:
-    """The warm-up's sender: the From address's domain, lower-cased (None without one)."""
-    address = parseaddr(from_addr)[1]
-    if "@" not in address:
+    """The warm-up's sender: the From address's domain as the envelope and the Message-IDs
+    write it (lower-case A-labels); None without a valid one."""
+    try:
+        address = envelope_address(split_mailbox(from_addr)[1])
+    except ValueError:
         return None
-    domain = address.rsplit("@", 1)[1].strip().lower()
-    return domain or None
+    return address.rpartition("@")[2].lower() or None
 
 
 def job_warmup(root: Section) -> Warmup | None:

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from txsend.units import utc_second
+from txsend.units import iso_utc, utc_second
 
 __all__ = ["QuotaUsage", "held_words", "quota_line"]
 
@@ -49,9 +49,9 @@ class QuotaUsage:
             "window": self.window,
             "used": self.used,
             "held": self.held,
-            "held_until": _iso(None if self.held_until is None else math.ceil(self.held_until)),
+            "held_until": iso_utc(None if self.held_until is None else math.ceil(self.held_until)),
             "limit": self.limit,
-            "frees_at": _iso(None if self.frees_at is None else math.ceil(self.frees_at)),
+            "frees_at": iso_utc(None if self.frees_at is None else math.ceil(self.frees_at)),
         }
         if self.kind == "warmup":
             data["warmup"] = {
@@ -127,16 +127,6 @@ def _parse(value: object) -> datetime.datetime | None:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=datetime.UTC)
     return moment.astimezone(datetime.UTC)
-
-
-def _iso(timestamp: float | None) -> str | None:
-    if timestamp is None:
-        return None
-    return (
-        datetime.datetime.fromtimestamp(timestamp, datetime.UTC)
-        .isoformat(timespec="seconds")
-        .replace("+00:00", "Z")
-    )
 
 
 def _when(value: object) -> str:

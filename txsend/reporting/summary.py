@@ -20,6 +20,7 @@ from txsend.reporting.stats import (
     busiest_domains,
     reply_code,
 )
+from txsend.units import iso_utc
 
 SCHEMA = 1
 
@@ -75,8 +76,8 @@ class Summary:
             "job": self.job,
             "run_id": self.run_id,
             "command": self.command,
-            "started_at": _iso(stats.started_at) if stats is not None else None,
-            "ended_at": _iso(stats.ended_at) if stats is not None else None,
+            "started_at": iso_utc(stats.started_at) if stats is not None else None,
+            "ended_at": iso_utc(stats.ended_at) if stats is not None else None,
             "exit_code": self.exit_code,
             "dry_run": self.dry_run,
             "counts": state_counts(self.counts),
@@ -104,8 +105,8 @@ class Summary:
             data["workers"] = [
                 {
                     **w,
-                    "started_at": _iso(w["started_at"]),
-                    "renewed_at": _iso(w["renewed_at"]),
+                    "started_at": iso_utc(w["started_at"]),
+                    "renewed_at": iso_utc(w["renewed_at"]),
                 }
                 for w in self.workers
             ]
@@ -269,8 +270,8 @@ def journal_json(
         "job": job,
         "run_id": None,
         "command": "report",
-        "started_at": _iso(runs[0].started_at) if runs else None,
-        "ended_at": _iso(last.ended_at) if last is not None else None,
+        "started_at": iso_utc(runs[0].started_at) if runs else None,
+        "ended_at": iso_utc(last.ended_at) if last is not None else None,
         "exit_code": last.exit_code if last is not None and last.exit_code is not None else 0,
         "dry_run": False,
         "counts": state_counts(counts),
@@ -281,8 +282,8 @@ def journal_json(
             {
                 "run_id": r.id,
                 "command": r.command,
-                "started_at": _iso(r.started_at),
-                "ended_at": _iso(r.ended_at),
+                "started_at": iso_utc(r.started_at),
+                "ended_at": iso_utc(r.ended_at),
                 "exit_code": r.exit_code,
             }
             for r in runs
@@ -296,16 +297,6 @@ def journal_json(
         **({"feedback": dict(feedback)} if feedback and feedback.get("events") else {}),
         **({"quotas": [dict(q) for q in quotas]} if quotas else {}),
     }
-
-
-def _iso(timestamp: float | None) -> str | None:
-    if timestamp is None:
-        return None
-    return (
-        datetime.datetime.fromtimestamp(timestamp, datetime.UTC)
-        .isoformat(timespec="seconds")
-        .replace("+00:00", "Z")
-    )
 
 
 def _percentiles(histogram: LatencyHistogram) -> dict[str, float | None]:
